@@ -1,0 +1,1 @@
+"""fedreplay core: plain PyTorch, no Flower imports (except common.wire)."""

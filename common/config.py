@@ -1,0 +1,407 @@
+"""One configuration source, parsed once into typed, validated dataclasses.
+
+The defaults of every option live in ``[tool.flwr.app.config]`` of ``pyproject.toml``;
+Flower hands them (merged with ``--run-config`` overrides) to both apps as a flat
+``run_config`` with dotted keys (``data.name``). The single-site runner reads the same
+table and the same override files, so both paths share one schema.
+
+    cfg = load_config({"data.name": "mnist", "method": "none"})
+    cfg.data.name, cfg.train.iterations, cfg.replay.ratio_for(num_tasks_seen=3)
+"""
+
+from __future__ import annotations
+
+import difflib
+import sys
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+Scalar = bool | int | float | str
+PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
+
+METHODS = ("dgr", "none", "exact", "joint")
+SCENARIOS = ("class", "domain", "permuted")
+PARTITIONS = ("iid", "dirichlet", "classes")
+GENERATORS = ("vae", "gan")
+SOLVERS = ("mlp", "cnn")
+REPLAY_MODES = ("global", "ensemble")
+REPLAY_LABELS = ("hard", "soft")
+ACCOUNTANTS = ("rdp", "prv")
+EVAL_MODES = ("central", "federated", "both")
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, unknown or out of range."""
+
+
+def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{name}={value!r} is not one of {', '.join(allowed)}")
+
+
+def _positive(name: str, value: float, *, allow_zero: bool = False) -> None:
+    if value < 0 or (value == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ConfigError(f"{name}={value!r} must be {bound}")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    name: str
+    root: str
+    download: bool
+
+
+@dataclass(frozen=True)
+class TasksConfig:
+    scenario: str
+    classes_per_task: int
+    class_order: str
+    num_tasks: int
+    datasets: str
+
+    def __post_init__(self) -> None:
+        _choice("tasks.scenario", self.scenario, SCENARIOS)
+        _positive("tasks.classes-per-task", self.classes_per_task)
+        _positive("tasks.num-tasks", self.num_tasks, allow_zero=True)
+        if self.scenario == "domain" and not self.datasets:
+            raise ConfigError("tasks.scenario='domain' needs tasks.datasets, e.g. 'mnist,svhn'")
+
+
+@dataclass(frozen=True)
+class SolverConfig:
+    arch: str
+    hidden: int
+
+    def __post_init__(self) -> None:
+        _choice("solver.arch", self.arch, SOLVERS)
+        _positive("solver.hidden", self.hidden)
+
+
+@dataclass(frozen=True)
+class GeneratorConfig:
+    kind: str
+    hidden: int
+    latent_dim: int
+
+    def __post_init__(self) -> None:
+        _choice("generator.kind", self.kind, GENERATORS)
+        _positive("generator.hidden", self.hidden)
+        _positive("generator.latent-dim", self.latent_dim)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    iterations: int
+    batch_size: int
+    lr: float
+    generator_lr: float
+    generator_iterations: int
+
+    def __post_init__(self) -> None:
+        _positive("train.iterations", self.iterations)
+        _positive("train.batch-size", self.batch_size)
+        _positive("train.lr", self.lr)
+        _positive("train.generator-lr", self.generator_lr)
+        _positive("train.generator-iterations", self.generator_iterations, allow_zero=True)
+
+    @property
+    def generator_steps(self) -> int:
+        return self.generator_iterations or self.iterations
+
+
+@dataclass(frozen=True)
+class ReplayConfig:
+    ratio: str
+    batch_size: int
+    labels: str
+    mode: str
+
+    def __post_init__(self) -> None:
+        _choice("replay.mode", self.mode, REPLAY_MODES)
+        _choice("replay.labels", self.labels, REPLAY_LABELS)
+        _positive("replay.batch-size", self.batch_size, allow_zero=True)
+        if self.ratio != "auto":
+            try:
+                value = float(self.ratio)
+            except ValueError:
+                raise ConfigError(
+                    f"replay.ratio={self.ratio!r} must be 'auto' or a number in (0, 1]"
+                ) from None
+            if not 0.0 < value <= 1.0:
+                raise ConfigError(f"replay.ratio={self.ratio!r} must be in (0, 1]")
+
+    def ratio_for(self, num_tasks_seen: int) -> float:
+        """Importance of the current task (DGR's r); replay gets ``1 - r``.
+
+        ``auto`` is the paper's rule: every task seen so far weighs the same.
+        """
+        if num_tasks_seen < 1:
+            raise ValueError("num_tasks_seen must be >= 1")
+        return 1.0 / num_tasks_seen if self.ratio == "auto" else float(self.ratio)
+
+
+@dataclass(frozen=True)
+class FedConfig:
+    rounds_per_task: int
+    num_sites: int
+    fraction_train: float
+    min_sites: int
+    round_timeout: float
+    evaluate: str
+
+    def __post_init__(self) -> None:
+        _positive("fed.rounds-per-task", self.rounds_per_task)
+        _positive("fed.num-sites", self.num_sites)
+        _positive("fed.min-sites", self.min_sites)
+        _positive("fed.round-timeout", self.round_timeout, allow_zero=True)
+        _choice("fed.evaluate", self.evaluate, EVAL_MODES)
+        if not 0.0 < self.fraction_train <= 1.0:
+            raise ConfigError(f"fed.fraction-train={self.fraction_train!r} must be in (0, 1]")
+
+
+@dataclass(frozen=True)
+class PartitionConfig:
+    kind: str
+    alpha: float
+    site_classes: str
+
+    def __post_init__(self) -> None:
+        _choice("partition.kind", self.kind, PARTITIONS)
+        _positive("partition.alpha", self.alpha)
+        if self.kind == "classes" and not self.site_classes:
+            raise ConfigError("partition.kind='classes' needs partition.site-classes")
+
+
+@dataclass(frozen=True)
+class DPConfig:
+    enabled: bool
+    target_epsilon: float
+    delta: float
+    max_grad_norm: float
+    accountant: str
+    client_level: bool
+    client_noise_multiplier: float
+    client_clip_norm: float
+
+    def __post_init__(self) -> None:
+        _choice("dp.accountant", self.accountant, ACCOUNTANTS)
+        _positive("dp.target-epsilon", self.target_epsilon)
+        _positive("dp.max-grad-norm", self.max_grad_norm)
+        _positive("dp.client-noise-multiplier", self.client_noise_multiplier, allow_zero=True)
+        _positive("dp.client-clip-norm", self.client_clip_norm)
+        if not 0.0 <= self.delta < 1.0:
+            raise ConfigError(f"dp.delta={self.delta!r} must be in [0, 1) (0 = automatic)")
+
+    def delta_for(self, num_samples: int) -> float:
+        """The delta in force for a site holding ``num_samples`` records."""
+        return self.delta if self.delta > 0 else 1.0 / (10.0 * max(num_samples, 1))
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    generator_quality: bool
+    samples_per_class: int
+
+    def __post_init__(self) -> None:
+        _positive("eval.samples-per-class", self.samples_per_class)
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    experiment: str
+    seed: int
+    device: str
+    output_dir: str
+    method: str
+    data: DataConfig
+    tasks: TasksConfig
+    solver: SolverConfig
+    generator: GeneratorConfig
+    train: TrainConfig
+    replay: ReplayConfig
+    fed: FedConfig
+    partition: PartitionConfig
+    dp: DPConfig
+    eval: EvalConfig
+
+    def __post_init__(self) -> None:
+        _choice("method", self.method, METHODS)
+        if not self.device == "auto" and not self.device.startswith(("cpu", "cuda", "mps")):
+            raise ConfigError(f"device={self.device!r} must be auto, cpu, cuda, cuda:N or mps")
+
+    @property
+    def uses_generator(self) -> bool:
+        return self.method == "dgr"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_run_config(self) -> dict[str, Scalar]:
+        """Back to Flower's flat, dash-separated form (round-trips through load_config)."""
+        flat: dict[str, Scalar] = {}
+        for key, value in self.to_dict().items():
+            if isinstance(value, dict):
+                for sub, v in value.items():
+                    flat[f"{key}.{sub.replace('_', '-')}"] = v
+            else:
+                flat[key.replace("_", "-")] = value
+        return flat
+
+
+_SECTIONS: dict[str, type] = {
+    "data": DataConfig,
+    "tasks": TasksConfig,
+    "solver": SolverConfig,
+    "generator": GeneratorConfig,
+    "train": TrainConfig,
+    "replay": ReplayConfig,
+    "fed": FedConfig,
+    "partition": PartitionConfig,
+    "dp": DPConfig,
+    "eval": EvalConfig,
+}
+
+
+def flatten(table: Mapping[str, Any], prefix: str = "") -> dict[str, Scalar]:
+    """Nested TOML tables to Flower's dotted keys: {"data": {"name": x}} -> {"data.name": x}."""
+    flat: dict[str, Scalar] = {}
+    for key, value in table.items():
+        full = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, prefix=f"{full}."))
+        else:
+            flat[full] = value
+    return flat
+
+
+@lru_cache(maxsize=4)
+def _defaults_from(path: Path) -> dict[str, Scalar]:
+    if not path.is_file():
+        raise ConfigError(
+            f"cannot find the configuration defaults: {path} does not exist. "
+            "Install fedreplay from its source tree (pip install -e .) or pass defaults explicitly."
+        )
+    with path.open("rb") as fh:
+        doc = tomllib.load(fh)
+    try:
+        table = doc["tool"]["flwr"]["app"]["config"]
+    except KeyError:
+        raise ConfigError(f"{path} has no [tool.flwr.app.config] table") from None
+    return flatten(table)
+
+
+def default_run_config(pyproject: Path = PYPROJECT) -> dict[str, Scalar]:
+    """The ``[tool.flwr.app.config]`` defaults as a flat dict (a fresh copy)."""
+    return dict(_defaults_from(pyproject))
+
+
+def read_overrides(path: str | Path) -> dict[str, Scalar]:
+    """An override file from simulations/: a TOML file with the app-config keys."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"override file {p} does not exist")
+    with p.open("rb") as fh:
+        try:
+            return flatten(tomllib.load(fh))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"override file {p} is not valid TOML: {exc}") from None
+
+
+def parse_overrides(text: str) -> dict[str, Scalar]:
+    """Parse ``"key=value other=2"`` (Flower's --run-config string syntax)."""
+    try:
+        return flatten(tomllib.loads("\n".join(_split_assignments(text))))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"cannot parse overrides {text!r}: {exc}") from None
+
+
+def _split_assignments(text: str) -> list[str]:
+    parts, current, quote = [], "", ""
+    for ch in text:
+        if ch in "\"'" and (not quote or quote == ch):
+            quote = "" if quote else ch
+        if ch.isspace() and not quote:
+            if current:
+                parts.append(current)
+            current = ""
+        else:
+            current += ch
+    if current:
+        parts.append(current)
+    return parts
+
+
+def _coerce(key: str, value: Any, default: Scalar) -> Scalar:
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+    elif isinstance(default, int):
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+    elif isinstance(default, float):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif isinstance(default, str) and isinstance(value, (str, int, float)):
+        if not isinstance(value, bool):
+            return str(value)
+    raise ConfigError(
+        f"{key}={value!r} has type {type(value).__name__}, expected {type(default).__name__}"
+    )
+
+
+def load_config(
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    defaults: Mapping[str, Scalar] | None = None,
+) -> ExperimentConfig:
+    """Merge ``overrides`` into the defaults and build the typed config.
+
+    ``overrides`` may be Flower's ``context.run_config`` (already complete) or a partial
+    dict; unknown keys are an error that names the closest known key.
+    """
+    base = dict(defaults) if defaults is not None else default_run_config()
+    merged = dict(base)
+    for key, value in flatten(overrides or {}).items():
+        if key not in base:
+            close = difflib.get_close_matches(key, list(base), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"unknown configuration key {key!r}{hint}")
+        merged[key] = _coerce(key, value, base[key])
+
+    top: dict[str, Any] = {}
+    sections: dict[str, dict[str, Any]] = {name: {} for name in _SECTIONS}
+    for key, value in merged.items():
+        head, _, rest = key.partition(".")
+        if rest and head in sections:
+            sections[head][rest.replace("-", "_")] = value
+        else:
+            top[key.replace("-", "_")] = value
+    built: dict[str, Any] = {}
+    for name, cls in _SECTIONS.items():
+        wanted = {f.name for f in fields(cls)}
+        missing = wanted - set(sections[name])
+        extra = set(sections[name]) - wanted
+        if missing or extra:
+            raise ConfigError(
+                f"[{name}] options do not match the schema: missing {sorted(missing)}, "
+                f"unexpected {sorted(extra)}"
+            )
+        built[name] = cls(**sections[name])
+    wanted_top = {f.name for f in fields(ExperimentConfig)} - set(_SECTIONS)
+    missing_top = wanted_top - set(top)
+    if missing_top:
+        raise ConfigError(f"missing top-level options {sorted(missing_top)}")
+    return ExperimentConfig(**{k: top[k] for k in wanted_top}, **built)
