@@ -1,0 +1,6 @@
+"""Solvers (classifiers) and generators (conditional VAE decoder, AC-GAN generator)."""
+
+from common.models.factory import build_critic, build_generator, build_solver
+from common.models.generator import Generator
+
+__all__ = ["Generator", "build_critic", "build_generator", "build_solver"]

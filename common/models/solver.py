@@ -1,0 +1,53 @@
+"""Solvers: the classifiers of a scholar. No BatchNorm anywhere (Opacus rejects it)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from common.data.types import Shape
+
+
+class MLPSolver(nn.Module):
+    """Two hidden layers, as in van de Ven & Tolias (2019) for split MNIST."""
+
+    def __init__(self, shape: Shape, num_classes: int, hidden: int = 400) -> None:
+        super().__init__()
+        c, h, w = shape
+        self.net = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(c * h * w, hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, num_classes),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:  # (B, C, H, W) -> (B, K) logits
+        return self.net(x)
+
+
+class CNNSolver(nn.Module):
+    """Two conv blocks with GroupNorm (DP-compatible) and a linear head."""
+
+    def __init__(self, shape: Shape, num_classes: int, hidden: int = 128) -> None:
+        super().__init__()
+        c, h, w = shape
+        self.features = nn.Sequential(
+            nn.Conv2d(c, 32, 3, padding=1),
+            nn.GroupNorm(8, 32),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3, padding=1),
+            nn.GroupNorm(8, 64),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+        )
+        with torch.no_grad():
+            flat = self.features(torch.zeros(1, c, h, w)).numel()
+        self.head = nn.Sequential(
+            nn.Flatten(), nn.Linear(flat, hidden), nn.ReLU(), nn.Linear(hidden, num_classes)
+        )
+
+    def forward(self, x: Tensor) -> Tensor:  # (B, C, H, W) -> (B, K) logits
+        return self.head(self.features(x))

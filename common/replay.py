@@ -1,0 +1,121 @@
+"""Replay sources, passed explicitly to training (never hidden in a hook).
+
+- :class:`GenerativeReplay`: DGR; inputs from frozen generator(s), labels from the frozen
+  previous solver. Several generators with weights make an ensemble (federated
+  ``replay.mode = ensemble``: one generator per site of the finished task).
+- :class:`ExactReplay`: stored real data of earlier tasks (the ER reference). Only ever
+  used at the site that holds the data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from common.data.types import Split
+from common.models.generator import Generator
+
+
+@dataclass(frozen=True)
+class ReplayBatch:
+    x: Tensor  # (n, C, H, W) inputs in [0, 1]
+    y: Tensor  # (n,) hard labels
+    soft: Tensor | None = None  # (n, K) target probabilities (replay.labels = soft)
+
+    def to(self, device: torch.device) -> ReplayBatch:
+        soft = self.soft.to(device) if self.soft is not None else None
+        return ReplayBatch(self.x.to(device), self.y.to(device), soft)
+
+
+@dataclass(frozen=True)
+class ReplayPayload:
+    """Frozen models of finished tasks as state dicts: what the server sends once per task."""
+
+    task: int  # the task about to be learned (replay covers tasks < task)
+    solver: dict[str, Tensor]
+    generators: tuple[dict[str, Tensor], ...]
+    weights: tuple[float, ...]
+    classes: tuple[int, ...]
+
+
+class Replay(Protocol):
+    """Anything that rehearses earlier tasks: n replayed examples per call."""
+
+    classes: tuple[int, ...]
+
+    def sample(self, n: int) -> ReplayBatch: ...
+
+
+class GenerativeReplay:
+    """Inputs from the previous generator(s), labels from the previous solver."""
+
+    def __init__(
+        self,
+        generators: Sequence[Generator],
+        solver: nn.Module,
+        classes: Sequence[int],
+        *,
+        weights: Sequence[float] | None = None,
+        labels: str = "hard",
+        temperature: float = 2.0,
+        rng: torch.Generator | None = None,
+    ) -> None:
+        if not generators:
+            raise ValueError("GenerativeReplay needs at least one generator")
+        if not classes:
+            raise ValueError("GenerativeReplay needs the classes seen so far")
+        w = torch.tensor(weights if weights is not None else [1.0] * len(generators))
+        if w.numel() != len(generators) or (w < 0).any() or w.sum() <= 0:
+            raise ValueError(f"weights {list(w.tolist())} do not fit {len(generators)} generators")
+        self.generators = list(generators)
+        self.solver = solver
+        self.classes = tuple(int(c) for c in classes)
+        self.weights = w / w.sum()
+        self.labels = labels
+        self.temperature = temperature
+        self.rng = rng
+
+    @torch.no_grad()
+    def sample(self, n: int) -> ReplayBatch:
+        classes = torch.tensor(self.classes)
+        cond = classes[torch.randint(len(classes), (n,), generator=self.rng)]  # (n,)
+        which = torch.multinomial(self.weights, n, replacement=True, generator=self.rng)
+        device = next(self.solver.parameters()).device
+        x = torch.empty(n, *self.generators[0].shape, device=device)
+        for k, gen in enumerate(self.generators):
+            rows = (which == k).nonzero(as_tuple=True)[0]
+            if rows.numel():
+                x[rows.to(device)] = gen.sample(cond[rows], generator=self.rng).to(device)
+        logits = self.solver(x)[:, classes.to(device)]  # (n, |seen|): previous classes only
+        y = classes.to(device)[logits.argmax(1)]
+        soft = None
+        if self.labels == "soft":
+            soft = torch.zeros(n, _num_outputs(self.solver, x), device=device)
+            soft[:, classes.to(device)] = F.softmax(logits / self.temperature, dim=1)
+        return ReplayBatch(x, y, soft)
+
+
+class ExactReplay:
+    """Uniform draws from stored real data of earlier tasks (stays at the site)."""
+
+    def __init__(self, memory: Split, *, rng: torch.Generator | None = None) -> None:
+        if len(memory) == 0:
+            raise ValueError("ExactReplay needs a non-empty memory")
+        self.memory = memory
+        self.classes = tuple(sorted(set(memory.y.tolist())))
+        self.rng = rng
+
+    def sample(self, n: int) -> ReplayBatch:
+        rows = torch.randint(len(self.memory), (n,), generator=self.rng)
+        x, y = self.memory.batch(rows)
+        return ReplayBatch(x, y)
+
+
+def _num_outputs(solver: nn.Module, x: Tensor) -> int:
+    last = [m for m in solver.modules() if isinstance(m, nn.Linear)][-1]
+    return int(last.out_features)

@@ -1,0 +1,1 @@
+"""Local training of a scholar on one task, with replay passed in explicitly."""

@@ -1,0 +1,129 @@
+"""Training of the generative half of a scholar on real data plus replay.
+
+Each trainer owns the shared :class:`Generator` and its private critic (VAE encoder or
+GAN discriminator) and makes one update per call to :meth:`step`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from common.models.gan import Discriminator, GANGenerator
+from common.models.vae import VAEDecoder, VAEEncoder, vae_loss
+from common.replay import ReplayBatch
+from common.training.losses import mean_or_zero
+from common.training.step import PlainStepper, Stepper
+
+StepperFactory = Callable[[torch.optim.Optimizer, nn.Module], Stepper]
+
+
+def plain(optimizer: torch.optim.Optimizer, module: nn.Module) -> Stepper:
+    return PlainStepper(optimizer)
+
+
+class GenerativeTrainer(Protocol):
+    def step(
+        self, x: Tensor, y: Tensor, replay: ReplayBatch | None, ratio: float, classes: Tensor
+    ) -> dict[str, float]: ...
+
+
+class VAETrainer:
+    """Conditional VAE: encoder and decoder both see real data (both private under DP)."""
+
+    def __init__(
+        self,
+        decoder: VAEDecoder,
+        encoder: VAEEncoder,
+        *,
+        lr: float,
+        make_stepper: StepperFactory = plain,
+    ) -> None:
+        self.decoder, self.encoder = decoder, encoder
+        self.model = nn.ModuleDict({"encoder": encoder, "decoder": decoder})
+        opt = torch.optim.Adam(self.model.parameters(), lr=lr, betas=(0.9, 0.999))
+        self.stepper = make_stepper(opt, self.model)
+
+    def step(
+        self, x: Tensor, y: Tensor, replay: ReplayBatch | None, ratio: float, classes: Tensor
+    ) -> dict[str, float]:
+        def public() -> Tensor:
+            assert replay is not None
+            return (1 - ratio) * vae_loss(self.encoder, self.decoder, replay.x, replay.y).mean()
+
+        loss = self.stepper.step(
+            private=lambda: vae_loss(self.encoder, self.decoder, x, y),
+            public=public if replay is not None else None,
+            private_weight=ratio,
+        )
+        return {"loss_generator": loss}
+
+
+class GANTrainer:
+    """AC-GAN: the discriminator sees real data (private under DP); the generator never
+    does, so it is private by post-processing."""
+
+    def __init__(
+        self,
+        generator: GANGenerator,
+        discriminator: Discriminator,
+        *,
+        lr: float,
+        make_stepper: StepperFactory = plain,
+        rng: torch.Generator | None = None,
+    ) -> None:
+        self.generator, self.discriminator = generator, discriminator
+        d_opt = torch.optim.Adam(discriminator.parameters(), lr=lr, betas=(0.5, 0.999))
+        self.g_opt = torch.optim.Adam(generator.parameters(), lr=lr, betas=(0.5, 0.999))
+        self.d_stepper = make_stepper(d_opt, discriminator)
+        self.rng = rng
+
+    def _d_terms(self, x: Tensor, labels: Tensor, real: bool) -> Tensor:
+        """Per-sample AC-GAN discriminator loss (B,): source + auxiliary class."""
+        source, aux = self.discriminator(x)
+        target = torch.full_like(source, 1.0 if real else 0.0)
+        return F.binary_cross_entropy_with_logits(
+            source, target, reduction="none"
+        ) + F.cross_entropy(aux, labels, reduction="none")
+
+    def step(
+        self, x: Tensor, y: Tensor, replay: ReplayBatch | None, ratio: float, classes: Tensor
+    ) -> dict[str, float]:
+        device = x.device
+        n = max(x.shape[0], 1)
+        fake_y = classes[torch.randint(len(classes), (n,), generator=self.rng)].to(device)
+        z = torch.randn(n, self.generator.latent_dim, generator=self.rng).to(device)
+        fake = self.generator(z, fake_y)
+
+        def public() -> Tensor:
+            loss = mean_or_zero(self._d_terms(fake.detach(), fake_y, real=False))
+            if replay is not None:
+                loss = loss + (1 - ratio) * self._d_terms(replay.x, replay.y, real=True).mean()
+            return loss
+
+        d_loss = self.d_stepper.step(
+            private=lambda: self._d_terms(x, y, real=True), public=public, private_weight=ratio
+        )
+        # Generator step: D is only read; its parameters get no gradient.
+        set_hooks = getattr(self.discriminator, "disable_hooks", None)
+        if set_hooks is not None:
+            set_hooks()
+        for p in self.discriminator.parameters():
+            p.requires_grad_(False)
+        self.g_opt.zero_grad(set_to_none=True)
+        source, aux = self.discriminator(fake)
+        g_loss = F.binary_cross_entropy_with_logits(source, torch.ones_like(source)) + (
+            F.cross_entropy(aux, fake_y)
+        )
+        g_loss.backward()
+        self.g_opt.step()
+        for p in self.discriminator.parameters():
+            p.requires_grad_(True)
+        enable = getattr(self.discriminator, "enable_hooks", None)
+        if enable is not None:
+            enable()
+        return {"loss_discriminator": d_loss, "loss_generator": float(g_loss.detach())}

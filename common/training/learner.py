@@ -1,0 +1,181 @@
+"""One site's continual learner: what a site trains on task t, and how.
+
+Used unchanged by the single-site runner and by the Flower ClientApp. The caller decides
+where the previous scholar comes from (its own snapshot, or the server's aggregate);
+``replay_for`` turns it into an explicit :class:`~common.replay.Replay`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from common.config import ExperimentConfig
+from common.data.types import Shape, Split, Task, concat
+from common.models import Generator, build_critic, build_generator, build_solver
+from common.models.gan import Discriminator, GANGenerator
+from common.models.vae import VAEDecoder, VAEEncoder
+from common.replay import ExactReplay, GenerativeReplay, Replay
+from common.scholar import Scholar
+from common.training.batches import shuffled_batches
+from common.training.generative import (
+    GANTrainer,
+    GenerativeTrainer,
+    StepperFactory,
+    VAETrainer,
+    plain,
+)
+from common.training.losses import classification_loss, replay_loss
+
+
+@dataclass(frozen=True)
+class ReplaySource:
+    """Frozen models of the finished tasks that replay them: one solver labels inputs
+    drawn from one generator (DGR) or a weighted mixture of generators (ensemble)."""
+
+    solver: nn.Module
+    generators: tuple[Generator, ...]
+    weights: tuple[float, ...]
+    classes: tuple[int, ...]  # classes of the finished tasks
+
+    @staticmethod
+    def from_scholar(scholar: Scholar, classes: Sequence[int]) -> ReplaySource:
+        frozen = scholar.frozen()
+        gens = (frozen.generator,) if frozen.generator is not None else ()
+        return ReplaySource(frozen.solver, gens, (1.0,) * len(gens), tuple(classes))
+
+
+def real_data_for(method: str, tasks: Sequence[Task], t: int) -> Split:
+    """The real data a site trains on at task t: the current task, or all so far (joint)."""
+    if method == "joint":
+        return concat([task.train for task in tasks[: t + 1]])
+    return tasks[t].train
+
+
+def replay_for(
+    cfg: ExperimentConfig,
+    tasks: Sequence[Task],
+    t: int,
+    previous: ReplaySource | None,
+    *,
+    rng: torch.Generator,
+) -> Replay | None:
+    """The replay of tasks before t for ``cfg.method`` (None for task 0, none, joint)."""
+    if t == 0 or cfg.method in ("none", "joint"):
+        return None
+    if cfg.method == "exact":
+        return ExactReplay(concat([task.train for task in tasks[:t]]), rng=rng)
+    if previous is None or not previous.generators:
+        raise ValueError(f"method 'dgr' at task {t} needs the previous scholar to replay from")
+    return GenerativeReplay(
+        previous.generators,
+        previous.solver,
+        previous.classes,
+        weights=previous.weights,
+        labels=cfg.replay.labels,
+        rng=rng,
+    )
+
+
+class Learner:
+    """A scholar that keeps learning: solver + generator (shared) + critic (private)."""
+
+    def __init__(
+        self,
+        cfg: ExperimentConfig,
+        *,
+        shape: Shape,
+        num_classes: int,
+        device: torch.device,
+        make_stepper: StepperFactory = plain,
+    ) -> None:
+        self.cfg, self.shape, self.num_classes, self.device = cfg, shape, num_classes, device
+        self.make_stepper = make_stepper
+        self.solver = build_solver(cfg.solver, shape, num_classes).to(device)
+        self.generator: Generator | None = None
+        self.critic: nn.Module | None = None
+        if cfg.uses_generator:
+            self.generator = build_generator(cfg.generator, shape, num_classes).to(device)
+            self.critic = build_critic(cfg.generator, shape, num_classes).to(device)
+
+    @property
+    def scholar(self) -> Scholar:
+        return Scholar(self.solver, self.generator)
+
+    def _generative_trainer(self, rng: torch.Generator) -> GenerativeTrainer:
+        lr = self.cfg.train.generator_lr
+        if isinstance(self.generator, VAEDecoder) and isinstance(self.critic, VAEEncoder):
+            return VAETrainer(self.generator, self.critic, lr=lr, make_stepper=self.make_stepper)
+        if isinstance(self.generator, GANGenerator) and isinstance(self.critic, Discriminator):
+            return GANTrainer(
+                self.generator, self.critic, lr=lr, make_stepper=self.make_stepper, rng=rng
+            )
+        raise TypeError("generator and critic kinds do not match")
+
+    def train(
+        self,
+        real: Split,
+        *,
+        replay: Replay | None,
+        num_tasks_seen: int,
+        classes_seen: Sequence[int],
+        iterations: int,
+        seed: int,
+        desc: str = "",
+        progress: bool = False,
+    ) -> dict[str, float]:
+        """``iterations`` updates of the solver (and of the generator, for DGR) on
+        ``real`` mixed with ``replay`` at importance ``r`` for the current data."""
+        cfg = self.cfg
+        rng = torch.Generator().manual_seed(seed)
+        ratio = 1.0 if replay is None else cfg.replay.ratio_for(num_tasks_seen)
+        replay_n = cfg.replay.batch_size or cfg.train.batch_size
+        classes = torch.tensor(list(classes_seen))
+        batches = shuffled_batches(real, cfg.train.batch_size, rng=rng)
+        solver_step = self.make_stepper(
+            torch.optim.Adam(self.solver.parameters(), lr=cfg.train.lr, betas=(0.9, 0.999)),
+            self.solver,
+        )
+        gen_trainer = self._generative_trainer(rng) if self.generator is not None else None
+        gen_steps = cfg.train.generator_steps if gen_trainer is not None else 0
+        sums: dict[str, float] = {}
+        start = time.perf_counter()
+        self.solver.train()
+        bar = tqdm(range(max(iterations, gen_steps)), desc=desc, disable=not progress, leave=False)
+        for it in bar:
+            x, y = (v.to(self.device) for v in next(batches))
+            rb = replay.sample(replay_n).to(self.device) if replay is not None else None
+            if it < iterations:
+
+                def public(rb=rb) -> torch.Tensor:
+                    assert rb is not None
+                    loss = replay_loss(self.solver(rb.x), rb.y, rb.soft, 2.0).mean()
+                    return (1 - ratio) * loss
+
+                loss = solver_step.step(
+                    private=lambda x=x, y=y: classification_loss(self.solver(x), y),
+                    public=public if rb is not None else None,
+                    private_weight=ratio,
+                )
+                sums["loss_solver"] = sums.get("loss_solver", 0.0) + loss
+            if gen_trainer is not None and it < gen_steps:
+                for key, value in gen_trainer.step(x, y, rb, ratio, classes).items():
+                    sums[key] = sums.get(key, 0.0) + value
+            if progress and it % 50 == 0:
+                bar.set_postfix({k: f"{v / (it + 1):.3f}" for k, v in sums.items()})
+        metrics = {
+            k: v / (iterations if k == "loss_solver" else max(gen_steps, 1))
+            for k, v in sums.items()
+        }
+        metrics.update(
+            num_examples=float(len(real)),
+            iterations=float(iterations),
+            train_time_s=time.perf_counter() - start,
+            replay_ratio=ratio,
+        )
+        return metrics
