@@ -1,0 +1,93 @@
+"""The one configuration source: pyproject defaults, overrides, validation, round trip."""
+
+from pathlib import Path
+
+import pytest
+
+from common.config import (
+    ConfigError,
+    default_run_config,
+    load_config,
+    parse_overrides,
+    read_overrides,
+)
+
+SIMULATIONS = Path(__file__).resolve().parents[2] / "simulations"
+
+
+def test_defaults_parse_into_typed_config() -> None:
+    cfg = load_config()
+    assert cfg.data.name == "digits"
+    assert isinstance(cfg.train.iterations, int)
+    assert isinstance(cfg.train.lr, float)
+    assert cfg.method in ("dgr", "none", "exact", "joint")
+
+
+def test_run_config_round_trip() -> None:
+    cfg = load_config({"data.name": "mnist", "fed.num-sites": 5, "replay.ratio": "0.3"})
+    assert load_config(cfg.to_run_config()) == cfg
+    assert cfg.to_run_config().keys() == default_run_config().keys()
+
+
+def test_unknown_key_names_the_closest_match() -> None:
+    with pytest.raises(ConfigError, match=r"train\.iteration.*did you mean 'train\.iterations'"):
+        load_config({"train.iteration": 3})
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"method": "bogus"}, "method='bogus'"),
+        ({"train.iterations": 0}, "train.iterations"),
+        ({"train.iterations": "many"}, "expected int"),
+        ({"replay.ratio": "1.5"}, "replay.ratio"),
+        ({"replay.ratio": "half"}, "replay.ratio"),
+        ({"fed.fraction-train": 0.0}, "fed.fraction-train"),
+        ({"partition.kind": "classes"}, "partition.site-classes"),
+        ({"tasks.scenario": "domain"}, "tasks.datasets"),
+        ({"dp.accountant": "gdp"}, "dp.accountant"),
+        ({"device": "tpu"}, "device"),
+    ],
+)
+def test_bad_values_are_rejected_with_the_key(overrides: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(overrides)
+
+
+def test_int_accepted_for_float_and_bool_strings() -> None:
+    cfg = load_config({"train.lr": 1, "dp.enabled": "true"})
+    assert cfg.train.lr == 1.0 and cfg.dp.enabled is True
+
+
+def test_importance_ratio_follows_dgr_rule_or_fixed_value() -> None:
+    auto = load_config().replay
+    assert [auto.ratio_for(t) for t in (1, 2, 4)] == [1.0, 0.5, 0.25]
+    fixed = load_config({"replay.ratio": "0.7"}).replay
+    assert fixed.ratio_for(5) == pytest.approx(0.7)
+
+
+def test_inline_overrides_use_flower_syntax() -> None:
+    parsed = parse_overrides("method='none' train.iterations=20 data.name=\"mnist\"")
+    assert parsed == {"method": "none", "train.iterations": 20, "data.name": "mnist"}
+
+
+def test_every_simulation_override_file_is_valid() -> None:
+    files = sorted(SIMULATIONS.glob("*.toml"))
+    assert files, "simulations/ has no override files"
+    for path in files:
+        load_config(read_overrides(path))
+
+
+def test_missing_override_file_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        read_overrides(tmp_path / "nope.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("method = \n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        read_overrides(bad)
+
+
+def test_dp_delta_default_is_below_one_over_n() -> None:
+    dp = load_config().dp
+    assert dp.delta_for(1000) < 1 / 1000
+    assert load_config({"dp.delta": 1e-5}).dp.delta_for(1000) == 1e-5
