@@ -1,0 +1,179 @@
+"""The Likelihood Ratio Attack (LiRA) of Carlini et al. (2022), online and offline.
+
+"Membership Inference Attacks From First Principles" (IEEE S&P 2022). K shadow models of
+the target's architecture are trained, each on a random half of ``candidates ∪ population``
+chosen so that every record is IN for exactly ``K // 2`` shadows. For every candidate and
+model the logit-scaled confidence of the true class is
+
+    phi = log(p_y / (1 - p_y)) = z_y - logsumexp_{k != y} z_k     (z = logits, stable form)
+
+and Gaussians are fitted per candidate to its IN and OUT shadow values. With few shadows
+(the default rule: K < 64, as in the paper) the variance is one global value (the pooled
+within-candidate variance) while the means stay per candidate. Scores (higher = member):
+
+    online:  log N(phi_t; mu_in, s_in^2) - log N(phi_t; mu_out, s_out^2)
+    offline: (phi_t - mu_out) / s_out   (one-sided test, monotone in 1 - p-value)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from common.audit.membership import AttackResult
+from common.data.types import Split, concat
+
+TrainFn = Callable[[Split, int], nn.Module]  # (training split, seed) -> trained model
+MIN_STD = 1e-4
+
+
+@torch.no_grad()
+def logit_confidence(
+    model: nn.Module, split: Split, *, device: torch.device, batch_size: int = 1024
+) -> np.ndarray:
+    """phi = log(p_y / (1 - p_y)) of the true label of every record, computed stably."""
+    was_training = model.training
+    model.eval()
+    try:
+        out = []
+        for start in range(0, len(split), batch_size):
+            x, y = split.batch(torch.arange(start, min(start + batch_size, len(split))))
+            logits = model(x.to(device)).double().cpu()
+            rows = torch.arange(len(y))
+            true = logits[rows, y]
+            logits[rows, y] = -torch.inf
+            out.append(true - torch.logsumexp(logits, dim=1))
+    finally:
+        model.train(was_training)
+    return torch.cat(out).numpy() if out else np.zeros(0)
+
+
+@dataclass(frozen=True)
+class ShadowStats:
+    """phi of the target (n,) and of the shadows (K, n); ``keep[k, i]``: i trained shadow k."""
+
+    target: np.ndarray
+    shadows: np.ndarray
+    keep: np.ndarray
+
+
+def shadow_confidences(
+    target: nn.Module,
+    train_fn: TrainFn,
+    *,
+    candidates: Split,
+    population: Split | None = None,
+    num_shadows: int = 8,
+    seed: int = 0,
+    device: torch.device,
+) -> ShadowStats:
+    """Train the shadows and measure phi of every candidate under them and the target."""
+    if num_shadows < 2:
+        raise ValueError(f"LiRA needs at least 2 shadow models, got {num_shadows}")
+    pool = concat([candidates, population]) if population is not None else candidates
+    rng = np.random.default_rng(seed)
+    # Each column is a random permutation of the shadows: every record IN for exactly K//2.
+    keep_all = rng.random((num_shadows, len(pool))).argsort(axis=0) < num_shadows // 2
+    seeds = rng.integers(0, 2**31 - 1, size=num_shadows)
+    shadows = np.empty((num_shadows, len(candidates)))
+    for k in range(num_shadows):
+        rows = torch.from_numpy(np.flatnonzero(keep_all[k]))
+        model = train_fn(pool.subset(rows), int(seeds[k]))
+        shadows[k] = logit_confidence(model, candidates, device=device)
+    target_phi = logit_confidence(target, candidates, device=device)
+    return ShadowStats(target_phi, shadows, keep_all[:, : len(candidates)])
+
+
+def _gaussian(values: np.ndarray, mask: np.ndarray, fixed: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Per-candidate mean and std of ``values[k, i]`` over the k where ``mask[k, i]``."""
+    count = mask.sum(axis=0)
+    mean = np.where(mask, values, 0.0).sum(axis=0) / np.maximum(count, 1)
+    sq = np.where(mask, (values - mean) ** 2, 0.0)
+    if fixed:
+        dof = max(int(count.sum() - (count > 0).sum()), 1)
+        std = np.full_like(mean, np.sqrt(sq.sum() / dof))
+    else:
+        std = np.sqrt(sq.sum(axis=0) / np.maximum(count - 1, 1))
+    return mean, np.maximum(std, MIN_STD)
+
+
+def _log_normal(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    return -0.5 * ((x - mean) / std) ** 2 - np.log(std)  # constant dropped (cancels)
+
+
+def lira_scores(
+    stats: ShadowStats, *, online: bool = True, fixed_variance: bool | None = None
+) -> np.ndarray:
+    """Membership scores of the candidates (see the module docstring)."""
+    fixed = stats.shadows.shape[0] < 64 if fixed_variance is None else fixed_variance
+    mu_out, s_out = _gaussian(stats.shadows, ~stats.keep, fixed)
+    if not online:
+        return (stats.target - mu_out) / s_out
+    mu_in, s_in = _gaussian(stats.shadows, stats.keep, fixed)
+    return _log_normal(stats.target, mu_in, s_in) - _log_normal(stats.target, mu_out, s_out)
+
+
+def lira_attacks(
+    target: nn.Module,
+    train_fn: TrainFn,
+    *,
+    candidates: Split,
+    is_member: np.ndarray,
+    population: Split | None = None,
+    num_shadows: int = 8,
+    seed: int = 0,
+    fixed_variance: bool | None = None,
+    device: torch.device,
+) -> dict[str, AttackResult]:
+    """Online and offline LiRA from one set of shadows: ``{"lira_online", "lira_offline"}``.
+
+    ``is_member[i]`` (ground truth, used only for evaluation) says whether candidate i is
+    in the target's training set; ``population`` adds records to the shadows' pool.
+    """
+    member = np.asarray(is_member, dtype=bool)
+    if member.shape != (len(candidates),):
+        raise ValueError(f"is_member has shape {member.shape}, expected ({len(candidates)},)")
+    stats = shadow_confidences(
+        target,
+        train_fn,
+        candidates=candidates,
+        population=population,
+        num_shadows=num_shadows,
+        seed=seed,
+        device=device,
+    )
+    out = {}
+    for name, online in (("lira_online", True), ("lira_offline", False)):
+        s = lira_scores(stats, online=online, fixed_variance=fixed_variance)
+        out[name] = AttackResult(name, s[member], s[~member])
+    return out
+
+
+def lira_attack(
+    target: nn.Module,
+    train_fn: TrainFn,
+    *,
+    candidates: Split,
+    is_member: np.ndarray,
+    num_shadows: int = 8,
+    seed: int = 0,
+    population: Split | None = None,
+    online: bool = True,
+    device: torch.device,
+) -> AttackResult:
+    """One LiRA variant (online by default); see :func:`lira_attacks` for the arguments."""
+    results = lira_attacks(
+        target,
+        train_fn,
+        candidates=candidates,
+        is_member=is_member,
+        population=population,
+        num_shadows=num_shadows,
+        seed=seed,
+        device=device,
+    )
+    return results["lira_online" if online else "lira_offline"]
