@@ -91,11 +91,12 @@ class GenerativeReplay:
             rows = (which == k).nonzero(as_tuple=True)[0]
             if rows.numel():
                 x[rows.to(device)] = gen.sample(cond[rows], generator=self.rng).to(device)
-        logits = self.solver(x)[:, classes.to(device)]  # (n, |seen|): previous classes only
+        full = self.solver(x)  # (n, K)
+        logits = full[:, classes.to(device)]  # (n, |seen|): previous classes only
         y = classes.to(device)[logits.argmax(1)]
         soft = None
         if self.labels == "soft":
-            soft = torch.zeros(n, _num_outputs(self.solver, x), device=device)
+            soft = torch.zeros_like(full)
             soft[:, classes.to(device)] = F.softmax(logits / self.temperature, dim=1)
         return ReplayBatch(x, y, soft)
 
@@ -114,8 +115,3 @@ class ExactReplay:
         rows = torch.randint(len(self.memory), (n,), generator=self.rng)
         x, y = self.memory.batch(rows)
         return ReplayBatch(x, y)
-
-
-def _num_outputs(solver: nn.Module, x: Tensor) -> int:
-    last = [m for m in solver.modules() if isinstance(m, nn.Linear)][-1]
-    return int(last.out_features)

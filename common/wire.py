@@ -1,0 +1,169 @@
+"""The wire format between sites and server: the only core module that imports flwr.
+
+A train message (server -> site) carries
+
+    "scholar"     ArrayRecord  solver.<param>, generator.<param>   (global models)
+    "config"      ConfigRecord task, task-round, server-round, num-tasks-seen, ...
+    "replay"      ArrayRecord  solver.<param>, generator.<k>.<param>  (once per task and site)
+    "replay-meta" ConfigRecord task, weights, classes
+
+and a reply (site -> server) carries
+
+    "scholar"     ArrayRecord  solver.<param>, generator.<param>   (trained locally)
+    "metrics"     MetricRecord num-examples, losses, train-time-s, bytes-down, ...
+
+Nothing else may leave a site: the critic (VAE encoder / GAN discriminator), optimizer
+state, privacy state and data stay in the site's ``Context.state``. Every array that
+travels is float32 and its key names the model it belongs to, so a receiver can check a
+record against the registered architectures (:func:`check_scholar_arrays`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import torch
+from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
+from torch import nn
+
+from common.replay import ReplayPayload
+
+SCHOLAR = "scholar"
+CONFIG = "config"
+REPLAY = "replay"
+REPLAY_META = "replay-meta"
+METRICS = "metrics"
+SCHOLAR_PARTS = ("solver", "generator")
+
+
+class WireError(ValueError):
+    """A record does not match what the protocol allows."""
+
+
+def module_arrays(prefix: str, module: nn.Module) -> dict[str, Array]:
+    return {
+        f"{prefix}.{name}": Array(t.detach().cpu().float().numpy().copy())
+        for name, t in module.state_dict().items()
+    }
+
+
+def scholar_record(solver: nn.Module, generator: nn.Module | None) -> ArrayRecord:
+    """Solver and generator as one ArrayRecord with ``solver.``/``generator.`` keys."""
+    arrays = module_arrays("solver", solver)
+    if generator is not None:
+        arrays.update(module_arrays("generator", generator))
+    return ArrayRecord(arrays)  # type: ignore[arg-type]
+
+
+def split_record(record: ArrayRecord) -> dict[str, dict[str, torch.Tensor]]:
+    """ArrayRecord -> {prefix: state_dict}; the prefix is everything before the last
+    parameter path (``solver``, ``generator`` or ``generator.3``)."""
+    parts: dict[str, dict[str, torch.Tensor]] = {}
+    for key, array in record.items():
+        head, _, rest = key.partition(".")
+        if head == "generator" and rest.split(".", 1)[0].isdigit():
+            idx, _, rest = rest.partition(".")
+            head = f"generator.{idx}"
+        if not rest:
+            raise WireError(f"array key {key!r} does not name a model and a parameter")
+        parts.setdefault(head, {})[rest] = torch.from_numpy(np.array(array.numpy()))
+    return parts
+
+
+def load_module(module: nn.Module, state: Mapping[str, torch.Tensor], *, what: str) -> None:
+    """Strict load with an error that says which model and which keys do not fit."""
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    if missing or unexpected or wrong:
+        raise WireError(
+            f"{what}: arrays do not fit the registered architecture "
+            f"(missing {missing[:5]}, unexpected {unexpected[:5]}, wrong shape {wrong[:5]})"
+        )
+    module.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})
+
+
+def load_scholar(record: ArrayRecord, solver: nn.Module, generator: nn.Module | None) -> None:
+    parts = split_record(record)
+    extra = set(parts) - {"solver", "generator"}
+    if extra or "solver" not in parts or (generator is not None) != ("generator" in parts):
+        raise WireError(f"scholar record has parts {sorted(parts)}, expected solver[+generator]")
+    load_module(solver, parts["solver"], what="solver")
+    if generator is not None:
+        load_module(generator, parts["generator"], what="generator")
+
+
+def check_scholar_arrays(
+    record: ArrayRecord, solver: nn.Module, generator: nn.Module | None
+) -> None:
+    """Validate a received scholar against the registered architectures (no side effects)."""
+    import copy
+
+    load_scholar(record, copy.deepcopy(solver), copy.deepcopy(generator))
+    for key, array in record.items():
+        values = array.numpy()
+        if values.dtype != np.float32:
+            raise WireError(f"array {key!r} has dtype {values.dtype}, expected float32")
+        if not np.isfinite(values).all():
+            raise WireError(f"array {key!r} holds NaN or infinite values")
+
+
+def replay_records(payload: ReplayPayload) -> tuple[ArrayRecord, ConfigRecord]:
+    arrays: dict[str, Array] = {
+        f"solver.{k}": Array(v.cpu().float().numpy().copy()) for k, v in payload.solver.items()
+    }
+    for i, gen in enumerate(payload.generators):
+        arrays.update(
+            {f"generator.{i}.{k}": Array(v.cpu().float().numpy().copy()) for k, v in gen.items()}
+        )
+    meta = ConfigRecord(
+        {
+            "task": payload.task,
+            "weights": [float(w) for w in payload.weights],
+            "classes": [int(c) for c in payload.classes],
+        }
+    )
+    return ArrayRecord(arrays), meta  # type: ignore[arg-type]
+
+
+def payload_from_records(arrays: ArrayRecord, meta: ConfigRecord) -> ReplayPayload:
+    parts = split_record(arrays)
+    gens = sorted((k for k in parts if k.startswith("generator.")), key=lambda k: int(k[10:]))
+    weights = tuple(float(w) for w in _as_list(meta["weights"]))
+    if len(weights) != len(gens) or "solver" not in parts:
+        raise WireError(
+            f"replay record has {len(gens)} generators, {len(weights)} weights, "
+            f"solver {'present' if 'solver' in parts else 'missing'}"
+        )
+    return ReplayPayload(
+        task=int(meta["task"]),  # type: ignore[arg-type]
+        solver=parts["solver"],
+        generators=tuple(parts[g] for g in gens),
+        weights=weights,
+        classes=tuple(int(c) for c in _as_list(meta["classes"])),
+    )
+
+
+def _as_list(value: object) -> Sequence[float | int]:
+    if not isinstance(value, list):
+        raise WireError(f"expected a list in replay-meta, got {type(value).__name__}")
+    return value
+
+
+def metrics_record(metrics: Mapping[str, float]) -> MetricRecord:
+    """Scalar metrics only; keys use dashes (Flower style)."""
+    out: dict[str, float] = {}
+    for key, value in metrics.items():
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise WireError(f"metric {key!r} is {type(value).__name__}; only numbers may leave")
+        out[key.replace("_", "-")] = float(value)
+    return MetricRecord(out)  # type: ignore[arg-type]
+
+
+def record_bytes(record: RecordDict | ArrayRecord) -> int:
+    """Bytes of array payload (the part that dominates what travels)."""
+    if isinstance(record, ArrayRecord):
+        return int(sum(a.numpy().nbytes for a in record.values()))
+    return sum(record_bytes(r) for r in record.array_records.values())

@@ -1,0 +1,81 @@
+"""Replay sources: labels from the previous solver, mixtures, exact memory."""
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+from common.data.types import Split
+from common.models.generator import Generator
+from common.replay import ExactReplay, GenerativeReplay
+
+
+class ConstantGenerator(Generator):
+    """Emits images whose every pixel equals (label + offset) / 10."""
+
+    def __init__(self, offset: float = 0.0) -> None:
+        super().__init__((1, 2, 2), 4, latent_dim=1)
+        self.offset = offset
+        self.dummy = nn.Parameter(torch.zeros(1))
+
+    def forward(self, z: Tensor, labels: Tensor) -> Tensor:
+        return ((labels.float() + self.offset) / 10).view(-1, 1, 1, 1).expand(-1, 1, 2, 2)
+
+
+class PixelSolver(nn.Module):
+    """Reads the label back from the pixel value: logits peak at round(10 * pixel)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dummy = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        value = x.flatten(1)[:, 0] * 10  # (B,)
+        return -((torch.arange(4).float() - value[:, None]) ** 2)  # (B, 4)
+
+
+def test_labels_come_from_the_previous_solver_within_seen_classes() -> None:
+    replay = GenerativeReplay([ConstantGenerator()], PixelSolver(), classes=[0, 1, 2],
+                              rng=torch.Generator().manual_seed(0))
+    batch = replay.sample(300)
+    assert batch.x.shape == (300, 1, 2, 2)
+    assert set(batch.y.tolist()) == {0, 1, 2}
+    # The solver reads the conditioning label back exactly.
+    assert torch.equal(batch.y, (batch.x.flatten(1)[:, 0] * 10).round().long())
+
+
+def test_solver_label_overrides_the_conditioning_label() -> None:
+    # Generator shifted by +1 class: a sample conditioned on 0 looks like a 1.
+    replay = GenerativeReplay([ConstantGenerator(offset=1.0)], PixelSolver(), classes=[0, 1, 2])
+    batch = replay.sample(200)
+    assert set(batch.y.tolist()) <= {1, 2}, "labels must come from the solver, not the condition"
+
+
+def test_soft_labels_are_distributions_over_seen_classes() -> None:
+    replay = GenerativeReplay([ConstantGenerator()], PixelSolver(), classes=[0, 1], labels="soft")
+    batch = replay.sample(50)
+    assert batch.soft is not None and batch.soft.shape == (50, 4)
+    assert torch.allclose(batch.soft.sum(1), torch.ones(50))
+    assert float(batch.soft[:, 2:].abs().sum()) == 0.0
+
+
+def test_ensemble_draws_from_generators_by_weight() -> None:
+    gens = [ConstantGenerator(0.0), ConstantGenerator(0.4)]
+    replay = GenerativeReplay(gens, PixelSolver(), classes=[0], weights=[3.0, 1.0],
+                              rng=torch.Generator().manual_seed(1))
+    x = replay.sample(4000).x.flatten(1)[:, 0]
+    share_second = float((x > 0.02).float().mean())
+    assert share_second == pytest.approx(0.25, abs=0.03)
+
+
+def test_bad_replay_setups_are_rejected() -> None:
+    with pytest.raises(ValueError, match="at least one generator"):
+        GenerativeReplay([], PixelSolver(), classes=[0])
+    with pytest.raises(ValueError, match="weights"):
+        GenerativeReplay([ConstantGenerator()], PixelSolver(), classes=[0], weights=[1.0, 1.0])
+
+
+def test_exact_replay_draws_only_stored_records() -> None:
+    x = torch.arange(10).float().view(10, 1, 1, 1)
+    memory = Split.from_tensors(x, torch.arange(10) % 3)
+    batch = ExactReplay(memory, rng=torch.Generator().manual_seed(0)).sample(100)
+    assert torch.equal(batch.y, batch.x.flatten().long() % 3)

@@ -1,0 +1,77 @@
+"""The wire format round-trips and rejects what the protocol does not allow."""
+
+import numpy as np
+import pytest
+import torch
+from flwr.app import Array, ArrayRecord, RecordDict
+
+from common import wire
+from common.config import GeneratorConfig, SolverConfig
+from common.models import build_generator, build_solver
+from common.replay import ReplayPayload
+
+SHAPE = (1, 8, 8)
+
+
+def models(seed: int) -> tuple[torch.nn.Module, torch.nn.Module]:
+    torch.manual_seed(seed)
+    return (build_solver(SolverConfig("mlp", 16), SHAPE, 10),
+            build_generator(GeneratorConfig("vae", 16, 4), SHAPE, 10))
+
+
+def test_scholar_round_trip_is_exact() -> None:
+    solver, gen = models(0)
+    record = wire.scholar_record(solver, gen)
+    assert all(k.startswith(("solver.", "generator.")) for k in record)
+    solver2, gen2 = models(1)
+    wire.load_scholar(record, solver2, gen2)
+    for a, b in ((solver, solver2), (gen, gen2)):
+        for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
+            assert ka == kb and torch.equal(va, vb)
+
+
+def test_replay_payload_round_trip_with_ensemble() -> None:
+    solver, gen = models(0)
+    _, gen_b = models(2)
+    payload = ReplayPayload(3, solver.state_dict(), (gen.state_dict(), gen_b.state_dict()),
+                            (10.0, 30.0), (0, 1, 2, 3))
+    back = wire.payload_from_records(*wire.replay_records(payload))
+    assert back.task == 3 and back.weights == (10.0, 30.0) and back.classes == (0, 1, 2, 3)
+    assert len(back.generators) == 2
+    for k, v in gen_b.state_dict().items():
+        assert torch.equal(back.generators[1][k], v)
+
+
+def test_wrong_architecture_is_rejected_with_the_model_named() -> None:
+    solver, gen = models(0)
+    other = build_solver(SolverConfig("mlp", 32), SHAPE, 10)
+    with pytest.raises(wire.WireError, match="solver.*wrong shape"):
+        wire.check_scholar_arrays(wire.scholar_record(other, gen), solver, gen)
+
+
+def test_extra_arrays_and_bad_values_are_rejected() -> None:
+    solver, gen = models(0)
+    record = wire.scholar_record(solver, gen)
+    smuggled = ArrayRecord({**dict(record.items()),
+                            "data.rows": Array(np.zeros((4, 64), np.float32))})
+    with pytest.raises(wire.WireError, match="parts"):
+        wire.check_scholar_arrays(smuggled, solver, gen)
+    key = next(iter(record))
+    poisoned = ArrayRecord({**dict(record.items()),
+                            key: Array(np.full(record[key].numpy().shape, np.nan, np.float32))})
+    with pytest.raises(wire.WireError, match="NaN"):
+        wire.check_scholar_arrays(poisoned, solver, gen)
+
+
+def test_only_numbers_leave_as_metrics() -> None:
+    assert dict(wire.metrics_record({"loss_solver": 1})) == {"loss-solver": 1.0}
+    with pytest.raises(wire.WireError, match="only numbers"):
+        wire.metrics_record({"note": "patient 7"})  # type: ignore[dict-item]
+
+
+def test_record_bytes_counts_array_payload() -> None:
+    solver, gen = models(0)
+    record = wire.scholar_record(solver, gen)
+    params = sum(p.numel() for p in [*solver.parameters(), *gen.parameters()])
+    assert wire.record_bytes(record) == 4 * params
+    assert wire.record_bytes(RecordDict({"a": record})) == 4 * params
