@@ -1,0 +1,169 @@
+"""A site in the federation, in plain PyTorch (no Flower): its data partition, its learner,
+its cached replay source and its private state.
+
+The ClientApp rebuilds a :class:`Site` for every message (in deployment each message runs
+in a fresh process) and restores what must persist from ``Context.state``: the critic
+(VAE encoder / GAN discriminator) and the replay payload of the current task.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+
+import torch
+
+from common.config import ExperimentConfig
+from common.data.partition import site_stream
+from common.data.streams import build_stream
+from common.data.types import TaskStream
+from common.device import select_device
+from common.metrics import accuracy
+from common.models import build_generator, build_solver
+from common.replay import ReplayPayload
+from common.training.learner import Learner, ReplaySource, real_data_for, replay_for
+
+
+@dataclass(frozen=True)
+class SiteIdentity:
+    """Which share of the data this site holds (simulation: from node_config)."""
+
+    partition_id: int
+    num_partitions: int
+
+    @staticmethod
+    def from_node_config(node_config: Mapping[str, object], default_sites: int) -> SiteIdentity:
+        pid = int(node_config.get("partition-id", 0))  # type: ignore[call-overload]
+        num = int(node_config.get("num-partitions", default_sites))  # type: ignore[call-overload]
+        if not 0 <= pid < num:
+            raise ValueError(f"node_config partition-id={pid} is outside 0..{num - 1}")
+        return SiteIdentity(pid, num)
+
+
+DATA_ROOT_KEY = "data-root"
+
+
+def apply_node_config(cfg: ExperimentConfig, node_config: Mapping[str, object]) -> ExperimentConfig:
+    """The run config as this site sees it: a non-empty ``data-root`` in the node config
+    (``flower-supernode --node-config "data-root=/path ..."``) replaces ``data.root``, so each
+    site reads its data from its own location."""
+    root = str(node_config.get(DATA_ROOT_KEY, "") or "")
+    if not root or root == cfg.data.root:
+        return cfg
+    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, root=root))
+
+
+@lru_cache(maxsize=4)
+def _global_stream(cfg: ExperimentConfig) -> TaskStream:
+    return build_stream(cfg)
+
+
+@lru_cache(maxsize=64)
+def local_stream(cfg: ExperimentConfig, identity: SiteIdentity) -> TaskStream:
+    """This site's share of every task (train and test), identical in every process."""
+    stream = _global_stream(cfg)
+    if identity.num_partitions == 1:
+        return stream
+    return site_stream(
+        stream,
+        site=identity.partition_id,
+        num_sites=identity.num_partitions,
+        cfg=cfg.partition,
+        seed=cfg.seed,
+    )
+
+
+class Site:
+    def __init__(self, cfg: ExperimentConfig, identity: SiteIdentity) -> None:
+        self.cfg = cfg
+        self.identity = identity
+        self.device = select_device(cfg.device)
+        self.stream = local_stream(cfg, identity)
+        torch.manual_seed(cfg.seed)  # identical initial critic at every site
+        self.learner = Learner(
+            cfg, shape=self.stream.shape, num_classes=self.stream.num_classes, device=self.device
+        )
+
+    # --- state that travels -------------------------------------------------------
+    @property
+    def solver(self) -> torch.nn.Module:
+        return self.learner.solver
+
+    @property
+    def generator(self) -> torch.nn.Module | None:
+        return self.learner.generator
+
+    # --- state that stays ------------------------------------------------------------
+    def critic_state(self) -> dict[str, torch.Tensor] | None:
+        critic = self.learner.critic
+        return None if critic is None else {k: v.cpu() for k, v in critic.state_dict().items()}
+
+    def load_critic_state(self, state: Mapping[str, torch.Tensor]) -> None:
+        if self.learner.critic is not None:
+            self.learner.critic.load_state_dict(dict(state))
+
+    def replay_source(self, payload: ReplayPayload | None) -> ReplaySource | None:
+        """Frozen models built from the server's payload (None before the first boundary)."""
+        if payload is None:
+            return None
+        shape, k = self.stream.shape, self.stream.num_classes
+        solver = build_solver(self.cfg.solver, shape, k)
+        solver.load_state_dict(payload.solver)
+        gens = []
+        for state in payload.generators:
+            gen = build_generator(self.cfg.generator, shape, k)
+            gen.load_state_dict(state)
+            gens.append(gen.to(self.device).eval().requires_grad_(False))
+        return ReplaySource(
+            solver.to(self.device).eval().requires_grad_(False),
+            tuple(gens),
+            payload.weights,
+            payload.classes,
+        )
+
+    # --- work ---------------------------------------------------------------------------
+    def train(
+        self, task: int, *, payload: ReplayPayload | None, iterations: int, seed: int
+    ) -> dict[str, float]:
+        if not 0 <= task < len(self.stream):
+            raise ValueError(f"task {task} is outside this stream's 0..{len(self.stream) - 1}")
+        if task > 0 and self.cfg.method == "dgr" and (payload is None or payload.task != task):
+            have = "none" if payload is None else f"task {payload.task}"
+            raise ValueError(f"task {task} needs the replay payload for task {task}; have {have}")
+        rng = torch.Generator().manual_seed(seed)
+        replay = replay_for(self.cfg, self.stream.tasks, task, self.replay_source(payload), rng=rng)
+        real = real_data_for(self.cfg.method, self.stream.tasks, task)
+        if len(real) == 0:
+            return {"num-examples": 0.0, "train-time-s": 0.0, "empty": 1.0}
+        metrics = self.learner.train(
+            real,
+            replay=replay,
+            num_tasks_seen=task + 1,
+            classes_seen=self.stream.classes_seen(task),
+            iterations=iterations,
+            seed=seed,
+        )
+        return {k.replace("_", "-"): v for k, v in metrics.items()}
+
+    def evaluate(self, task: int) -> dict[str, float]:
+        """Accuracy of the current solver on this site's test data of tasks 0..task.
+
+        Keys are the same at every site (``accuracy-task-j`` and ``examples-task-j`` for
+        every seen task, 0 where the site holds no test data of j), so the server can
+        weight per task.
+        """
+        start = time.perf_counter()
+        out: dict[str, float] = {}
+        total, correct = 0, 0.0
+        for j, t in enumerate(self.stream.tasks[: task + 1]):
+            n = len(t.test)
+            acc = accuracy(self.solver, t.test, device=self.device) if n else 0.0
+            out[f"accuracy-task-{j}"], out[f"examples-task-{j}"] = acc, float(n)
+            total, correct = total + n, correct + acc * n
+        out["accuracy"] = correct / total if total else 0.0
+        out["num-examples"] = float(total)
+        out["eval-time-s"] = time.perf_counter() - start
+        return out

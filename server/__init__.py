@@ -1,0 +1,1 @@
+"""fedreplay server side: the ServerApp edge, strategy, aggregation and evaluation."""

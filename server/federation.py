@@ -1,0 +1,291 @@
+"""A federated continual-learning run: tasks in sequence, ``rounds-per-task`` rounds each.
+
+For every task the server (1) builds the replay payload from the finished tasks (the
+aggregated scholar in ``global`` mode, every site's generator in ``ensemble`` mode),
+(2) runs the FedReplay strategy for the task's rounds, (3) evaluates the global solver
+after every round on the test data of all tasks seen (central) and/or collects the sites'
+own evaluations (federated), and (4) writes everything to the run folder.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import resource
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, MetricRecord
+from flwr.serverapp import Grid
+
+from common import wire
+from common.config import ExperimentConfig
+from common.data.streams import build_stream
+from common.data.types import TaskStream
+from common.device import seed_everything, select_device
+from common.evaluator import train_evaluator
+from common.metrics import AccuracyMatrix, evaluate_tasks, per_task_generator_quality
+from common.models import build_generator, build_solver
+from common.plots import plot_accuracy_curves, plot_accuracy_matrix, plot_rounds, plot_sample_grid
+from common.replay import ReplayPayload
+from common.results import RunFolder, build_summary, summary_line
+from common.runner import sample_grid
+from server.strategy import FedReplay
+
+log = logging.getLogger("fedreplay.server")
+
+OUTPUT_DIR_ENV = "FEDREPLAY_OUTPUT_DIR"
+DEFAULT_OUTPUT_BASE = "~/fedreplay"
+
+
+def resolve_output_dir(configured: str) -> Path:
+    """Where a federated run's folders are created, independent of the working directory.
+
+    The ServerApp runs in a process started by the SuperLink, whose working directory is
+    wherever that SuperLink was started (for ``flwr run``'s local SuperLink: the directory
+    of the *first* ``flwr run`` that started it), so a relative ``output-dir`` is resolved
+    against ``$FEDREPLAY_OUTPUT_DIR`` if set (as seen by the ServerApp process), else against
+    ``~/fedreplay``. The default ``output-dir = "runs"`` therefore lands in
+    ``~/fedreplay/runs``. An absolute ``output-dir`` (``~`` expanded) is used as is.
+    """
+    path = Path(configured or "runs").expanduser()
+    if path.is_absolute():
+        return path
+    base = os.environ.get(OUTPUT_DIR_ENV, "") or DEFAULT_OUTPUT_BASE
+    return (Path(base).expanduser() / path).absolute()
+
+
+class FederatedRun:
+    def __init__(self, cfg: ExperimentConfig, *, num_nodes_hint: int | None = None) -> None:
+        self.cfg = cfg
+        self.device = select_device(cfg.device)
+        seed_everything(cfg.seed)
+        self.stream: TaskStream = build_stream(cfg)
+        k, shape = self.stream.num_classes, self.stream.shape
+        self.solver = build_solver(cfg.solver, shape, k).to(self.device)
+        self.generator = (
+            build_generator(cfg.generator, shape, k).to(self.device) if cfg.uses_generator else None
+        )
+        self.central = cfg.fed.evaluate in ("central", "both")
+        self.strategy = FedReplay(
+            solver=self.solver,
+            generator=self.generator,
+            fraction_train=cfg.fed.fraction_train,
+            min_train_nodes=cfg.fed.min_sites,
+            min_available_nodes=cfg.fed.min_sites,
+            fraction_evaluate=1.0 if cfg.fed.evaluate in ("federated", "both") else 0.0,
+        )
+        self.matrix = AccuracyMatrix(len(self.stream))
+        self.rounds: list[dict[str, Any]] = []
+        self.quality: list[list[float]] = []
+        self.task = 0
+        self.nodes_seen: set[int] = set()
+
+    # --- evaluation ------------------------------------------------------------------------
+    def _load(self, arrays: ArrayRecord) -> None:
+        wire.load_scholar(arrays, self.solver, self.generator)
+
+    def evaluate_central(self, local_round: int, arrays: ArrayRecord) -> MetricRecord | None:
+        if local_round == 0 or not self.central:
+            return None
+        self._load(arrays)
+        accs = evaluate_tasks(self.solver, self.stream.tasks, self.task, device=self.device)
+        out = {f"accuracy-task-{j}": a for j, a in enumerate(accs)}
+        out["accuracy"] = sum(accs) / len(accs)
+        return MetricRecord(out)  # type: ignore[arg-type]
+
+    # --- the run ------------------------------------------------------------------------------
+    def run(self, grid: Grid) -> RunFolder:
+        cfg, stream = self.cfg, self.stream
+        start = time.perf_counter()
+        run = RunFolder.create(resolve_output_dir(cfg.output_dir), cfg.experiment)
+        self.nodes_seen |= set(grid.get_node_ids())  # simulation: every SuperNode
+        run.save_config(cfg)
+        log.info(
+            "run folder %s | %s, %s replay, %d tasks x %d rounds",
+            run.path,
+            cfg.method,
+            cfg.replay.mode,
+            len(stream),
+            cfg.fed.rounds_per_task,
+        )
+        evaluator = None
+        if self.generator is not None and self.central and cfg.eval.generator_quality:
+            evaluator = train_evaluator(stream, device=self.device, seed=cfg.seed)
+        arrays = wire.scholar_record(self.solver, self.generator)
+        boundaries: list[int] = []
+        for t, task in enumerate(stream.tasks):
+            self.task = t
+            offset = t * cfg.fed.rounds_per_task
+            boundaries.append(offset)
+            self.strategy.begin_task(self._payload(t), round_offset=offset)
+            train_config = ConfigRecord(
+                {
+                    "task": t,
+                    "iterations": cfg.train.iterations,
+                    "seed": cfg.seed + 1000 * t,
+                }
+            )
+            result = self.strategy.start(
+                grid=grid,
+                initial_arrays=arrays,
+                num_rounds=cfg.fed.rounds_per_task,
+                timeout=cfg.fed.round_timeout or 3600.0 * 24,
+                train_config=train_config,
+                evaluate_config=ConfigRecord({"task": t}),
+                evaluate_fn=self.evaluate_central,
+            )
+            arrays = result.arrays
+            self._load(arrays)
+            self._log_rounds(run, t, result)
+            accs = self._task_accuracies(t)
+            self.matrix.record(t, accs)
+            if evaluator is not None and self.generator is not None:
+                self.quality.append(
+                    per_task_generator_quality(
+                        self.generator.sample,
+                        evaluator,
+                        stream.tasks,
+                        t,
+                        samples_per_class=cfg.eval.samples_per_class,
+                        device=self.device,
+                    )
+                )
+            log.info(
+                "after task %d/%d (%s): accuracies %s, average %.1f%%",
+                t + 1,
+                len(stream),
+                task.name,
+                " ".join(f"{a:.1%}" for a in accs),
+                100 * self.matrix.average_accuracy(t),
+            )
+        return self._finish(run, start, boundaries)
+
+    def _payload(self, t: int) -> ReplayPayload | None:
+        """What sites replay while learning task t (None when nothing is replayed)."""
+        if t == 0 or self.generator is None:
+            return None
+        classes = self.stream.classes_seen(t - 1)
+        solver = {k: v.detach().cpu() for k, v in self.solver.state_dict().items()}
+        if self.cfg.replay.mode == "ensemble" and self.strategy.task_generators:
+            gens = self.strategy.task_generators
+            return ReplayPayload(
+                t,
+                solver,
+                tuple(g for g, _ in gens.values()),
+                tuple(n for _, n in gens.values()),
+                classes,
+            )
+        generator = {k: v.detach().cpu() for k, v in self.generator.state_dict().items()}
+        return ReplayPayload(t, solver, (generator,), (1.0,), classes)
+
+    def _task_accuracies(self, t: int) -> list[float]:
+        if self.central:
+            return evaluate_tasks(self.solver, self.stream.tasks, t, device=self.device)
+        last = self.strategy.evaluate_records.get((t + 1) * self.cfg.fed.rounds_per_task, {})
+        return [float(last.get(f"accuracy-task-{j}", float("nan"))) for j in range(t + 1)]
+
+    def _log_rounds(self, run: RunFolder, t: int, result: Any) -> None:
+        records = self.strategy.round_records[-self.cfg.fed.rounds_per_task :]
+        for local, rec in enumerate(records, start=1):
+            central = result.evaluate_metrics_serverapp.get(local)
+            federated = self.strategy.evaluate_records.get(rec.server_round)
+            evaluation = dict(central) if central is not None else federated or {}
+            entry = {
+                "round": rec.server_round,
+                "task": t,
+                "task_round": local,
+                "accuracy": evaluation.get("accuracy"),
+                "accuracies": [evaluation.get(f"accuracy-task-{j}") for j in range(t + 1)],
+                "federated_evaluation": federated,
+                "sampled": len(rec.sampled),
+                "sites": [asdict(r) | {"generator": None} for r in rec.replies],
+                "failures": {str(k): v for k, v in rec.failures.items()},
+            }
+            self.rounds.append(entry)
+            run.append_jsonl("rounds.jsonl", entry)
+
+    def _nodes(self) -> set[int]:
+        sampled = {n for rec in self.strategy.round_records for n in rec.sampled}
+        return self.nodes_seen | sampled
+
+    def _finish(self, run: RunFolder, start: float, boundaries: list[int]) -> RunFolder:
+        cfg, stream = self.cfg, self.stream
+        names = [t.name for t in stream.tasks]
+        rounds = [r["round"] for r in self.rounds]
+        per_task = {
+            names[j]: [
+                (r["accuracies"][j] if j < len(r["accuracies"]) else None) for r in self.rounds
+            ]
+            for j in range(len(stream))
+        }
+        plot_rounds(
+            rounds,
+            [r["accuracy"] for r in self.rounds],
+            run.file("rounds.png"),
+            task_boundaries=boundaries[1:],
+            per_task=per_task,  # type: ignore[arg-type]
+            title=f"federated {cfg.method} on {stream.dataset}",
+        )
+        plot_accuracy_matrix(
+            self.matrix,
+            run.file("accuracy_matrix.png"),
+            task_names=names,
+            title=f"federated {cfg.method} on {stream.dataset}",
+        )
+        plot_accuracy_curves(
+            {cfg.method: self.matrix.average_accuracy_per_task()},
+            run.file("accuracy_curve.png"),
+            title=stream.dataset,
+        )
+        if self.generator is not None:
+            plot_sample_grid(
+                sample_grid(self.generator, stream, len(stream) - 1),
+                run.file("samples.png"),
+                title="global generator, samples per task",
+            )
+        torch.save(
+            {
+                "solver": self.solver.state_dict(),
+                "generator": self.generator.state_dict() if self.generator else None,
+            },
+            run.file("final_models.pt"),
+        )
+        site_rounds = [s for r in self.rounds for s in r["sites"]]
+        up = [s["metrics"].get("bytes-up", 0.0) for s in site_rounds]
+        down = [s["metrics"].get("bytes-down", 0.0) for s in site_rounds]
+        extra = {
+            "rounds": len(self.rounds),
+            # the sites that took part (bare `flwr run` simulates 2 SuperNodes whatever
+            # fed.num-sites says), at least fed.num-sites
+            "num_sites": max(cfg.fed.num_sites, len(self._nodes())),
+            "replay_mode": cfg.replay.mode,
+            "bytes_up_per_site_round": sum(up) / max(len(up), 1),
+            "bytes_down_per_site_round": sum(down) / max(len(down), 1),
+            "site_rounds": len(site_rounds),
+            "failures": sum(len(r["failures"]) for r in self.rounds),
+            "wall_time_per_round_s": None,
+            "server_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "seed": cfg.seed,
+        }
+        if self.quality:
+            extra["generator_quality"] = self.quality[-1]
+        wall = time.perf_counter() - start
+        extra["wall_time_per_round_s"] = wall / max(len(self.rounds), 1)
+        summary = build_summary(
+            matrix=self.matrix,
+            wall_time_s=wall,
+            method=cfg.method,
+            dataset=stream.dataset,
+            scenario=stream.scenario,
+            experiment=cfg.experiment,
+            extra=extra,
+        )
+        run.write_summary(summary)
+        log.info("%s", summary_line(summary))
+        print(summary_line(summary), flush=True)
+        print(run.path, flush=True)
+        return run

@@ -1,0 +1,213 @@
+"""FedReplay: FedAvg of solver and generator, plus once-per-task delivery of replay.
+
+Differences from :class:`flwr.serverapp.strategy.FedAvg`:
+
+- ``configure_train`` attaches the replay payload of the current task (frozen models of
+  the finished tasks) to the messages of sites that do not have it yet; a site is marked
+  as served once it replied successfully, so a lost message means a resend, not a site
+  training without replay.
+- ``aggregate_train`` validates every reply against the registered architectures
+  (wrong keys, shapes, dtypes, NaN/inf are rejected and logged), ignores sites that had
+  no data, averages by ``num-examples``, and keeps each site's latest generator of the
+  task for the ``ensemble`` replay mode.
+- Per-site metrics of every round are kept in ``round_records`` for the run's log.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import FedAvg
+from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords, sample_nodes
+from torch import nn
+
+from common import wire
+from common.replay import ReplayPayload
+
+log = logging.getLogger("fedreplay.server")
+
+
+@dataclass
+class SiteReply:
+    node_id: int
+    metrics: dict[str, float]
+    generator: dict[str, torch.Tensor] | None = None
+
+
+@dataclass
+class RoundRecord:
+    server_round: int
+    sampled: list[int] = field(default_factory=list)
+    replies: list[SiteReply] = field(default_factory=list)
+    failures: dict[int, str] = field(default_factory=dict)  # node_id -> reason
+
+
+class FedReplay(FedAvg):
+    def __init__(
+        self,
+        *,
+        solver: nn.Module,
+        generator: nn.Module | None,
+        fraction_train: float,
+        min_train_nodes: int,
+        min_available_nodes: int,
+        fraction_evaluate: float = 0.0,
+    ) -> None:
+        super().__init__(
+            fraction_train=fraction_train,
+            fraction_evaluate=fraction_evaluate,
+            min_train_nodes=min_train_nodes,
+            min_evaluate_nodes=min_train_nodes if fraction_evaluate > 0 else 0,
+            min_available_nodes=min_available_nodes,
+            arrayrecord_key=wire.SCHOLAR,
+            configrecord_key=wire.CONFIG,
+        )
+        self.solver_template, self.generator_template = solver, generator
+        self.round_offset = 0  # rounds of earlier tasks (start() counts from 1 per task)
+        self.payload: ReplayPayload | None = None
+        self.payload_records: tuple[ArrayRecord, ConfigRecord] | None = None
+        self.served: set[int] = set()  # nodes holding the current payload
+        self.pending: set[int] = set()  # nodes the payload was just sent to
+        self.task_generators: dict[int, tuple[dict[str, torch.Tensor], float]] = {}
+        self.round_records: list[RoundRecord] = []
+        self.evaluate_records: dict[int, dict[str, float]] = {}
+
+    # --- task boundaries ---------------------------------------------------------------
+    def begin_task(self, payload: ReplayPayload | None, round_offset: int) -> None:
+        """Called by the run before each task: the replay every site must receive."""
+        self.payload = payload
+        self.payload_records = wire.replay_records(payload) if payload is not None else None
+        self.served, self.pending = set(), set()
+        self.task_generators = {}
+        self.round_offset = round_offset
+
+    # --- training -------------------------------------------------------------------------
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        num_nodes = int(len(list(grid.get_node_ids())) * self.fraction_train)
+        sample_size = max(num_nodes, self.min_train_nodes)
+        node_ids, _ = sample_nodes(grid, self.min_available_nodes, sample_size)
+        global_round = self.round_offset + server_round
+        round_config = ConfigRecord({**dict(config), "server-round": global_round})
+        self.round_records.append(RoundRecord(global_round, sampled=list(node_ids)))
+        messages = []
+        self.pending = set()
+        for node_id in node_ids:
+            content = RecordDict({wire.SCHOLAR: arrays, wire.CONFIG: round_config})
+            if self.payload_records is not None and node_id not in self.served:
+                content[wire.REPLAY], content[wire.REPLAY_META] = self.payload_records
+                self.pending.add(node_id)
+            messages.append(
+                Message(content=content, message_type=MessageType.TRAIN, dst_node_id=node_id)
+            )
+        log.info(
+            "round %d: %d sites sampled, replay sent to %d",
+            global_round,
+            len(node_ids),
+            len(self.pending),
+        )
+        return messages
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        record = self.round_records[-1]
+        accepted: list[RecordDict] = []
+        for msg in replies:
+            node = msg.metadata.src_node_id
+            if msg.has_error():
+                record.failures[node] = f"error reply: {msg.error.reason}"
+                continue
+            try:
+                self._validate(msg.content)
+            except (wire.WireError, KeyError) as exc:
+                record.failures[node] = f"rejected: {exc}"
+                log.warning(
+                    "round %d: rejected the update of node %d: %s", record.server_round, node, exc
+                )
+                continue
+            metrics = {k: float(v) for k, v in msg.content.metric_records[wire.METRICS].items()}  # type: ignore[arg-type]
+            if node in self.pending:
+                self.served.add(node)
+            generator = None
+            if self.generator_template is not None and metrics.get("num-examples", 0.0) > 0:
+                generator = wire.split_record(msg.content.array_records[wire.SCHOLAR])["generator"]
+                self.task_generators[node] = (generator, metrics["num-examples"])
+            record.replies.append(SiteReply(node, metrics, generator))
+            if metrics.get("num-examples", 0.0) > 0:
+                accepted.append(msg.content)
+        missing = set(record.sampled) - {r.node_id for r in record.replies} - set(record.failures)
+        for node in missing:
+            record.failures[node] = "no reply before the round timeout"
+        if record.failures:
+            log.warning(
+                "round %d: %d failures: %s",
+                record.server_round,
+                len(record.failures),
+                record.failures,
+            )
+        if not accepted:
+            return None, None
+        arrays = aggregate_arrayrecords(accepted, "num-examples")
+        return arrays, _weighted_metrics(accepted)
+
+    def _validate(self, content: RecordDict) -> None:
+        if set(content.array_records) != {wire.SCHOLAR} or set(content.metric_records) != {
+            wire.METRICS
+        }:
+            raise wire.WireError(
+                f"reply has records {sorted(content.keys())}, expected scholar + metrics"
+            )
+        metrics = content.metric_records[wire.METRICS]
+        if "num-examples" not in metrics or float(metrics["num-examples"]) < 0:  # type: ignore[arg-type]
+            raise wire.WireError("reply metrics lack a non-negative num-examples")
+        wire.check_scholar_arrays(
+            content.array_records[wire.SCHOLAR], self.solver_template, self.generator_template
+        )
+
+    # --- federated evaluation ------------------------------------------------------------
+    def aggregate_evaluate(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> MetricRecord | None:
+        contents = [m.content for m in replies if not m.has_error()]
+        if not contents:
+            return None
+        merged = _per_task_accuracy(contents)
+        self.evaluate_records[self.round_offset + server_round] = merged
+        return MetricRecord(merged)  # type: ignore[arg-type]
+
+
+def _weighted_metrics(contents: list[RecordDict]) -> MetricRecord:
+    """Example-weighted mean of the metrics every reply has (keys may differ by site)."""
+    records = [c.metric_records[wire.METRICS] for c in contents]
+    weights = [float(r["num-examples"]) for r in records]  # type: ignore[arg-type]
+    common_keys = set.intersection(*(set(r) for r in records)) - {"num-examples"}
+    total = sum(weights)
+    out = {
+        k: sum(float(r[k]) * w for r, w in zip(records, weights, strict=True)) / total  # type: ignore[arg-type]
+        for k in sorted(common_keys)
+    }
+    out["num-examples"] = total
+    return MetricRecord(out)  # type: ignore[arg-type]
+
+
+def _per_task_accuracy(contents: list[RecordDict]) -> dict[str, float]:
+    """Sites' per-task accuracies weighted by their per-task test examples."""
+    records = [c.metric_records[wire.METRICS] for c in contents]
+    tasks = sorted(int(k.rsplit("-", 1)[1]) for k in records[0] if k.startswith("accuracy-task-"))
+    out: dict[str, float] = {}
+    for j in tasks:
+        n = sum(float(r.get(f"examples-task-{j}", 0.0)) for r in records)  # type: ignore[arg-type]
+        hits = sum(
+            float(r.get(f"accuracy-task-{j}", 0.0)) * float(r.get(f"examples-task-{j}", 0.0))  # type: ignore[arg-type]
+            for r in records
+        )
+        out[f"accuracy-task-{j}"] = hits / n if n else 0.0
+    out["accuracy"] = sum(out.values()) / len(tasks) if tasks else 0.0
+    return out

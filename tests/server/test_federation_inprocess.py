@@ -1,0 +1,153 @@
+"""ServerApp + ClientApp logic end to end without Ray (in-process grid): protocol,
+replay delivery, aggregation with failed, missing and hostile replies."""
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from flwr.app import Array, ArrayRecord, Message, RecordDict
+from flwr.app.error import Error
+
+from client.client_app import app as client_app
+from common import wire
+from common.config import load_config
+from common.results import load_summary
+from server.federation import FederatedRun
+from server.inprocess import InProcessGrid
+
+TINY = {"train.iterations": 15, "tasks.num-tasks": 2, "fed.rounds-per-task": 2,
+        "fed.num-sites": 2, "solver.hidden": 32, "generator.hidden": 32,
+        "generator.latent-dim": 8, "eval.generator-quality": False}
+
+
+def federate(tmp_path: Path, hook=None, nodes: int = 2, **overrides):
+    cfg = load_config({**TINY, "output-dir": str(tmp_path), "fed.num-sites": nodes, **overrides})
+    grid = InProcessGrid(client_app, cfg.to_run_config(), num_nodes=nodes, reply_hook=hook)
+    run = FederatedRun(cfg).run(grid)
+    return run, grid
+
+
+def replay_deliveries(grid: InProcessGrid) -> Counter:
+    return Counter(
+        (m.metadata.dst_node_id, int(m.content.config_records[wire.CONFIG]["task"]))
+        for m in grid.sent if wire.REPLAY in m.content.array_records
+    )
+
+
+def test_dgr_run_completes_with_summary_and_plots(tmp_path: Path) -> None:
+    run, grid = federate(tmp_path)
+    summary = load_summary(run.path)
+    assert summary["rounds"] == 4 and summary["num_sites"] == 2
+    assert all(v is not None for v in summary["accuracy_matrix"][1])
+    assert summary["bytes_up_per_site_round"] > 0 and summary["bytes_down_per_site_round"] > 0
+    for name in ("rounds.png", "accuracy_matrix.png", "samples.png", "final_models.pt",
+                 "rounds.jsonl", "config.json"):
+        assert (run.path / name).is_file(), name
+    rounds = run.read_jsonl("rounds.jsonl")
+    assert [r["round"] for r in rounds] == [1, 2, 3, 4]
+    assert all(len(r["sites"]) == 2 and not r["failures"] for r in rounds)
+    # Replay of the finished task reaches each site exactly once, at the task boundary.
+    assert replay_deliveries(grid) == Counter({(n, 1): 1 for n in grid.node_ids})
+
+
+def test_only_solver_and_generator_leave_a_site(tmp_path: Path) -> None:
+    replies: list[Message] = []
+
+    def spy(sent: Message, reply: Message) -> Message:
+        replies.append(reply)
+        return reply
+
+    federate(tmp_path, hook=spy, **{"tasks.num-tasks": 1, "fed.rounds-per-task": 1})
+    for reply in replies:
+        assert set(reply.content.keys()) == {wire.SCHOLAR, wire.METRICS}
+        parts = {k.split(".", 1)[0] for k in reply.content.array_records[wire.SCHOLAR]}
+        assert parts == {"solver", "generator"}  # the VAE encoder stays at the site
+
+
+def test_failed_and_missing_replies_do_not_stop_the_round(tmp_path: Path) -> None:
+    def flaky(sent: Message, reply: Message) -> Message | None:
+        node = sent.metadata.dst_node_id
+        if node == 1000:
+            return Message(Error(code=1, reason="site crashed"), reply_to=sent)
+        if node == 1001 and flaky.calls == 0:  # the first reply of site 2 is lost
+            flaky.calls += 1
+            return None
+        return reply
+
+    flaky.calls = 0  # type: ignore[attr-defined]
+    run, _ = federate(tmp_path, hook=flaky, nodes=3)
+    rounds = run.read_jsonl("rounds.jsonl")
+    assert "site crashed" in rounds[0]["failures"]["1000"]
+    assert "no reply" in rounds[0]["failures"]["1001"]
+    assert load_summary(run.path)["failures"] == 5  # 4 crashes + 1 lost reply
+
+
+def test_lost_reply_means_replay_is_sent_again(tmp_path: Path) -> None:
+    cfg = load_config({**TINY, "output-dir": str(tmp_path)})
+    lost: list[int] = []
+
+    def lose_first_reply_to_replay(sent: Message, reply: Message) -> Message | None:
+        node = sent.metadata.dst_node_id
+        if node == 1000 and not lost and wire.REPLAY in sent.content:
+            lost.append(node)
+            return None
+        return reply
+
+    grid = InProcessGrid(client_app, cfg.to_run_config(), num_nodes=2,
+                         reply_hook=lose_first_reply_to_replay)
+    FederatedRun(cfg).run(grid)
+    deliveries = replay_deliveries(grid)
+    assert lost == [1000]
+    assert deliveries[(1000, 1)] == 2, "a site whose reply was lost must get the replay again"
+    assert deliveries[(1001, 1)] == 1
+
+
+@pytest.mark.parametrize("attack", ["extra-array", "nan", "wrong-shape"])
+def test_hostile_updates_are_rejected_before_aggregation(tmp_path: Path, attack: str) -> None:
+    def hostile(sent: Message, reply: Message) -> Message:
+        if sent.metadata.dst_node_id != 1001:
+            return reply
+        arrays = dict(reply.content.array_records[wire.SCHOLAR].items())
+        key = next(iter(arrays))
+        if attack == "extra-array":
+            arrays["data.rows"] = Array(np.zeros((8, 64), np.float32))
+        elif attack == "nan":
+            arrays[key] = Array(np.full(arrays[key].numpy().shape, np.nan, np.float32))
+        else:
+            arrays[key] = Array(np.zeros((3, 3), np.float32))
+        content = RecordDict({wire.SCHOLAR: ArrayRecord(arrays),  # type: ignore[arg-type]
+                              wire.METRICS: reply.content.metric_records[wire.METRICS]})
+        return Message(content, reply_to=sent)
+
+    run, _ = federate(tmp_path, hook=hostile)
+    rounds = run.read_jsonl("rounds.jsonl")
+    assert all("rejected" in r["failures"]["1001"] for r in rounds)
+    assert all(len(r["sites"]) == 1 for r in rounds)
+    models = torch.load(run.path / "final_models.pt")
+    assert all(torch.isfinite(v).all() for part in models.values() for v in part.values())
+    assert load_summary(run.path)["final_average_accuracy"] > 0.0
+
+
+def test_ensemble_mode_replays_every_sites_generator(tmp_path: Path) -> None:
+    _, grid = federate(tmp_path, **{"replay.mode": "ensemble"})
+    with_replay = [m for m in grid.sent if wire.REPLAY in m.content.array_records]
+    payload = wire.payload_from_records(with_replay[0].content.array_records[wire.REPLAY],
+                                        with_replay[0].content.config_records[wire.REPLAY_META])
+    assert len(payload.generators) == 2 and len(payload.weights) == 2
+
+
+def test_federated_evaluation_builds_the_matrix_without_server_data(tmp_path: Path) -> None:
+    run, _ = federate(tmp_path, **{"fed.evaluate": "federated"})
+    summary = load_summary(run.path)
+    assert all(v is not None for v in summary["accuracy_matrix"][1])
+    rounds = run.read_jsonl("rounds.jsonl")
+    assert rounds[-1]["federated_evaluation"]["accuracy-task-0"] >= 0
+
+
+@pytest.mark.parametrize("method", ["none", "exact", "joint"])
+def test_baselines_run_on_the_same_protocol(tmp_path: Path, method: str) -> None:
+    run, grid = federate(tmp_path, method=method)
+    assert load_summary(run.path)["method"] == method
+    assert not replay_deliveries(grid), f"{method} must not ship replay models"
