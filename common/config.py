@@ -113,9 +113,9 @@ class TrainConfig:
         _positive("train.generator-lr", self.generator_lr)
         _positive("train.generator-iterations", self.generator_iterations, allow_zero=True)
 
-    @property
-    def generator_steps(self) -> int:
-        return self.generator_iterations or self.iterations
+    def generator_steps(self, iterations: int | None = None) -> int:
+        """Generator updates per round: its own setting, else as many as the solver's."""
+        return self.generator_iterations or (self.iterations if iterations is None else iterations)
 
 
 @dataclass(frozen=True)
@@ -235,6 +235,13 @@ class ExperimentConfig:
 
     def __post_init__(self) -> None:
         _choice("method", self.method, METHODS)
+        if self.dp.enabled and self.method == "exact":
+            raise ConfigError(
+                "method='exact' with dp.enabled: exact replay feeds stored real records "
+                "around DP-SGD's clipping and noise; use 'joint' or 'dgr' under DP"
+            )
+        if self.dp.enabled and self.dp.client_level:
+            raise ConfigError("dp.enabled (sample-level) and dp.client-level: choose one")
         if not self.device == "auto" and not self.device.startswith(("cpu", "cuda", "mps")):
             raise ConfigError(f"device={self.device!r} must be auto, cpu, cuda, cuda:N or mps")
 

@@ -31,6 +31,8 @@ class GenerativeTrainer(Protocol):
         self, x: Tensor, y: Tensor, replay: ReplayBatch | None, ratio: float, classes: Tensor
     ) -> dict[str, float]: ...
 
+    def close(self) -> None: ...
+
 
 class VAETrainer:
     """Conditional VAE: encoder and decoder both see real data (both private under DP)."""
@@ -61,6 +63,9 @@ class VAETrainer:
             private_weight=ratio,
         )
         return {"loss_generator": loss}
+
+    def close(self) -> None:
+        self.stepper.close()
 
 
 class GANTrainer:
@@ -108,22 +113,20 @@ class GANTrainer:
         d_loss = self.d_stepper.step(
             private=lambda: self._d_terms(x, y, real=True), public=public, private_weight=ratio
         )
-        # Generator step: D is only read; its parameters get no gradient.
-        set_hooks = getattr(self.discriminator, "disable_hooks", None)
-        if set_hooks is not None:
-            set_hooks()
-        for p in self.discriminator.parameters():
-            p.requires_grad_(False)
-        self.g_opt.zero_grad(set_to_none=True)
-        source, aux = self.discriminator(fake)
-        g_loss = F.binary_cross_entropy_with_logits(source, torch.ones_like(source)) + (
-            F.cross_entropy(aux, fake_y)
-        )
-        g_loss.backward()
-        self.g_opt.step()
-        for p in self.discriminator.parameters():
-            p.requires_grad_(True)
-        enable = getattr(self.discriminator, "enable_hooks", None)
-        if enable is not None:
-            enable()
+        # Generator step: D is only read (no per-sample hooks, no gradient for D).
+        with self.d_stepper.public_context():
+            for p in self.discriminator.parameters():
+                p.requires_grad_(False)
+            self.g_opt.zero_grad(set_to_none=True)
+            source, aux = self.discriminator(fake)
+            g_loss = F.binary_cross_entropy_with_logits(source, torch.ones_like(source)) + (
+                F.cross_entropy(aux, fake_y)
+            )
+            g_loss.backward()
+            self.g_opt.step()
+            for p in self.discriminator.parameters():
+                p.requires_grad_(True)
         return {"loss_discriminator": d_loss, "loss_generator": float(g_loss.detach())}
+
+    def close(self) -> None:
+        self.d_stepper.close()

@@ -20,9 +20,10 @@ from common.data.types import Shape, Split, Task, concat
 from common.models import Generator, build_critic, build_generator, build_solver
 from common.models.gan import Discriminator, GANGenerator
 from common.models.vae import VAEDecoder, VAEEncoder
+from common.privacy.dp_step import DPPlan, dp_stepper_factory
 from common.replay import ExactReplay, GenerativeReplay, Replay
 from common.scholar import Scholar
-from common.training.batches import shuffled_batches
+from common.training.batches import poisson_batches, shuffled_batches
 from common.training.generative import (
     GANTrainer,
     GenerativeTrainer,
@@ -92,10 +93,8 @@ class Learner:
         shape: Shape,
         num_classes: int,
         device: torch.device,
-        make_stepper: StepperFactory = plain,
     ) -> None:
         self.cfg, self.shape, self.num_classes, self.device = cfg, shape, num_classes, device
-        self.make_stepper = make_stepper
         self.solver = build_solver(cfg.solver, shape, num_classes).to(device)
         self.generator: Generator | None = None
         self.critic: nn.Module | None = None
@@ -107,13 +106,15 @@ class Learner:
     def scholar(self) -> Scholar:
         return Scholar(self.solver, self.generator)
 
-    def _generative_trainer(self, rng: torch.Generator) -> GenerativeTrainer:
+    def _generative_trainer(
+        self, rng: torch.Generator, make_stepper: StepperFactory
+    ) -> GenerativeTrainer:
         lr = self.cfg.train.generator_lr
         if isinstance(self.generator, VAEDecoder) and isinstance(self.critic, VAEEncoder):
-            return VAETrainer(self.generator, self.critic, lr=lr, make_stepper=self.make_stepper)
+            return VAETrainer(self.generator, self.critic, lr=lr, make_stepper=make_stepper)
         if isinstance(self.generator, GANGenerator) and isinstance(self.critic, Discriminator):
             return GANTrainer(
-                self.generator, self.critic, lr=lr, make_stepper=self.make_stepper, rng=rng
+                self.generator, self.critic, lr=lr, make_stepper=make_stepper, rng=rng
             )
         raise TypeError("generator and critic kinds do not match")
 
@@ -126,48 +127,72 @@ class Learner:
         classes_seen: Sequence[int],
         iterations: int,
         seed: int,
+        dp: DPPlan | None = None,
         desc: str = "",
         progress: bool = False,
     ) -> dict[str, float]:
         """``iterations`` updates of the solver (and of the generator, for DGR) on
-        ``real`` mixed with ``replay`` at importance ``r`` for the current data."""
+        ``real`` mixed with ``replay`` at importance ``r`` for the current data.
+
+        With ``dp``, real records are Poisson-sampled and every update of a module that
+        sees them is a DP-SGD step (replay stays outside the clipped, noised part).
+        Solver and generator draw their own batches, so each step is one mechanism.
+        """
         cfg = self.cfg
         rng = torch.Generator().manual_seed(seed)
         ratio = 1.0 if replay is None else cfg.replay.ratio_for(num_tasks_seen)
         replay_n = cfg.replay.batch_size or cfg.train.batch_size
         classes = torch.tensor(list(classes_seen))
-        batches = shuffled_batches(real, cfg.train.batch_size, rng=rng)
-        solver_step = self.make_stepper(
+        make_stepper: StepperFactory = plain
+        if dp is None:
+            solver_batches = shuffled_batches(real, cfg.train.batch_size, rng=rng)
+            gen_batches = shuffled_batches(real, cfg.train.batch_size, rng=rng)
+        else:
+            solver_batches = poisson_batches(real, dp.sample_rate, rng=rng)
+            gen_batches = poisson_batches(real, dp.sample_rate, rng=rng)
+            make_stepper = dp_stepper_factory(
+                dp, expected_batch_size=round(dp.sample_rate * len(real))
+            )
+        solver_step = make_stepper(
             torch.optim.Adam(self.solver.parameters(), lr=cfg.train.lr, betas=(0.9, 0.999)),
             self.solver,
         )
-        gen_trainer = self._generative_trainer(rng) if self.generator is not None else None
-        gen_steps = cfg.train.generator_steps if gen_trainer is not None else 0
+        gen_trainer = (
+            self._generative_trainer(rng, make_stepper) if self.generator is not None else None
+        )
+        gen_steps = cfg.train.generator_steps(iterations) if gen_trainer is not None else 0
         sums: dict[str, float] = {}
         start = time.perf_counter()
         self.solver.train()
         bar = tqdm(range(max(iterations, gen_steps)), desc=desc, disable=not progress, leave=False)
         for it in bar:
-            x, y = (v.to(self.device) for v in next(batches))
             rb = replay.sample(replay_n).to(self.device) if replay is not None else None
             if it < iterations:
+                x, y = (v.to(self.device) for v in next(solver_batches))
 
                 def public(rb=rb) -> torch.Tensor:
                     assert rb is not None
                     loss = replay_loss(self.solver(rb.x), rb.y, rb.soft, 2.0).mean()
                     return (1 - ratio) * loss
 
+                def private(x: torch.Tensor = x, y: torch.Tensor = y) -> torch.Tensor:
+                    return classification_loss(self.solver(x), y)
+
                 loss = solver_step.step(
-                    private=lambda x=x, y=y: classification_loss(self.solver(x), y),
+                    private=private,
                     public=public if rb is not None else None,
                     private_weight=ratio,
                 )
                 sums["loss_solver"] = sums.get("loss_solver", 0.0) + loss
             if gen_trainer is not None and it < gen_steps:
-                for key, value in gen_trainer.step(x, y, rb, ratio, classes).items():
+                gx, gy = (v.to(self.device) for v in next(gen_batches))
+                for key, value in gen_trainer.step(gx, gy, rb, ratio, classes).items():
                     sums[key] = sums.get(key, 0.0) + value
             if progress and it % 50 == 0:
                 bar.set_postfix({k: f"{v / (it + 1):.3f}" for k, v in sums.items()})
+        solver_step.close()
+        if gen_trainer is not None:
+            gen_trainer.close()
         metrics = {
             k: v / (iterations if k == "loss_solver" else max(gen_steps, 1))
             for k, v in sums.items()

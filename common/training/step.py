@@ -12,6 +12,7 @@ added afterwards. Without DP both parts are simply summed.
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from typing import Protocol
 
 import torch
@@ -23,7 +24,17 @@ LossFn = Callable[[], Tensor]
 
 
 class Stepper(Protocol):
-    def step(self, *, private: LossFn, public: LossFn | None, private_weight: float) -> float: ...
+    def step(self, *, private: LossFn, public: LossFn | None, private_weight: float) -> float:
+        """One update; returns the weighted loss."""
+        ...
+
+    def public_context(self) -> AbstractContextManager[None]:
+        """Passes through the module that must not count as private computation."""
+        ...
+
+    def close(self) -> None:
+        """Undo anything the stepper attached to the module (hooks)."""
+        ...
 
 
 class PlainStepper:
@@ -31,6 +42,12 @@ class PlainStepper:
 
     def __init__(self, optimizer: torch.optim.Optimizer) -> None:
         self.optimizer = optimizer
+
+    def public_context(self) -> AbstractContextManager[None]:
+        return nullcontext()
+
+    def close(self) -> None:
+        pass
 
     def step(self, *, private: LossFn, public: LossFn | None, private_weight: float) -> float:
         self.optimizer.zero_grad(set_to_none=True)

@@ -1,0 +1,60 @@
+"""Noise calibrated once for the whole planned run of a site, not per round."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from common.privacy.accountant import Event, compute_epsilon
+
+
+def planned_events(
+    task_sizes: Sequence[int],
+    *,
+    batch_size: int,
+    rounds_per_task: int,
+    steps_per_round: int,
+) -> list[tuple[float, int]]:
+    """(sample_rate, steps) per task for a site holding ``task_sizes[t]`` records of task t.
+
+    ``steps_per_round`` counts every private step of a round (solver steps plus
+    generator/discriminator steps: each samples its own Poisson batch).
+    """
+    plan = []
+    for n in task_sizes:
+        if n > 0:
+            plan.append((min(1.0, batch_size / n), rounds_per_task * steps_per_round))
+    return plan
+
+
+def noise_for_budget(
+    plan: Sequence[tuple[float, int]],
+    *,
+    target_epsilon: float,
+    delta: float,
+    accountant: str,
+    tolerance: float = 0.01,
+) -> float:
+    """Smallest noise multiplier (to ``tolerance``) that keeps the whole plan within
+    ``target_epsilon`` at ``delta``."""
+    if not plan:
+        raise ValueError("the privacy plan is empty: this site has no data to train on")
+
+    def eps(sigma: float) -> float:
+        events: list[Event] = [(sigma, q, n) for q, n in plan]
+        return compute_epsilon(events, delta=delta, kind=accountant)
+
+    low, high = 0.3, 1.0
+    while eps(high) > target_epsilon:
+        low, high = high, high * 2
+        if high > 1e4:
+            raise ValueError(
+                f"no noise multiplier reaches epsilon={target_epsilon} at delta={delta} "
+                f"for {sum(n for _, n in plan)} steps"
+            )
+    while high - low > tolerance:
+        mid = (low + high) / 2
+        if eps(mid) > target_epsilon:
+            low = mid
+        else:
+            high = mid
+    return high

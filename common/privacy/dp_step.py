@@ -1,0 +1,127 @@
+"""DP-SGD step that keeps replay out of the privacy accounting.
+
+    g = r * (sum_i clip(grad l_i, C) + N(0, sigma^2 C^2 I)) / (q n)  +  grad L_public
+
+The first term is Opacus' DP-SGD on the Poisson-sampled real batch (per-sample clipping,
+Gaussian noise, division by the expected batch size q n). The second term is the gradient
+of the replay/fake-sample loss: it is computed with Opacus' hooks disabled, from models
+that are already private (post-processing), so it needs no clipping or noise, and it
+changes neither the sampling of real records nor what the accountant must count. Every
+call of :meth:`DPStepper.step` is one subsampled Gaussian mechanism: ``on_step`` records it.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+from opacus import GradSampleModule
+from opacus.optimizers import DPOptimizer
+from opacus.validators import ModuleValidator
+from torch import nn
+
+from common.training.step import LossFn
+
+# Opacus' per-sample hooks fire on layers whose inputs need no gradient (the first layer);
+# PyTorch warns about that on every step although the per-sample gradients are correct.
+warnings.filterwarnings("ignore", message="Full backward hook is firing", category=UserWarning)
+
+
+@dataclass(frozen=True)
+class DPPlan:
+    """How a site trains privately in one round."""
+
+    noise_multiplier: float
+    max_grad_norm: float
+    sample_rate: float  # Poisson rate q = expected batch / records
+    on_step: Callable[[], None]  # records one mechanism in the accountant
+
+
+class PrivacyValidationError(ValueError):
+    """A module that sees private data cannot be trained with DP-SGD as it is."""
+
+
+class DPStepper:
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        module: nn.Module,
+        *,
+        noise_multiplier: float,
+        max_grad_norm: float,
+        expected_batch_size: int,
+        on_step: Callable[[], None],
+    ) -> None:
+        errors = ModuleValidator.validate(module, strict=False)
+        if errors:
+            raise PrivacyValidationError(
+                f"{type(module).__name__} cannot be trained with DP-SGD: {errors[0]}"
+            )
+        self.gsm = GradSampleModule(module, loss_reduction="mean")
+        self.params = [p for p in module.parameters() if p.requires_grad]
+        self.optimizer = DPOptimizer(
+            optimizer,
+            noise_multiplier=noise_multiplier,
+            max_grad_norm=max_grad_norm,
+            expected_batch_size=max(expected_batch_size, 1),
+            loss_reduction="mean",
+        )
+        self.on_step = on_step
+
+    @contextmanager
+    def public_context(self) -> Iterator[None]:
+        """Forward/backward passes that must not produce per-sample gradients."""
+        self.gsm.disable_hooks()
+        try:
+            yield
+        finally:
+            self.gsm.enable_hooks()
+
+    def step(self, *, private: LossFn, public: LossFn | None, private_weight: float) -> float:
+        self.optimizer.zero_grad(set_to_none=True)
+        losses = private()  # (B,) per-sample losses on real records; B may be 0
+        if losses.numel():
+            losses.mean().backward()
+        else:  # an empty Poisson batch: the step is pure noise, and still counted
+            for p in self.params:
+                p.grad_sample = torch.zeros(0, *p.shape, device=p.device)  # type: ignore[attr-defined]
+        self.optimizer.pre_step()  # clip per sample, add noise, divide by q n
+        for p in self.params:
+            if p.grad is not None:
+                p.grad.mul_(private_weight)
+        total = private_weight * float(losses.detach().mean()) if losses.numel() else 0.0
+        if public is not None:
+            with self.public_context():
+                loss = public()
+                grads = torch.autograd.grad(loss, self.params, allow_unused=True)
+            for p, g in zip(self.params, grads, strict=True):
+                if g is not None:
+                    p.grad = g if p.grad is None else p.grad + g
+            total += float(loss.detach())
+        self.optimizer.original_optimizer.step()
+        self.on_step()
+        return total
+
+    def close(self) -> None:
+        """Remove Opacus' hooks so the module is plain again after the round."""
+        self.optimizer.zero_grad(set_to_none=True)
+        self.gsm._close()
+
+
+def dp_stepper_factory(
+    plan: DPPlan, *, expected_batch_size: int
+) -> Callable[[torch.optim.Optimizer, nn.Module], DPStepper]:
+    def make(optimizer: torch.optim.Optimizer, module: nn.Module) -> DPStepper:
+        return DPStepper(
+            optimizer,
+            module,
+            noise_multiplier=plan.noise_multiplier,
+            max_grad_norm=plan.max_grad_norm,
+            expected_batch_size=expected_batch_size,
+            on_step=plan.on_step,
+        )
+
+    return make
