@@ -1,0 +1,282 @@
+"""``fedreplay-audit``: privacy audits of a finished run folder.
+
+fedreplay-audit egress RUN_DIR [--sites-dir D] [--run-id N] [--data-root R]
+    Check the sites' egress logs against the protocol; writes ``egress_audit.json``
+    into the run folder; exit status 1 on any deviation, 2 if no logs are found.
+fedreplay-audit models RUN_DIR [--quick] [--shadows K] [--data-root R]
+    Membership inference against the final models (loss attack and LiRA on the
+    solver, GAN-Leaks on the generator) per site, plus the one-run canary bound if the
+    run folder holds ``canaries.pt``; writes ``audit/`` (audit.json, audit.md, roc.png).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from client.site import SiteIdentity, local_stream
+from common.audit import (
+    Canaries,
+    best_lower_bound,
+    canary_scores,
+    generator_leak_attack,
+    lira_attacks,
+    loss_attack,
+    write_report,
+)
+from common.audit.egress_check import EgressReport, check_egress, compare_with_server
+from common.audit.lira import TrainFn
+from common.config import ExperimentConfig, load_config
+from common.data.streams import build_stream
+from common.data.types import Shape, Split, concat
+from common.device import select_device
+from common.egress import run_dir as egress_run_dir
+from common.models import build_generator, build_solver
+from common.results import RunFolder
+from common.sitestate import site_dir
+from common.training.batches import shuffled_batches
+from common.training.losses import classification_loss
+
+CANARIES_FILE = "canaries.pt"
+EGRESS_REPORT = "egress_audit.json"
+DEFAULT_CANARY_DELTA = 1e-5
+
+
+# --- the run folder ---------------------------------------------------------------------
+def load_run_config(run_dir: Path, data_root: str | None = None) -> ExperimentConfig:
+    """The run's ``config.json`` back as an :class:`ExperimentConfig` (optionally another
+    data root: the auditor's copy of the data)."""
+    flat: dict[str, Any] = {}
+    for key, value in json.loads((run_dir / "config.json").read_text()).items():
+        if isinstance(value, dict):
+            flat.update({f"{key}.{k.replace('_', '-')}": v for k, v in value.items()})
+        else:
+            flat[key.replace("_", "-")] = value
+    cfg = load_config(flat)
+    if data_root:
+        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, root=data_root))
+    return cfg
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    return dict(json.loads(path.read_text())) if path.is_file() else {}
+
+
+def find_egress_logs(sites_dir: Path, run_id: int | None) -> tuple[int | None, list[Path]]:
+    """The logs of ``run_id``, or of the most recently written run if it is unknown."""
+    if run_id is None:
+        runs = [p for p in (sites_dir / "egress").glob("run-*") if p.is_dir()]
+        if not runs:
+            return None, []
+        latest = max(runs, key=lambda p: p.stat().st_mtime)
+        run_id = int(latest.name.removeprefix("run-"))
+    return run_id, sorted(egress_run_dir(sites_dir, run_id).glob("site-*.jsonl"))
+
+
+def recorded_run_id(run_dir: Path) -> int | None:
+    """Flower's run id as the run folder records it: ``summary.json`` ``run_id``, else
+    ``resources.json`` ``flower_run_id`` (simulations/run_federated.py), else None."""
+    for name, key in (("summary.json", "run_id"), ("resources.json", "flower_run_id")):
+        value = _read_json(run_dir / name).get(key)
+        if isinstance(value, int) or (isinstance(value, str) and value.isdigit()):
+            return int(value)
+    return None
+
+
+def audit_egress(
+    run_dir: Path, *, sites_dir: Path, run_id: int | None, data_root: str | None = None
+) -> EgressReport:
+    """Check the egress logs of the run in ``run_dir``; writes ``egress_audit.json``."""
+    cfg = load_run_config(run_dir, data_root)
+    if run_id is None:
+        run_id = recorded_run_id(run_dir)
+    run_id, logs = find_egress_logs(sites_dir, run_id)
+    stream = build_stream(cfg)
+    report = check_egress(logs, cfg=cfg, shape=stream.shape, num_classes=stream.num_classes)
+    if (run_dir / "rounds.jsonl").is_file():
+        compare_with_server(report, RunFolder(run_dir).read_jsonl("rounds.jsonl"))
+    payload = {"run_id": run_id, "sites_dir": str(sites_dir), **report.to_dict()}
+    RunFolder(run_dir).write_json(EGRESS_REPORT, payload)
+    return report
+
+
+# --- model audit --------------------------------------------------------------------------
+def make_train_fn(
+    cfg: ExperimentConfig, shape: Shape, num_classes: int, iterations: int, device: torch.device
+) -> TrainFn:
+    """LiRA's ``train_fn``: a fresh solver of the run's architecture, Adam at the run's lr
+    and batch size for ``iterations`` steps on the given split (on ``device``)."""
+
+    def train(split: Split, seed: int) -> nn.Module:
+        torch.manual_seed(seed)
+        model = build_solver(cfg.solver, shape, num_classes).to(device)
+        opt = torch.optim.Adam(model.parameters(), lr=cfg.train.lr)
+        batches = shuffled_batches(
+            split, cfg.train.batch_size, rng=torch.Generator().manual_seed(seed)
+        )
+        model.train()
+        for _ in range(iterations):
+            x, y = (v.to(device) for v in next(batches))
+            opt.zero_grad(set_to_none=True)
+            classification_loss(model(x), y).mean().backward()
+            opt.step()
+        return model.eval()
+
+    return train
+
+
+def _sample(split: Split, n: int, rng: np.random.Generator) -> Split:
+    rows = np.sort(rng.permutation(len(split))[:n])
+    return split.subset(torch.from_numpy(rows))
+
+
+def audit_models(
+    run_dir: Path,
+    *,
+    quick: bool,
+    shadows: int | None,
+    records: int | None,
+    data_root: str | None,
+    device_name: str | None,
+    sites: Sequence[int] | None,
+    seed: int = 0,
+) -> dict[str, Path]:
+    """Run the attacks of the module docstring and write ``run_dir/audit``."""
+    cfg = load_run_config(run_dir, data_root)
+    summary = _read_json(run_dir / "summary.json")
+    device = select_device(device_name or cfg.device)
+    stream = build_stream(cfg)
+    shape, k = stream.shape, stream.num_classes
+    models = torch.load(run_dir / "final_models.pt", map_location="cpu", weights_only=True)
+    solver = build_solver(cfg.solver, shape, k)
+    solver.load_state_dict(models["solver"])
+    solver.to(device).eval()
+    generator = None
+    if models.get("generator") is not None:
+        generator = build_generator(cfg.generator, shape, k)
+        generator.load_state_dict(models["generator"])
+        generator.to(device).eval()
+    num_shadows = shadows or (4 if quick else 8)
+    per_side = records or (200 if quick else 2000)
+    steps = cfg.train.iterations * cfg.fed.rounds_per_task * len(stream)
+    train_fn = make_train_fn(cfg, shape, k, min(steps, 300) if quick else steps, device)
+    n_sites = cfg.fed.num_sites
+    rng = np.random.default_rng(seed)
+    results: dict[str, Any] = {}
+    for pid in sites if sites is not None else range(n_sites):
+        local = local_stream(cfg, SiteIdentity(pid, n_sites))
+        members = concat([t.train for t in local.tasks])
+        non_members = concat([t.test for t in local.tasks])
+        n = min(len(members), len(non_members), per_side)
+        if n < 2:
+            print(f"site {pid}: too few records to attack ({n}); skipped", file=sys.stderr)
+            continue
+        members, non_members = _sample(members, n, rng), _sample(non_members, n, rng)
+        label = f"site {pid}"
+        results[f"{label} / solver / loss"] = loss_attack(
+            solver, members, non_members, device=device
+        )
+        is_member = np.r_[np.ones(n, bool), np.zeros(n, bool)]
+        lira = lira_attacks(
+            solver,
+            train_fn,
+            candidates=concat([members, non_members]),
+            is_member=is_member,
+            num_shadows=num_shadows,
+            seed=seed + pid,
+            device=device,
+        )
+        results.update({f"{label} / solver / {name}": r for name, r in lira.items()})
+        if generator is not None:
+            leak = generator_leak_attack(
+                generator,
+                members,
+                non_members,
+                samples_per_class=200 if quick else 2000,
+                seed=seed,
+                device=device,
+            )
+            results[f"{label} / generator / {leak.name}"] = leak
+    delta = summary.get("dp_delta")
+    canary_file = run_dir / CANARIES_FILE
+    if canary_file.is_file():  # hook for canaries inserted at training time
+        saved = torch.load(canary_file, map_location="cpu", weights_only=True)
+        include = torch.as_tensor(saved["include"]).bool().numpy()
+        canaries = Canaries(Split.from_tensors(saved["x"].float(), saved["y"].long()), include)
+        scores = canary_scores(solver, canaries, device=device)
+        canary_delta = float(delta) if delta else DEFAULT_CANARY_DELTA
+        results["solver / canaries"] = best_lower_bound(scores, include, delta=canary_delta)
+    return write_report(
+        results,
+        run_dir / "audit",
+        title=f"Privacy audit of {run_dir.name} ({cfg.method} on {stream.dataset})",
+        accountant_epsilon=summary.get("dp_epsilon"),
+        delta=delta,
+        accountant=summary.get("dp_accountant"),
+    )
+
+
+# --- command line -------------------------------------------------------------------------
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="fedreplay-audit", description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    e = sub.add_parser("egress", help="check the sites' egress logs against the protocol")
+    e.add_argument("run_dir", type=Path)
+    e.add_argument("--sites-dir", type=Path, default=None, help="default: $FEDREPLAY_SITE_DIR")
+    e.add_argument("--run-id", type=int, default=None, help="default: summary.json, else latest")
+    e.add_argument("--data-root", default=None, help="data for the input shape (default: run's)")
+    m = sub.add_parser("models", help="membership inference against the final models")
+    m.add_argument("run_dir", type=Path)
+    m.add_argument("--quick", action="store_true", help="4 shadows, 200 records per side")
+    m.add_argument("--shadows", type=int, default=None, help="LiRA shadow models (default 8)")
+    m.add_argument("--records", type=int, default=None, help="members (= non-members) per site")
+    m.add_argument("--sites", default=None, help="comma-separated partition ids (default all)")
+    m.add_argument("--data-root", default=None, help="where the auditor's copy of the data is")
+    m.add_argument("--device", default=None, help="default: the run's device setting")
+    m.add_argument("--seed", type=int, default=0)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    run_dir: Path = args.run_dir
+    if not (run_dir / "config.json").is_file():
+        print(f"{run_dir} is not a run folder (no config.json)", file=sys.stderr)
+        return 2
+    if args.command == "egress":
+        sites_dir = args.sites_dir or site_dir()
+        report = audit_egress(
+            run_dir, sites_dir=sites_dir, run_id=args.run_id, data_root=args.data_root
+        )
+        print(report.summary())
+        print(f"written {run_dir / EGRESS_REPORT}")
+        return 2 if not report.logs else (0 if report.ok else 1)
+    start = time.perf_counter()
+    sites = [int(s) for s in args.sites.split(",")] if args.sites else None
+    paths = audit_models(
+        run_dir,
+        quick=args.quick,
+        shadows=args.shadows,
+        records=args.records,
+        data_root=args.data_root,
+        device_name=args.device,
+        sites=sites,
+        seed=args.seed,
+    )
+    print(paths["markdown"].read_text())
+    print(f"written {paths['json'].parent} in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,264 @@
+"""Check a run's egress logs (:mod:`common.egress`) against what the protocol allows.
+
+Allowed per message (see :mod:`common.wire`):
+
+* ``train`` replies: records exactly ``{scholar, metrics}``; ``scholar`` an array record
+  with exactly the ``solver.<param>`` (and, for DGR, ``generator.<param>``) tensors of
+  the registered architectures, each float32 with the registered shape; ``metrics`` only
+  finite scalar numbers named in :data:`TRAIN_METRICS`;
+* ``evaluate`` replies: records exactly ``{metrics}`` with names in :data:`EVAL_METRICS`
+  or matching :data:`EVAL_PATTERNS` (``accuracy-task-<j>``, ``examples-task-<j>``).
+
+Every departure is a :class:`Deviation` (site, message index, what was wrong).
+
+    report = check_egress(paths, cfg=cfg, shape=(1, 8, 8), num_classes=10)
+    report.ok, report.deviations, print(report.summary()), report.to_dict()
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from common.config import ExperimentConfig
+from common.data.types import Shape
+from common.egress import EgressLog
+from common.models import build_generator, build_solver
+
+SCHOLAR, METRICS = "scholar", "metrics"
+ALLOWED_RECORDS: dict[str, dict[str, str]] = {  # message type -> record name -> kind
+    "train": {SCHOLAR: "array", METRICS: "metric"},
+    "evaluate": {METRICS: "metric"},
+}
+# What Learner.train, Site.train and the ClientApp's train handler report today, plus the
+# DP accountant's numbers (dp-*).
+TRAIN_METRICS = frozenset(
+    {
+        "num-examples",
+        "iterations",
+        "train-time-s",
+        "replay-ratio",
+        "loss-solver",
+        "loss-generator",
+        "loss-discriminator",
+        "empty",
+        "bytes-down",
+        "bytes-up",
+        "partition-id",
+        "dp-epsilon",
+        "dp-delta",
+        "dp-noise-multiplier",
+        "dp-sample-rate",
+        "dp-steps",
+        "dp-max-grad-norm",
+        "dp-budget-left",
+    }
+)
+EVAL_METRICS = frozenset({"accuracy", "num-examples", "eval-time-s"})
+EVAL_PATTERNS = (re.compile(r"accuracy-task-\d+"), re.compile(r"examples-task-\d+"))
+FLOAT32 = "float32"
+SITE_FILE = re.compile(r"site-(\d+)\.jsonl")
+
+
+@dataclass(frozen=True)
+class Deviation:
+    """One departure from the protocol in one logged message."""
+
+    site: int  # partition id (from the log's file name, else the entry)
+    index: int  # 0-based message index within the site's log
+    message_type: str
+    problem: str
+    log: str
+
+    def __str__(self) -> str:
+        return f"site {self.site}, message {self.index} ({self.message_type}): {self.problem}"
+
+
+@dataclass
+class SiteStats:
+    messages: int = 0
+    by_type: dict[str, int] = field(default_factory=dict)
+    total_bytes: int = 0
+    array_bytes: int = 0
+    tensors: int = 0  # tensors sent, summed over messages
+    nodes: set[int] = field(default_factory=set)
+
+
+@dataclass
+class EgressReport:
+    logs: list[str]
+    deviations: list[Deviation] = field(default_factory=list)
+    sites: dict[int, SiteStats] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.deviations and bool(self.logs)
+
+    @property
+    def messages(self) -> int:
+        return sum(s.messages for s in self.sites.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        sites = {
+            str(k): {**asdict(s), "nodes": sorted(s.nodes)} for k, s in sorted(self.sites.items())
+        }
+        return {
+            "ok": self.ok,
+            "messages": self.messages,
+            "logs": self.logs,
+            "sites": sites,
+            "deviations": [asdict(d) for d in self.deviations],
+        }
+
+    def summary(self) -> str:
+        verdict = "OK" if self.ok else f"{len(self.deviations)} DEVIATION(S)"
+        if not self.logs:
+            verdict = "NO LOGS FOUND"
+        lines = [f"egress audit: {verdict}: {self.messages} messages in {len(self.logs)} log(s)"]
+        for site, s in sorted(self.sites.items()):
+            kinds = ", ".join(f"{n} {t}" for t, n in sorted(s.by_type.items()))
+            lines.append(
+                f"  site {site}: {s.messages} messages ({kinds}), {s.total_bytes:,} bytes "
+                f"({s.array_bytes:,} in {s.tensors} tensors)"
+            )
+        lines += [f"  - {d}" for d in self.deviations[:50]]
+        if len(self.deviations) > 50:
+            lines.append(f"  ... and {len(self.deviations) - 50} more (see egress_audit.json)")
+        return "\n".join(lines)
+
+
+def expected_tensors(
+    cfg: ExperimentConfig, shape: Shape, num_classes: int
+) -> dict[str, tuple[int, ...]]:
+    """Name -> shape of every tensor a train reply must carry for this config."""
+    out = {
+        f"solver.{k}": tuple(v.shape)
+        for k, v in build_solver(cfg.solver, shape, num_classes).state_dict().items()
+    }
+    if cfg.uses_generator:
+        gen = build_generator(cfg.generator, shape, num_classes)
+        out.update({f"generator.{k}": tuple(v.shape) for k, v in gen.state_dict().items()})
+    return out
+
+
+def metric_allowed(message_type: str, name: str) -> bool:
+    if message_type == "train":
+        return name in TRAIN_METRICS
+    return name in EVAL_METRICS or any(p.fullmatch(name) for p in EVAL_PATTERNS)
+
+
+def _is_number(value: object) -> bool:
+    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    return ok and math.isfinite(value)  # type: ignore[arg-type]
+
+
+def _tensor_problems(tensors: list[Mapping[str, Any]], expected: Mapping[str, tuple]) -> list[str]:
+    problems = []
+    names = [str(t.get("name")) for t in tensors]
+    extra = sorted(set(names) - set(expected))
+    missing = sorted(set(expected) - set(names))
+    if extra:
+        problems.append(f"scholar carries tensors not in the architecture: {extra[:10]}")
+    if missing:
+        problems.append(f"scholar lacks tensors of the architecture: {missing[:10]}")
+    if len(names) != len(set(names)):
+        problems.append("scholar names a tensor twice")
+    for t in tensors:
+        name, want = str(t.get("name")), expected.get(str(t.get("name")))
+        shape = tuple(t.get("shape") or ())
+        if want is not None and shape != want:
+            problems.append(f"tensor {name} has shape {list(shape)}, expected {list(want)}")
+        if t.get("dtype") != FLOAT32:
+            problems.append(f"tensor {name} has dtype {t.get('dtype')}, expected float32")
+        elif t.get("bytes") != 4 * math.prod(shape):
+            problems.append(f"tensor {name}: {t.get('bytes')} bytes do not match its shape")
+    return problems
+
+
+def _metric_problems(message_type: str, values: Mapping[str, Any]) -> list[str]:
+    problems = []
+    for name, value in values.items():
+        if not metric_allowed(message_type, name):
+            problems.append(f"metric {name!r} is not on the {message_type} allow-list")
+        if not _is_number(value):
+            problems.append(f"metric {name!r} is {value!r}, not a finite scalar number")
+    return problems
+
+
+def message_problems(entry: Mapping[str, Any], expected: Mapping[str, tuple]) -> list[str]:
+    """Everything wrong with one logged message (empty: it is allowed)."""
+    mtype = str(entry.get("message_type"))
+    allowed = ALLOWED_RECORDS.get(mtype)
+    if allowed is None:
+        return [f"message type {mtype!r} may not leave a site"]
+    records = entry.get("records") or []
+    names = [r.get("name") for r in records]
+    problems = []
+    if sorted(map(str, names)) != sorted(allowed):
+        problems.append(f"records {sorted(map(str, names))}, expected exactly {sorted(allowed)}")
+    for rec in records:
+        name, kind = rec.get("name"), rec.get("kind")
+        if name not in allowed:
+            continue
+        if kind != allowed[name]:
+            problems.append(f"record {name!r} is a {kind} record, expected {allowed[name]}")
+        elif kind == "array":
+            problems += _tensor_problems(rec.get("tensors") or [], expected)
+        else:
+            problems += _metric_problems(mtype, rec.get("values") or {})
+    return problems
+
+
+def check_egress(
+    log_paths: Iterable[str | Path], *, cfg: ExperimentConfig, shape: Shape, num_classes: int
+) -> EgressReport:
+    """Compare every message of every log with the protocol (see the module docstring)."""
+    expected = expected_tensors(cfg, shape, num_classes)
+    paths = sorted(Path(p) for p in log_paths)
+    report = EgressReport(logs=[str(p) for p in paths])
+    run_ids: set[int] = set()
+    for path in paths:
+        match = SITE_FILE.fullmatch(path.name)
+        for index, entry in enumerate(EgressLog(path).entries()):
+            site = int(match.group(1)) if match else int(entry.get("partition_id", -1))
+            mtype = str(entry.get("message_type"))
+            stats = report.sites.setdefault(site, SiteStats())
+            stats.messages += 1
+            stats.by_type[mtype] = stats.by_type.get(mtype, 0) + 1
+            stats.total_bytes += int(entry.get("total_bytes", 0))
+            stats.array_bytes += int(entry.get("array_bytes", 0))
+            stats.tensors += sum(len(r.get("tensors") or []) for r in entry.get("records") or [])
+            stats.nodes.add(int(entry.get("node_id", -1)))
+            problems = message_problems(entry, expected)
+            if entry.get("partition_id") != site:
+                problems.append(f"entry says partition {entry.get('partition_id')}, log is {site}")
+            run_ids.add(int(entry.get("run_id", -1)))
+            report.deviations += [Deviation(site, index, mtype, p, str(path)) for p in problems]
+    if len(run_ids) > 1:
+        report.deviations.append(
+            Deviation(-1, -1, "-", f"logs mix runs {sorted(run_ids)}", report.logs[0])
+        )
+    return report
+
+
+def compare_with_server(report: EgressReport, rounds: Iterable[Mapping[str, Any]]) -> None:
+    """Add a deviation for every node whose train replies the server accepted (per
+    ``rounds.jsonl``) outnumber the train replies in its egress log: a reply left that
+    was not logged. Nodes without a log here (other machines) are not judged."""
+    logged: dict[int, int] = {}
+    for s in report.sites.values():
+        for node in s.nodes:
+            logged[node] = logged.get(node, 0) + s.by_type.get("train", 0)
+    received: dict[int, int] = {}
+    for r in rounds:
+        for reply in r.get("sites") or []:
+            node = int(reply.get("node_id", -1))
+            received[node] = received.get(node, 0) + 1
+    for node, n in sorted(received.items()):
+        if node in logged and n > logged[node]:
+            problem = f"server accepted {n} train replies of node {node}, log has {logged[node]}"
+            report.deviations.append(Deviation(-1, -1, "train", problem, ""))

@@ -1,0 +1,117 @@
+"""``fedreplay-audit models`` on a finished tiny federated run, and the CLI's error exits."""
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from client.client_app import app as client_app
+from common import egress
+from common.audit.cli import main
+from common.config import load_config
+from server.federation import FederatedRun
+from server.inprocess import InProcessGrid
+
+TINY = {
+    "train.iterations": 15,
+    "tasks.num-tasks": 2,
+    "fed.rounds-per-task": 1,
+    "fed.num-sites": 2,
+    "solver.hidden": 32,
+    "generator.hidden": 32,
+    "generator.latent-dim": 8,
+    "eval.generator-quality": False,
+}
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tmp = tmp_path_factory.mktemp("audit-run")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(egress.SITE_DIR_ENV, str(tmp / "sites"))
+        cfg = load_config({**TINY, "output-dir": str(tmp / "runs")})
+        grid = InProcessGrid(client_app, cfg.to_run_config(), num_nodes=2)
+        return FederatedRun(cfg).run(grid).path
+
+
+def copy_run(run_dir: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(run_dir, tmp_path / run_dir.name))
+
+
+def test_quick_model_audit_writes_the_report(run_dir: Path, tmp_path: Path) -> None:
+    run = copy_run(run_dir, tmp_path)
+    start = time.perf_counter()
+    assert main(["models", str(run), "--quick", "--device", "cpu"]) == 0
+    assert time.perf_counter() - start < 60
+    for name in ("audit.json", "audit.md", "roc.png"):
+        assert (run / "audit" / name).is_file(), name
+    report = json.loads((run / "audit" / "audit.json").read_text())
+    attacks = report["attacks"]
+    for site in (0, 1):
+        for attack in (
+            "solver / loss",
+            "solver / lira_online",
+            "solver / lira_offline",
+            "generator / gan_leaks_median",
+        ):
+            result = attacks[f"site {site} / {attack}"]
+            assert 0.0 <= result["auc"] <= 1.0
+            assert "tpr_at_0.1%_fpr" in result and "tpr_at_1%_fpr" in result
+            assert result["num_members"] == result["num_non_members"] > 0
+    assert report["accountant"]["epsilon"] is None and report["canary_bounds"] == {}
+    assert "not differentially private" in (run / "audit" / "audit.md").read_text()
+
+
+def test_canaries_and_accountant_epsilon_enter_the_report(run_dir: Path, tmp_path: Path) -> None:
+    run = copy_run(run_dir, tmp_path)
+    summary = json.loads((run / "summary.json").read_text())
+    summary.update(dp_epsilon=4.0, dp_delta=1e-5, dp_accountant="rdp")
+    (run / "summary.json").write_text(json.dumps(summary))
+    gen = torch.Generator().manual_seed(0)
+    torch.save(
+        {
+            "x": torch.rand((100, 1, 8, 8), generator=gen),
+            "y": torch.randint(0, 10, (100,), generator=gen),
+            "include": torch.rand(100, generator=gen) < 0.5,
+        },
+        run / "canaries.pt",
+    )
+    args = ["models", str(run), "--sites", "0", "--shadows", "2", "--records", "40", "--quick"]
+    assert main([*args, "--device", "cpu"]) == 0
+    report = json.loads((run / "audit" / "audit.json").read_text())
+    assert report["accountant"] == {"name": "rdp", "epsilon": 4.0, "delta": 1e-5}
+    bound = report["canary_bounds"]["solver / canaries"]
+    assert bound["num_canaries"] == 100 and bound["delta"] == 1e-5
+    assert 0.0 <= bound["epsilon_lower_bound"] < 4.0  # the canaries were never trained on
+    assert set(report["attacks"]) == {
+        "site 0 / solver / loss",
+        "site 0 / solver / lira_online",
+        "site 0 / solver / lira_offline",
+        "site 0 / generator / gan_leaks_median",
+    }
+
+
+def test_cli_exits_2_without_a_run_folder_or_logs(run_dir: Path, tmp_path: Path) -> None:
+    assert main(["egress", str(tmp_path)]) == 2
+    assert main(["egress", str(run_dir), "--sites-dir", str(tmp_path / "empty")]) == 2
+
+
+def test_egress_audit_finds_the_run_by_its_recorded_id(run_dir: Path, tmp_path: Path) -> None:
+    run = copy_run(run_dir, tmp_path)
+    sites = Path(shutil.copytree(run_dir.parent.parent / "sites", tmp_path / "sites"))
+    decoy = sites / "egress" / "run-99"  # a later run whose log breaks the protocol
+    decoy.mkdir()
+    (decoy / "site-0.jsonl").write_text(
+        json.dumps({"message_type": "query", "records": [], "partition_id": 0, "run_id": 99}) + "\n"
+    )
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["run_id"] == 1
+    without_id = {k: v for k, v in summary.items() if k != "run_id"}
+    (run / "summary.json").write_text(json.dumps(without_id))
+    assert main(["egress", str(run), "--sites-dir", str(sites)]) == 1  # latest: run 99
+    (run / "summary.json").write_text(json.dumps(summary))
+    assert main(["egress", str(run), "--sites-dir", str(sites)]) == 0
+    assert json.loads((run / "egress_audit.json").read_text())["run_id"] == 1

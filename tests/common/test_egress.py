@@ -1,0 +1,234 @@
+"""The egress log records every reply a site sends, and the egress audit checks it.
+
+The federated runs use the in-process grid (tiny digits settings) with the sites' disk
+(``FEDREPLAY_SITE_DIR``) in a temporary folder.
+"""
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+
+from client.client_app import app as client_app
+from common import egress, wire
+from common.audit.cli import main as audit_main
+from common.audit.egress_check import check_egress, message_problems
+from common.config import load_config
+from common.egress import EgressLog, egress_entry
+from server.federation import FederatedRun
+from server.inprocess import InProcessGrid
+
+TINY = {
+    "train.iterations": 10,
+    "tasks.num-tasks": 2,
+    "fed.rounds-per-task": 1,
+    "fed.num-sites": 2,
+    "solver.hidden": 32,
+    "generator.hidden": 32,
+    "generator.latent-dim": 8,
+    "eval.generator-quality": False,
+    "fed.evaluate": "both",
+}
+SHAPE, CLASSES = (1, 8, 8), 10
+
+
+def federate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hook=None):
+    """A tiny 2-site run; returns (run folder, sites dir, every reply the grid received)."""
+    sites = tmp_path / "sites"
+    monkeypatch.setenv(egress.SITE_DIR_ENV, str(sites))
+    cfg = load_config({**TINY, "output-dir": str(tmp_path / "runs")})
+    replies: list[tuple[int, Message]] = []
+
+    def spy(sent: Message, reply: Message) -> Message:
+        replies.append((sent.metadata.dst_node_id, reply))
+        return hook(sent, reply) if hook else reply
+
+    grid = InProcessGrid(client_app, cfg.to_run_config(), num_nodes=2, reply_hook=spy, run_id=7)
+    return FederatedRun(cfg).run(grid), sites, replies
+
+
+def tamper(monkeypatch: pytest.MonkeyPatch, change) -> None:
+    """Make the sites change a reply just before it is logged and sent (a faulty site)."""
+    real = egress.logged
+
+    def logged(reply: Message, context) -> Message:
+        change(reply, int(context.node_config["partition-id"]))
+        return real(reply, context)
+
+    monkeypatch.setattr(egress, "logged", logged)
+
+
+def audit(run_path: Path, sites: Path, *extra: str) -> tuple[int, dict]:
+    code = audit_main(["egress", str(run_path), "--sites-dir", str(sites), *extra])
+    return code, json.loads((run_path / "egress_audit.json").read_text())
+
+
+# --- the log ---------------------------------------------------------------------------------
+def test_entry_describes_every_record_with_hashes_and_bytes() -> None:
+    weights = np.arange(6, dtype=np.float32).reshape(2, 3)
+    content = RecordDict(
+        {
+            "scholar": ArrayRecord({"solver.w": Array(weights)}),  # type: ignore[dict-item]
+            "metrics": MetricRecord({"loss": float("nan"), "num-examples": 3.0}),
+            "config": ConfigRecord({"note": "hi", "blob": b"\x00\x01"}),
+        }
+    )
+    entry = egress_entry(
+        content, node_id=5, partition_id=1, run_id=9, message_type="train", reply_to="m3"
+    )
+    records = {r["name"]: r for r in entry["records"]}
+    tensor = records["scholar"]["tensors"][0]
+    assert tensor == {
+        "name": "solver.w",
+        "shape": [2, 3],
+        "dtype": "float32",
+        "bytes": 24,
+        "sha256": hashlib.sha256(weights.tobytes()).hexdigest(),
+    }
+    assert records["metrics"]["kind"] == "metric"
+    assert records["metrics"]["values"] == {"loss": "nan", "num-examples": 3.0}
+    assert records["config"]["values"]["blob"] == {"base64": "AAE=", "bytes": 2}
+    assert entry["array_bytes"] == 24 and entry["total_bytes"] == 24 + 16 + 2 + 2
+    assert (entry["run_id"], entry["node_id"], entry["partition_id"]) == (9, 5, 1)
+    json.dumps(entry, allow_nan=False)
+
+
+def test_log_appends_one_line_per_message(tmp_path: Path) -> None:
+    log = EgressLog.for_site(tmp_path, run_id=3, partition_id=2)
+    assert log.path == tmp_path / "egress" / "run-3" / "site-2.jsonl"
+    log.append({"n": 1})
+    log.append({"n": 2})
+    assert [e["n"] for e in log.entries()] == [1, 2]
+
+
+def test_checker_flags_what_the_protocol_does_not_allow() -> None:
+    expected = {"solver.w": (2, 3)}
+    tensor = {"name": "solver.w", "shape": [2, 3], "dtype": "float32", "bytes": 24}
+    ok = {
+        "message_type": "train",
+        "records": [
+            {"name": "scholar", "kind": "array", "tensors": [tensor]},
+            {"name": "metrics", "kind": "metric", "values": {"num-examples": 3.0}},
+        ],
+    }
+    assert message_problems(ok, expected) == []
+    wrong = {
+        "message_type": "train",
+        "records": [
+            {
+                "name": "scholar",
+                "kind": "array",
+                "tensors": [
+                    {**tensor, "dtype": "float64", "bytes": 48},
+                    {**tensor, "name": "critic.w"},
+                ],
+            },
+            {"name": "metrics", "kind": "config", "values": {}},
+        ],
+    }
+    problems = " | ".join(message_problems(wrong, expected))
+    assert "dtype float64" in problems and "critic.w" in problems and "config record" in problems
+    assert message_problems({"message_type": "query"}, expected) == [
+        "message type 'query' may not leave a site"
+    ]
+    evaluate = {
+        "message_type": "evaluate",
+        "records": [
+            {
+                "name": "metrics",
+                "kind": "metric",
+                "values": {"accuracy-task-12": 0.5, "loss-solver": 1.0},
+            }
+        ],
+    }
+    assert message_problems(evaluate, expected) == [
+        "metric 'loss-solver' is not on the evaluate allow-list"
+    ]
+
+
+# --- end to end --------------------------------------------------------------------------------
+def test_every_reply_is_logged_and_passes_the_audit(tmp_path, monkeypatch) -> None:
+    run, sites, replies = federate(tmp_path, monkeypatch)
+    logs = sorted((sites / "egress" / "run-7").glob("*.jsonl"))
+    assert [p.name for p in logs] == ["site-0.jsonl", "site-1.jsonl"]
+    entries = {p.name: list(EgressLog(p).entries()) for p in logs}
+    for pid, node in ((0, 1000), (1, 1001)):
+        sent = [r for n, r in replies if n == node]
+        logged = entries[f"site-{pid}.jsonl"]
+        assert [e["message_type"] for e in logged] == [r.metadata.message_type for r in sent]
+        assert [e["reply_to"] for e in logged] == [r.metadata.reply_to_message_id for r in sent]
+        assert {e["node_id"] for e in logged} == {node}
+        assert all(e["egress_dir"] == str(sites) for e in logged)
+        for entry, reply in zip(logged, sent, strict=True):  # the hashes are of what was sent
+            if wire.SCHOLAR in reply.content:
+                arrays = reply.content.array_records[wire.SCHOLAR]
+                hashes = {t["name"]: t["sha256"] for t in entry["records"][0]["tensors"]}
+                assert hashes == {
+                    k: hashlib.sha256(np.ascontiguousarray(a.numpy()).tobytes()).hexdigest()
+                    for k, a in arrays.items()
+                }
+    assert sum(len(v) for v in entries.values()) == 8  # 2 sites x 2 rounds x (train + eval)
+
+    code, report = audit(run.path, sites)  # run id found as the only run under egress/
+    assert code == 0 and report["ok"] and report["run_id"] == 7 and report["messages"] == 8
+    assert set(report["sites"]) == {"0", "1"} and report["sites"]["0"]["array_bytes"] > 0
+    cfg = load_config({**TINY, "output-dir": str(tmp_path)})
+    assert check_egress(logs, cfg=cfg, shape=SHAPE, num_classes=CLASSES).ok
+
+
+def test_smuggled_array_is_logged_and_fails_the_audit(tmp_path, monkeypatch) -> None:
+    def smuggle(reply: Message, pid: int) -> None:
+        if pid == 1 and wire.SCHOLAR in reply.content:
+            reply.content.array_records[wire.SCHOLAR]["data.rows"] = Array(
+                np.zeros((8, 64), np.float32)
+            )
+
+    tamper(monkeypatch, smuggle)
+    run, sites, replies = federate(tmp_path, monkeypatch)
+    assert any("data.rows" in r.content.array_records.get(wire.SCHOLAR, {}) for _, r in replies)
+    code, report = audit(run.path, sites, "--run-id", "7")
+    assert code == 1 and not report["ok"]
+    bad = [d for d in report["deviations"] if "data.rows" in d["problem"]]
+    assert {(d["site"], d["index"]) for d in bad} == {(1, 0), (1, 2)}  # the 2 train replies
+    assert all(d["site"] == 1 for d in report["deviations"])
+
+
+def test_unknown_and_non_scalar_metrics_fail_the_audit(tmp_path, monkeypatch) -> None:
+    def leak(reply: Message, pid: int) -> None:
+        metrics = reply.content.metric_records[wire.METRICS]
+        if reply.metadata.message_type == "train":
+            metrics["secret-count"] = 3.0
+        else:
+            metrics["label-histogram"] = [1.0, 4.0, 2.0]
+
+    tamper(monkeypatch, leak)
+    run, sites, _ = federate(tmp_path, monkeypatch)
+    code, report = audit(run.path, sites)
+    problems = [d["problem"] for d in report["deviations"]]
+    assert code == 1
+    assert sum("'secret-count' is not on the train allow-list" in p for p in problems) == 4
+    assert (
+        sum("'label-histogram' is [1.0, 4.0, 2.0], not a finite scalar" in p for p in problems) == 4
+    )
+
+
+def test_a_reply_missing_from_the_log_fails_the_audit(tmp_path, monkeypatch) -> None:
+    real = egress.logged
+    skipped: list[int] = []
+
+    def forgetful(reply: Message, context) -> Message:
+        if context.node_id == 1001 and reply.metadata.message_type == "train" and not skipped:
+            skipped.append(1)
+            return reply  # sent, never logged
+        return real(reply, context)
+
+    monkeypatch.setattr(egress, "logged", forgetful)
+    run, sites, _ = federate(tmp_path, monkeypatch)
+    code, report = audit(run.path, sites)
+    assert code == 1
+    assert [d["problem"] for d in report["deviations"]] == [
+        "server accepted 2 train replies of node 1001, log has 1"
+    ]
