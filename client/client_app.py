@@ -13,7 +13,7 @@ from flwr.app import ArrayRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
 from client.site import Site, SiteIdentity, apply_node_config
-from common import wire
+from common import egress, wire
 from common.config import ExperimentConfig, load_config
 
 log = logging.getLogger("fedreplay.client")
@@ -35,7 +35,7 @@ def train(msg: Message, context: Context) -> Message:
     """One round of local training on the current task with generative replay."""
     site = _site(context)
     config = msg.content.config_records[wire.CONFIG]
-    task, seed = int(config["task"]), int(config["seed"])  # type: ignore[call-overload]
+    task, seed = wire.config_int(config, "task"), wire.config_int(config, "seed")
     bytes_down = wire.record_bytes(msg.content)
 
     wire.load_scholar(msg.content.array_records[wire.SCHOLAR], site.solver, site.generator)
@@ -50,7 +50,14 @@ def train(msg: Message, context: Context) -> Message:
             context.state.array_records[wire.REPLAY], context.state.config_records[wire.REPLAY_META]
         )
 
-    metrics = site.train(task, payload=payload, iterations=int(config["iterations"]), seed=seed)  # type: ignore[call-overload]
+    metrics = site.train(
+        task,
+        payload=payload,
+        iterations=wire.config_int(config, "iterations"),
+        seed=seed + 7919 * site.identity.partition_id,
+        run_id=context.run_id,
+        server_round=wire.config_int(config, "server-round"),
+    )
 
     critic = site.critic_state()
     if critic is not None:
@@ -61,7 +68,7 @@ def train(msg: Message, context: Context) -> Message:
     metrics.update({"bytes-down": float(bytes_down), "bytes-up": float(wire.record_bytes(scholar))})
     metrics["partition-id"] = float(site.identity.partition_id)
     content = RecordDict({wire.SCHOLAR: scholar, wire.METRICS: wire.metrics_record(metrics)})
-    return Message(content=content, reply_to=msg)
+    return egress.logged(Message(content=content, reply_to=msg), context)
 
 
 @app.evaluate()
@@ -70,6 +77,6 @@ def evaluate(msg: Message, context: Context) -> Message:
     site = _site(context)
     config = msg.content.config_records[wire.CONFIG]
     wire.load_scholar(msg.content.array_records[wire.SCHOLAR], site.solver, site.generator)
-    metrics = site.evaluate(int(config["task"]))  # type: ignore[call-overload]
+    metrics = site.evaluate(wire.config_int(config, "task"))
     content = RecordDict({wire.METRICS: wire.metrics_record(metrics)})
-    return Message(content=content, reply_to=msg)
+    return egress.logged(Message(content=content, reply_to=msg), context)

@@ -23,7 +23,11 @@ from common.data.types import TaskStream
 from common.device import select_device
 from common.metrics import accuracy
 from common.models import build_generator, build_solver
+from common.privacy.budget import SitePrivacy
+from common.privacy.calibrate import planned_events
+from common.privacy.dp_step import DPPlan
 from common.replay import ReplayPayload
+from common.sitestate import site_dir
 from common.training.learner import Learner, ReplaySource, real_data_for, replay_for
 
 
@@ -125,8 +129,32 @@ class Site:
         )
 
     # --- work ---------------------------------------------------------------------------
+    def privacy(self, run_id: int) -> SitePrivacy:
+        """This site's privacy state for the run (created with calibrated noise if new)."""
+        cfg = self.cfg
+        sizes = [
+            len(real_data_for(cfg.method, self.stream.tasks, t)) for t in range(len(self.stream))
+        ]
+        gen_steps = cfg.train.generator_steps() if cfg.uses_generator else 0
+        plan = planned_events(
+            sizes,
+            batch_size=cfg.train.batch_size,
+            rounds_per_task=cfg.fed.rounds_per_task,
+            steps_per_round=cfg.train.iterations + gen_steps,
+        )
+        path = site_dir() / "privacy" / f"run-{run_id}" / f"site-{self.identity.partition_id}.json"
+        num_samples = sum(len(t.train) for t in self.stream.tasks)
+        return SitePrivacy.open(path, dp=cfg.dp, plan=plan, num_samples=num_samples)
+
     def train(
-        self, task: int, *, payload: ReplayPayload | None, iterations: int, seed: int
+        self,
+        task: int,
+        *,
+        payload: ReplayPayload | None,
+        iterations: int,
+        seed: int,
+        run_id: int = 0,
+        server_round: int = 0,
     ) -> dict[str, float]:
         if not 0 <= task < len(self.stream):
             raise ValueError(f"task {task} is outside this stream's 0..{len(self.stream) - 1}")
@@ -138,6 +166,19 @@ class Site:
         real = real_data_for(self.cfg.method, self.stream.tasks, task)
         if len(real) == 0:
             return {"num-examples": 0.0, "train-time-s": 0.0, "empty": 1.0}
+        plan, privacy, steps = None, None, [0]
+        if self.cfg.dp.enabled:
+            privacy = self.privacy(run_id)
+            q = min(1.0, self.cfg.train.batch_size / len(real))
+            sigma = privacy.noise_multiplier
+            gen_steps = self.cfg.train.generator_steps(iterations) if self.learner.generator else 0
+            events = [(sigma, q, iterations)] + ([(sigma, q, gen_steps)] if gen_steps else [])
+            privacy.spend(events, task=task, server_round=server_round)  # before any step
+
+            def count() -> None:
+                steps[0] += 1
+
+            plan = DPPlan(sigma, self.cfg.dp.max_grad_norm, q, on_step=count)
         metrics = self.learner.train(
             real,
             replay=replay,
@@ -145,8 +186,15 @@ class Site:
             classes_seen=self.stream.classes_seen(task),
             iterations=iterations,
             seed=seed,
+            dp=plan,
         )
-        return {k.replace("_", "-"): v for k, v in metrics.items()}
+        out = {k.replace("_", "-"): v for k, v in metrics.items()}
+        if privacy is not None:
+            recorded = int(privacy.ledger[-1]["steps"])
+            if steps[0] != recorded:  # more steps than recorded would be a leak
+                raise RuntimeError(f"took {steps[0]} DP steps but recorded {recorded}")
+            out.update(privacy.metrics())
+        return out
 
     def evaluate(self, task: int) -> dict[str, float]:
         """Accuracy of the current solver on this site's test data of tasks 0..task.

@@ -152,6 +152,27 @@ def _as_list(value: object) -> Sequence[float | int]:
     return value
 
 
+def config_int(record: ConfigRecord, key: str) -> int:
+    """An integer from a received ConfigRecord, or a WireError naming the key."""
+    value = record.get(key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
+        raise WireError(f"config {key!r} must be an integer, got {value!r}")
+    return int(value)
+
+
+def metric_float(record: MetricRecord, key: str) -> float:
+    """A scalar from a received MetricRecord, or a WireError naming the key."""
+    value = record.get(key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise WireError(f"metric {key!r} must be a scalar number, got {type(value).__name__}")
+    return float(value)
+
+
+def scalar_metrics(record: MetricRecord) -> dict[str, float]:
+    """A received MetricRecord as plain floats; non-scalar values are a WireError."""
+    return {key: metric_float(record, key) for key in record}
+
+
 def metrics_record(metrics: Mapping[str, float]) -> MetricRecord:
     """Scalar metrics only; keys use dashes (Flower style)."""
     out: dict[str, float] = {}

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, MetricRecord
 from flwr.serverapp import Grid
+from flwr.serverapp.strategy import DifferentialPrivacyServerSideFixedClipping, Strategy
 
 from common import wire
 from common.config import ExperimentConfig
@@ -33,6 +34,7 @@ from common.plots import plot_accuracy_curves, plot_accuracy_matrix, plot_rounds
 from common.replay import ReplayPayload
 from common.results import RunFolder, build_summary, summary_line
 from common.runner import sample_grid
+from server.privacy_report import write_privacy_report
 from server.strategy import FedReplay
 
 log = logging.getLogger("fedreplay.server")
@@ -70,19 +72,32 @@ class FederatedRun:
             build_generator(cfg.generator, shape, k).to(self.device) if cfg.uses_generator else None
         )
         self.central = cfg.fed.evaluate in ("central", "both")
-        self.strategy = FedReplay(
+        self.fedreplay = FedReplay(
             solver=self.solver,
             generator=self.generator,
             fraction_train=cfg.fed.fraction_train,
             min_train_nodes=cfg.fed.min_sites,
             min_available_nodes=cfg.fed.min_sites,
             fraction_evaluate=1.0 if cfg.fed.evaluate in ("federated", "both") else 0.0,
+            uniform_weights=cfg.dp.client_level,
         )
+        self.strategy: Strategy = self.fedreplay
+        if cfg.dp.client_level:  # clip each site's update, noise the average (Flower's)
+            self.strategy = DifferentialPrivacyServerSideFixedClipping(
+                self.fedreplay,
+                noise_multiplier=cfg.dp.client_noise_multiplier,
+                clipping_norm=cfg.dp.client_clip_norm,
+                num_sampled_clients=self._expected_sampled(),
+            )
         self.matrix = AccuracyMatrix(len(self.stream))
         self.rounds: list[dict[str, Any]] = []
         self.quality: list[list[float]] = []
         self.task = 0
         self.nodes_seen: set[int] = set()
+
+    def _expected_sampled(self) -> int:
+        fed = self.cfg.fed
+        return max(int(fed.num_sites * fed.fraction_train), fed.min_sites)
 
     # --- evaluation ------------------------------------------------------------------------
     def _load(self, arrays: ArrayRecord) -> None:
@@ -100,6 +115,7 @@ class FederatedRun:
     # --- the run ------------------------------------------------------------------------------
     def run(self, grid: Grid) -> RunFolder:
         cfg, stream = self.cfg, self.stream
+        self.run_id = int(grid.run.run_id)
         start = time.perf_counter()
         run = RunFolder.create(resolve_output_dir(cfg.output_dir), cfg.experiment)
         self.nodes_seen |= set(grid.get_node_ids())  # simulation: every SuperNode
@@ -121,7 +137,7 @@ class FederatedRun:
             self.task = t
             offset = t * cfg.fed.rounds_per_task
             boundaries.append(offset)
-            self.strategy.begin_task(self._payload(t), round_offset=offset)
+            self.fedreplay.begin_task(self._payload(t), round_offset=offset)
             train_config = ConfigRecord(
                 {
                     "task": t,
@@ -138,7 +154,12 @@ class FederatedRun:
                 evaluate_config=ConfigRecord({"task": t}),
                 evaluate_fn=self.evaluate_central,
             )
-            arrays = result.arrays
+            if len(result.arrays):  # empty when no round of the task aggregated anything
+                arrays = result.arrays
+            else:
+                log.warning(
+                    "task %d: no site update was accepted; the global scholar is unchanged", t + 1
+                )
             self._load(arrays)
             self._log_rounds(run, t, result)
             accs = self._task_accuracies(t)
@@ -170,8 +191,8 @@ class FederatedRun:
             return None
         classes = self.stream.classes_seen(t - 1)
         solver = {k: v.detach().cpu() for k, v in self.solver.state_dict().items()}
-        if self.cfg.replay.mode == "ensemble" and self.strategy.task_generators:
-            gens = self.strategy.task_generators
+        if self.cfg.replay.mode == "ensemble" and self.fedreplay.task_generators:
+            gens = self.fedreplay.task_generators
             return ReplayPayload(
                 t,
                 solver,
@@ -185,14 +206,14 @@ class FederatedRun:
     def _task_accuracies(self, t: int) -> list[float]:
         if self.central:
             return evaluate_tasks(self.solver, self.stream.tasks, t, device=self.device)
-        last = self.strategy.evaluate_records.get((t + 1) * self.cfg.fed.rounds_per_task, {})
+        last = self.fedreplay.evaluate_records.get((t + 1) * self.cfg.fed.rounds_per_task, {})
         return [float(last.get(f"accuracy-task-{j}", float("nan"))) for j in range(t + 1)]
 
     def _log_rounds(self, run: RunFolder, t: int, result: Any) -> None:
-        records = self.strategy.round_records[-self.cfg.fed.rounds_per_task :]
+        records = self.fedreplay.round_records[-self.cfg.fed.rounds_per_task :]
         for local, rec in enumerate(records, start=1):
             central = result.evaluate_metrics_serverapp.get(local)
-            federated = self.strategy.evaluate_records.get(rec.server_round)
+            federated = self.fedreplay.evaluate_records.get(rec.server_round)
             evaluation = dict(central) if central is not None else federated or {}
             entry = {
                 "round": rec.server_round,
@@ -209,7 +230,7 @@ class FederatedRun:
             run.append_jsonl("rounds.jsonl", entry)
 
     def _nodes(self) -> set[int]:
-        sampled = {n for rec in self.strategy.round_records for n in rec.sampled}
+        sampled = {n for rec in self.fedreplay.round_records for n in rec.sampled}
         return self.nodes_seen | sampled
 
     def _finish(self, run: RunFolder, start: float, boundaries: list[int]) -> RunFolder:
@@ -270,7 +291,9 @@ class FederatedRun:
             "wall_time_per_round_s": None,
             "server_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "seed": cfg.seed,
+            "run_id": self.run_id,
         }
+        extra.update(write_privacy_report(run, cfg, self.rounds))
         if self.quality:
             extra["generator_quality"] = self.quality[-1]
         wall = time.perf_counter() - start

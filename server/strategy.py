@@ -57,6 +57,7 @@ class FedReplay(FedAvg):
         min_train_nodes: int,
         min_available_nodes: int,
         fraction_evaluate: float = 0.0,
+        uniform_weights: bool = False,
     ) -> None:
         super().__init__(
             fraction_train=fraction_train,
@@ -68,6 +69,7 @@ class FedReplay(FedAvg):
             configrecord_key=wire.CONFIG,
         )
         self.solver_template, self.generator_template = solver, generator
+        self.uniform_weights = uniform_weights  # client-level DP: every site weighs the same
         self.round_offset = 0  # rounds of earlier tasks (start() counts from 1 per task)
         self.payload: ReplayPayload | None = None
         self.payload_records: tuple[ArrayRecord, ConfigRecord] | None = None
@@ -132,7 +134,7 @@ class FedReplay(FedAvg):
                     "round %d: rejected the update of node %d: %s", record.server_round, node, exc
                 )
                 continue
-            metrics = {k: float(v) for k, v in msg.content.metric_records[wire.METRICS].items()}  # type: ignore[arg-type]
+            metrics = wire.scalar_metrics(msg.content.metric_records[wire.METRICS])
             if node in self.pending:
                 self.served.add(node)
             generator = None
@@ -154,7 +156,18 @@ class FedReplay(FedAvg):
             )
         if not accepted:
             return None, None
-        arrays = aggregate_arrayrecords(accepted, "num-examples")
+        weighting = accepted
+        if self.uniform_weights:
+            weighting = [
+                RecordDict(
+                    {
+                        wire.SCHOLAR: c.array_records[wire.SCHOLAR],
+                        wire.METRICS: MetricRecord({"num-examples": 1.0}),
+                    }
+                )
+                for c in accepted
+            ]
+        arrays = aggregate_arrayrecords(weighting, "num-examples")
         return arrays, _weighted_metrics(accepted)
 
     def _validate(self, content: RecordDict) -> None:
@@ -164,8 +177,8 @@ class FedReplay(FedAvg):
             raise wire.WireError(
                 f"reply has records {sorted(content.keys())}, expected scholar + metrics"
             )
-        metrics = content.metric_records[wire.METRICS]
-        if "num-examples" not in metrics or float(metrics["num-examples"]) < 0:  # type: ignore[arg-type]
+        metrics = wire.scalar_metrics(content.metric_records[wire.METRICS])
+        if metrics.get("num-examples", -1.0) < 0:
             raise wire.WireError("reply metrics lack a non-negative num-examples")
         wire.check_scholar_arrays(
             content.array_records[wire.SCHOLAR], self.solver_template, self.generator_template
@@ -175,38 +188,44 @@ class FedReplay(FedAvg):
     def aggregate_evaluate(
         self, server_round: int, replies: Iterable[Message]
     ) -> MetricRecord | None:
-        contents = [m.content for m in replies if not m.has_error()]
-        if not contents:
+        records = []
+        for m in replies:
+            if not m.has_error():
+                try:
+                    records.append(wire.scalar_metrics(m.content.metric_records[wire.METRICS]))
+                except (wire.WireError, KeyError) as exc:
+                    log.warning(
+                        "evaluation reply of node %d rejected: %s", m.metadata.src_node_id, exc
+                    )
+        if not records:
             return None
-        merged = _per_task_accuracy(contents)
+        merged = _per_task_accuracy(records)
         self.evaluate_records[self.round_offset + server_round] = merged
-        return MetricRecord(merged)  # type: ignore[arg-type]
+        return MetricRecord(dict(merged))
 
 
 def _weighted_metrics(contents: list[RecordDict]) -> MetricRecord:
     """Example-weighted mean of the metrics every reply has (keys may differ by site)."""
-    records = [c.metric_records[wire.METRICS] for c in contents]
-    weights = [float(r["num-examples"]) for r in records]  # type: ignore[arg-type]
+    records = [wire.scalar_metrics(c.metric_records[wire.METRICS]) for c in contents]
+    weights = [r["num-examples"] for r in records]
     common_keys = set.intersection(*(set(r) for r in records)) - {"num-examples"}
     total = sum(weights)
     out = {
-        k: sum(float(r[k]) * w for r, w in zip(records, weights, strict=True)) / total  # type: ignore[arg-type]
+        k: sum(r[k] * w for r, w in zip(records, weights, strict=True)) / total
         for k in sorted(common_keys)
     }
     out["num-examples"] = total
-    return MetricRecord(out)  # type: ignore[arg-type]
+    return MetricRecord(dict(out))
 
 
-def _per_task_accuracy(contents: list[RecordDict]) -> dict[str, float]:
+def _per_task_accuracy(records: list[dict[str, float]]) -> dict[str, float]:
     """Sites' per-task accuracies weighted by their per-task test examples."""
-    records = [c.metric_records[wire.METRICS] for c in contents]
     tasks = sorted(int(k.rsplit("-", 1)[1]) for k in records[0] if k.startswith("accuracy-task-"))
     out: dict[str, float] = {}
     for j in tasks:
-        n = sum(float(r.get(f"examples-task-{j}", 0.0)) for r in records)  # type: ignore[arg-type]
+        n = sum(r.get(f"examples-task-{j}", 0.0) for r in records)
         hits = sum(
-            float(r.get(f"accuracy-task-{j}", 0.0)) * float(r.get(f"examples-task-{j}", 0.0))  # type: ignore[arg-type]
-            for r in records
+            r.get(f"accuracy-task-{j}", 0.0) * r.get(f"examples-task-{j}", 0.0) for r in records
         )
         out[f"accuracy-task-{j}"] = hits / n if n else 0.0
     out["accuracy"] = sum(out.values()) / len(tasks) if tasks else 0.0

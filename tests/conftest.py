@@ -1,4 +1,4 @@
-"""Suite-wide settings: one intra-op thread per process.
+"""Suite-wide settings: one intra-op thread per process, a private site directory.
 
 The models under test are small, and CI has 2 cores shared with Ray actors and
 subprocesses; more threads only oversubscribe the CPU (measured: a tiny in-process
@@ -6,8 +6,11 @@ federated run took 4x longer with the default thread count under load).
 """
 
 import os
+import tempfile
 
 import torch
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 torch.set_num_threads(1)
+# Sites' own disk (privacy state, egress logs): never the user's ~/.cache during tests.
+os.environ["FEDREPLAY_SITE_DIR"] = tempfile.mkdtemp(prefix="fedreplay-sites-")

@@ -34,8 +34,12 @@ class PixelSolver(nn.Module):
 
 
 def test_labels_come_from_the_previous_solver_within_seen_classes() -> None:
-    replay = GenerativeReplay([ConstantGenerator()], PixelSolver(), classes=[0, 1, 2],
-                              rng=torch.Generator().manual_seed(0))
+    replay = GenerativeReplay(
+        [ConstantGenerator()],
+        PixelSolver(),
+        classes=[0, 1, 2],
+        rng=torch.Generator().manual_seed(0),
+    )
     batch = replay.sample(300)
     assert batch.x.shape == (300, 1, 2, 2)
     assert set(batch.y.tolist()) == {0, 1, 2}
@@ -60,8 +64,9 @@ def test_soft_labels_are_distributions_over_seen_classes() -> None:
 
 def test_ensemble_draws_from_generators_by_weight() -> None:
     gens = [ConstantGenerator(0.0), ConstantGenerator(0.4)]
-    replay = GenerativeReplay(gens, PixelSolver(), classes=[0], weights=[3.0, 1.0],
-                              rng=torch.Generator().manual_seed(1))
+    replay = GenerativeReplay(
+        gens, PixelSolver(), classes=[0], weights=[3.0, 1.0], rng=torch.Generator().manual_seed(1)
+    )
     x = replay.sample(4000).x.flatten(1)[:, 0]
     share_second = float((x > 0.02).float().mean())
     assert share_second == pytest.approx(0.25, abs=0.03)

@@ -15,8 +15,10 @@ SHAPE = (1, 8, 8)
 
 def models(seed: int) -> tuple[torch.nn.Module, torch.nn.Module]:
     torch.manual_seed(seed)
-    return (build_solver(SolverConfig("mlp", 16), SHAPE, 10),
-            build_generator(GeneratorConfig("vae", 16, 4), SHAPE, 10))
+    return (
+        build_solver(SolverConfig("mlp", 16), SHAPE, 10),
+        build_generator(GeneratorConfig("vae", 16, 4), SHAPE, 10),
+    )
 
 
 def test_scholar_round_trip_is_exact() -> None:
@@ -33,8 +35,9 @@ def test_scholar_round_trip_is_exact() -> None:
 def test_replay_payload_round_trip_with_ensemble() -> None:
     solver, gen = models(0)
     _, gen_b = models(2)
-    payload = ReplayPayload(3, solver.state_dict(), (gen.state_dict(), gen_b.state_dict()),
-                            (10.0, 30.0), (0, 1, 2, 3))
+    payload = ReplayPayload(
+        3, solver.state_dict(), (gen.state_dict(), gen_b.state_dict()), (10.0, 30.0), (0, 1, 2, 3)
+    )
     back = wire.payload_from_records(*wire.replay_records(payload))
     assert back.task == 3 and back.weights == (10.0, 30.0) and back.classes == (0, 1, 2, 3)
     assert len(back.generators) == 2
@@ -45,20 +48,22 @@ def test_replay_payload_round_trip_with_ensemble() -> None:
 def test_wrong_architecture_is_rejected_with_the_model_named() -> None:
     solver, gen = models(0)
     other = build_solver(SolverConfig("mlp", 32), SHAPE, 10)
-    with pytest.raises(wire.WireError, match="solver.*wrong shape"):
+    with pytest.raises(wire.WireError, match=r"solver.*wrong shape"):
         wire.check_scholar_arrays(wire.scholar_record(other, gen), solver, gen)
 
 
 def test_extra_arrays_and_bad_values_are_rejected() -> None:
     solver, gen = models(0)
     record = wire.scholar_record(solver, gen)
-    smuggled = ArrayRecord({**dict(record.items()),
-                            "data.rows": Array(np.zeros((4, 64), np.float32))})
+    smuggled = ArrayRecord(
+        {**dict(record.items()), "data.rows": Array(np.zeros((4, 64), np.float32))}
+    )
     with pytest.raises(wire.WireError, match="parts"):
         wire.check_scholar_arrays(smuggled, solver, gen)
     key = next(iter(record))
-    poisoned = ArrayRecord({**dict(record.items()),
-                            key: Array(np.full(record[key].numpy().shape, np.nan, np.float32))})
+    poisoned = ArrayRecord(
+        {**dict(record.items()), key: Array(np.full(record[key].numpy().shape, np.nan, np.float32))}
+    )
     with pytest.raises(wire.WireError, match="NaN"):
         wire.check_scholar_arrays(poisoned, solver, gen)
 

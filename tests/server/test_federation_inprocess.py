@@ -17,9 +17,16 @@ from common.results import load_summary
 from server.federation import FederatedRun
 from server.inprocess import InProcessGrid
 
-TINY = {"train.iterations": 15, "tasks.num-tasks": 2, "fed.rounds-per-task": 2,
-        "fed.num-sites": 2, "solver.hidden": 32, "generator.hidden": 32,
-        "generator.latent-dim": 8, "eval.generator-quality": False}
+TINY = {
+    "train.iterations": 15,
+    "tasks.num-tasks": 2,
+    "fed.rounds-per-task": 2,
+    "fed.num-sites": 2,
+    "solver.hidden": 32,
+    "generator.hidden": 32,
+    "generator.latent-dim": 8,
+    "eval.generator-quality": False,
+}
 
 
 def federate(tmp_path: Path, hook=None, nodes: int = 2, **overrides):
@@ -32,7 +39,8 @@ def federate(tmp_path: Path, hook=None, nodes: int = 2, **overrides):
 def replay_deliveries(grid: InProcessGrid) -> Counter:
     return Counter(
         (m.metadata.dst_node_id, int(m.content.config_records[wire.CONFIG]["task"]))
-        for m in grid.sent if wire.REPLAY in m.content.array_records
+        for m in grid.sent
+        if wire.REPLAY in m.content.array_records
     )
 
 
@@ -42,8 +50,14 @@ def test_dgr_run_completes_with_summary_and_plots(tmp_path: Path) -> None:
     assert summary["rounds"] == 4 and summary["num_sites"] == 2
     assert all(v is not None for v in summary["accuracy_matrix"][1])
     assert summary["bytes_up_per_site_round"] > 0 and summary["bytes_down_per_site_round"] > 0
-    for name in ("rounds.png", "accuracy_matrix.png", "samples.png", "final_models.pt",
-                 "rounds.jsonl", "config.json"):
+    for name in (
+        "rounds.png",
+        "accuracy_matrix.png",
+        "samples.png",
+        "final_models.pt",
+        "rounds.jsonl",
+        "config.json",
+    ):
         assert (run.path / name).is_file(), name
     rounds = run.read_jsonl("rounds.jsonl")
     assert [r["round"] for r in rounds] == [1, 2, 3, 4]
@@ -95,8 +109,9 @@ def test_lost_reply_means_replay_is_sent_again(tmp_path: Path) -> None:
             return None
         return reply
 
-    grid = InProcessGrid(client_app, cfg.to_run_config(), num_nodes=2,
-                         reply_hook=lose_first_reply_to_replay)
+    grid = InProcessGrid(
+        client_app, cfg.to_run_config(), num_nodes=2, reply_hook=lose_first_reply_to_replay
+    )
     FederatedRun(cfg).run(grid)
     deliveries = replay_deliveries(grid)
     assert lost == [1000]
@@ -117,8 +132,12 @@ def test_hostile_updates_are_rejected_before_aggregation(tmp_path: Path, attack:
             arrays[key] = Array(np.full(arrays[key].numpy().shape, np.nan, np.float32))
         else:
             arrays[key] = Array(np.zeros((3, 3), np.float32))
-        content = RecordDict({wire.SCHOLAR: ArrayRecord(arrays),  # type: ignore[arg-type]
-                              wire.METRICS: reply.content.metric_records[wire.METRICS]})
+        content = RecordDict(
+            {
+                wire.SCHOLAR: ArrayRecord(arrays),  # type: ignore[arg-type]
+                wire.METRICS: reply.content.metric_records[wire.METRICS],
+            }
+        )
         return Message(content, reply_to=sent)
 
     run, _ = federate(tmp_path, hook=hostile)
@@ -133,8 +152,10 @@ def test_hostile_updates_are_rejected_before_aggregation(tmp_path: Path, attack:
 def test_ensemble_mode_replays_every_sites_generator(tmp_path: Path) -> None:
     _, grid = federate(tmp_path, **{"replay.mode": "ensemble"})
     with_replay = [m for m in grid.sent if wire.REPLAY in m.content.array_records]
-    payload = wire.payload_from_records(with_replay[0].content.array_records[wire.REPLAY],
-                                        with_replay[0].content.config_records[wire.REPLAY_META])
+    payload = wire.payload_from_records(
+        with_replay[0].content.array_records[wire.REPLAY],
+        with_replay[0].content.config_records[wire.REPLAY_META],
+    )
     assert len(payload.generators) == 2 and len(payload.weights) == 2
 
 

@@ -25,7 +25,7 @@ def test_generator_samples_inputs_in_unit_range(shape: tuple[int, int, int], kin
     gen = build_generator(GeneratorConfig(kind=kind, hidden=32, latent_dim=8), shape, 10)
     x = gen.sample(torch.tensor([0, 3, 9]))
     assert x.shape == (3, *shape)
-    assert 0.0 <= float(x.min()) and float(x.max()) <= 1.0
+    assert float(x.min()) >= 0.0 and float(x.max()) <= 1.0
     assert gen.training, "sample() must restore the training mode"
 
 
@@ -38,7 +38,9 @@ def test_every_module_that_sees_private_data_passes_opacus_validator(kind: str, 
         build_critic(GeneratorConfig(kind=kind, hidden=32, latent_dim=8), shape, 10),
     ]
     if kind == "vae":  # the decoder sees reconstructions of real data too
-        modules.append(build_generator(GeneratorConfig(kind=kind, hidden=32, latent_dim=8), shape, 10))
+        modules.append(
+            build_generator(GeneratorConfig(kind=kind, hidden=32, latent_dim=8), shape, 10)
+        )
     for module in modules:
         assert ModuleValidator.validate(module, strict=False) == []
         assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules())

@@ -1,0 +1,129 @@
+"""The run's privacy ledger, built from what every site reported each round.
+
+Sample-level DP: each site's own accountant is authoritative (its state file on the
+site's disk); the server collects the ``dp-*`` metrics the sites reported into
+``privacy_ledger.json`` (per site, per task, per round) and plots epsilon over rounds.
+Client-level DP: the server's own releases (Flower's fixed-clipping wrapper) are
+accounted here with RDP and no sampling amplification.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from common.config import ExperimentConfig
+from common.plots import plot_epsilon
+from common.privacy.accountant import compute_epsilon
+from common.privacy.budget import SCOPE
+from common.results import RunFolder
+
+CLIENT_SCOPE = "client-level (one site's whole data), server-side clipping and noise"
+
+
+def site_ledger(rounds: list[dict[str, Any]]) -> dict[str, list[dict[str, float]]]:
+    """{partition id: [one row per round the site trained in]} from rounds.jsonl entries."""
+    ledger: dict[str, list[dict[str, float]]] = {}
+    for entry in rounds:
+        for site in entry["sites"]:
+            m = site["metrics"]
+            if "dp-epsilon" not in m:
+                continue
+            ledger.setdefault(str(int(m["partition-id"])), []).append(
+                {
+                    "task": entry["task"],
+                    "round": entry["round"],
+                    "noise_multiplier": m["dp-noise-multiplier"],
+                    "sample_rate": m["dp-sample-rate"],
+                    "steps": m["dp-steps"],
+                    "max_grad_norm": m["dp-max-grad-norm"],
+                    "epsilon": m["dp-epsilon"],
+                    "delta": m["dp-delta"],
+                    "budget_left": m["dp-budget-left"],
+                }
+            )
+    return ledger
+
+
+def write_privacy_report(
+    run: RunFolder, cfg: ExperimentConfig, rounds: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """Write the ledger and plot; return the summary's privacy fields (empty if no DP)."""
+    dp = cfg.dp
+    if dp.enabled:
+        ledger = site_ledger(rounds)
+        run.write_json(
+            "privacy_ledger.json",
+            {
+                "scope": SCOPE,
+                "accountant": dp.accountant,
+                "target_epsilon": dp.target_epsilon,
+                "sites": ledger,
+                "refused": _refusals(rounds),
+            },
+        )
+        if not ledger:  # no site trained (e.g. every site refused): nothing new was spent
+            return {"dp_scope": SCOPE, "dp_accountant": dp.accountant, "dp_epsilon": None}
+        final = {pid: rows[-1] for pid, rows in ledger.items()}
+        delta = max(row["delta"] for row in final.values())
+        plot_epsilon(
+            {
+                f"site {pid}": ([int(r["round"]) for r in rows], [r["epsilon"] for r in rows])
+                for pid, rows in sorted(ledger.items(), key=lambda kv: int(kv[0]))
+            },
+            run.file("epsilon.png"),
+            delta=delta,
+            accountant=dp.accountant,
+            title=f"privacy spent per site (budget {dp.target_epsilon})",
+        )
+        return {
+            "dp_scope": SCOPE,
+            "dp_accountant": dp.accountant,
+            "dp_delta": delta,
+            "dp_epsilon": max(row["epsilon"] for row in final.values()),
+            "dp_target_epsilon": dp.target_epsilon,
+            "dp_noise_multiplier": max(row["noise_multiplier"] for row in final.values()),
+            "dp_epsilon_per_site": {pid: row["epsilon"] for pid, row in final.items()},
+        }
+    if dp.client_level:
+        delta = dp.delta if dp.delta > 0 else 1.0 / (10 * cfg.fed.num_sites)
+        released = [r["round"] for r in rounds if r["sites"]]
+        eps = [
+            compute_epsilon([(dp.client_noise_multiplier, 1.0, i + 1)], delta=delta, kind="rdp")
+            for i in range(len(released))
+        ]
+        run.write_json(
+            "privacy_ledger.json",
+            {
+                "scope": CLIENT_SCOPE,
+                "accountant": "rdp (no sampling amplification)",
+                "noise_multiplier": dp.client_noise_multiplier,
+                "clip_norm": dp.client_clip_norm,
+                "delta": delta,
+                "rounds": [{"round": r, "epsilon": e} for r, e in zip(released, eps, strict=True)],
+            },
+        )
+        if released:
+            plot_epsilon(
+                {"server (client-level)": (released, eps)},
+                run.file("epsilon.png"),
+                delta=delta,
+                accountant="rdp",
+                title="client-level privacy spent",
+            )
+        return {
+            "dp_scope": CLIENT_SCOPE,
+            "dp_accountant": "rdp",
+            "dp_delta": delta,
+            "dp_epsilon": eps[-1] if eps else 0.0,
+        }
+    return {}
+
+
+def _refusals(rounds: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rounds in which a site refused to train because of its budget."""
+    return [
+        {"round": r["round"], "node": node, "reason": reason}
+        for r in rounds
+        for node, reason in r["failures"].items()
+        if "budget" in reason
+    ]
