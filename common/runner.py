@@ -176,15 +176,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument(
         "--set",
-        default="",
+        action="append",
+        default=[],
         dest="overrides",
-        help="inline overrides, e.g. --set \"method='none' train.iterations=100\"",
+        help="inline overrides (repeatable), e.g. --set \"method='none' train.iterations=100\"",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
-        cfg = config_from_args(args.config, args.overrides)
+        cfg = config_from_args(args.config, " ".join(args.overrides))
     except ValueError as exc:
         print(f"fedreplay-single: {exc}", file=sys.stderr)
         return 2
