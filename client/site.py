@@ -11,15 +11,16 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 import torch
 
+from common.audit.canaries import run_canaries
 from common.config import ExperimentConfig
 from common.data.partition import site_stream
 from common.data.streams import build_stream
-from common.data.types import TaskStream
+from common.data.types import TaskStream, concat
 from common.device import select_device
 from common.metrics import accuracy
 from common.models import build_generator, build_solver
@@ -69,15 +70,20 @@ def _global_stream(cfg: ExperimentConfig) -> TaskStream:
 def local_stream(cfg: ExperimentConfig, identity: SiteIdentity) -> TaskStream:
     """This site's share of every task (train and test), identical in every process."""
     stream = _global_stream(cfg)
-    if identity.num_partitions == 1:
-        return stream
-    return site_stream(
-        stream,
-        site=identity.partition_id,
-        num_sites=identity.num_partitions,
-        cfg=cfg.partition,
-        seed=cfg.seed,
-    )
+    if identity.num_partitions > 1:
+        stream = site_stream(
+            stream,
+            site=identity.partition_id,
+            num_sites=identity.num_partitions,
+            cfg=cfg.partition,
+            seed=cfg.seed,
+        )
+    canaries = run_canaries(cfg, stream.shape, stream.num_classes)
+    if canaries is not None and identity.partition_id == cfg.audit.canary_site:
+        inserted = canaries.included  # a private record like any other: clipped, counted
+        tasks = tuple(replace(t, train=concat([t.train, inserted])) for t in stream.tasks)
+        stream = replace(stream, tasks=tasks)
+    return stream
 
 
 class Site:

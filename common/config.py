@@ -216,6 +216,16 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
+class AuditConfig:
+    canaries: int  # one-run audit (Steinke et al. 2023): canaries, half inserted at one site
+    canary_site: int
+
+    def __post_init__(self) -> None:
+        _positive("audit.canaries", self.canaries, allow_zero=True)
+        _positive("audit.canary-site", self.canary_site, allow_zero=True)
+
+
+@dataclass(frozen=True)
 class ExperimentConfig:
     experiment: str
     seed: int
@@ -232,6 +242,7 @@ class ExperimentConfig:
     partition: PartitionConfig
     dp: DPConfig
     eval: EvalConfig
+    audit: AuditConfig
 
     def __post_init__(self) -> None:
         _choice("method", self.method, METHODS)
@@ -275,6 +286,7 @@ _SECTIONS: dict[str, type] = {
     "partition": PartitionConfig,
     "dp": DPConfig,
     "eval": EvalConfig,
+    "audit": AuditConfig,
 }
 
 

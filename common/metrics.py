@@ -172,17 +172,18 @@ class AccuracyMatrix:
         last = self.last
         return _mean([self.rows[last][j] - self.rows[j][j] for j in range(last)])
 
-    def forgetting(self) -> float:
-        """Average forgetting (Chaudhry et al., 2018).
-
-        Mean over ``j < T-1`` of ``max_{i in [j, T-1)} R[i][j] - R[T-1][j]``.
-        """
+    def forgetting_per_task(self) -> list[float]:
+        """Forgetting of each earlier task j < T-1: ``max_{i in [j, T-1)} R[i][j] - R[T-1][j]``."""
         last = self.last
         drops = []
         for j in range(last):
             before = [self.rows[i][j] for i in range(j, last) if not math.isnan(self.rows[i][j])]
             drops.append(max(before) - self.rows[last][j] if before else NAN)
-        return _mean(drops)
+        return drops
+
+    def forgetting(self) -> float:
+        """Average forgetting (Chaudhry et al., 2018): the mean of :meth:`forgetting_per_task`."""
+        return _mean(self.forgetting_per_task())
 
     def to_list(self) -> list[list[float | None]]:
         """JSON-ready rows, NaN as ``None``."""

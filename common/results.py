@@ -168,6 +168,7 @@ def build_summary(
         "average_forgetting": matrix.forgetting(),
         "backward_transfer": matrix.backward_transfer(),
         "average_accuracy_per_task": matrix.average_accuracy_per_task(),
+        "forgetting_per_task": matrix.forgetting_per_task(),
         "accuracy_matrix": matrix.to_list(),
         "wall_time_s": float(wall_time_s),
     }

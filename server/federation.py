@@ -23,6 +23,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import DifferentialPrivacyServerSideFixedClipping, Strategy
 
 from common import wire
+from common.audit.canaries import run_canaries
 from common.config import ExperimentConfig
 from common.data.streams import build_stream
 from common.data.types import TaskStream
@@ -294,6 +295,17 @@ class FederatedRun:
             "run_id": self.run_id,
         }
         extra.update(write_privacy_report(run, cfg, self.rounds))
+        canaries = run_canaries(cfg, stream.shape, stream.num_classes)
+        if canaries is not None:  # for fedreplay-audit models (one-run canary bound)
+            torch.save(
+                {
+                    "x": canaries.split.x,
+                    "y": canaries.split.y,
+                    "include": torch.as_tensor(canaries.include),
+                    "site": cfg.audit.canary_site,
+                },
+                run.file("canaries.pt"),
+            )
         if self.quality:
             extra["generator_quality"] = self.quality[-1]
         wall = time.perf_counter() - start

@@ -39,6 +39,7 @@ from scipy.stats import binom  # scipy comes with scikit-learn
 from torch import nn
 
 from common.audit.membership import per_example_loss
+from common.config import ExperimentConfig
 from common.data.types import Shape, Split
 
 BISECTION_STEPS = 60
@@ -211,3 +212,11 @@ def best_lower_bound(
             best = CanaryBound(eps, kp, km, r, v, m, delta, confidence, len(grid), union_bound)
     assert best is not None
     return best
+
+
+def run_canaries(cfg: ExperimentConfig, shape: Shape, num_classes: int) -> Canaries | None:
+    """The canaries of a run (``audit.canaries``), the same wherever they are rebuilt:
+    the canary site inserts the included ones, the server saves all for the audit."""
+    if cfg.audit.canaries <= 0:
+        return None
+    return make_canaries(shape, num_classes, cfg.audit.canaries, seed=cfg.seed + 7_777_777)
