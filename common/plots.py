@@ -72,7 +72,8 @@ def plot_accuracy_matrix(
                 color = "black" if v > 60 else "white"
                 label = f"{v:.{digits}f}"
                 ax.text(j, i, label, ha="center", va="center", color=color, fontsize=fontsize)
-    ax.set_xticks(range(n), names, rotation=45 if n > 5 else 0, ha="right" if n > 5 else "center")
+    tilt = n > 5 or max((len(name) for name in names), default=0) * n > 40  # labels would touch
+    ax.set_xticks(range(n), names, rotation=30 if tilt else 0, ha="right" if tilt else "center")
     ax.set_yticks(range(n), [f"after {name}" for name in names])
     ax.set_xlabel("evaluated on")
     ax.set_ylabel("learned so far")

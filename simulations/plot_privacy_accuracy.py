@@ -1,0 +1,74 @@
+"""Accuracy against epsilon: final average accuracy of DP runs (and the non-DP run).
+
+    python simulations/plot_privacy_accuracy.py RUN_DIR [RUN_DIR ...] --out privacy_accuracy.png
+
+Each run's summary.json gives final_average_accuracy and, for DP runs, dp_epsilon (the
+largest spent by any site), dp_delta and dp_accountant. Non-DP runs are drawn as a
+horizontal reference line.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from common.results import load_summary
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("runs", nargs="+")
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args()
+    points, reference = [], None
+    for run in args.runs:
+        s = load_summary(run)
+        if s.get("dp_epsilon") is None:
+            reference = s["final_average_accuracy"]
+        else:
+            points.append(
+                (
+                    s["dp_epsilon"],
+                    s["final_average_accuracy"],
+                    s["dp_delta"],
+                    s["dp_accountant"],
+                    Path(run).name,
+                )
+            )
+    points.sort()
+    fig = Figure(figsize=(6, 4))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    if points:
+        ax.plot([p[0] for p in points], [100 * p[1] for p in points], "o-", label="DP-SGD (DGR)")
+        for eps, acc, *_ in points:
+            ax.annotate(
+                f"{100 * acc:.1f}%",
+                (eps, 100 * acc),
+                textcoords="offset points",
+                xytext=(0, 6),
+                ha="center",
+            )
+    if reference is not None:
+        ax.axhline(100 * reference, color="grey", linestyle="--", label="no DP")
+    delta = points[0][2] if points else None
+    accountant = points[0][3] if points else "-"
+    ax.set_xlabel(f"epsilon spent (sample-level, per site; delta={delta}, {accountant})")
+    ax.set_ylabel("final average accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.legend()
+    ax.set_title("federated split-MNIST: accuracy vs privacy")
+    fig.tight_layout()
+    fig.savefig(args.out, dpi=120)
+    for eps, acc, _, _, name in points:
+        print(f"{name}: epsilon {eps:.2f} -> {100 * acc:.1f}%")
+    if reference is not None:
+        print(f"no DP: {100 * reference:.1f}%")
+    print(args.out)
+
+
+if __name__ == "__main__":
+    main()
