@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from common.config import SolverConfig
-from common.data.types import TaskStream, concat
+from common.data.types import Split, TaskStream, concat
 from common.models import build_solver
 from common.training.batches import shuffled_batches
 from common.training.losses import classification_loss
@@ -24,9 +24,25 @@ def train_evaluator(
     """An MLP trained jointly on every task's training data (not a continual learner)."""
     torch.manual_seed(seed)
     model = build_solver(SolverConfig(arch="mlp", hidden=400), stream.shape, stream.num_classes)
-    model.to(device).train()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     data = concat([task.train for task in stream.tasks])
+    return fit_solver(
+        model, data, iterations=iterations, batch_size=batch_size, lr=1e-3, seed=seed, device=device
+    )
+
+
+def fit_solver(
+    model: nn.Module,
+    data: Split,
+    *,
+    iterations: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+    device: torch.device,
+) -> nn.Module:
+    """Plain supervised training (Adam, shuffled batches); returns the model in eval mode."""
+    model.to(device).train()
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
     batches = shuffled_batches(data, batch_size, rng=torch.Generator().manual_seed(seed))
     for _ in range(iterations):
         x, y = (v.to(device) for v in next(batches))

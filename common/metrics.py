@@ -14,7 +14,7 @@ learned yet are NaN. All accuracies are fractions in [0, 1].
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -22,6 +22,22 @@ from torch import Tensor, nn
 from common.data.types import Split, Task
 
 NAN = float("nan")
+
+
+@torch.no_grad()
+def batched_logits(
+    model: nn.Module, split: Split, *, device: torch.device, batch_size: int = 1024
+) -> Iterator[tuple[Tensor, Tensor]]:
+    """(logits, labels) of ``split`` batch by batch, with ``model`` in eval mode (its
+    previous mode is restored afterwards)."""
+    was_training = model.training
+    model.eval()
+    try:
+        for start in range(0, len(split), batch_size):
+            x, y = split.batch(torch.arange(start, min(start + batch_size, len(split))))
+            yield model(x.to(device)), y.to(device)
+    finally:
+        model.train(was_training)
 
 
 @torch.no_grad()
@@ -33,20 +49,13 @@ def accuracy(
     The model is put in eval mode for the evaluation and its previous mode restored.
     An empty split gives NaN.
     """
-    n = len(split)
-    if n == 0:
+    if len(split) == 0:
         return NAN
-    was_training = model.training
-    model.eval()
-    try:
-        correct = 0
-        for start in range(0, n, batch_size):
-            x, y = split.batch(torch.arange(start, min(start + batch_size, n)))
-            pred = model(x.to(device)).argmax(dim=1)
-            correct += int((pred == y.to(device)).sum().item())
-    finally:
-        model.train(was_training)
-    return correct / n
+    correct = sum(
+        int((logits.argmax(dim=1) == y).sum())
+        for logits, y in batched_logits(model, split, device=device, batch_size=batch_size)
+    )
+    return correct / len(split)
 
 
 def evaluate_tasks(

@@ -21,28 +21,14 @@ from torch import nn
 
 from common.config import ExperimentConfig, load_config, parse_overrides, read_overrides
 from common.data.streams import build_stream
-from common.data.types import TaskStream
 from common.device import seed_everything, select_device
 from common.evaluator import train_evaluator
 from common.metrics import AccuracyMatrix, evaluate_tasks, per_task_generator_quality
-from common.models import Generator
-from common.plots import plot_accuracy_curves, plot_accuracy_matrix, plot_sample_grid
 from common.results import RunFolder, build_summary, summary_line
+from common.run_artifacts import save_final_artifacts
 from common.training.learner import Learner, ReplaySource, real_data_for, replay_for
 
 log = logging.getLogger("fedreplay")
-
-
-def sample_grid(
-    generator: Generator, stream: TaskStream, upto: int, *, per_class: int = 8, seed: int = 0
-) -> dict[str, torch.Tensor]:
-    """Generated samples for every class of tasks 0..upto, one row per task."""
-    rng = torch.Generator().manual_seed(seed)
-    rows = {}
-    for task in stream.tasks[: upto + 1]:
-        labels = torch.tensor(task.classes).repeat_interleave(per_class)
-        rows[task.name] = generator.sample(labels, generator=rng).cpu()
-    return rows
 
 
 def run_single_site(cfg: ExperimentConfig, *, progress: bool = True) -> RunFolder:
@@ -115,30 +101,14 @@ def run_single_site(cfg: ExperimentConfig, *, progress: bool = True) -> RunFolde
             100 * matrix.average_accuracy(t),
         )
 
-    names = [task.name for task in stream.tasks]
-    plot_accuracy_matrix(
-        matrix,
-        run.file("accuracy_matrix.png"),
-        task_names=names,
-        title=f"{cfg.method} on {stream.dataset}",
-    )
-    plot_accuracy_curves(
-        {cfg.method: matrix.average_accuracy_per_task()},
-        run.file("accuracy_curve.png"),
-        title=f"{stream.dataset}, single site",
-    )
-    if learner.generator is not None:
-        plot_sample_grid(
-            sample_grid(learner.generator, stream, len(stream) - 1),
-            run.file("samples.png"),
-            title="generated samples per task",
-        )
-    torch.save(
-        {
-            "solver": learner.solver.state_dict(),
-            "generator": learner.generator.state_dict() if learner.generator else None,
-        },
-        run.file("final_models.pt"),
+    save_final_artifacts(
+        run,
+        matrix=matrix,
+        stream=stream,
+        method=cfg.method,
+        solver=learner.solver,
+        generator=learner.generator,
+        where="single site",
     )
     extra = {"num_sites": 1, "seed": cfg.seed, "device": str(device)}
     if quality:

@@ -31,10 +31,10 @@ from common.device import seed_everything, select_device
 from common.evaluator import train_evaluator
 from common.metrics import AccuracyMatrix, evaluate_tasks, per_task_generator_quality
 from common.models import build_generator, build_solver
-from common.plots import plot_accuracy_curves, plot_accuracy_matrix, plot_rounds, plot_sample_grid
+from common.plots import plot_rounds
 from common.replay import ReplayPayload
 from common.results import RunFolder, build_summary, summary_line
-from common.runner import sample_grid
+from common.run_artifacts import save_final_artifacts
 from server.privacy_report import write_privacy_report
 from server.strategy import FedReplay
 
@@ -252,29 +252,14 @@ class FederatedRun:
             per_task=per_task,  # type: ignore[arg-type]
             title=f"federated {cfg.method} on {stream.dataset}",
         )
-        plot_accuracy_matrix(
-            self.matrix,
-            run.file("accuracy_matrix.png"),
-            task_names=names,
-            title=f"federated {cfg.method} on {stream.dataset}",
-        )
-        plot_accuracy_curves(
-            {cfg.method: self.matrix.average_accuracy_per_task()},
-            run.file("accuracy_curve.png"),
-            title=stream.dataset,
-        )
-        if self.generator is not None:
-            plot_sample_grid(
-                sample_grid(self.generator, stream, len(stream) - 1),
-                run.file("samples.png"),
-                title="global generator, samples per task",
-            )
-        torch.save(
-            {
-                "solver": self.solver.state_dict(),
-                "generator": self.generator.state_dict() if self.generator else None,
-            },
-            run.file("final_models.pt"),
+        save_final_artifacts(
+            run,
+            matrix=self.matrix,
+            stream=stream,
+            method=cfg.method,
+            solver=self.solver,
+            generator=self.generator,
+            where=f"federated, {cfg.replay.mode} replay",
         )
         site_rounds = [s for r in self.rounds for s in r["sites"]]
         up = [s["metrics"].get("bytes-up", 0.0) for s in site_rounds]

@@ -41,11 +41,10 @@ from common.data.streams import build_stream
 from common.data.types import Shape, Split, concat
 from common.device import select_device
 from common.egress import run_dir as egress_run_dir
+from common.evaluator import fit_solver
 from common.models import build_generator, build_solver
 from common.results import RunFolder
 from common.sitestate import site_dir
-from common.training.batches import shuffled_batches
-from common.training.losses import classification_loss
 
 CANARIES_FILE = "canaries.pt"
 EGRESS_REPORT = "egress_audit.json"
@@ -119,18 +118,16 @@ def make_train_fn(
 
     def train(split: Split, seed: int) -> nn.Module:
         torch.manual_seed(seed)
-        model = build_solver(cfg.solver, shape, num_classes).to(device)
-        opt = torch.optim.Adam(model.parameters(), lr=cfg.train.lr)
-        batches = shuffled_batches(
-            split, cfg.train.batch_size, rng=torch.Generator().manual_seed(seed)
+        model = build_solver(cfg.solver, shape, num_classes)
+        return fit_solver(
+            model,
+            split,
+            iterations=iterations,
+            batch_size=cfg.train.batch_size,
+            lr=cfg.train.lr,
+            seed=seed,
+            device=device,
         )
-        model.train()
-        for _ in range(iterations):
-            x, y = (v.to(device) for v in next(batches))
-            opt.zero_grad(set_to_none=True)
-            classification_loss(model(x), y).mean().backward()
-            opt.step()
-        return model.eval()
 
     return train
 

@@ -26,6 +26,7 @@ from torch import nn
 
 from common.audit.membership import AttackResult
 from common.data.types import Split, concat
+from common.metrics import batched_logits
 
 TrainFn = Callable[[Split, int], nn.Module]  # (training split, seed) -> trained model
 MIN_STD = 1e-4
@@ -36,19 +37,13 @@ def logit_confidence(
     model: nn.Module, split: Split, *, device: torch.device, batch_size: int = 1024
 ) -> np.ndarray:
     """phi = log(p_y / (1 - p_y)) of the true label of every record, computed stably."""
-    was_training = model.training
-    model.eval()
-    try:
-        out = []
-        for start in range(0, len(split), batch_size):
-            x, y = split.batch(torch.arange(start, min(start + batch_size, len(split))))
-            logits = model(x.to(device)).double().cpu()
-            rows = torch.arange(len(y))
-            true = logits[rows, y]
-            logits[rows, y] = -torch.inf
-            out.append(true - torch.logsumexp(logits, dim=1))
-    finally:
-        model.train(was_training)
+    out = []
+    for logits, y in batched_logits(model, split, device=device, batch_size=batch_size):
+        logits, y = logits.double().cpu(), y.cpu()
+        rows = torch.arange(len(y))
+        true = logits[rows, y]
+        logits[rows, y] = -torch.inf
+        out.append(true - torch.logsumexp(logits, dim=1))
     return torch.cat(out).numpy() if out else np.zeros(0)
 
 

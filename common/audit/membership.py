@@ -22,6 +22,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from common.data.types import Split
+from common.metrics import batched_logits
 
 ROC_POINTS = 200  # points kept by to_dict (log-spaced in FPR)
 
@@ -92,16 +93,10 @@ def per_example_loss(
     model: nn.Module, split: Split, *, device: torch.device, batch_size: int = 1024
 ) -> np.ndarray:
     """Cross-entropy of every record of ``split`` under ``model`` (eval mode, restored)."""
-    was_training = model.training
-    model.eval()
-    try:
-        out = []
-        for start in range(0, len(split), batch_size):
-            x, y = split.batch(torch.arange(start, min(start + batch_size, len(split))))
-            logits = model(x.to(device))
-            out.append(F.cross_entropy(logits, y.to(device), reduction="none").double().cpu())
-    finally:
-        model.train(was_training)
+    out = [
+        F.cross_entropy(logits, y, reduction="none").double().cpu()
+        for logits, y in batched_logits(model, split, device=device, batch_size=batch_size)
+    ]
     return torch.cat(out).numpy() if out else np.zeros(0)
 
 

@@ -94,4 +94,4 @@ def test_plain_step_weights_private_and_public_parts() -> None:
         private_weight=0.25,
     )
     # grad = 0.25 * 2(w-1) + 0.5 * 2(w+1) at w=0 -> -0.5 + 1.0 = 0.5
-    assert float(w) == pytest.approx(-0.5)
+    assert float(w.detach()) == pytest.approx(-0.5)

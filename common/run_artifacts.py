@@ -1,0 +1,62 @@
+"""What every finished run (single-site or federated) leaves in its folder besides the
+summary: the accuracy matrix and curve, generated samples per task, the final models."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from common.data.types import TaskStream
+from common.metrics import AccuracyMatrix
+from common.models import Generator
+from common.plots import plot_accuracy_curves, plot_accuracy_matrix, plot_sample_grid
+from common.results import RunFolder
+
+
+def sample_grid(
+    generator: Generator, stream: TaskStream, upto: int, *, per_class: int = 8, seed: int = 0
+) -> dict[str, torch.Tensor]:
+    """Generated samples for every class of tasks 0..upto, one row per task."""
+    rng = torch.Generator().manual_seed(seed)
+    rows = {}
+    for task in stream.tasks[: upto + 1]:
+        labels = torch.tensor(task.classes).repeat_interleave(per_class)
+        rows[task.name] = generator.sample(labels, generator=rng).cpu()
+    return rows
+
+
+def save_final_artifacts(
+    run: RunFolder,
+    *,
+    matrix: AccuracyMatrix,
+    stream: TaskStream,
+    method: str,
+    solver: nn.Module,
+    generator: Generator | None,
+    where: str,
+) -> None:
+    """accuracy_matrix.png, accuracy_curve.png, samples.png (if a generator), final_models.pt."""
+    plot_accuracy_matrix(
+        matrix,
+        run.file("accuracy_matrix.png"),
+        task_names=[task.name for task in stream.tasks],
+        title=f"{method} on {stream.dataset} ({where})",
+    )
+    plot_accuracy_curves(
+        {method: matrix.average_accuracy_per_task()},
+        run.file("accuracy_curve.png"),
+        title=f"{stream.dataset}, {where}",
+    )
+    if generator is not None:
+        plot_sample_grid(
+            sample_grid(generator, stream, len(stream) - 1),
+            run.file("samples.png"),
+            title=f"generated samples per task ({where})",
+        )
+    torch.save(
+        {
+            "solver": solver.state_dict(),
+            "generator": generator.state_dict() if generator is not None else None,
+        },
+        run.file("final_models.pt"),
+    )
