@@ -148,7 +148,8 @@ def plot_rounds(
     per_task: Mapping[str, Sequence[float | None]] | None = None,
     title: str = "",
 ) -> Path:
-    """Accuracy over federated rounds; dashed lines where a new task starts."""
+    """Accuracy over federated rounds; a dashed line before the first round of every task
+    after the first (``task_boundaries``), labelled with that task's 1-based number."""
     if len(rounds) != len(accuracy):
         raise ValueError(f"{len(rounds)} rounds but {len(accuracy)} accuracies")
     fig = _figure(8.0, 4.5)
@@ -161,8 +162,8 @@ def plot_rounds(
         ax.plot(rounds, _percent(values), linewidth=1, alpha=0.7, label=name)
     ax.plot(rounds, _percent(accuracy), color="black", linewidth=2.2, marker=".", label="average")
     for k, boundary in enumerate(task_boundaries):
-        ax.axvline(boundary, color="gray", linestyle="--", linewidth=1)
-        ax.text(boundary, 101, f" task {k}", fontsize="small", color="gray", va="bottom")
+        ax.axvline(boundary - 0.5, color="gray", linestyle="--", linewidth=1)
+        ax.text(boundary - 0.5, 101, f" task {k + 2}", fontsize="small", color="gray", va="bottom")
     ax.set_ylim(0, 108)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("federated round")

@@ -248,7 +248,7 @@ class FederatedRun:
             rounds,
             [r["accuracy"] for r in self.rounds],
             run.file("rounds.png"),
-            task_boundaries=boundaries[1:],
+            task_boundaries=[b + 1 for b in boundaries[1:]],  # first round of each new task
             per_task=per_task,  # type: ignore[arg-type]
             title=f"federated {cfg.method} on {stream.dataset}",
         )
