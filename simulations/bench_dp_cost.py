@@ -1,6 +1,7 @@
 """Cost of privacy in time: one DP round and one non-DP round, same settings, one process.
 
     python simulations/bench_dp_cost.py --run-config simulations/fed_mnist_dgr.toml [--task 1]
+        [--iterations N]
 
 Builds site 0 of the configured federation, trains task 0 once without DP (to have a
 scholar to replay from), then times a round of ``--task`` with replay, without and with
@@ -25,9 +26,12 @@ def main() -> None:
     parser.add_argument("--run-config", required=True)
     parser.add_argument("--task", type=int, default=1)
     parser.add_argument("--epsilon", type=float, default=8.0)
+    parser.add_argument("--iterations", type=int, default=0, help="0 = train.iterations")
     args = parser.parse_args()
     os.environ.setdefault("FEDREPLAY_SITE_DIR", tempfile.mkdtemp(prefix="dp-cost-"))
     overrides = read_overrides(args.run_config)
+    if args.iterations:
+        overrides["train.iterations"] = args.iterations
     base = load_config(overrides)
     identity = SiteIdentity(0, base.fed.num_sites)
     site = Site(base, identity)

@@ -3,8 +3,12 @@
     g = r * (sum_i clip(grad l_i, C) + N(0, sigma^2 C^2 I)) / (q n)  +  grad L_public
 
 The first term is Opacus' DP-SGD on the Poisson-sampled real batch (per-sample clipping,
-Gaussian noise, division by the expected batch size q n). The second term is the gradient
-of the replay/fake-sample loss: it is computed with Opacus' hooks disabled, from models
+Gaussian noise, division by the expected batch size q n), computed with ghost clipping
+(Li et al. 2022; Opacus' fast gradient clipping): a first backward pass yields every
+record's gradient norm without materialising per-sample gradients, a second backward of
+``sum_i min(1, C / ||grad l_i||) l_i`` yields the clipped sum (materialising per-sample
+gradients of wide linear layers is what makes plain DP-SGD slow on CPU). The second term
+is the gradient of the replay/fake-sample loss: computed with Opacus' hooks disabled, from models
 that are already private (post-processing), so it needs no clipping or noise, and it
 changes neither the sampling of real records nor what the accountant must count. Every
 call of :meth:`DPStepper.step` is one subsampled Gaussian mechanism: ``on_step`` records it.
@@ -18,8 +22,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
-from opacus import GradSampleModule
-from opacus.optimizers import DPOptimizer
+from opacus.grad_sample.grad_sample_module_fast_gradient_clipping import (
+    GradSampleModuleFastGradientClipping,
+)
+from opacus.optimizers import DPOptimizerFastGradientClipping
 from opacus.validators import ModuleValidator
 from torch import nn
 
@@ -60,9 +66,11 @@ class DPStepper:
             raise PrivacyValidationError(
                 f"{type(module).__name__} cannot be trained with DP-SGD: {errors[0]}"
             )
-        self.gsm = GradSampleModule(module, loss_reduction="mean")
+        self.gsm = GradSampleModuleFastGradientClipping(
+            module, loss_reduction="mean", max_grad_norm=max_grad_norm, use_ghost_clipping=True
+        )
         self.params = [p for p in module.parameters() if p.requires_grad]
-        self.optimizer = DPOptimizer(
+        self.optimizer = DPOptimizerFastGradientClipping(
             optimizer,
             noise_multiplier=noise_multiplier,
             max_grad_norm=max_grad_norm,
@@ -84,11 +92,15 @@ class DPStepper:
         self.optimizer.zero_grad(set_to_none=True)
         losses = private()  # (B,) per-sample losses on real records; B may be 0
         if losses.numel():
-            losses.mean().backward()
+            losses.mean().backward(retain_graph=True)  # hooks record per-sample norms
+            coef = self.gsm.get_clipping_coef()  # (B,) min(1, C / ||grad l_i||)
+            self.optimizer.zero_grad(set_to_none=True)
+            with self.public_context():  # plain backward: sum_i clip(grad l_i) into p.grad
+                (coef.to(losses.device).detach() * losses).sum().backward()
         else:  # an empty Poisson batch: the step is pure noise, and still counted
             for p in self.params:
-                p.grad_sample = torch.zeros(0, *p.shape, device=p.device)  # type: ignore[attr-defined]
-        self.optimizer.pre_step()  # clip per sample, add noise, divide by q n
+                p.grad = torch.zeros_like(p)
+        self.optimizer.pre_step()  # add noise to the clipped sum, divide by q n
         for p in self.params:
             if p.grad is not None:
                 p.grad.mul_(private_weight)
