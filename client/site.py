@@ -135,6 +135,11 @@ class Site:
         )
 
     # --- work ---------------------------------------------------------------------------
+    def _dp_records(self, task: int) -> int:
+        """Records this site trains on privately at ``task`` (0: it sits the task out)."""
+        n = len(real_data_for(self.cfg.method, self.stream.tasks, task))
+        return n if n >= self.cfg.dp.min_records else 0
+
     def privacy(self, run_id: int) -> SitePrivacy:
         """This site's privacy state for the run (created with calibrated noise if new)."""
         cfg = self.cfg
@@ -174,6 +179,8 @@ class Site:
             return {"num-examples": 0.0, "train-time-s": 0.0, "empty": 1.0}
         plan, privacy, steps = None, None, [0]
         if self.cfg.dp.enabled:
+            if self._dp_records(task) == 0:  # too few records to train on privately: sit out
+                return {"num-examples": 0.0, "train-time-s": 0.0, "empty": 1.0}
             privacy = self.privacy(run_id)
             q = min(1.0, self.cfg.train.batch_size / len(real))
             sigma = privacy.noise_multiplier

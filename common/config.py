@@ -191,9 +191,11 @@ class DPConfig:
     client_level: bool
     client_noise_multiplier: float
     client_clip_norm: float
+    min_records: int  # sample-level DP: a site with fewer records of a task sits it out
 
     def __post_init__(self) -> None:
         _choice("dp.accountant", self.accountant, ACCOUNTANTS)
+        _positive("dp.min-records", self.min_records, allow_zero=True)
         _positive("dp.target-epsilon", self.target_epsilon)
         _positive("dp.max-grad-norm", self.max_grad_norm)
         _positive("dp.client-noise-multiplier", self.client_noise_multiplier, allow_zero=True)

@@ -21,6 +21,7 @@ TINY = {
     "generator.hidden": 32,
     "generator.latent-dim": 8,
     "eval.generator-quality": False,
+    "dp.min-records": 0,  # digits sites hold ~140 records per task
 }
 
 
@@ -82,3 +83,20 @@ def test_client_level_dp_reports_epsilon_with_its_scope(tmp_path: Path) -> None:
     for _ in range(4):
         reference.step(noise_multiplier=1.0, sample_rate=1.0)
     assert summary["dp_epsilon"] == pytest.approx(reference.get_epsilon(summary["dp_delta"]))
+
+
+def test_a_site_with_too_few_records_of_a_task_sits_it_out(tmp_path: Path, site_dir: Path) -> None:
+    """Below dp.min-records a site neither trains nor spends budget on that task."""
+    from client.site import Site, SiteIdentity
+
+    cfg = load_config({**TINY, "dp.enabled": True, "dp.min-records": 10**6})
+    site = Site(cfg, SiteIdentity(0, 2))
+    metrics = site.train(0, payload=None, iterations=5, seed=0, run_id=42, server_round=1)
+    assert metrics["num-examples"] == 0.0 and metrics["empty"] == 1.0
+    assert not (site_dir / "privacy" / "run-42").exists(), "nothing may be spent or planned"
+    # The same site with the threshold off trains and records its spending.
+    site = Site(load_config({**TINY, "dp.enabled": True, "dp.min-records": 0}), SiteIdentity(0, 2))
+    assert (
+        site.train(0, payload=None, iterations=5, seed=0, run_id=42, server_round=1)["dp-steps"]
+        == 10.0
+    )
