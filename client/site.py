@@ -26,6 +26,7 @@ from common.metrics import accuracy
 from common.models import build_generator, build_solver
 from common.privacy.budget import SitePrivacy
 from common.privacy.calibrate import planned_events
+from common.privacy.composition import resolve_composition
 from common.privacy.dp_step import DPPlan
 from common.replay import ReplayPayload
 from common.sitestate import site_dir
@@ -80,10 +81,23 @@ def local_stream(cfg: ExperimentConfig, identity: SiteIdentity) -> TaskStream:
         )
     canaries = run_canaries(cfg, stream.shape, stream.num_classes)
     if canaries is not None and identity.partition_id == cfg.audit.canary_site:
+        at = cfg.audit.task_index(len(stream))  # one task: a canary is one record of one task
         inserted = canaries.included  # a private record like any other: clipped, counted
-        tasks = tuple(replace(t, train=concat([t.train, inserted])) for t in stream.tasks)
+        tasks = tuple(
+            replace(t, train=concat([t.train, inserted])) if i == at else t
+            for i, t in enumerate(stream.tasks)
+        )
         stream = replace(stream, tasks=tasks)
     return stream
+
+
+@lru_cache(maxsize=16)
+def site_composition(cfg: ExperimentConfig, identity: SiteIdentity) -> str:
+    """How this site's DP steps compose: per task when every record is in one task (the
+    check fingerprints every record, so it runs once per process and site)."""
+    tasks = local_stream(cfg, identity).tasks
+    task_data = [real_data_for(cfg.method, tasks, t) for t in range(len(tasks))]
+    return resolve_composition(cfg.dp.composition, task_data, where=f"site {identity.partition_id}")
 
 
 class Site:
@@ -143,9 +157,7 @@ class Site:
     def privacy(self, run_id: int) -> SitePrivacy:
         """This site's privacy state for the run (created with calibrated noise if new)."""
         cfg = self.cfg
-        sizes = [
-            len(real_data_for(cfg.method, self.stream.tasks, t)) for t in range(len(self.stream))
-        ]
+        sizes = [self._dp_records(t) for t in range(len(self.stream))]
         gen_steps = cfg.train.generator_steps() if cfg.uses_generator else 0
         plan = planned_events(
             sizes,
@@ -155,7 +167,13 @@ class Site:
         )
         path = site_dir() / "privacy" / f"run-{run_id}" / f"site-{self.identity.partition_id}.json"
         num_samples = sum(len(t.train) for t in self.stream.tasks)
-        return SitePrivacy.open(path, dp=cfg.dp, plan=plan, num_samples=num_samples)
+        return SitePrivacy.open(
+            path,
+            dp=cfg.dp,
+            plan=plan,
+            num_samples=num_samples,
+            composition=site_composition(cfg, self.identity),
+        )
 
     def train(
         self,
@@ -183,7 +201,7 @@ class Site:
                 return {"num-examples": 0.0, "train-time-s": 0.0, "empty": 1.0}
             privacy = self.privacy(run_id)
             q = min(1.0, self.cfg.train.batch_size / len(real))
-            sigma = privacy.noise_multiplier
+            sigma = privacy.noise_multiplier(task)
             gen_steps = self.cfg.train.generator_steps(iterations) if self.learner.generator else 0
             events = [(sigma, q, iterations)] + ([(sigma, q, gen_steps)] if gen_steps else [])
             privacy.spend(events, task=task, server_round=server_round)  # before any step

@@ -35,6 +35,7 @@ SOLVERS = ("mlp", "cnn")
 REPLAY_MODES = ("global", "ensemble")
 REPLAY_LABELS = ("hard", "soft")
 ACCOUNTANTS = ("rdp", "prv")
+COMPOSITIONS = ("auto", "per-task", "sequential")
 EVAL_MODES = ("central", "federated", "both")
 
 
@@ -123,10 +124,12 @@ class ReplayConfig:
     ratio: str
     batch_size: int
     labels: str
+    retries: int
     mode: str
 
     def __post_init__(self) -> None:
         _choice("replay.mode", self.mode, REPLAY_MODES)
+        _positive("replay.retries", self.retries, allow_zero=True)
         _choice("replay.labels", self.labels, REPLAY_LABELS)
         _positive("replay.batch-size", self.batch_size, allow_zero=True)
         if self.ratio != "auto":
@@ -188,6 +191,7 @@ class DPConfig:
     delta: float
     max_grad_norm: float
     accountant: str
+    composition: str  # auto | per-task | sequential (common.privacy.composition)
     client_level: bool
     client_noise_multiplier: float
     client_clip_norm: float
@@ -195,6 +199,7 @@ class DPConfig:
 
     def __post_init__(self) -> None:
         _choice("dp.accountant", self.accountant, ACCOUNTANTS)
+        _choice("dp.composition", self.composition, COMPOSITIONS)
         _positive("dp.min-records", self.min_records, allow_zero=True)
         _positive("dp.target-epsilon", self.target_epsilon)
         _positive("dp.max-grad-norm", self.max_grad_norm)
@@ -221,10 +226,22 @@ class EvalConfig:
 class AuditConfig:
     canaries: int  # one-run audit (Steinke et al. 2023): canaries, half inserted at one site
     canary_site: int
+    canary_task: int  # the task whose training data gets them (-1 = the last)
 
     def __post_init__(self) -> None:
         _positive("audit.canaries", self.canaries, allow_zero=True)
         _positive("audit.canary-site", self.canary_site, allow_zero=True)
+        if self.canary_task < -1:
+            raise ConfigError(f"audit.canary-task={self.canary_task!r} must be >= 0 or -1 (last)")
+
+    def task_index(self, num_tasks: int) -> int:
+        """The 0-based task the canaries join in a stream of ``num_tasks`` tasks."""
+        t = num_tasks - 1 if self.canary_task == -1 else self.canary_task
+        if not 0 <= t < num_tasks:
+            raise ConfigError(
+                f"audit.canary-task={self.canary_task} but the stream has {num_tasks} tasks"
+            )
+        return t
 
 
 @dataclass(frozen=True)

@@ -63,8 +63,11 @@ class GenerativeReplay:
         weights: Sequence[float] | None = None,
         labels: str = "hard",
         temperature: float = 2.0,
+        retries: int = 0,
         rng: torch.Generator | None = None,
     ) -> None:
+        if retries < 0:
+            raise ValueError(f"retries={retries} must be >= 0")
         if not generators:
             raise ValueError("GenerativeReplay needs at least one generator")
         if not classes:
@@ -78,12 +81,32 @@ class GenerativeReplay:
         self.weights = w / w.sum()
         self.labels = labels
         self.temperature = temperature
+        self.retries = retries
         self.rng = rng
 
     @torch.no_grad()
-    def sample(self, n: int) -> ReplayBatch:
-        classes = torch.tensor(self.classes)
-        cond = classes[torch.randint(len(classes), (n,), generator=self.rng)]  # (n,)
+    def inputs(self, cond: Tensor) -> Tensor:
+        """Inputs for the conditioning labels ``cond`` (n,), (n, C, H, W) on the solver's
+        device: each row from one generator, drawn by the mixture weights.
+
+        With ``retries`` > 0, a row the previous solver does not recognise as its
+        conditioning class is drawn again (up to ``retries`` times, then kept): the
+        generators of sites that hardly saw a class then do not flood the replay of that
+        class with inputs of another. This is post-processing of released models only.
+        """
+        x = self._draw(cond)
+        if self.retries:
+            classes = torch.tensor(self.classes, device=x.device)
+            for _ in range(self.retries):
+                guess = classes[self.solver(x)[:, classes].argmax(1)]
+                bad = (guess != cond.to(x.device)).nonzero(as_tuple=True)[0]
+                if not bad.numel():
+                    break
+                x[bad] = self._draw(cond[bad.cpu()])
+        return x
+
+    def _draw(self, cond: Tensor) -> Tensor:
+        n = cond.shape[0]
         which = torch.multinomial(self.weights, n, replacement=True, generator=self.rng)
         device = next(self.solver.parameters()).device
         x = torch.empty(n, *self.generators[0].shape, device=device)
@@ -91,6 +114,14 @@ class GenerativeReplay:
             rows = (which == k).nonzero(as_tuple=True)[0]
             if rows.numel():
                 x[rows.to(device)] = gen.sample(cond[rows], generator=self.rng).to(device)
+        return x
+
+    @torch.no_grad()
+    def sample(self, n: int) -> ReplayBatch:
+        classes = torch.tensor(self.classes)
+        cond = classes[torch.randint(len(classes), (n,), generator=self.rng)]  # (n,)
+        x = self.inputs(cond)
+        device = x.device
         full = self.solver(x)  # (n, K)
         logits = full[:, classes.to(device)]  # (n, |seen|): previous classes only
         y = classes.to(device)[logits.argmax(1)]

@@ -32,7 +32,7 @@ from common.evaluator import train_evaluator
 from common.metrics import AccuracyMatrix, evaluate_tasks, per_task_generator_quality
 from common.models import build_generator, build_solver
 from common.plots import plot_rounds
-from common.replay import ReplayPayload
+from common.replay import GenerativeReplay, ReplayPayload
 from common.results import RunFolder, build_summary, summary_line
 from common.run_artifacts import save_final_artifacts
 from server.privacy_report import write_privacy_report
@@ -92,7 +92,8 @@ class FederatedRun:
             )
         self.matrix = AccuracyMatrix(len(self.stream))
         self.rounds: list[dict[str, Any]] = []
-        self.quality: list[list[float]] = []
+        self.quality: list[list[float]] = []  # the aggregated generator, after each task
+        self.replay_quality: list[list[float]] = []  # what sites replay, after each task
         self.task = 0
         self.nodes_seen: set[int] = set()
 
@@ -134,11 +135,12 @@ class FederatedRun:
             evaluator = train_evaluator(stream, device=self.device, seed=cfg.seed)
         arrays = wire.scholar_record(self.solver, self.generator)
         boundaries: list[int] = []
+        payload: ReplayPayload | None = None  # what sites replay during task t
         for t, task in enumerate(stream.tasks):
             self.task = t
             offset = t * cfg.fed.rounds_per_task
             boundaries.append(offset)
-            self.fedreplay.begin_task(self._payload(t), round_offset=offset)
+            self.fedreplay.begin_task(payload, round_offset=offset)
             train_config = ConfigRecord(
                 {
                     "task": t,
@@ -165,17 +167,19 @@ class FederatedRun:
             self._log_rounds(run, t, result)
             accs = self._task_accuracies(t)
             self.matrix.record(t, accs)
+            payload = self._payload(t + 1)  # the frozen scholar(s) after task t
             if evaluator is not None and self.generator is not None:
-                self.quality.append(
-                    per_task_generator_quality(
-                        self.generator.sample,
-                        evaluator,
-                        stream.tasks,
-                        t,
-                        samples_per_class=cfg.eval.samples_per_class,
-                        device=self.device,
+                self.quality.append(self._quality(self.generator.sample, evaluator, t))
+                if payload is not None:
+                    source = self._replay_source(payload)
+                    self.replay_quality.append(self._quality(source.inputs, evaluator, t))
+                    log.info(
+                        "replay after task %d (%s, %d generators): quality per task %s",
+                        t + 1,
+                        cfg.replay.mode,
+                        len(payload.generators),
+                        " ".join(f"{q:.2f}" for q in self.replay_quality[-1]),
                     )
-                )
             log.info(
                 "after task %d/%d (%s): accuracies %s, average %.1f%%",
                 t + 1,
@@ -185,6 +189,32 @@ class FederatedRun:
                 100 * self.matrix.average_accuracy(t),
             )
         return self._finish(run, start, boundaries)
+
+    def _quality(self, sample_fn: Any, evaluator: torch.nn.Module, t: int) -> list[float]:
+        return per_task_generator_quality(
+            sample_fn,
+            evaluator,
+            self.stream.tasks,
+            t,
+            samples_per_class=self.cfg.eval.samples_per_class,
+            device=self.device,
+        )
+
+    def _replay_source(self, payload: ReplayPayload) -> GenerativeReplay:
+        """The payload as the sites replay it (the mixture, for ``ensemble``)."""
+        gens = []
+        for state in payload.generators:
+            gen = build_generator(self.cfg.generator, self.stream.shape, self.stream.num_classes)
+            gen.load_state_dict(state)
+            gens.append(gen.to(self.device).eval())
+        return GenerativeReplay(
+            gens,
+            self.solver,
+            payload.classes,
+            weights=payload.weights,
+            retries=self.cfg.replay.retries,
+            rng=torch.Generator().manual_seed(self.cfg.seed),
+        )
 
     def _payload(self, t: int) -> ReplayPayload | None:
         """What sites replay while learning task t (None when nothing is replayed)."""
@@ -280,6 +310,13 @@ class FederatedRun:
             "run_id": self.run_id,
         }
         extra.update(write_privacy_report(run, cfg, self.rounds))
+        torch.save(  # what each site last sent: the privacy audit's view of a site's release
+            {
+                pid: {"round": rnd, **parts}
+                for pid, (rnd, parts) in sorted(self.fedreplay.site_updates.items())
+            },
+            run.file("site_updates.pt"),
+        )
         canaries = run_canaries(cfg, stream.shape, stream.num_classes)
         if canaries is not None:  # for fedreplay-audit models (one-run canary bound)
             torch.save(
@@ -288,11 +325,16 @@ class FederatedRun:
                     "y": canaries.split.y,
                     "include": torch.as_tensor(canaries.include),
                     "site": cfg.audit.canary_site,
+                    "task": cfg.audit.task_index(len(stream)),
                 },
                 run.file("canaries.pt"),
             )
+        if self.replay_quality:
+            # what the sites replay after the last task (the mixture, for ensemble)
+            extra["generator_quality"] = self.replay_quality[-1]
+            extra["replay_quality_per_task"] = self.replay_quality
         if self.quality:
-            extra["generator_quality"] = self.quality[-1]
+            extra["aggregated_generator_quality"] = self.quality[-1]
         wall = time.perf_counter() - start
         extra["wall_time_per_round_s"] = wall / max(len(self.rounds), 1)
         summary = build_summary(

@@ -14,15 +14,15 @@ from typing import Any
 from common.config import ExperimentConfig
 from common.plots import plot_epsilon
 from common.privacy.accountant import compute_epsilon
-from common.privacy.budget import SCOPE
+from common.privacy.composition import PER_TASK, SEQUENTIAL, scope
 from common.results import RunFolder
 
 CLIENT_SCOPE = "client-level (one site's whole data), server-side clipping and noise"
 
 
-def site_ledger(rounds: list[dict[str, Any]]) -> dict[str, list[dict[str, float]]]:
+def site_ledger(rounds: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     """{partition id: [one row per round the site trained in]} from rounds.jsonl entries."""
-    ledger: dict[str, list[dict[str, float]]] = {}
+    ledger: dict[str, list[dict[str, Any]]] = {}
     for entry in rounds:
         for site in entry["sites"]:
             m = site["metrics"]
@@ -37,6 +37,8 @@ def site_ledger(rounds: list[dict[str, Any]]) -> dict[str, list[dict[str, float]
                     "steps": m["dp-steps"],
                     "max_grad_norm": m["dp-max-grad-norm"],
                     "epsilon": m["dp-epsilon"],
+                    "task_epsilon": m.get("dp-task-epsilon", m["dp-epsilon"]),
+                    "composition": PER_TASK if m.get("dp-per-task", 0.0) else SEQUENTIAL,
                     "delta": m["dp-delta"],
                     "budget_left": m["dp-budget-left"],
                 }
@@ -51,10 +53,14 @@ def write_privacy_report(
     dp = cfg.dp
     if dp.enabled:
         ledger = site_ledger(rounds)
+        compositions = {str(row["composition"]) for rows in ledger.values() for row in rows}
+        # one scope for the run: sequential if any site composed sequentially
+        composition = PER_TASK if compositions == {PER_TASK} else SEQUENTIAL
         run.write_json(
             "privacy_ledger.json",
             {
-                "scope": SCOPE,
+                "scope": scope(composition),
+                "composition": composition,
                 "accountant": dp.accountant,
                 "target_epsilon": dp.target_epsilon,
                 "sites": ledger,
@@ -62,7 +68,11 @@ def write_privacy_report(
             },
         )
         if not ledger:  # no site trained (e.g. every site refused): nothing new was spent
-            return {"dp_scope": SCOPE, "dp_accountant": dp.accountant, "dp_epsilon": None}
+            return {
+                "dp_scope": scope(composition),
+                "dp_accountant": dp.accountant,
+                "dp_epsilon": None,
+            }
         final = {pid: rows[-1] for pid, rows in ledger.items()}
         delta = max(row["delta"] for row in final.values())
         plot_epsilon(
@@ -76,12 +86,15 @@ def write_privacy_report(
             title=f"privacy spent per site (budget {dp.target_epsilon})",
         )
         return {
-            "dp_scope": SCOPE,
+            "dp_scope": scope(composition),
+            "dp_composition": composition,
             "dp_accountant": dp.accountant,
             "dp_delta": delta,
             "dp_epsilon": max(row["epsilon"] for row in final.values()),
             "dp_target_epsilon": dp.target_epsilon,
-            "dp_noise_multiplier": max(row["noise_multiplier"] for row in final.values()),
+            "dp_noise_multiplier_max": max(
+                row["noise_multiplier"] for rows in ledger.values() for row in rows
+            ),
             "dp_epsilon_per_site": {pid: row["epsilon"] for pid, row in final.items()},
         }
     if dp.client_level:

@@ -78,6 +78,9 @@ class FedReplay(FedAvg):
         self.task_generators: dict[int, tuple[dict[str, torch.Tensor], float]] = {}
         self.round_records: list[RoundRecord] = []
         self.evaluate_records: dict[int, dict[str, float]] = {}
+        # {partition id: (round, {"solver": state, "generator": state})}: the last update
+        # every site sent, for the privacy audit of what left each site
+        self.site_updates: dict[int, tuple[int, dict[str, dict[str, torch.Tensor]]]] = {}
 
     # --- task boundaries ---------------------------------------------------------------
     def begin_task(self, payload: ReplayPayload | None, round_offset: int) -> None:
@@ -144,6 +147,9 @@ class FedReplay(FedAvg):
             record.replies.append(SiteReply(node, metrics, generator))
             if metrics.get("num-examples", 0.0) > 0:
                 accepted.append(msg.content)
+                if "partition-id" in metrics:
+                    parts = wire.split_record(msg.content.array_records[wire.SCHOLAR])
+                    self.site_updates[int(metrics["partition-id"])] = (record.server_round, parts)
         missing = set(record.sampled) - {r.node_id for r in record.replies} - set(record.failures)
         for node in missing:
             record.failures[node] = "no reply before the round timeout"

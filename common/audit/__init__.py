@@ -20,7 +20,14 @@ from .canaries import (
     p_value,
 )
 from .generator_leaks import generator_leak_attack, nearest_sample_distance
-from .lira import ShadowStats, lira_attack, lira_attacks, lira_scores, logit_confidence
+from .lira import (
+    ShadowStats,
+    lira_attack,
+    lira_attacks,
+    lira_attacks_many,
+    lira_scores,
+    logit_confidence,
+)
 from .membership import AttackResult, loss_attack, per_example_loss
 from .report import write_report
 
@@ -37,6 +44,7 @@ __all__ = [
     "generator_leak_attack",
     "lira_attack",
     "lira_attacks",
+    "lira_attacks_many",
     "lira_scores",
     "logit_confidence",
     "loss_attack",

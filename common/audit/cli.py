@@ -30,7 +30,7 @@ from common.audit import (
     best_lower_bound,
     canary_scores,
     generator_leak_attack,
-    lira_attacks,
+    lira_attacks_many,
     loss_attack,
     write_report,
 )
@@ -47,6 +47,7 @@ from common.results import RunFolder
 from common.sitestate import site_dir
 
 CANARIES_FILE = "canaries.pt"
+SITE_UPDATES_FILE = "site_updates.pt"
 EGRESS_REPORT = "egress_audit.json"
 DEFAULT_CANARY_DELTA = 1e-5
 
@@ -132,6 +133,11 @@ def make_train_fn(
     return train
 
 
+def _model(module: nn.Module, parts: dict[str, Any], part: str = "solver") -> nn.Module:
+    module.load_state_dict(parts[part])
+    return module
+
+
 def _sample(split: Split, n: int, rng: np.random.Generator) -> Split:
     rows = np.sort(rng.permutation(len(split))[:n])
     return split.subset(torch.from_numpy(rows))
@@ -163,6 +169,9 @@ def audit_models(
         generator = build_generator(cfg.generator, shape, k)
         generator.load_state_dict(models["generator"])
         generator.to(device).eval()
+    updates: dict[int, dict[str, Any]] = {}
+    if (run_dir / SITE_UPDATES_FILE).is_file():
+        updates = torch.load(run_dir / SITE_UPDATES_FILE, map_location="cpu", weights_only=True)
     num_shadows = shadows or (4 if quick else 8)
     per_side = records or (200 if quick else 2000)
     steps = cfg.train.iterations * cfg.fed.rounds_per_task * len(stream)
@@ -180,12 +189,24 @@ def audit_models(
             continue
         members, non_members = _sample(members, n, rng), _sample(non_members, n, rng)
         label = f"site {pid}"
-        results[f"{label} / solver / loss"] = loss_attack(
-            solver, members, non_members, device=device
-        )
+        solvers: dict[str, nn.Module] = {"solver (global)": solver}
+        generators: dict[str, nn.Module] = {}
+        if generator is not None and cfg.replay.mode == "global":
+            generators["generator (global)"] = generator
+        if pid in updates:  # what this site itself sent last: the DP guarantee's release
+            own = f"site's round-{updates[pid]['round']} update"
+            solvers[f"solver ({own})"] = _model(build_solver(cfg.solver, shape, k), updates[pid])
+            if "generator" in updates[pid]:
+                gen = build_generator(cfg.generator, shape, k)
+                generators[f"generator ({own})"] = _model(gen, updates[pid], "generator")
+        for name, model in solvers.items():
+            model.to(device).eval()
+            results[f"{label} / {name} / loss"] = loss_attack(
+                model, members, non_members, device=device
+            )
         is_member = np.r_[np.ones(n, bool), np.zeros(n, bool)]
-        lira = lira_attacks(
-            solver,
+        lira = lira_attacks_many(
+            solvers,
             train_fn,
             candidates=concat([members, non_members]),
             is_member=is_member,
@@ -193,26 +214,34 @@ def audit_models(
             seed=seed + pid,
             device=device,
         )
-        results.update({f"{label} / solver / {name}": r for name, r in lira.items()})
-        if generator is not None:
+        for name, attacks in lira.items():
+            results.update({f"{label} / {name} / {a}": r for a, r in attacks.items()})
+        for name, target in generators.items():
             leak = generator_leak_attack(
-                generator,
+                target.to(device).eval(),  # type: ignore[arg-type]
                 members,
                 non_members,
                 samples_per_class=200 if quick else 2000,
                 seed=seed,
                 device=device,
             )
-            results[f"{label} / generator / {leak.name}"] = leak
+            results[f"{label} / {name} / {leak.name}"] = leak
     delta = summary.get("dp_delta")
     canary_file = run_dir / CANARIES_FILE
-    if canary_file.is_file():  # hook for canaries inserted at training time
+    if canary_file.is_file():  # canaries inserted at training time (audit.canaries)
         saved = torch.load(canary_file, map_location="cpu", weights_only=True)
         include = torch.as_tensor(saved["include"]).bool().numpy()
         canaries = Canaries(Split.from_tensors(saved["x"].float(), saved["y"].long()), include)
-        scores = canary_scores(solver, canaries, device=device)
         canary_delta = float(delta) if delta else DEFAULT_CANARY_DELTA
-        results["solver / canaries"] = best_lower_bound(scores, include, delta=canary_delta)
+        targets = {"solver (global)": solver}
+        site = int(saved.get("site", -1))
+        if site in updates:
+            targets[f"solver (site {site}'s round-{updates[site]['round']} update)"] = _model(
+                build_solver(cfg.solver, shape, k), updates[site]
+            )
+        for name, model in targets.items():
+            scores = canary_scores(model.to(device).eval(), canaries, device=device)
+            results[f"canaries / {name}"] = best_lower_bound(scores, include, delta=canary_delta)
     return write_report(
         results,
         run_dir / "audit",
@@ -220,6 +249,7 @@ def audit_models(
         accountant_epsilon=summary.get("dp_epsilon"),
         delta=delta,
         accountant=summary.get("dp_accountant"),
+        scope=summary.get("dp_scope") or "no differential privacy",
     )
 
 

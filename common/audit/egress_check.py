@@ -56,6 +56,8 @@ TRAIN_METRICS = frozenset(
         "dp-steps",
         "dp-max-grad-norm",
         "dp-budget-left",
+        "dp-task-epsilon",
+        "dp-per-task",
     }
 )
 EVAL_METRICS = frozenset({"accuracy", "num-examples", "eval-time-s"})

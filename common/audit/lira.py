@@ -17,7 +17,7 @@ within-candidate variance) while the means stay per candidate. Scores (higher = 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -129,11 +129,41 @@ def lira_attacks(
     ``is_member[i]`` (ground truth, used only for evaluation) says whether candidate i is
     in the target's training set; ``population`` adds records to the shadows' pool.
     """
+    return lira_attacks_many(
+        {"": target},
+        train_fn,
+        candidates=candidates,
+        is_member=is_member,
+        population=population,
+        num_shadows=num_shadows,
+        seed=seed,
+        fixed_variance=fixed_variance,
+        device=device,
+    )[""]
+
+
+def lira_attacks_many(
+    targets: Mapping[str, nn.Module],
+    train_fn: TrainFn,
+    *,
+    candidates: Split,
+    is_member: np.ndarray,
+    population: Split | None = None,
+    num_shadows: int = 8,
+    seed: int = 0,
+    fixed_variance: bool | None = None,
+    device: torch.device,
+) -> dict[str, dict[str, AttackResult]]:
+    """:func:`lira_attacks` against several targets with one set of shadows (the costly
+    part): ``{target name: {"lira_online": ..., "lira_offline": ...}}``."""
     member = np.asarray(is_member, dtype=bool)
     if member.shape != (len(candidates),):
         raise ValueError(f"is_member has shape {member.shape}, expected ({len(candidates)},)")
+    if not targets:
+        raise ValueError("no target models to attack")
+    names = list(targets)
     stats = shadow_confidences(
-        target,
+        targets[names[0]],
         train_fn,
         candidates=candidates,
         population=population,
@@ -141,10 +171,16 @@ def lira_attacks(
         seed=seed,
         device=device,
     )
-    out = {}
-    for name, online in (("lira_online", True), ("lira_offline", False)):
-        s = lira_scores(stats, online=online, fixed_variance=fixed_variance)
-        out[name] = AttackResult(name, s[member], s[~member])
+    out: dict[str, dict[str, AttackResult]] = {}
+    for label in names:
+        phi = stats.target if label == names[0] else None
+        if phi is None:
+            phi = logit_confidence(targets[label], candidates, device=device)
+        own = ShadowStats(phi, stats.shadows, stats.keep)
+        out[label] = {}
+        for name, online in (("lira_online", True), ("lira_offline", False)):
+            s = lira_scores(own, online=online, fixed_variance=fixed_variance)
+            out[label][name] = AttackResult(name, s[member], s[~member])
     return out
 
 

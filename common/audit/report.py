@@ -22,7 +22,7 @@ from common.audit.canaries import CanaryBound
 from common.audit.membership import AttackResult
 from common.results import dumps_json
 
-SCOPE = "sample-level, per site"
+SCOPE = "sample-level, per site"  # when the run folder does not say
 Result = AttackResult | CanaryBound | Mapping[str, Any]
 
 
@@ -66,8 +66,9 @@ def _markdown(
     accountant_epsilon: float | None,
     delta: float | None,
     accountant: str | None,
+    scope: str = SCOPE,
 ) -> str:
-    lines = [f"# {title}", "", f"Scope: {SCOPE}."]
+    lines = [f"# {title}", "", f"Scope of the accountant's ε: {scope}."]
     if accountant_epsilon is None:
         lines.append("Training was not differentially private (no accountant ε).")
     else:
@@ -155,6 +156,7 @@ def write_report(
     accountant_epsilon: float | None,
     delta: float | None,
     accountant: str | None,
+    scope: str = SCOPE,
 ) -> dict[str, Path]:
     """Write ``audit.json``, ``audit.md`` and ``roc.png`` into ``out_dir``; return their paths."""
     out = Path(out_dir)
@@ -162,7 +164,7 @@ def write_report(
     attacks, bounds = _split(results)
     payload = {
         "title": title,
-        "scope": SCOPE,
+        "scope": scope,
         "accountant": {"name": accountant, "epsilon": accountant_epsilon, "delta": delta},
         "attacks": attacks,
         "canary_bounds": bounds,
@@ -174,7 +176,7 @@ def write_report(
     paths["json"].write_text(dumps_json(payload) + "\n")
     json.loads(paths["json"].read_text())  # fail here, not in a reader, on bad JSON
     paths["markdown"].write_text(
-        _markdown(title, attacks, bounds, accountant_epsilon, delta, accountant)
+        _markdown(title, attacks, bounds, accountant_epsilon, delta, accountant, scope)
     )
     _plot_roc(attacks, paths["roc"], title)
     return paths

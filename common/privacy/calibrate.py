@@ -13,17 +13,18 @@ def planned_events(
     batch_size: int,
     rounds_per_task: int,
     steps_per_round: int,
-) -> list[tuple[float, int]]:
-    """(sample_rate, steps) per task for a site holding ``task_sizes[t]`` records of task t.
+) -> dict[int, tuple[float, int]]:
+    """{task: (sample_rate, steps)} for a site holding ``task_sizes[t]`` records of task t
+    (tasks it holds no records of are left out).
 
     ``steps_per_round`` counts every private step of a round (solver steps plus
     generator/discriminator steps: each samples its own Poisson batch).
     """
-    plan = []
-    for n in task_sizes:
-        if n > 0:
-            plan.append((min(1.0, batch_size / n), rounds_per_task * steps_per_round))
-    return plan
+    return {
+        t: (min(1.0, batch_size / n), rounds_per_task * steps_per_round)
+        for t, n in enumerate(task_sizes)
+        if n > 0
+    }
 
 
 def noise_for_budget(

@@ -1,6 +1,6 @@
 """DP-SGD step that keeps replay out of the privacy accounting.
 
-    g = r * (sum_i clip(grad l_i, C) + N(0, sigma^2 C^2 I)) / (q n)  +  grad L_public
+    g = r * (sum_i clip(grad l_i, C) + N(0, sigma^2 C^2 I)) / (q n)  +  clip(grad L_public, C)
 
 The first term is Opacus' DP-SGD on the Poisson-sampled real batch (per-sample clipping,
 Gaussian noise, division by the expected batch size q n), computed with ghost clipping
@@ -10,7 +10,9 @@ record's gradient norm without materialising per-sample gradients, a second back
 gradients of wide linear layers is what makes plain DP-SGD slow on CPU). The second term
 is the gradient of the replay/fake-sample loss: computed with Opacus' hooks disabled, from models
 that are already private (post-processing), so it needs no clipping or noise, and it
-changes neither the sampling of real records nor what the accountant must count. Every
+changes neither the sampling of real records nor what the accountant must count. It is
+clipped as a whole to the same norm C, so that the importance ratio weighs both parts in
+the same units (unclipped, a VAE's replay gradient would be ~100x the private one). Every
 call of :meth:`DPStepper.step` is one subsampled Gaussian mechanism: ``on_step`` records it.
 """
 
@@ -78,6 +80,7 @@ class DPStepper:
             loss_reduction="mean",
         )
         self.on_step = on_step
+        self.max_grad_norm = max_grad_norm
 
     @contextmanager
     def public_context(self) -> Iterator[None]:
@@ -109,8 +112,14 @@ class DPStepper:
             with self.public_context():
                 loss = public()
                 grads = torch.autograd.grad(loss, self.params, allow_unused=True)
+            # The replay part needs no privacy, but it must weigh in the same units as the
+            # private part, whose per-sample gradients were clipped to C: left unclipped, a
+            # VAE's replay gradient (norms in the hundreds) would drown the real data.
+            norm = torch.stack([g.detach().norm() for g in grads if g is not None]).norm()
+            scale = min(1.0, self.max_grad_norm / (float(norm) + 1e-12))
             for p, g in zip(self.params, grads, strict=True):
                 if g is not None:
+                    g = g * scale
                     p.grad = g if p.grad is None else p.grad + g
             total += float(loss.detach())
         self.optimizer.original_optimizer.step()

@@ -79,6 +79,7 @@ def replay_for(
         previous.classes,
         weights=previous.weights,
         labels=cfg.replay.labels,
+        retries=cfg.replay.retries,
         rng=rng,
     )
 

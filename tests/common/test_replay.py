@@ -84,3 +84,25 @@ def test_exact_replay_draws_only_stored_records() -> None:
     memory = Split.from_tensors(x, torch.arange(10) % 3)
     batch = ExactReplay(memory, rng=torch.Generator().manual_seed(0)).sample(100)
     assert torch.equal(batch.y, batch.x.flatten().long() % 3)
+
+
+def test_retries_redraw_inputs_the_previous_solver_does_not_recognise() -> None:
+    """A mixture of a faithful generator and one shifted by a class: with retries, rows
+    from the shifted one are redrawn until the solver reads their conditioning class."""
+    gens = [ConstantGenerator(), ConstantGenerator(offset=1.0)]
+    plain = GenerativeReplay(gens, PixelSolver(), classes=[0, 1, 2], weights=[1.0, 1.0])
+    fixed = GenerativeReplay(
+        gens,
+        PixelSolver(),
+        classes=[0, 1, 2],
+        weights=[1.0, 1.0],
+        retries=8,
+        rng=torch.Generator().manual_seed(0),
+    )
+    cond = torch.tensor([0, 1] * 150)  # shifted by one, both still read as a seen class
+    agree_plain = ((plain.inputs(cond).flatten(1)[:, 0] * 10).round().long() == cond).float()
+    agree_fixed = ((fixed.inputs(cond).flatten(1)[:, 0] * 10).round().long() == cond).float()
+    assert 0.3 < agree_plain.mean() < 0.7
+    assert agree_fixed.mean() > 0.99
+    with pytest.raises(ValueError, match="retries"):
+        GenerativeReplay(gens, PixelSolver(), classes=[0], retries=-1)

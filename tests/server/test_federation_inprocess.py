@@ -150,13 +150,23 @@ def test_hostile_updates_are_rejected_before_aggregation(tmp_path: Path, attack:
 
 
 def test_ensemble_mode_replays_every_sites_generator(tmp_path: Path) -> None:
-    _, grid = federate(tmp_path, **{"replay.mode": "ensemble"})
+    run, grid = federate(tmp_path, **{"replay.mode": "ensemble", "eval.generator-quality": True})
     with_replay = [m for m in grid.sent if wire.REPLAY in m.content.array_records]
     payload = wire.payload_from_records(
         with_replay[0].content.array_records[wire.REPLAY],
         with_replay[0].content.config_records[wire.REPLAY_META],
     )
     assert len(payload.generators) == 2 and len(payload.weights) == 2
+    # The quality of what sites replay (the mixture) is measured after every task.
+    summary = load_summary(run.path)
+    quality = summary["replay_quality_per_task"]
+    assert [len(q) for q in quality] == [1, 2]
+    assert all(0.0 <= q <= 1.0 for row in quality for q in row)
+    assert summary["generator_quality"] == quality[-1]
+    # The last update of every site is kept for the privacy audit.
+    updates = torch.load(run.path / "site_updates.pt", weights_only=True)
+    assert sorted(updates) == [0, 1] and all(u["round"] == 4 for u in updates.values())
+    assert set(updates[0]) == {"round", "solver", "generator"}
 
 
 def test_federated_evaluation_builds_the_matrix_without_server_data(tmp_path: Path) -> None:

@@ -52,10 +52,12 @@ def test_quick_model_audit_writes_the_report(run_dir: Path, tmp_path: Path) -> N
     attacks = report["attacks"]
     for site in (0, 1):
         for attack in (
-            "solver / loss",
-            "solver / lira_online",
-            "solver / lira_offline",
-            "generator / gan_leaks_median",
+            "solver (global) / loss",
+            "solver (global) / lira_online",
+            "solver (global) / lira_offline",
+            "solver (site's round-2 update) / loss",
+            "solver (site's round-2 update) / lira_offline",
+            "generator (site's round-2 update) / gan_leaks_median",
         ):
             result = attacks[f"site {site} / {attack}"]
             assert 0.0 <= result["auc"] <= 1.0
@@ -83,14 +85,18 @@ def test_canaries_and_accountant_epsilon_enter_the_report(run_dir: Path, tmp_pat
     assert main([*args, "--device", "cpu"]) == 0
     report = json.loads((run / "audit" / "audit.json").read_text())
     assert report["accountant"] == {"name": "rdp", "epsilon": 4.0, "delta": 1e-5}
-    bound = report["canary_bounds"]["solver / canaries"]
+    bound = report["canary_bounds"]["canaries / solver (global)"]
     assert bound["num_canaries"] == 100 and bound["delta"] == 1e-5
     assert 0.0 <= bound["epsilon_lower_bound"] < 4.0  # the canaries were never trained on
+    own = "site's round-2 update"
     assert set(report["attacks"]) == {
-        "site 0 / solver / loss",
-        "site 0 / solver / lira_online",
-        "site 0 / solver / lira_offline",
-        "site 0 / generator / gan_leaks_median",
+        "site 0 / solver (global) / loss",
+        "site 0 / solver (global) / lira_online",
+        "site 0 / solver (global) / lira_offline",
+        f"site 0 / solver ({own}) / loss",
+        f"site 0 / solver ({own}) / lira_online",
+        f"site 0 / solver ({own}) / lira_offline",
+        f"site 0 / generator ({own}) / gan_leaks_median",
     }
 
 

@@ -11,7 +11,10 @@ from common.privacy.dp_step import DPPlan, DPStepper, PrivacyValidationError
 from common.training.learner import Learner, ReplaySource, real_data_for, replay_for
 
 
-def test_private_gradient_is_clipped_per_sample_and_replay_is_added_unclipped() -> None:
+@pytest.mark.parametrize("replay_scale", [0.01, 10.0])
+def test_private_gradient_is_clipped_per_sample_and_replay_as_a_whole(
+    replay_scale: float,
+) -> None:
     torch.manual_seed(0)
     model = nn.Linear(3, 2)
     x, y = torch.randn(5, 3) * 10, torch.tensor([0, 1, 0, 1, 1])
@@ -20,7 +23,8 @@ def test_private_gradient_is_clipped_per_sample_and_replay_is_added_unclipped() 
     loss_fn = nn.CrossEntropyLoss(reduction="none")
 
     # Reference: per-sample gradients, clipped to norm 0.5, averaged over the expected
-    # batch (5), weighted; plus the unclipped replay gradient.
+    # batch (5), weighted; plus the replay gradient, clipped as a whole to norm 0.5 (a
+    # small one passes unchanged).
     ref = [torch.zeros_like(p) for p in model.parameters()]
     for i in range(5):
         grads = torch.autograd.grad(
@@ -30,8 +34,11 @@ def test_private_gradient_is_clipped_per_sample_and_replay_is_added_unclipped() 
         factor = min(1.0, clip / (float(norm) + 1e-6))
         ref = [r + g * factor for r, g in zip(ref, grads, strict=True)]
     replay_grads = torch.autograd.grad(
-        0.75 * loss_fn(model(xr), yr).mean(), list(model.parameters())
+        replay_scale * loss_fn(model(xr), yr).mean(), list(model.parameters())
     )
+    replay_norm = float(torch.sqrt(sum(g.pow(2).sum() for g in replay_grads)))
+    assert (replay_norm > clip) == (replay_scale > 1), "the two cases must test both branches"
+    replay_grads = [g * min(1.0, clip / replay_norm) for g in replay_grads]
     expected = [weight * r / 5 + g for r, g in zip(ref, replay_grads, strict=True)]
 
     counted = []
@@ -45,7 +52,7 @@ def test_private_gradient_is_clipped_per_sample_and_replay_is_added_unclipped() 
     )
     stepper.step(
         private=lambda: loss_fn(model(x), y),
-        public=lambda: 0.75 * loss_fn(model(xr), yr).mean(),
+        public=lambda: replay_scale * loss_fn(model(xr), yr).mean(),
         private_weight=weight,
     )
     for p, e in zip(model.parameters(), expected, strict=True):
