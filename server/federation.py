@@ -94,6 +94,7 @@ class FederatedRun:
         self.rounds: list[dict[str, Any]] = []
         self.quality: list[list[float]] = []  # the aggregated generator, after each task
         self.replay_quality: list[list[float]] = []  # what sites replay, after each task
+        self.final_payload: ReplayPayload | None = None  # what would be replayed next
         self.task = 0
         self.nodes_seen: set[int] = set()
 
@@ -168,6 +169,7 @@ class FederatedRun:
             accs = self._task_accuracies(t)
             self.matrix.record(t, accs)
             payload = self._payload(t + 1)  # the frozen scholar(s) after task t
+            self.final_payload = payload
             if evaluator is not None and self.generator is not None:
                 self.quality.append(self._quality(self.generator.sample, evaluator, t))
                 if payload is not None:
@@ -290,7 +292,20 @@ class FederatedRun:
             solver=self.solver,
             generator=self.generator,
             where=f"federated, {cfg.replay.mode} replay",
+            sampler=(  # the samples grid shows what sites replay: the mixture, for ensemble
+                self._replay_source(self.final_payload).inputs
+                if self.final_payload is not None
+                else None
+            ),
         )
+        if self.final_payload is not None and cfg.replay.mode == "ensemble":
+            torch.save(  # the ensemble: every site's generator of the last task, weighted
+                {
+                    "generators": list(self.final_payload.generators),
+                    "weights": list(self.final_payload.weights),
+                },
+                run.file("final_ensemble.pt"),
+            )
         site_rounds = [s for r in self.rounds for s in r["sites"]]
         up = [s["metrics"].get("bytes-up", 0.0) for s in site_rounds]
         down = [s["metrics"].get("bytes-down", 0.0) for s in site_rounds]

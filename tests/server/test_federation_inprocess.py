@@ -167,6 +167,8 @@ def test_ensemble_mode_replays_every_sites_generator(tmp_path: Path) -> None:
     updates = torch.load(run.path / "site_updates.pt", weights_only=True)
     assert sorted(updates) == [0, 1] and all(u["round"] == 4 for u in updates.values())
     assert set(updates[0]) == {"round", "solver", "generator"}
+    ensemble = torch.load(run.path / "final_ensemble.pt", weights_only=True)
+    assert len(ensemble["generators"]) == len(ensemble["weights"]) == 2
 
 
 def test_federated_evaluation_builds_the_matrix_without_server_data(tmp_path: Path) -> None:
