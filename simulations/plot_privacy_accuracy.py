@@ -34,7 +34,7 @@ def main() -> None:
                     s["dp_epsilon"],
                     s["final_average_accuracy"],
                     s["dp_delta"],
-                    s["dp_accountant"],
+                    f"{s['dp_accountant']}, {s.get('dp_composition', 'sequential')} composition",
                     Path(run).name,
                 )
             )
