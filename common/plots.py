@@ -181,20 +181,31 @@ def plot_epsilon(
     delta: float,
     accountant: str,
     title: str = "",
+    per_task: Mapping[str, tuple[Sequence[int], Sequence[float]]] | None = None,
 ) -> Path:
-    """Privacy budget spent (epsilon) over rounds, one line per site."""
-    fig = _figure(7.0, 4.5)
-    ax = fig.add_subplot()
-    for site, (rounds, eps) in per_site.items():
-        ax.plot(rounds, eps, marker="o" if len(rounds) <= 30 else None, label=str(site))
-    if per_site:
-        ax.legend(fontsize="small")
-    else:
-        _no_data(ax)
-    ax.set_ylim(bottom=0)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("federated round")
-    ax.set_ylabel(f"ε spent (δ = {delta:.3g}, {accountant.upper()} accountant)")
-    ax.set_title(title or "Privacy budget spent per site")
-    ax.grid(alpha=0.3)
+    """Privacy budget spent (epsilon) over rounds, one line per site.
+
+    With ``per_task`` (per-task composition), a second panel shows the epsilon of the
+    records of the task being learned, which starts again at every task boundary.
+    """
+    fig = _figure(12.0 if per_task else 7.0, 4.5)
+    axes = fig.subplots(1, 2) if per_task else [fig.add_subplot()]
+    panels = [(axes[0], per_site, "site's ε (largest over its tasks)" if per_task else "")]
+    if per_task:
+        panels.append((axes[1], per_task, "ε of the current task's records"))
+    for ax, lines, label in panels:
+        for site, (rounds, eps) in lines.items():
+            ax.plot(rounds, eps, marker="o" if len(rounds) <= 30 else None, label=str(site))
+        if lines:
+            ax.legend(fontsize="small")
+        else:
+            _no_data(ax)
+        ax.set_ylim(bottom=0)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("federated round")
+        ax.set_ylabel(f"ε spent (δ = {delta:.3g}, {accountant.upper()} accountant)")
+        if label:
+            ax.set_title(label, fontsize="medium")
+        ax.grid(alpha=0.3)
+    fig.suptitle(title or "Privacy budget spent per site")
     return _save(fig, path)

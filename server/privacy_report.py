@@ -83,7 +83,15 @@ def write_privacy_report(
             run.file("epsilon.png"),
             delta=delta,
             accountant=dp.accountant,
-            title=f"privacy spent per site (budget {dp.target_epsilon})",
+            title=f"privacy spent per site (budget {dp.target_epsilon}, {composition} composition)",
+            per_task=(
+                {
+                    f"site {pid}": _task_segments(rows)
+                    for pid, rows in sorted(ledger.items(), key=lambda kv: int(kv[0]))
+                }
+                if composition == PER_TASK
+                else None
+            ),
         )
         return {
             "dp_scope": scope(composition),
@@ -130,6 +138,20 @@ def write_privacy_report(
             "dp_epsilon": eps[-1] if eps else 0.0,
         }
     return {}
+
+
+def _task_segments(rows: list[dict[str, Any]]) -> tuple[list[int], list[float]]:
+    """(rounds, task epsilons) with a NaN gap between tasks, so that the plot draws one
+    rising segment per task instead of joining a task's end to the next task's start."""
+    rounds: list[int] = []
+    eps: list[float] = []
+    for i, row in enumerate(rows):
+        if i and row["task"] != rows[i - 1]["task"]:
+            rounds.append(int(row["round"]))
+            eps.append(float("nan"))
+        rounds.append(int(row["round"]))
+        eps.append(float(row["task_epsilon"]))
+    return rounds, eps
 
 
 def _refusals(rounds: list[dict[str, Any]]) -> list[dict[str, Any]]:

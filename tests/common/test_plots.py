@@ -75,3 +75,8 @@ def test_epsilon(tmp_path: Path) -> None:
     ledger = {"site 0": ([1, 2, 3], [0.5, 0.9, 1.2]), "site 1": ([1, 2, 3], [0.4, 0.8, 1.1])}
     out = plot_epsilon(ledger, tmp_path / "eps.png", delta=1e-5, accountant="rdp")
     check_png(out, tmp_path / "eps.png")
+    per_task = {"site 0": ([1, 2, 3], [0.5, 0.9, 0.6]), "site 1": ([1, 2, 3], [0.4, 0.8, 0.5])}
+    both = plot_epsilon(
+        ledger, tmp_path / "eps2.png", delta=1e-5, accountant="rdp", per_task=per_task
+    )
+    check_png(both, tmp_path / "eps2.png")
