@@ -90,6 +90,7 @@ class SitePrivacy:
     accountant_kind: str
     partitions: dict[str, Partition]
     ledger: list[dict[str, Any]] = field(default_factory=list)
+    plan: dict[int, tuple[float, int]] = field(default_factory=dict)
 
     @classmethod
     def open(
@@ -140,10 +141,18 @@ class SitePrivacy:
                 dp.accountant,
                 {k: Partition.from_dict(v) for k, v in state["partitions"].items()},
                 state["ledger"],
+                dict(plan),
             )
         if not any(steps > 0 for _, steps in plan.values()):
             raise ValueError("the privacy plan is empty: this site has no data to train on")
-        partitions = calibrate(plan, composition=composition, dp=dp, delta=delta)
+        # Sequential: one noise for the whole plan, now. Per task: each task's noise is
+        # calibrated (for all of that task's planned rounds and steps) when the site first
+        # trains on it, then kept; tasks are independent, so nothing is lost by waiting.
+        partitions = (
+            calibrate(plan, composition=composition, dp=dp, delta=delta)
+            if composition == SEQUENTIAL
+            else {}
+        )
         privacy = cls(
             path,
             composition,
@@ -152,6 +161,7 @@ class SitePrivacy:
             dp.max_grad_norm,
             dp.accountant,
             partitions,
+            plan=dict(plan),
         )
         privacy.save()
         return privacy
@@ -162,6 +172,18 @@ class SitePrivacy:
 
     def _partition(self, task: int) -> Partition:
         key = partition_of(task, self.composition)
+        if key not in self.partitions and self.plan.get(task, (0.0, 0))[1] > 0:
+            if self.composition == PER_TASK:  # first use of this task: calibrate, persist
+                self.partitions[key] = Partition(
+                    noise_for_budget(
+                        [self.plan[task]],
+                        target_epsilon=self.target_epsilon,
+                        delta=self.delta,
+                        accountant=self.accountant_kind,
+                    ),
+                    Accountant(self.accountant_kind),
+                )
+                self.save()
         if key not in self.partitions:
             raise BudgetExceeded(
                 f"task {task} is not in this site's privacy plan ({sorted(self.partitions)}); "
@@ -247,6 +269,7 @@ class SitePrivacy:
             "max_grad_norm": self.max_grad_norm,
             "accountant": self.accountant_kind,
             "partitions": {k: p.to_dict() for k, p in self.partitions.items()},
+            "plan": {str(t): list(e) for t, e in sorted(self.plan.items())},
             "ledger": self.ledger,
         }
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=self.path.name, suffix=".tmp")

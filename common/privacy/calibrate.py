@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import lru_cache
 
 from common.privacy.accountant import Event, compute_epsilon
 
@@ -36,7 +37,20 @@ def noise_for_budget(
     tolerance: float = 0.01,
 ) -> float:
     """Smallest noise multiplier (to ``tolerance``) that keeps the whole plan within
-    ``target_epsilon`` at ``delta``."""
+    ``target_epsilon`` at ``delta``. Memoised: equal plans share the search."""
+    return _noise_for_budget(
+        tuple((float(q), int(n)) for q, n in plan), target_epsilon, delta, accountant, tolerance
+    )
+
+
+@lru_cache(maxsize=256)
+def _noise_for_budget(
+    plan: tuple[tuple[float, int], ...],
+    target_epsilon: float,
+    delta: float,
+    accountant: str,
+    tolerance: float,
+) -> float:
     if not plan:
         raise ValueError("the privacy plan is empty: this site has no data to train on")
 
