@@ -53,10 +53,12 @@ def main() -> None:
                 ha="center",
             )
     if reference is not None:
-        ax.axhline(100 * reference, color="grey", linestyle="--", label="no DP")
+        ax.axhline(
+            100 * reference, color="grey", linestyle="--", label=f"no DP ({100 * reference:.1f}%)"
+        )
     delta = points[0][2] if points else None
     accountant = points[0][3] if points else "-"
-    ax.set_xlabel(f"epsilon spent (sample-level, per site; delta={delta}, {accountant})")
+    ax.set_xlabel(f"ε spent (sample-level, per site)\nδ = {delta}, {accountant}")
     ax.set_ylabel("final average accuracy (%)")
     ax.set_ylim(0, 100)
     ax.legend()
