@@ -68,8 +68,8 @@ def _global_stream(cfg: ExperimentConfig) -> TaskStream:
 
 
 @lru_cache(maxsize=64)
-def local_stream(cfg: ExperimentConfig, identity: SiteIdentity) -> TaskStream:
-    """This site's share of every task (train and test), identical in every process."""
+def site_records(cfg: ExperimentConfig, identity: SiteIdentity) -> TaskStream:
+    """This site's share of every task (train and test) of the real data, no canaries."""
     stream = _global_stream(cfg)
     if identity.num_partitions > 1:
         stream = site_stream(
@@ -79,6 +79,14 @@ def local_stream(cfg: ExperimentConfig, identity: SiteIdentity) -> TaskStream:
             cfg=cfg.partition,
             seed=cfg.seed,
         )
+    return stream
+
+
+@lru_cache(maxsize=64)
+def local_stream(cfg: ExperimentConfig, identity: SiteIdentity) -> TaskStream:
+    """What this site trains and tests on, identical in every process: its share of every
+    task plus, at the canary site, the included canaries in the canary task."""
+    stream = site_records(cfg, identity)
     canaries = run_canaries(cfg, stream.shape, stream.num_classes)
     if canaries is not None and identity.partition_id == cfg.audit.canary_site:
         at = cfg.audit.task_index(len(stream))  # one task: a canary is one record of one task

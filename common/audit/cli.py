@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
 import sys
 import time
 from collections.abc import Sequence
@@ -22,9 +23,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
+from torch import Tensor, nn
 
-from client.site import SiteIdentity, local_stream
+from client.site import SiteIdentity, site_records
 from common.audit import (
     Canaries,
     best_lower_bound,
@@ -45,6 +46,8 @@ from common.evaluator import fit_solver
 from common.models import build_generator, build_solver
 from common.results import RunFolder
 from common.sitestate import site_dir
+
+log = logging.getLogger("fedreplay.audit")
 
 CANARIES_FILE = "canaries.pt"
 SITE_UPDATES_FILE = "site_updates.pt"
@@ -138,9 +141,29 @@ def _model(module: nn.Module, parts: dict[str, Any], part: str = "solver") -> nn
     return module
 
 
-def _sample(split: Split, n: int, rng: np.random.Generator) -> Split:
-    rows = np.sort(rng.permutation(len(split))[:n])
-    return split.subset(torch.from_numpy(rows))
+def matched_members(
+    pool: Split, holdout: Split, n: int, rng: np.random.Generator
+) -> tuple[Split, Split]:
+    """Up to ``n`` members drawn from ``pool`` and as many non-members from ``holdout``,
+    with the same number of records of every class on both sides.
+
+    A site's training data is label-skewed; held-out data with another class mix would let
+    an attack score the class instead of membership (a loss attack then "finds" or "loses"
+    signal that has nothing to do with privacy). Classes ``holdout`` lacks are cut down.
+    """
+    take = torch.from_numpy(np.sort(rng.permutation(len(pool))[:n]))
+    labels = pool.y[take]
+    member_rows: list[Tensor] = []
+    holdout_rows: list[Tensor] = []
+    for c in torch.unique(labels).tolist():
+        mine = take[labels == c]
+        theirs = torch.nonzero(holdout.y == c).flatten()
+        k = min(len(mine), len(theirs))
+        member_rows.append(mine[:k])
+        holdout_rows.append(theirs[torch.from_numpy(rng.permutation(len(theirs))[:k])])
+    members = torch.sort(torch.cat(member_rows)).values
+    non_members = torch.sort(torch.cat(holdout_rows)).values
+    return pool.subset(members), holdout.subset(non_members)
 
 
 def audit_models(
@@ -178,17 +201,20 @@ def audit_models(
     train_fn = make_train_fn(cfg, shape, k, min(steps, 300) if quick else steps, device)
     n_sites = cfg.fed.num_sites
     rng = np.random.default_rng(seed)
+    holdout = concat([t.test for t in stream.tasks])
     results: dict[str, Any] = {}
     for pid in sites if sites is not None else range(n_sites):
-        local = local_stream(cfg, SiteIdentity(pid, n_sites))
-        members = concat([t.train for t in local.tasks])
-        non_members = concat([t.test for t in local.tasks])
-        n = min(len(members), len(non_members), per_side)
+        # Members: the site's real training records (canaries are audited separately).
+        # Non-members: held-out test records no site trained on, class for class as many.
+        local = site_records(cfg, SiteIdentity(pid, n_sites))
+        pool = concat([t.train for t in local.tasks])
+        members, non_members = matched_members(pool, holdout, per_side, rng)
+        n = len(members)
         if n < 2:
             print(f"site {pid}: too few records to attack ({n}); skipped", file=sys.stderr)
             continue
-        members, non_members = _sample(members, n, rng), _sample(non_members, n, rng)
         label = f"site {pid}"
+        log.info("%s: %d members and %d class-matched non-members", label, n, n)
         solvers: dict[str, nn.Module] = {"solver (global)": solver}
         generators: dict[str, nn.Module] = {}
         if generator is not None and cfg.replay.mode == "global":
@@ -217,6 +243,7 @@ def audit_models(
         for name, attacks in lira.items():
             results.update({f"{label} / {name} / {a}": r for a, r in attacks.items()})
         for name, target in generators.items():
+            log.info("%s: GAN-Leaks on the %s", label, name)
             leak = generator_leak_attack(
                 target.to(device).eval(),  # type: ignore[arg-type]
                 members,
@@ -274,6 +301,16 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _log_progress() -> None:
+    """Progress of the long model audit on stderr (sites, shadows, attacks)."""
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+        log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     run_dir: Path = args.run_dir
@@ -288,6 +325,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(report.summary())
         print(f"written {run_dir / EGRESS_REPORT}")
         return 2 if not report.logs else (0 if report.ok else 1)
+    _log_progress()
     start = time.perf_counter()
     sites = [int(s) for s in args.sites.split(",")] if args.sites else None
     paths = audit_models(

@@ -17,6 +17,8 @@ within-candidate variance) while the means stay per candidate. Scores (higher = 
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -30,6 +32,7 @@ from common.metrics import batched_logits
 
 TrainFn = Callable[[Split, int], nn.Module]  # (training split, seed) -> trained model
 MIN_STD = 1e-4
+log = logging.getLogger("fedreplay.audit.lira")
 
 
 @torch.no_grad()
@@ -76,9 +79,14 @@ def shadow_confidences(
     seeds = rng.integers(0, 2**31 - 1, size=num_shadows)
     shadows = np.empty((num_shadows, len(candidates)))
     for k in range(num_shadows):
+        start = time.perf_counter()
         rows = torch.from_numpy(np.flatnonzero(keep_all[k]))
         model = train_fn(pool.subset(rows), int(seeds[k]))
         shadows[k] = logit_confidence(model, candidates, device=device)
+        took = time.perf_counter() - start
+        log.info(
+            "LiRA shadow %d/%d trained on %d records (%.1f s)", k + 1, num_shadows, len(rows), took
+        )
     target_phi = logit_confidence(target, candidates, device=device)
     return ShadowStats(target_phi, shadows, keep_all[:, : len(candidates)])
 

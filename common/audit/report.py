@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import textwrap
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -140,7 +141,7 @@ def _plot_roc(attacks: dict[str, dict], path: Path, title: str) -> Path:
     ax.set_ylim(smallest, 1.05)
     ax.set_xlabel("false positive rate")
     ax.set_ylabel("true positive rate")
-    ax.set_title(title)
+    ax.set_title(textwrap.fill(title, 48), fontsize=10)
     ax.grid(alpha=0.3, which="both")
     ax.legend(loc="lower right", fontsize="small")
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -5,6 +5,7 @@ import shutil
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -121,3 +122,23 @@ def test_egress_audit_finds_the_run_by_its_recorded_id(run_dir: Path, tmp_path: 
     (run / "summary.json").write_text(json.dumps(summary))
     assert main(["egress", str(run), "--sites-dir", str(sites)]) == 0
     assert json.loads((run / "egress_audit.json").read_text())["run_id"] == 1
+
+
+def test_non_members_match_the_members_class_for_class() -> None:
+    from common.audit.cli import matched_members
+    from common.data.types import Split
+
+    # Members skewed to class 0, a held-out set skewed to class 1, class 2 missing there.
+    pool_y = torch.tensor([0] * 80 + [1] * 15 + [2] * 5)
+    hold_y = torch.tensor([0] * 30 + [1] * 60)
+    pool = Split.from_tensors(torch.arange(100.0).view(100, 1, 1, 1), pool_y)
+    holdout = Split.from_tensors(-torch.arange(1.0, 91.0).view(90, 1, 1, 1), hold_y)
+    rng = np.random.default_rng(0)
+    members, non_members = matched_members(pool, holdout, 60, rng)
+    counts_m = torch.bincount(members.y, minlength=3)
+    counts_n = torch.bincount(non_members.y, minlength=3)
+    assert torch.equal(counts_m, counts_n)
+    assert counts_m[2] == 0 and counts_m[0] <= 30  # cut to what the held-out set has
+    assert len(set(members.x.flatten().tolist())) == len(members)  # no record twice
+    assert len(set(non_members.x.flatten().tolist())) == len(non_members)
+    assert (members.x >= 0).all() and (non_members.x < 0).all()
