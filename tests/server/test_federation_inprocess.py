@@ -184,3 +184,26 @@ def test_baselines_run_on_the_same_protocol(tmp_path: Path, method: str) -> None
     run, grid = federate(tmp_path, method=method)
     assert load_summary(run.path)["method"] == method
     assert not replay_deliveries(grid), f"{method} must not ship replay models"
+
+
+@pytest.mark.parametrize("mode", ["global", "ensemble"])
+def test_gan_generator_federates_and_its_discriminator_stays_home(
+    tmp_path: Path, mode: str
+) -> None:
+    replies: list[Message] = []
+
+    def spy(sent: Message, reply: Message) -> Message:
+        replies.append(reply)
+        return reply
+
+    run, grid = federate(tmp_path, hook=spy, **{"generator.kind": "gan", "replay.mode": mode})
+    summary = load_summary(run.path)
+    assert summary["status"] == "completed"
+    assert all(v is not None for v in summary["accuracy_matrix"][1])
+    assert replay_deliveries(grid) == Counter({(n, 1): 1 for n in grid.node_ids})
+    for reply in replies:
+        keys = list(reply.content.array_records[wire.SCHOLAR])
+        assert {k.split(".", 1)[0] for k in keys} == {"solver", "generator"}
+        assert not any("discriminator" in k for k in keys)
+    models = torch.load(run.path / "final_models.pt", weights_only=True)
+    assert models["generator"] is not None and len(models["generator"]) > 0
