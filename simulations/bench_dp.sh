@@ -11,7 +11,7 @@ bash simulations/bench_federated.sh "$out" dgr_dp_eps8 dgr_dp_eps3 dgr_dp_eps1 d
 python simulations/plot_privacy_accuracy.py "$out"/fed-mnist-dgr-dp-* --out "$out/privacy_accuracy.png"
 for run in "$out"/fed-mnist-dgr-dp-off-* "$out"/fed-mnist-dgr-dp-eps8-*; do
   echo "=== audit $run"
-  fedreplay-audit models "$run" --quick --sites 0 | tail -25
+  fedreplay-audit models "$run" --sites 0 | tail -25
 done
 python simulations/bench_dp_cost.py --run-config simulations/fed_mnist_dgr_dp_eps8.toml --task 1 \
   | tee "$out/dp_cost.txt"
