@@ -18,6 +18,7 @@ import torch
 
 from common.audit.canaries import run_canaries
 from common.config import ExperimentConfig
+from common.data.holdout import withhold
 from common.data.partition import site_stream
 from common.data.streams import build_stream
 from common.data.types import TaskStream, concat
@@ -64,7 +65,9 @@ def apply_node_config(cfg: ExperimentConfig, node_config: Mapping[str, object]) 
 
 @lru_cache(maxsize=4)
 def _global_stream(cfg: ExperimentConfig) -> TaskStream:
-    return build_stream(cfg)
+    """Every task's records that sites may train on: the audit holdout is cut off first."""
+    stream, _ = withhold(build_stream(cfg), fraction=cfg.audit.holdout, seed=cfg.seed)
+    return stream
 
 
 @lru_cache(maxsize=64)

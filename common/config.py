@@ -227,8 +227,14 @@ class AuditConfig:
     canaries: int  # one-run audit (Steinke et al. 2023): canaries, half inserted at one site
     canary_site: int
     canary_task: int  # the task whose training data gets them (-1 = the last)
+    holdout: float  # share of every task's training records no site gets: audit non-members
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.holdout < 1.0:
+            raise ConfigError(
+                f"audit.holdout={self.holdout!r} must be in [0, 1): the share of every task's "
+                "training records withheld from all sites (0 = none)"
+            )
         _positive("audit.canaries", self.canaries, allow_zero=True)
         _positive("audit.canary-site", self.canary_site, allow_zero=True)
         if self.canary_task < -1:

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from common.config import ExperimentConfig, load_config, parse_overrides, read_overrides
+from common.data.holdout import withhold
 from common.data.streams import build_stream
 from common.device import seed_everything, select_device
 from common.evaluator import train_evaluator
@@ -36,7 +37,8 @@ def run_single_site(cfg: ExperimentConfig, *, progress: bool = True) -> RunFolde
     start = time.perf_counter()
     device = select_device(cfg.device)
     seed_everything(cfg.seed)
-    stream = build_stream(cfg)
+    # The audit holdout (if any) is never trained on; test splits are untouched.
+    stream, _ = withhold(build_stream(cfg), fraction=cfg.audit.holdout, seed=cfg.seed)
     run = RunFolder.create(cfg.output_dir, cfg.experiment)
     run.save_config(cfg)
     log.info(

@@ -38,8 +38,9 @@ from common.audit import (
 from common.audit.egress_check import EgressReport, check_egress, compare_with_server
 from common.audit.lira import TrainFn
 from common.config import ExperimentConfig, load_config
+from common.data.holdout import withhold
 from common.data.streams import build_stream
-from common.data.types import Shape, Split, concat
+from common.data.types import Shape, Split, TaskStream, concat
 from common.device import select_device
 from common.egress import run_dir as egress_run_dir
 from common.evaluator import fit_solver
@@ -166,6 +167,22 @@ def matched_members(
     return pool.subset(members), holdout.subset(non_members)
 
 
+def audit_non_members(cfg: ExperimentConfig, stream: TaskStream) -> tuple[Split, str]:
+    """Records no site trained on, and where they come from: the run's audit holdout
+    (``audit.holdout`` > 0: withheld training records, the same distribution as the
+    members), else the test split of every task."""
+    if cfg.audit.holdout > 0:
+        _, held = withhold(stream, fraction=cfg.audit.holdout, seed=cfg.seed)
+        return concat(list(held)), (
+            f"the run's audit holdout ({cfg.audit.holdout:g} of every task's training "
+            "records, withheld from every site)"
+        )
+    return concat([t.test for t in stream.tasks]), (
+        "the test split (the run has no audit holdout; a test split can differ in "
+        "distribution from the training split, see docs/privacy-audit.md)"
+    )
+
+
 def audit_models(
     run_dir: Path,
     *,
@@ -201,7 +218,8 @@ def audit_models(
     train_fn = make_train_fn(cfg, shape, k, min(steps, 300) if quick else steps, device)
     n_sites = cfg.fed.num_sites
     rng = np.random.default_rng(seed)
-    holdout = concat([t.test for t in stream.tasks])
+    holdout, non_member_source = audit_non_members(cfg, stream)
+    log.info("non-members: %s", non_member_source)
     results: dict[str, Any] = {}
     for pid in sites if sites is not None else range(n_sites):
         # Members: the site's real training records (canaries are audited separately).
@@ -277,6 +295,7 @@ def audit_models(
         delta=delta,
         accountant=summary.get("dp_accountant"),
         scope=summary.get("dp_scope") or "no differential privacy",
+        non_members=non_member_source,
     )
 
 

@@ -68,6 +68,7 @@ def _markdown(
     delta: float | None,
     accountant: str | None,
     scope: str = SCOPE,
+    non_members: str | None = None,
 ) -> str:
     lines = [f"# {title}", "", f"Scope of the accountant's ε: {scope}."]
     if accountant_epsilon is None:
@@ -78,6 +79,8 @@ def _markdown(
             f"Accountant: ε = {accountant_epsilon:.3f} at δ = {_fmt(delta, '.3g')} ({acc})."
         )
     lines += ["", "## Membership inference", ""]
+    if attacks and non_members:
+        lines += [f"Non-members: {non_members}.", ""]
     if attacks:
         lines += [
             "| attack | members | non-members | AUC | TPR@0.1%FPR | TPR@1%FPR |",
@@ -158,6 +161,7 @@ def write_report(
     delta: float | None,
     accountant: str | None,
     scope: str = SCOPE,
+    non_members: str | None = None,
 ) -> dict[str, Path]:
     """Write ``audit.json``, ``audit.md`` and ``roc.png`` into ``out_dir``; return their paths."""
     out = Path(out_dir)
@@ -166,6 +170,7 @@ def write_report(
     payload = {
         "title": title,
         "scope": scope,
+        "non_members": non_members,
         "accountant": {"name": accountant, "epsilon": accountant_epsilon, "delta": delta},
         "attacks": attacks,
         "canary_bounds": bounds,
@@ -177,7 +182,7 @@ def write_report(
     paths["json"].write_text(dumps_json(payload) + "\n")
     json.loads(paths["json"].read_text())  # fail here, not in a reader, on bad JSON
     paths["markdown"].write_text(
-        _markdown(title, attacks, bounds, accountant_epsilon, delta, accountant, scope)
+        _markdown(title, attacks, bounds, accountant_epsilon, delta, accountant, scope, non_members)
     )
     _plot_roc(attacks, paths["roc"], title)
     return paths

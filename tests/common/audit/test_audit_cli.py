@@ -65,7 +65,9 @@ def test_quick_model_audit_writes_the_report(run_dir: Path, tmp_path: Path) -> N
             assert "tpr_at_0.1%_fpr" in result and "tpr_at_1%_fpr" in result
             assert result["num_members"] == result["num_non_members"] > 0
     assert report["accountant"]["epsilon"] is None and report["canary_bounds"] == {}
-    assert "not differentially private" in (run / "audit" / "audit.md").read_text()
+    assert report["non_members"].startswith("the test split")  # the run has no holdout
+    markdown = (run / "audit" / "audit.md").read_text()
+    assert "not differentially private" in markdown and "Non-members: the test split" in markdown
 
 
 def test_canaries_and_accountant_epsilon_enter_the_report(run_dir: Path, tmp_path: Path) -> None:
@@ -142,3 +144,25 @@ def test_non_members_match_the_members_class_for_class() -> None:
     assert len(set(members.x.flatten().tolist())) == len(members)  # no record twice
     assert len(set(non_members.x.flatten().tolist())) == len(non_members)
     assert (members.x >= 0).all() and (non_members.x < 0).all()
+
+
+def test_non_members_come_from_the_runs_holdout_when_it_has_one() -> None:
+    from client.site import SiteIdentity, local_stream
+    from common.audit.cli import audit_non_members
+    from common.data.streams import build_stream
+
+    cfg = load_config({**TINY, "audit.holdout": 0.1})
+    stream = build_stream(cfg)
+    held, source = audit_non_members(cfg, stream)
+    assert "holdout" in source
+    assert len(held) == sum(round(0.1 * len(t.train)) for t in stream.tasks)
+    trained = torch.cat(
+        [t.train.index for p in (0, 1) for t in local_stream(cfg, SiteIdentity(p, 2)).tasks]
+    )
+    assert not set(held.index.tolist()) & set(trained.tolist())  # no site saw a non-member
+    assert set(held.index.tolist()) <= set(
+        torch.cat([t.train.index for t in stream.tasks]).tolist()
+    )
+    test, source = audit_non_members(load_config(TINY), stream)
+    assert "test split" in source
+    assert torch.equal(test.index, torch.cat([t.test.index for t in stream.tasks]))
