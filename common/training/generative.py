@@ -87,13 +87,25 @@ class GANTrainer:
         self.d_stepper = make_stepper(d_opt, discriminator)
         self.rng = rng
 
-    def _d_terms(self, x: Tensor, labels: Tensor, real: bool) -> Tensor:
-        """Per-sample AC-GAN discriminator loss (B,): source + auxiliary class."""
+    def _d_terms(self, x: Tensor, labels: Tensor) -> Tensor:
+        """Per-sample discriminator loss on real (or replayed) inputs (B,): source
+        ("real") + auxiliary class."""
         source, aux = self.discriminator(x)
-        target = torch.full_like(source, 1.0 if real else 0.0)
         return F.binary_cross_entropy_with_logits(
-            source, target, reduction="none"
+            source, torch.ones_like(source), reduction="none"
         ) + F.cross_entropy(aux, labels, reduction="none")
+
+    def _d_fake_terms(self, fake: Tensor) -> Tensor:
+        """Per-sample discriminator loss on generated inputs (B,): source ("fake") only.
+
+        The auxiliary classifier learns classes from real and replayed inputs alone. Taught
+        on fakes too (the original AC-GAN), it learns whatever the generator draws for a
+        new class as that class, and in class-incremental DGR the generator then draws old
+        digits for new labels (measured: docs/results.md, "AC-GAN generator")."""
+        source, _ = self.discriminator(fake)
+        return F.binary_cross_entropy_with_logits(
+            source, torch.zeros_like(source), reduction="none"
+        )
 
     def step(
         self, x: Tensor, y: Tensor, replay: ReplayBatch | None, ratio: float, classes: Tensor
@@ -105,13 +117,13 @@ class GANTrainer:
         fake = self.generator(z, fake_y)
 
         def public() -> Tensor:
-            loss = mean_or_zero(self._d_terms(fake.detach(), fake_y, real=False))
+            loss = mean_or_zero(self._d_fake_terms(fake.detach()))
             if replay is not None:
-                loss = loss + (1 - ratio) * self._d_terms(replay.x, replay.y, real=True).mean()
+                loss = loss + (1 - ratio) * self._d_terms(replay.x, replay.y).mean()
             return loss
 
         d_loss = self.d_stepper.step(
-            private=lambda: self._d_terms(x, y, real=True), public=public, private_weight=ratio
+            private=lambda: self._d_terms(x, y), public=public, private_weight=ratio
         )
         # Generator step: D is only read (no per-sample hooks, no gradient for D).
         with self.d_stepper.public_context():
