@@ -106,6 +106,7 @@ class TrainConfig:
     lr: float
     generator_lr: float
     generator_iterations: int
+    gan_diversity: float  # weight of the GAN generator's mode-seeking term (0 = off)
 
     def __post_init__(self) -> None:
         _positive("train.iterations", self.iterations)
@@ -113,6 +114,7 @@ class TrainConfig:
         _positive("train.lr", self.lr)
         _positive("train.generator-lr", self.generator_lr)
         _positive("train.generator-iterations", self.generator_iterations, allow_zero=True)
+        _positive("train.gan-diversity", self.gan_diversity, allow_zero=True)
 
     def generator_steps(self, iterations: int | None = None) -> int:
         """Generator updates per round: its own setting, else as many as the solver's."""

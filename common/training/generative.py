@@ -80,8 +80,12 @@ class GANTrainer:
         lr: float,
         make_stepper: StepperFactory = plain,
         rng: torch.Generator | None = None,
+        diversity: float = 0.0,
     ) -> None:
+        if diversity < 0:
+            raise ValueError(f"diversity={diversity!r} must be >= 0 (0 = no mode-seeking term)")
         self.generator, self.discriminator = generator, discriminator
+        self.diversity = diversity
         d_opt = torch.optim.Adam(discriminator.parameters(), lr=lr, betas=(0.5, 0.999))
         self.g_opt = torch.optim.Adam(generator.parameters(), lr=lr, betas=(0.5, 0.999))
         self.d_stepper = make_stepper(d_opt, discriminator)
@@ -130,10 +134,21 @@ class GANTrainer:
             for p in self.discriminator.parameters():
                 p.requires_grad_(False)
             self.g_opt.zero_grad(set_to_none=True)
-            source, aux = self.discriminator(fake)
+            fakes, fakes_y, spread = fake, fake_y, None
+            if self.diversity > 0:
+                # Mode seeking (Mao et al. 2019): a second draw for the same labels; the
+                # generator is rewarded for images as far apart as their codes.
+                z2 = torch.randn(n, self.generator.latent_dim, generator=self.rng).to(device)
+                fake2 = self.generator(z2, fake_y)
+                fakes, fakes_y = torch.cat([fake, fake2]), torch.cat([fake_y, fake_y])
+                # (B,) mean pixel distance over mean code distance, per pair
+                spread = (fake - fake2).abs().flatten(1).mean(1) / (z - z2).abs().mean(1)
+            source, aux = self.discriminator(fakes)
             g_loss = F.binary_cross_entropy_with_logits(source, torch.ones_like(source)) + (
-                F.cross_entropy(aux, fake_y)
+                F.cross_entropy(aux, fakes_y)
             )
+            if spread is not None:
+                g_loss = g_loss + self.diversity / (spread.mean() + 1e-5)
             g_loss.backward()
             self.g_opt.step()
             for p in self.discriminator.parameters():

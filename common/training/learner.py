@@ -115,7 +115,12 @@ class Learner:
             return VAETrainer(self.generator, self.critic, lr=lr, make_stepper=make_stepper)
         if isinstance(self.generator, GANGenerator) and isinstance(self.critic, Discriminator):
             return GANTrainer(
-                self.generator, self.critic, lr=lr, make_stepper=make_stepper, rng=rng
+                self.generator,
+                self.critic,
+                lr=lr,
+                make_stepper=make_stepper,
+                rng=rng,
+                diversity=self.cfg.train.gan_diversity,
             )
         raise TypeError("generator and critic kinds do not match")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 
+import pytest
 import torch
 from torch.nn import functional as F
 
@@ -50,3 +51,38 @@ def test_fake_terms_ignore_the_auxiliary_head() -> None:
         trainer.discriminator.aux.weight.add_(1.0)
     torch.testing.assert_close(trainer._d_fake_terms(fake), first)
     assert first.shape == (8,)
+
+
+def generator_step_change(diversity: float) -> torch.Tensor:
+    """How far one trainer step moves the generator's weights."""
+    torch.manual_seed(0)
+    generator = GANGenerator(SHAPE, num_classes=4, hidden=32, latent_dim=8)
+    discriminator = Discriminator(SHAPE, num_classes=4, hidden=32).eval()
+    trainer = GANTrainer(
+        generator,
+        discriminator,
+        lr=1e-3,
+        rng=torch.Generator().manual_seed(0),
+        diversity=diversity,
+    )
+    before = [p.detach().clone() for p in generator.parameters()]
+    x, y = torch.rand(16, *SHAPE), torch.tensor([0, 1] * 8)
+    trainer.step(x, y, None, 1.0, classes=torch.arange(4))
+    after = list(generator.parameters())
+    return torch.cat([(p.detach() - b).flatten() for p, b in zip(after, before, strict=True)])
+
+
+def test_mode_seeking_term_changes_the_generator_update_only_when_on() -> None:
+    off, off_again, on = (generator_step_change(d) for d in (0.0, 0.0, 0.5))
+    torch.testing.assert_close(off, off_again)  # the step itself is deterministic
+    assert not torch.allclose(off, on), "diversity > 0 must add to the generator's loss"
+
+
+def test_negative_diversity_is_refused_with_its_name() -> None:
+    with pytest.raises(ValueError, match="diversity"):
+        GANTrainer(
+            GANGenerator(SHAPE, num_classes=4, hidden=8, latent_dim=4),
+            Discriminator(SHAPE, num_classes=4, hidden=8),
+            lr=1e-3,
+            diversity=-0.1,
+        )
