@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from common.config import SolverConfig
-from common.data.types import Split, TaskStream, concat
+from common.data.types import Shape, Split, TaskStream, concat
 from common.models import build_solver
 from common.training.batches import shuffled_batches
 from common.training.losses import classification_loss
@@ -22,11 +22,43 @@ def train_evaluator(
     seed: int = 0,
 ) -> nn.Module:
     """An MLP trained jointly on every task's training data (not a continual learner)."""
+    return train_fresh_solver(
+        SolverConfig(arch="mlp", hidden=400),
+        stream.shape,
+        stream.num_classes,
+        concat([task.train for task in stream.tasks]),
+        iterations=iterations,
+        batch_size=batch_size,
+        lr=1e-3,
+        seed=seed,
+        device=device,
+    )
+
+
+def train_fresh_solver(
+    solver: SolverConfig,
+    shape: Shape,
+    num_classes: int,
+    data: Split,
+    *,
+    iterations: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+    device: torch.device,
+) -> nn.Module:
+    """A solver of the given architecture, initialised from ``seed``, trained on ``data``
+    alone by :func:`fit_solver`; in eval mode."""
     torch.manual_seed(seed)
-    model = build_solver(SolverConfig(arch="mlp", hidden=400), stream.shape, stream.num_classes)
-    data = concat([task.train for task in stream.tasks])
+    model = build_solver(solver, shape, num_classes)
     return fit_solver(
-        model, data, iterations=iterations, batch_size=batch_size, lr=1e-3, seed=seed, device=device
+        model,
+        data,
+        iterations=iterations,
+        batch_size=batch_size,
+        lr=lr,
+        seed=seed,
+        device=device,
     )
 
 

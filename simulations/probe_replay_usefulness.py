@@ -28,9 +28,9 @@ from common.audit.cli import load_run_config
 from common.config import ExperimentConfig
 from common.data.streams import build_stream
 from common.data.types import Split, TaskStream, concat
-from common.evaluator import fit_solver
+from common.evaluator import train_fresh_solver
 from common.metrics import evaluate_tasks
-from common.models import build_generator, build_solver
+from common.models import build_generator
 
 
 @dataclass
@@ -50,10 +50,10 @@ def train_and_test(
     cfg: ExperimentConfig, stream: TaskStream, data: Split, *, iterations: int, seed: int
 ) -> list[float]:
     """The run's solver architecture trained on ``data`` alone, tested on every task."""
-    torch.manual_seed(seed)
-    model = build_solver(cfg.solver, stream.shape, stream.num_classes)
-    model = fit_solver(
-        model,
+    model = train_fresh_solver(
+        cfg.solver,
+        stream.shape,
+        stream.num_classes,
         data,
         iterations=iterations,
         batch_size=128,
@@ -64,10 +64,16 @@ def train_and_test(
     return evaluate_tasks(model, stream.tasks, len(stream) - 1, device=torch.device("cpu"))
 
 
-def probe(run: Path, *, per_class: int, iterations: int, seed: int) -> tuple[Row, Row]:
-    """(the run's generator, real records of the same count)."""
-    cfg = load_run_config(run)
-    stream = build_stream(cfg)
+def probe(
+    run: Path,
+    cfg: ExperimentConfig,
+    stream: TaskStream,
+    *,
+    per_class: int,
+    iterations: int,
+    seed: int,
+) -> Row:
+    """The run's MLP trained on ``per_class`` samples per class of its final generator."""
     generator = build_generator(cfg.generator, stream.shape, stream.num_classes)
     state = torch.load(run / "final_models.pt", map_location="cpu", weights_only=True)
     generator.load_state_dict(state["generator"])
@@ -82,14 +88,19 @@ def probe(run: Path, *, per_class: int, iterations: int, seed: int) -> tuple[Row
         for c in range(stream.num_classes)
     ]
     accs = train_and_test(cfg, stream, fake, iterations=iterations, seed=seed)
-    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
-    real = train.subset(torch.sort(order[: len(labels)]).values)
-    real_accs = train_and_test(cfg, stream, real, iterations=iterations, seed=seed)
     mean = sum(accs) / len(accs)
-    return (
-        Row(f"{run.name} ({cfg.generator.kind})", mean, accs, sum(ratios) / len(ratios)),
-        Row("real training records", sum(real_accs) / len(real_accs), real_accs, 1.0),
-    )
+    return Row(f"{run.name} ({cfg.generator.kind})", mean, accs, sum(ratios) / len(ratios))
+
+
+def reference(
+    cfg: ExperimentConfig, stream: TaskStream, *, count: int, iterations: int, seed: int
+) -> Row:
+    """The same MLP trained on ``count`` real training records drawn at random."""
+    train = concat([t.train for t in stream.tasks])
+    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
+    real = train.subset(torch.sort(order[:count]).values)
+    accs = train_and_test(cfg, stream, real, iterations=iterations, seed=seed)
+    return Row("real training records", sum(accs) / len(accs), accs, 1.0)
 
 
 def main() -> None:
@@ -100,13 +111,24 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=None, help="also write the rows as JSON")
     args = p.parse_args()
-    rows: list[Row] = []
-    for run in args.runs:
-        generated, real = probe(
-            run, per_class=args.per_class, iterations=args.iterations, seed=args.seed
+    configs = [load_run_config(run) for run in args.runs]
+    first = configs[0]
+    for run, cfg in zip(args.runs, configs, strict=True):
+        if (cfg.data.name, cfg.tasks, cfg.solver) != (first.data.name, first.tasks, first.solver):
+            p.error(
+                f"{run}: dataset, tasks or solver differ from {args.runs[0]}; the runs are "
+                "compared against one real-data reference, so they must share them"
+            )
+    stream = build_stream(first)
+    rows = [
+        probe(
+            run, cfg, stream, per_class=args.per_class, iterations=args.iterations, seed=args.seed
         )
-        rows.append(generated)
-    rows.append(real)  # the real-data reference (same architecture, data and count)
+        for run, cfg in zip(args.runs, configs, strict=True)
+    ]
+    # the real-data reference: same architecture, data and count, trained once
+    count = args.per_class * stream.num_classes
+    rows.append(reference(first, stream, count=count, iterations=args.iterations, seed=args.seed))
     print(f"solver trained on {args.per_class} records per class, {args.iterations} steps")
     print("| trained on | real test accuracy | per task | diversity (1 = data) |")
     print("|---|---|---|---|")

@@ -21,8 +21,7 @@ from common.audit.cli import matched_members
 from common.config import load_config
 from common.data.streams import build_stream
 from common.data.types import concat
-from common.evaluator import fit_solver
-from common.models import build_solver
+from common.evaluator import train_fresh_solver
 
 
 def main() -> None:
@@ -47,17 +46,17 @@ def main() -> None:
     print("| steps (batch 128) | loss-attack AUC vs test | vs unseen training records |")
     print("|---|---|---|")
     for steps in (int(s) for s in args.iterations.split(",")):
-        torch.manual_seed(args.seed)
-        model = build_solver(cfg.solver, stream.shape, stream.num_classes)
-        model = fit_solver(
-            model,
+        model = train_fresh_solver(
+            cfg.solver,
+            stream.shape,
+            stream.num_classes,
             members,
             iterations=steps,
             batch_size=128,
             lr=1e-3,
             seed=args.seed,
             device=device,
-        ).eval()
+        )
         aucs = []
         for pool in (test, unseen):
             m, n = matched_members(members, pool, args.records, np.random.default_rng(1))

@@ -43,7 +43,7 @@ from common.data.streams import build_stream
 from common.data.types import Shape, Split, TaskStream, concat
 from common.device import select_device
 from common.egress import run_dir as egress_run_dir
-from common.evaluator import fit_solver
+from common.evaluator import train_fresh_solver
 from common.models import build_generator, build_solver
 from common.results import RunFolder
 from common.sitestate import site_dir
@@ -122,10 +122,10 @@ def make_train_fn(
     and batch size for ``iterations`` steps on the given split (on ``device``)."""
 
     def train(split: Split, seed: int) -> nn.Module:
-        torch.manual_seed(seed)
-        model = build_solver(cfg.solver, shape, num_classes)
-        return fit_solver(
-            model,
+        return train_fresh_solver(
+            cfg.solver,
+            shape,
+            num_classes,
             split,
             iterations=iterations,
             batch_size=cfg.train.batch_size,
