@@ -67,7 +67,13 @@ def train(msg: Message, context: Context) -> Message:
     scholar = wire.scholar_record(site.solver, site.generator)
     metrics.update({"bytes-down": float(bytes_down), "bytes-up": float(wire.record_bytes(scholar))})
     metrics["partition-id"] = float(site.identity.partition_id)
-    content = RecordDict({wire.SCHOLAR: scholar, wire.METRICS: wire.metrics_record(metrics)})
+    content = RecordDict(
+        {
+            wire.SCHOLAR: scholar,
+            wire.METRICS: wire.metrics_record(metrics),
+            wire.SITE: wire.site_record(site.identity.site_id),
+        }
+    )
     return egress.logged(Message(content=content, reply_to=msg), context)
 
 

@@ -13,6 +13,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from functools import lru_cache
+from pathlib import Path
 
 import torch
 
@@ -25,21 +26,29 @@ from common.data.types import TaskStream, concat
 from common.device import select_device
 from common.metrics import accuracy
 from common.models import build_generator, build_solver
-from common.privacy.budget import SitePrivacy
-from common.privacy.calibrate import planned_events
-from common.privacy.composition import resolve_composition
-from common.privacy.dp_step import DPPlan
+from common.privacy.ledger import check_site_id
+from common.privacy.release import evaluation_allowed, released
+from common.privacy.session import PrivacySession, privacy_root
 from common.replay import ReplayPayload
-from common.sitestate import site_dir
 from common.training.learner import Learner, ReplaySource, real_data_for, replay_for
+
+SITE_ID_KEY = "site-id"
 
 
 @dataclass(frozen=True)
 class SiteIdentity:
-    """Which share of the data this site holds (simulation: from node_config)."""
+    """Which share of the data this site holds (simulation: from node_config) and its
+    stable site id, which keys everything the site keeps about itself (its lifetime
+    privacy ledger): ``site-id`` from the node config, else ``site-<partition-id>``."""
 
     partition_id: int
     num_partitions: int
+    site_id: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.site_id:
+            object.__setattr__(self, "site_id", f"site-{self.partition_id}")
+        check_site_id(self.site_id)
 
     @staticmethod
     def from_node_config(node_config: Mapping[str, object], default_sites: int) -> SiteIdentity:
@@ -47,7 +56,7 @@ class SiteIdentity:
         num = int(node_config.get("num-partitions", default_sites))  # type: ignore[call-overload]
         if not 0 <= pid < num:
             raise ValueError(f"node_config partition-id={pid} is outside 0..{num - 1}")
-        return SiteIdentity(pid, num)
+        return SiteIdentity(pid, num, str(node_config.get(SITE_ID_KEY, "") or ""))
 
 
 DATA_ROOT_KEY = "data-root"
@@ -103,12 +112,11 @@ def local_stream(cfg: ExperimentConfig, identity: SiteIdentity) -> TaskStream:
 
 
 @lru_cache(maxsize=16)
-def site_composition(cfg: ExperimentConfig, identity: SiteIdentity) -> str:
-    """How this site's DP steps compose: per task when every record is in one task (the
-    check fingerprints every record, so it runs once per process and site)."""
-    tasks = local_stream(cfg, identity).tasks
-    task_data = [real_data_for(cfg.method, tasks, t) for t in range(len(tasks))]
-    return resolve_composition(cfg.dp.composition, task_data, where=f"site {identity.partition_id}")
+def privacy_session(cfg: ExperimentConfig, identity: SiteIdentity, root: Path) -> PrivacySession:
+    """This site's private training (its record fingerprints are computed once per process)."""
+    return PrivacySession(
+        cfg, site_id=identity.site_id, tasks=local_stream(cfg, identity).tasks, root=root
+    )
 
 
 class Site:
@@ -117,10 +125,14 @@ class Site:
         self.identity = identity
         self.device = select_device(cfg.device)
         self.stream = local_stream(cfg, identity)
-        torch.manual_seed(cfg.seed)  # identical initial critic at every site
-        self.learner = Learner(
-            cfg, shape=self.stream.shape, num_classes=self.stream.num_classes, device=self.device
-        )
+        with torch.random.fork_rng(devices=[]):  # identical initial critic at every site,
+            torch.manual_seed(cfg.seed)  # without reseeding the process's global generator
+            self.learner = Learner(
+                cfg,
+                shape=self.stream.shape,
+                num_classes=self.stream.num_classes,
+                device=self.device,
+            )
 
     # --- state that travels -------------------------------------------------------
     @property
@@ -160,31 +172,9 @@ class Site:
         )
 
     # --- work ---------------------------------------------------------------------------
-    def _dp_records(self, task: int) -> int:
-        """Records this site trains on privately at ``task`` (0: it sits the task out)."""
-        n = len(real_data_for(self.cfg.method, self.stream.tasks, task))
-        return n if n >= self.cfg.dp.min_records else 0
-
-    def privacy(self, run_id: int) -> SitePrivacy:
-        """This site's privacy state for the run (created with calibrated noise if new)."""
-        cfg = self.cfg
-        sizes = [self._dp_records(t) for t in range(len(self.stream))]
-        gen_steps = cfg.train.generator_steps() if cfg.uses_generator else 0
-        plan = planned_events(
-            sizes,
-            batch_size=cfg.train.batch_size,
-            rounds_per_task=cfg.fed.rounds_per_task,
-            steps_per_round=cfg.train.iterations + gen_steps,
-        )
-        path = site_dir() / "privacy" / f"run-{run_id}" / f"site-{self.identity.partition_id}.json"
-        num_samples = sum(len(t.train) for t in self.stream.tasks)
-        return SitePrivacy.open(
-            path,
-            dp=cfg.dp,
-            plan=plan,
-            num_samples=num_samples,
-            composition=site_composition(cfg, self.identity),
-        )
+    def privacy(self) -> PrivacySession:
+        """This site's private training session (sample-level DP)."""
+        return privacy_session(self.cfg, self.identity, privacy_root())
 
     def train(
         self,
@@ -193,9 +183,13 @@ class Site:
         payload: ReplayPayload | None,
         iterations: int,
         seed: int,
-        run_id: int = 0,
+        run_id: int | str = 0,
         server_round: int = 0,
     ) -> dict[str, float]:
+        """One round on ``task``. ``seed`` drives initialisation-like, public choices
+        (replay draws, non-DP batches); under DP the noise and the Poisson masks are secret
+        and fresh every round (:mod:`common.privacy.randomness`). Under DP (sample- or
+        client-level) the metrics are only those :mod:`common.privacy.release` allows."""
         if not 0 <= task < len(self.stream):
             raise ValueError(f"task {task} is outside this stream's 0..{len(self.stream) - 1}")
         if task > 0 and self.cfg.method == "dgr" and (payload is None or payload.task != task):
@@ -205,22 +199,19 @@ class Site:
         replay = replay_for(self.cfg, self.stream.tasks, task, self.replay_source(payload), rng=rng)
         real = real_data_for(self.cfg.method, self.stream.tasks, task)
         if len(real) == 0:
-            return {"num-examples": 0.0, "train-time-s": 0.0, "empty": 1.0}
-        plan, privacy, steps = None, None, [0]
+            return {"num-examples": 0.0, "empty": 1.0}
+        prepared = None
         if self.cfg.dp.enabled:
-            if self._dp_records(task) == 0:  # too few records to train on privately: sit out
-                return {"num-examples": 0.0, "train-time-s": 0.0, "empty": 1.0}
-            privacy = self.privacy(run_id)
-            q = min(1.0, self.cfg.train.batch_size / len(real))
-            sigma = privacy.noise_multiplier(task)
             gen_steps = self.cfg.train.generator_steps(iterations) if self.learner.generator else 0
-            events = [(sigma, q, iterations)] + ([(sigma, q, gen_steps)] if gen_steps else [])
-            privacy.spend(events, task=task, server_round=server_round)  # before any step
-
-            def count() -> None:
-                steps[0] += 1
-
-            plan = DPPlan(sigma, self.cfg.dp.max_grad_norm, q, on_step=count)
+            prepared = self.privacy().begin_round(  # spent before any step (write-ahead)
+                run_key=str(run_id),
+                task=task,
+                iterations=iterations,
+                generator_steps=gen_steps,
+                server_round=server_round,
+            )
+            if prepared is None:  # too few records to train on privately: sit out
+                return {"num-examples": 0.0, "empty": 1.0}
         metrics = self.learner.train(
             real,
             replay=replay,
@@ -228,15 +219,13 @@ class Site:
             classes_seen=self.stream.classes_seen(task),
             iterations=iterations,
             seed=seed,
-            dp=plan,
+            dp=prepared.plan if prepared is not None else None,
         )
         out = {k.replace("_", "-"): v for k, v in metrics.items()}
-        if privacy is not None:
-            recorded = int(privacy.ledger[-1]["steps"])
-            if steps[0] != recorded:  # more steps than recorded would be a leak
-                raise RuntimeError(f"took {steps[0]} DP steps but recorded {recorded}")
-            out.update(privacy.metrics())
-        return out
+        if prepared is not None:
+            prepared.check()
+            out.update(prepared.metrics)
+        return released(out, self.cfg)
 
     def evaluate(self, task: int) -> dict[str, float]:
         """Accuracy of the current solver on this site's test data of tasks 0..task.
@@ -245,6 +234,11 @@ class Site:
         every seen task, 0 where the site holds no test data of j), so the server can
         weight per task.
         """
+        if not evaluation_allowed(self.cfg):
+            raise PermissionError(
+                "federated evaluation under DP would send this site's accuracy on its private "
+                "test data un-noised; the site refuses (opt in: dp.release-metrics='evaluation')"
+            )
         start = time.perf_counter()
         out: dict[str, float] = {}
         total, correct = 0, 0.0

@@ -12,6 +12,7 @@ table and the same override files, so both paths share one schema.
 from __future__ import annotations
 
 import difflib
+import math
 import sys
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
@@ -37,6 +38,12 @@ REPLAY_LABELS = ("hard", "soft")
 ACCOUNTANTS = ("rdp", "prv")
 COMPOSITIONS = ("auto", "per-task", "sequential")
 EVAL_MODES = ("central", "federated", "both")
+# Under DP a site sends only what the protocol needs (common.privacy.release); these
+# metrics, computed on private data and not covered by DP, are sent only when named in
+# dp.release-metrics ("evaluation": federated evaluation on the site's own test data).
+RELEASABLE_METRICS = frozenset(
+    {"loss-solver", "loss-generator", "loss-discriminator", "train-time-s", "evaluation"}
+)
 
 
 class ConfigError(ValueError):
@@ -49,6 +56,8 @@ def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
 
 
 def _positive(name: str, value: float, *, allow_zero: bool = False) -> None:
+    if not math.isfinite(value):
+        raise ConfigError(f"{name}={value!r} must be a finite number")
     if value < 0 or (value == 0 and not allow_zero):
         bound = ">= 0" if allow_zero else "> 0"
         raise ConfigError(f"{name}={value!r} must be {bound}")
@@ -198,6 +207,7 @@ class DPConfig:
     client_noise_multiplier: float
     client_clip_norm: float
     min_records: int  # sample-level DP: a site with fewer records of a task sits it out
+    release_metrics: str  # under DP: comma-separated extra metrics a site may send un-noised
 
     def __post_init__(self) -> None:
         _choice("dp.accountant", self.accountant, ACCOUNTANTS)
@@ -207,12 +217,25 @@ class DPConfig:
         _positive("dp.max-grad-norm", self.max_grad_norm)
         _positive("dp.client-noise-multiplier", self.client_noise_multiplier, allow_zero=True)
         _positive("dp.client-clip-norm", self.client_clip_norm)
-        if not 0.0 <= self.delta < 1.0:
-            raise ConfigError(f"dp.delta={self.delta!r} must be in [0, 1) (0 = automatic)")
+        if not (math.isfinite(self.delta) and 0.0 <= self.delta < 1.0):
+            raise ConfigError(f"dp.delta={self.delta!r} must be in [0, 1)")
+        if (self.enabled or self.client_level) and self.delta == 0.0:
+            raise ConfigError(
+                "dp.delta must be set explicitly under DP (e.g. dp.delta=1e-5, well below 1/n "
+                "where n is the number of a site's records, or of sites for client-level DP); "
+                "it is never derived from the data, whose size is private"
+            )
+        unknown = set(self.released_metrics) - RELEASABLE_METRICS
+        if unknown:
+            raise ConfigError(
+                f"dp.release-metrics names {sorted(unknown)}; releasable under DP (un-noised, "
+                f"opt-in): {', '.join(sorted(RELEASABLE_METRICS))}"
+            )
 
-    def delta_for(self, num_samples: int) -> float:
-        """The delta in force for a site holding ``num_samples`` records."""
-        return self.delta if self.delta > 0 else 1.0 / (10.0 * max(num_samples, 1))
+    @property
+    def released_metrics(self) -> frozenset[str]:
+        """Metrics a site may send un-noised under DP beyond what the protocol needs."""
+        return frozenset(m.strip() for m in self.release_metrics.split(",") if m.strip())
 
 
 @dataclass(frozen=True)
@@ -280,6 +303,23 @@ class ExperimentConfig:
             )
         if self.dp.enabled and self.dp.client_level:
             raise ConfigError("dp.enabled (sample-level) and dp.client-level: choose one")
+        if self.dp.client_level and self.replay.mode == "ensemble" and self.uses_generator:
+            raise ConfigError(
+                "dp.client-level with replay.mode='ensemble' would send every site's own, "
+                "un-noised generator to all sites as replay: client-level DP covers only the "
+                "noised average. Use replay.mode='global' under client-level DP"
+            )
+        private = self.dp.enabled or self.dp.client_level
+        if (
+            private
+            and self.fed.evaluate != "central"
+            and "evaluation" not in self.dp.released_metrics
+        ):
+            raise ConfigError(
+                f"fed.evaluate={self.fed.evaluate!r} under DP sends each site's accuracy on its "
+                "own private test data, un-noised; use fed.evaluate='central' or opt in with "
+                "dp.release-metrics='evaluation'"
+            )
         if not self.device == "auto" and not self.device.startswith(("cpu", "cuda", "mps")):
             raise ConfigError(f"device={self.device!r} must be auto, cpu, cuda, cuda:N or mps")
 

@@ -25,6 +25,9 @@ from common.data.streams import build_stream
 from common.device import seed_everything, select_device
 from common.evaluator import train_evaluator
 from common.metrics import AccuracyMatrix, evaluate_tasks, per_task_generator_quality
+from common.privacy.composition import scope
+from common.privacy.ledger import BudgetExceeded, PrivacyStateError
+from common.privacy.session import PrivacySession
 from common.results import RunFolder, build_summary, summary_line
 from common.run_artifacts import save_final_artifacts
 from common.training.learner import Learner, ReplaySource, real_data_for, replay_for
@@ -32,8 +35,13 @@ from common.training.learner import Learner, ReplaySource, real_data_for, replay
 log = logging.getLogger("fedreplay")
 
 
-def run_single_site(cfg: ExperimentConfig, *, progress: bool = True) -> RunFolder:
-    """Learn the whole stream at one site; returns the finished run folder."""
+def run_single_site(
+    cfg: ExperimentConfig, *, progress: bool = True, site_id: str = "single"
+) -> RunFolder:
+    """Learn the whole stream at one site; returns the finished run folder.
+
+    With ``dp.enabled`` the site trains with DP-SGD through the same private session as a
+    federated site (one round per task), spending from its lifetime ledger ``site_id``."""
     start = time.perf_counter()
     device = select_device(cfg.device)
     seed_everything(cfg.seed)
@@ -54,6 +62,8 @@ def run_single_site(cfg: ExperimentConfig, *, progress: bool = True) -> RunFolde
         evaluator = train_evaluator(stream, device=device, seed=cfg.seed)
 
     learner = Learner(cfg, shape=stream.shape, num_classes=stream.num_classes, device=device)
+    session = PrivacySession(cfg, site_id=site_id, tasks=stream.tasks) if cfg.dp.enabled else None
+    privacy: dict[str, float] = {}
     matrix = AccuracyMatrix(len(stream))
     previous: ReplaySource | None = None
     quality: list[list[float]] = []
@@ -62,6 +72,21 @@ def run_single_site(cfg: ExperimentConfig, *, progress: bool = True) -> RunFolde
         replay = replay_for(
             cfg, stream.tasks, t, previous, rng=torch.Generator().manual_seed(cfg.seed + 7919 * t)
         )
+        prepared = None
+        if session is not None:  # spent before any step (write-ahead)
+            gen_steps = cfg.train.generator_steps() if learner.generator is not None else 0
+            prepared = session.begin_round(
+                run_key=run.path.name,
+                task=t,
+                iterations=cfg.train.iterations,
+                generator_steps=gen_steps,
+                server_round=t + 1,
+            )
+            if prepared is None:
+                raise ValueError(
+                    f"task {t + 1} has fewer than dp.min-records={cfg.dp.min_records} records: "
+                    "a single site cannot sit a task out; lower dp.min-records"
+                )
         metrics = learner.train(
             real_data_for(cfg.method, stream.tasks, t),
             replay=replay,
@@ -71,7 +96,12 @@ def run_single_site(cfg: ExperimentConfig, *, progress: bool = True) -> RunFolde
             seed=cfg.seed + t,
             desc=f"task {t + 1}/{len(stream)} ({task.name})",
             progress=progress,
+            dp=prepared.plan if prepared is not None else None,
         )
+        if prepared is not None:
+            prepared.check()
+            privacy = prepared.metrics
+            metrics.update({k.replace("-", "_"): v for k, v in privacy.items()})
         accs = evaluate_tasks(learner.solver, stream.tasks, t, device=device)
         matrix.record(t, accs)
         record = {
@@ -112,7 +142,19 @@ def run_single_site(cfg: ExperimentConfig, *, progress: bool = True) -> RunFolde
         generator=learner.generator,
         where="single site",
     )
-    extra = {"num_sites": 1, "seed": cfg.seed, "device": str(device)}
+    extra: dict = {"num_sites": 1, "seed": cfg.seed, "device": str(device)}
+    if session is not None:
+        extra.update(
+            dp_scope=scope(session.composition) + "; lifetime of the site",
+            dp_composition=session.composition,
+            dp_accountant=cfg.dp.accountant,
+            dp_delta=cfg.dp.delta,
+            dp_epsilon=privacy["dp-epsilon"],  # lifetime of the site after the run
+            dp_epsilon_run=privacy["dp-run-epsilon"],  # this run's own share
+            dp_epsilon_is="lifetime of the site (all runs on its records)",
+            dp_target_epsilon=cfg.dp.target_epsilon,
+            dp_site_id=site_id,
+        )
     if quality:
         extra["generator_quality"] = quality[-1]
     summary = build_summary(
@@ -154,6 +196,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="inline overrides (repeatable), e.g. --set \"method='none' train.iterations=100\"",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument(
+        "--site-id",
+        default="single",
+        help="the site's stable id: its lifetime privacy ledger under dp.enabled",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
@@ -161,7 +208,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         print(f"fedreplay-single: {exc}", file=sys.stderr)
         return 2
-    run = run_single_site(cfg, progress=not args.no_progress and sys.stderr.isatty())
+    try:
+        run = run_single_site(
+            cfg, progress=not args.no_progress and sys.stderr.isatty(), site_id=args.site_id
+        )
+    except (BudgetExceeded, PrivacyStateError) as exc:
+        print(f"fedreplay-single: {exc}", file=sys.stderr)
+        return 3
     print(run.path)
     return 0
 

@@ -11,6 +11,7 @@ and a reply (site -> server) carries
 
     "scholar"     ArrayRecord  solver.<param>, generator.<param>   (trained locally)
     "metrics"     MetricRecord num-examples, losses, train-time-s, bytes-down, ...
+    "site"        ConfigRecord site-id (the stable id the site's privacy ledger is kept under)
 
 Nothing else may leave a site: the critic (VAE encoder / GAN discriminator), optimizer
 state, privacy state and data stay in the site's ``Context.state``. Every array that
@@ -34,6 +35,8 @@ CONFIG = "config"
 REPLAY = "replay"
 REPLAY_META = "replay-meta"
 METRICS = "metrics"
+SITE = "site"
+SITE_ID = "site-id"
 SCHOLAR_PARTS = ("solver", "generator")
 
 
@@ -181,6 +184,21 @@ def metrics_record(metrics: Mapping[str, float]) -> MetricRecord:
             raise WireError(f"metric {key!r} is {type(value).__name__}; only numbers may leave")
         out[key.replace("_", "-")] = float(value)
     return MetricRecord(out)  # type: ignore[arg-type]
+
+
+def site_record(site_id: str) -> ConfigRecord:
+    return ConfigRecord({SITE_ID: site_id})
+
+
+def site_id_of(content: RecordDict) -> str | None:
+    """The site id a reply declares (None if it declares none); a WireError if malformed."""
+    if SITE not in content.config_records:
+        return None
+    record = content.config_records[SITE]
+    value = record.get(SITE_ID)
+    if set(record) != {SITE_ID} or not isinstance(value, str) or not 0 < len(value) <= 64:
+        raise WireError(f"site record must hold one site-id string, got {dict(record)!r}")
+    return value
 
 
 def record_bytes(record: RecordDict | ArrayRecord) -> int:

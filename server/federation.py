@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, MetricRecord
 from flwr.serverapp import Grid
-from flwr.serverapp.strategy import DifferentialPrivacyServerSideFixedClipping, Strategy
+from flwr.serverapp.strategy import Strategy
 
 from common import wire
 from common.audit.canaries import run_canaries
@@ -35,7 +35,9 @@ from common.plots import plot_rounds
 from common.replay import GenerativeReplay, ReplayPayload
 from common.results import RunFolder, build_summary, summary_line
 from common.run_artifacts import save_final_artifacts
+from server.client_dp import ClientLevelDP
 from server.privacy_report import write_privacy_report
+from server.site_registry import SiteRegistry
 from server.strategy import FedReplay
 
 log = logging.getLogger("fedreplay.server")
@@ -65,6 +67,8 @@ class FederatedRun:
     def __init__(self, cfg: ExperimentConfig, *, num_nodes_hint: int | None = None) -> None:
         self.cfg = cfg
         self.device = select_device(cfg.device)
+        # Initialisation and public choices only: no private mechanism draws from these
+        # generators (DP noise and sampling use secret ones, common.privacy.randomness).
         seed_everything(cfg.seed)
         self.stream: TaskStream = build_stream(cfg)
         k, shape = self.stream.num_classes, self.stream.shape
@@ -80,16 +84,14 @@ class FederatedRun:
             min_train_nodes=cfg.fed.min_sites,
             min_available_nodes=cfg.fed.min_sites,
             fraction_evaluate=1.0 if cfg.fed.evaluate in ("federated", "both") else 0.0,
-            uniform_weights=cfg.dp.client_level,
+            client_dp=(
+                ClientLevelDP(cfg.dp.client_noise_multiplier, cfg.dp.client_clip_norm)
+                if cfg.dp.client_level
+                else None
+            ),
+            registry=SiteRegistry() if cfg.dp.enabled else None,
         )
         self.strategy: Strategy = self.fedreplay
-        if cfg.dp.client_level:  # clip each site's update, noise the average (Flower's)
-            self.strategy = DifferentialPrivacyServerSideFixedClipping(
-                self.fedreplay,
-                noise_multiplier=cfg.dp.client_noise_multiplier,
-                clipping_norm=cfg.dp.client_clip_norm,
-                num_sampled_clients=self._expected_sampled(),
-            )
         self.matrix = AccuracyMatrix(len(self.stream))
         self.rounds: list[dict[str, Any]] = []
         self.quality: list[list[float]] = []  # the aggregated generator, after each task
@@ -97,10 +99,6 @@ class FederatedRun:
         self.final_payload: ReplayPayload | None = None  # what would be replayed next
         self.task = 0
         self.nodes_seen: set[int] = set()
-
-    def _expected_sampled(self) -> int:
-        fed = self.cfg.fed
-        return max(int(fed.num_sites * fed.fraction_train), fed.min_sites)
 
     # --- evaluation ------------------------------------------------------------------------
     def _load(self, arrays: ArrayRecord) -> None:
@@ -119,6 +117,7 @@ class FederatedRun:
     def run(self, grid: Grid) -> RunFolder:
         cfg, stream = self.cfg, self.stream
         self.run_id = int(grid.run.run_id)
+        self.fedreplay.run_key = str(self.run_id)
         start = time.perf_counter()
         run = RunFolder.create(resolve_output_dir(cfg.output_dir), cfg.experiment)
         self.nodes_seen |= set(grid.get_node_ids())  # simulation: every SuperNode

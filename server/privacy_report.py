@@ -1,10 +1,12 @@
 """The run's privacy ledger, built from what every site reported each round.
 
-Sample-level DP: each site's own accountant is authoritative (its state file on the
-site's disk); the server collects the ``dp-*`` metrics the sites reported into
-``privacy_ledger.json`` (per site, per task, per round) and plots epsilon over rounds.
-Client-level DP: the server's own releases (Flower's fixed-clipping wrapper) are
-accounted here with RDP and no sampling amplification.
+Sample-level DP: each site's own lifetime ledger is authoritative (on the site's disk);
+the server collects the ``dp-*`` metrics the sites reported into ``privacy_ledger.json``
+(per site, per task, per round: the site's lifetime epsilon and this run's own share) and
+plots epsilon over rounds. Client-level DP: the server's own releases
+(:mod:`server.client_dp`) are accounted here with RDP, one Gaussian mechanism of noise
+multiplier sigma per released round and no sampling amplification (which sites train is
+chosen with the public seed, so sampling is not secret).
 """
 
 from __future__ import annotations
@@ -17,18 +19,22 @@ from common.privacy.accountant import compute_epsilon
 from common.privacy.composition import PER_TASK, SEQUENTIAL, scope
 from common.results import RunFolder
 
-CLIENT_SCOPE = "client-level (one site's whole data), server-side clipping and noise"
+CLIENT_SCOPE = (
+    "client-level (add/remove one site's whole data), server-side clipping and secret noise, "
+    "composed over all released rounds; no amplification by site sampling (not secret)"
+)
 
 
 def site_ledger(rounds: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-    """{partition id: [one row per round the site trained in]} from rounds.jsonl entries."""
+    """{site id: [one row per round the site trained in]} from rounds.jsonl entries."""
     ledger: dict[str, list[dict[str, Any]]] = {}
     for entry in rounds:
         for site in entry["sites"]:
             m = site["metrics"]
             if "dp-epsilon" not in m:
                 continue
-            ledger.setdefault(str(int(m["partition-id"])), []).append(
+            key = site.get("site_id") or f"node-{site['node_id']}"
+            ledger.setdefault(str(key), []).append(
                 {
                     "task": entry["task"],
                     "round": entry["round"],
@@ -37,6 +43,7 @@ def site_ledger(rounds: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]
                     "steps": m["dp-steps"],
                     "max_grad_norm": m["dp-max-grad-norm"],
                     "epsilon": m["dp-epsilon"],
+                    "run_epsilon": m.get("dp-run-epsilon", m["dp-epsilon"]),
                     "task_epsilon": m.get("dp-task-epsilon", m["dp-epsilon"]),
                     "composition": PER_TASK if m.get("dp-per-task", 0.0) else SEQUENTIAL,
                     "delta": m["dp-delta"],
@@ -77,18 +84,15 @@ def write_privacy_report(
         delta = max(row["delta"] for row in final.values())
         plot_epsilon(
             {
-                f"site {pid}": ([int(r["round"]) for r in rows], [r["epsilon"] for r in rows])
-                for pid, rows in sorted(ledger.items(), key=lambda kv: int(kv[0]))
+                f"{pid}": ([int(r["round"]) for r in rows], [r["epsilon"] for r in rows])
+                for pid, rows in sorted(ledger.items())
             },
             run.file("epsilon.png"),
             delta=delta,
             accountant=dp.accountant,
             title=f"privacy spent per site (budget {dp.target_epsilon}, {composition} composition)",
             per_task=(
-                {
-                    f"site {pid}": _task_segments(rows)
-                    for pid, rows in sorted(ledger.items(), key=lambda kv: int(kv[0]))
-                }
+                {f"{pid}": _task_segments(rows) for pid, rows in sorted(ledger.items())}
                 if composition == PER_TASK
                 else None
             ),
@@ -98,15 +102,19 @@ def write_privacy_report(
             "dp_composition": composition,
             "dp_accountant": dp.accountant,
             "dp_delta": delta,
+            # the largest lifetime epsilon of the sites after the run, and this run's share
             "dp_epsilon": max(row["epsilon"] for row in final.values()),
+            "dp_epsilon_run": max(row["run_epsilon"] for row in final.values()),
+            "dp_epsilon_is": "lifetime of the site (all runs on its records)",
             "dp_target_epsilon": dp.target_epsilon,
             "dp_noise_multiplier_max": max(
                 row["noise_multiplier"] for rows in ledger.values() for row in rows
             ),
             "dp_epsilon_per_site": {pid: row["epsilon"] for pid, row in final.items()},
+            "dp_epsilon_run_per_site": {pid: row["run_epsilon"] for pid, row in final.items()},
         }
     if dp.client_level:
-        delta = dp.delta if dp.delta > 0 else 1.0 / (10 * cfg.fed.num_sites)
+        delta = dp.delta  # explicit (config refuses 0 under DP)
         released = [r["round"] for r in rounds if r["sites"]]
         eps = [
             compute_epsilon([(dp.client_noise_multiplier, 1.0, i + 1)], delta=delta, kind="rdp")
@@ -116,7 +124,8 @@ def write_privacy_report(
             "privacy_ledger.json",
             {
                 "scope": CLIENT_SCOPE,
-                "accountant": "rdp (no sampling amplification)",
+                "accountant": "rdp",
+                "sampling": "none assumed (q = 1): sites are sampled with the public seed",
                 "noise_multiplier": dp.client_noise_multiplier,
                 "clip_norm": dp.client_clip_norm,
                 "delta": delta,

@@ -11,6 +11,10 @@ Differences from :class:`flwr.serverapp.strategy.FedAvg`:
   no data, averages by ``num-examples``, and keeps each site's latest generator of the
   task for the ``ensemble`` replay mode.
 - Per-site metrics of every round are kept in ``round_records`` for the run's log.
+- With ``client_dp`` (client-level DP), the accepted updates are clipped, summed, divided
+  by the number of sites sampled and noised (:mod:`server.client_dp`), after validation.
+- With a ``registry``, a site whose reported lifetime epsilon falls below one it reported
+  before is refused (its privacy ledger was reset).
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ from torch import nn
 
 from common import wire
 from common.replay import ReplayPayload
+from server.client_dp import ClientLevelDP
+from server.site_registry import SiteRegistry
 
 log = logging.getLogger("fedreplay.server")
 
@@ -37,6 +43,7 @@ class SiteReply:
     node_id: int
     metrics: dict[str, float]
     generator: dict[str, torch.Tensor] | None = None
+    site_id: str | None = None
 
 
 @dataclass
@@ -57,7 +64,8 @@ class FedReplay(FedAvg):
         min_train_nodes: int,
         min_available_nodes: int,
         fraction_evaluate: float = 0.0,
-        uniform_weights: bool = False,
+        client_dp: ClientLevelDP | None = None,
+        registry: SiteRegistry | None = None,
     ) -> None:
         super().__init__(
             fraction_train=fraction_train,
@@ -69,7 +77,10 @@ class FedReplay(FedAvg):
             configrecord_key=wire.CONFIG,
         )
         self.solver_template, self.generator_template = solver, generator
-        self.uniform_weights = uniform_weights  # client-level DP: every site weighs the same
+        self.client_dp = client_dp  # client-level DP: clip, sum, / sampled, secret noise
+        self.registry = registry  # sites' lifetime epsilons across runs
+        self.run_key = ""  # set by the run: recorded with registry entries
+        self.current_arrays: ArrayRecord | None = None
         self.round_offset = 0  # rounds of earlier tasks (start() counts from 1 per task)
         self.payload: ReplayPayload | None = None
         self.payload_records: tuple[ArrayRecord, ConfigRecord] | None = None
@@ -99,6 +110,7 @@ class FedReplay(FedAvg):
         sample_size = max(num_nodes, self.min_train_nodes)
         node_ids, _ = sample_nodes(grid, self.min_available_nodes, sample_size)
         global_round = self.round_offset + server_round
+        self.current_arrays = arrays
         round_config = ConfigRecord({**dict(config), "server-round": global_round})
         self.round_records.append(RoundRecord(global_round, sampled=list(node_ids)))
         messages = []
@@ -138,16 +150,23 @@ class FedReplay(FedAvg):
                 )
                 continue
             metrics = wire.scalar_metrics(msg.content.metric_records[wire.METRICS])
+            refused = self._check_privacy(msg.content, metrics)
+            if refused is not None:
+                record.failures[node] = f"rejected: {refused}"
+                log.warning("round %d: node %d: %s", record.server_round, node, refused)
+                continue
             if node in self.pending:
                 self.served.add(node)
             generator = None
             if self.generator_template is not None and metrics.get("num-examples", 0.0) > 0:
                 generator = wire.split_record(msg.content.array_records[wire.SCHOLAR])["generator"]
                 self.task_generators[node] = (generator, metrics["num-examples"])
-            record.replies.append(SiteReply(node, metrics, generator))
+            record.replies.append(SiteReply(node, metrics, generator, wire.site_id_of(msg.content)))
             if metrics.get("num-examples", 0.0) > 0:
                 accepted.append(msg.content)
-                if "partition-id" in metrics:
+                # the privacy audit's view of a site's release; under client-level DP a
+                # site's own update is not a release (only the noised sum is) and not kept
+                if "partition-id" in metrics and self.client_dp is None:
                     parts = wire.split_record(msg.content.array_records[wire.SCHOLAR])
                     self.site_updates[int(metrics["partition-id"])] = (record.server_round, parts)
         missing = set(record.sampled) - {r.node_id for r in record.replies} - set(record.failures)
@@ -160,29 +179,58 @@ class FedReplay(FedAvg):
                 len(record.failures),
                 record.failures,
             )
+        if self.registry is not None:
+            self.registry.save()
         if not accepted:
             return None, None
-        weighting = accepted
-        if self.uniform_weights:
-            weighting = [
-                RecordDict(
-                    {
-                        wire.SCHOLAR: c.array_records[wire.SCHOLAR],
-                        wire.METRICS: MetricRecord({"num-examples": 1.0}),
-                    }
-                )
-                for c in accepted
-            ]
-        arrays = aggregate_arrayrecords(weighting, "num-examples")
+        if self.client_dp is not None:
+            return self._release_client_dp(accepted, num_sampled=len(record.sampled))
+        arrays = aggregate_arrayrecords(accepted, "num-examples")
+        return arrays, _weighted_metrics(accepted)
+
+    def _check_privacy(self, content: RecordDict, metrics: dict[str, float]) -> str | None:
+        """Refuse a site whose lifetime epsilon went backwards (None: fine)."""
+        if self.registry is None or "dp-epsilon" not in metrics:
+            return None
+        site_id = wire.site_id_of(content)
+        if site_id is None:
+            return "a DP reply without a site id"
+        return self.registry.check(
+            site_id, metrics["dp-epsilon"], metrics.get("dp-steps", 0.0), self.run_key
+        )
+
+    def _release_client_dp(
+        self, accepted: list[RecordDict], *, num_sampled: int
+    ) -> tuple[ArrayRecord, MetricRecord]:
+        """Client-level DP: every accepted site weighs the same, a missing one counts as a
+        zero update, the noise is calibrated to the number sampled (server.client_dp)."""
+        assert self.client_dp is not None and self.current_arrays is not None
+        keys = list(self.current_arrays.keys())
+        current = {k: self.current_arrays[k].numpy() for k in keys}
+        replies = [{k: c.array_records[wire.SCHOLAR][k].numpy() for k in keys} for c in accepted]
+        released, norms = self.client_dp.release(current, replies, num_sampled=num_sampled)
+        log.info(
+            "client-level DP: %d of %d sampled updates (norms %s) clipped to %.3g, noise "
+            "multiplier %.3g",
+            len(replies),
+            num_sampled,
+            " ".join(f"{n:.3g}" for n in norms),
+            self.client_dp.clip_norm,
+            self.client_dp.noise_multiplier,
+        )
+        arrays = ArrayRecord({k: wire.Array(released[k]) for k in keys})  # type: ignore[arg-type]
         return arrays, _weighted_metrics(accepted)
 
     def _validate(self, content: RecordDict) -> None:
-        if set(content.array_records) != {wire.SCHOLAR} or set(content.metric_records) != {
-            wire.METRICS
-        }:
+        if (
+            set(content.array_records) != {wire.SCHOLAR}
+            or set(content.metric_records) != {wire.METRICS}
+            or not set(content.config_records) <= {wire.SITE}
+        ):
             raise wire.WireError(
-                f"reply has records {sorted(content.keys())}, expected scholar + metrics"
+                f"reply has records {sorted(content.keys())}, expected scholar + metrics (+ site)"
             )
+        wire.site_id_of(content)  # a malformed site record is a WireError
         metrics = wire.scalar_metrics(content.metric_records[wire.METRICS])
         if metrics.get("num-examples", -1.0) < 0:
             raise wire.WireError("reply metrics lack a non-negative num-examples")

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -164,9 +164,19 @@ def epsilon_lower_bound(
     return epsilon_from_guesses(len(scores), r, v, delta=delta, confidence=confidence)
 
 
+NOT_TESTABLE = "not testable at this epsilon"
+
+
 @dataclass(frozen=True)
 class CanaryBound:
-    """The result of :func:`best_lower_bound` (``rigorous``: Bonferroni-adjusted)."""
+    """The result of :func:`best_lower_bound` (``rigorous``: Bonferroni-adjusted).
+
+    ``reachable_epsilon`` is the largest lower bound this audit could certify at all: the
+    bound if every guess were right (a perfect attack), with the same canaries, delta,
+    confidence and grid. A claimed epsilon above it is *not testable* by this audit: even a
+    broken mechanism could not be told apart from the claim, so "consistent" would carry
+    no information.
+    """
 
     epsilon_lower_bound: float
     k_plus: int
@@ -178,9 +188,21 @@ class CanaryBound:
     confidence: float
     num_tested: int
     rigorous: bool
+    reachable_epsilon: float = float("nan")
+    claimed_epsilon: float | None = None
+
+    @property
+    def verdict(self) -> str:
+        if self.claimed_epsilon is None:
+            return "no DP guarantee claimed"
+        if self.epsilon_lower_bound > self.claimed_epsilon:
+            return "VIOLATION: the lower bound exceeds the claimed epsilon"
+        if self.claimed_epsilon > self.reachable_epsilon:
+            return NOT_TESTABLE
+        return "consistent with the claimed epsilon"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": "canary_bound", **asdict(self)}
+        return {"kind": "canary_bound", **asdict(self), "verdict": self.verdict}
 
 
 def default_k_grid(m: int) -> list[tuple[int, int]]:
@@ -197,8 +219,11 @@ def best_lower_bound(
     pairs: Sequence[tuple[int, int]] | None = None,
     confidence: float = 0.95,
     union_bound: bool = True,
+    claimed_epsilon: float | None = None,
 ) -> CanaryBound:
-    """Best bound over a grid of (k+, k-) pairs; see the module docstring for the rigour."""
+    """Best bound over a grid of (k+, k-) pairs; see the module docstring for the rigour.
+    The result also states the audit's reach (:attr:`CanaryBound.reachable_epsilon`) and,
+    with ``claimed_epsilon``, its verdict."""
     m = len(scores)
     grid = list(pairs) if pairs is not None else default_k_grid(m)
     if not grid:
@@ -211,7 +236,29 @@ def best_lower_bound(
         if best is None or eps > best.epsilon_lower_bound:
             best = CanaryBound(eps, kp, km, r, v, m, delta, confidence, len(grid), union_bound)
     assert best is not None
-    return best
+    return replace(
+        best,
+        reachable_epsilon=reachable_epsilon(
+            m, delta=delta, pairs=grid, confidence=confidence, union_bound=union_bound
+        ),
+        claimed_epsilon=claimed_epsilon,
+    )
+
+
+def reachable_epsilon(
+    m: int,
+    *,
+    delta: float,
+    pairs: Sequence[tuple[int, int]] | None = None,
+    confidence: float = 0.95,
+    union_bound: bool = True,
+) -> float:
+    """The largest lower bound ``m`` canaries can certify: every guess of the grid right."""
+    grid = list(pairs) if pairs is not None else default_k_grid(m)
+    level = confidence if not union_bound else 1.0 - (1.0 - confidence) / len(grid)
+    return max(
+        epsilon_from_guesses(m, kp + km, kp + km, delta=delta, confidence=level) for kp, km in grid
+    )
 
 
 def run_canaries(cfg: ExperimentConfig, shape: Shape, num_classes: int) -> Canaries | None:

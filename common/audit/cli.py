@@ -5,8 +5,13 @@ fedreplay-audit egress RUN_DIR [--sites-dir D] [--run-id N] [--data-root R]
     into the run folder; exit status 1 on any deviation, 2 if no logs are found.
 fedreplay-audit models RUN_DIR [--quick] [--shadows K] [--data-root R]
     Membership inference against the final models (loss attack and LiRA on the
-    solver, GAN-Leaks on the generator) per site, plus the one-run canary bound if the
-    run folder holds ``canaries.pt``; writes ``audit/`` (audit.json, audit.md, roc.png).
+    solver, GAN-Leaks on the generator) per site, plus the one-run canary bound on the
+    solver and the generator if the run folder holds ``canaries.pt``, each with the largest
+    bound it could reach; writes ``audit/`` (audit.json, audit.md, roc.png).
+fedreplay-audit mechanism [--run-config F] [--epsilon E] [--sample-rate Q] [--steps T]
+    White-box audit of the private step itself with gradient canaries
+    (common.audit.whitebox): the epsilon lower bound it certifies against the claim;
+    exit status 1 on a violation.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from common.audit import (
     write_report,
 )
 from common.audit.egress_check import EgressReport, check_egress, compare_with_server
+from common.audit.generator_leaks import nearest_sample_distance
 from common.audit.lira import TrainFn
 from common.config import ExperimentConfig, load_config
 from common.data.holdout import withhold
@@ -284,9 +290,31 @@ def audit_models(
             targets[f"solver (site {site}'s round-{updates[site]['round']} update)"] = _model(
                 build_solver(cfg.solver, shape, k), updates[site]
             )
+        # The canaries are this run's records: the claim they test is this run's own share.
+        claimed = summary.get("dp_epsilon_run", summary.get("dp_epsilon"))
         for name, model in targets.items():
             scores = canary_scores(model.to(device).eval(), canaries, device=device)
-            results[f"canaries / {name}"] = best_lower_bound(scores, include, delta=canary_delta)
+            results[f"canaries / {name}"] = best_lower_bound(
+                scores, include, delta=canary_delta, claimed_epsilon=claimed
+            )
+        gen_targets: dict[str, nn.Module] = {}
+        if generator is not None and cfg.replay.mode == "global":
+            gen_targets["generator (global)"] = generator
+        if site in updates and "generator" in updates[site]:
+            gen = build_generator(cfg.generator, shape, k)
+            own = f"generator (site {site}'s round-{updates[site]['round']} update)"
+            gen_targets[own] = _model(gen, updates[site], "generator")
+        for name, target in gen_targets.items():  # GAN-Leaks distance as the canary score
+            distance = nearest_sample_distance(
+                target.to(device).eval(),  # type: ignore[arg-type]
+                canaries.split,
+                samples_per_class=200 if quick else 2000,
+                seed=seed,
+                device=device,
+            )
+            results[f"canaries / {name}"] = best_lower_bound(
+                -distance, include, delta=canary_delta, claimed_epsilon=claimed
+            )
     return write_report(
         results,
         run_dir / "audit",
@@ -317,7 +345,51 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--data-root", default=None, help="where the auditor's copy of the data is")
     m.add_argument("--device", default=None, help="default: the run's device setting")
     m.add_argument("--seed", type=int, default=0)
+    w = sub.add_parser("mechanism", help="white-box audit of the DP step (gradient canaries)")
+    w.add_argument("--run-config", type=Path, default=None, help="take delta from this file")
+    w.add_argument("--epsilon", type=float, default=2.0, help="claimed epsilon to calibrate to")
+    w.add_argument("--delta", type=float, default=None, help="default: the config's, else 1e-5")
+    w.add_argument("--sample-rate", type=float, default=0.5)
+    w.add_argument("--steps", type=int, default=20)
+    w.add_argument("--canaries", type=int, default=1_000_000)
+    w.add_argument("--out", type=Path, default=None, help="write the result as JSON here")
     return p
+
+
+def audit_mechanism_cli(args: argparse.Namespace) -> int:
+    from common.audit.whitebox import audit_mechanism
+    from common.config import read_overrides
+    from common.privacy.calibrate import noise_for_budget
+
+    delta = args.delta
+    if delta is None and args.run_config is not None:
+        delta = load_config(read_overrides(args.run_config)).dp.delta or None
+    delta = delta or 1e-5
+    sigma = noise_for_budget(
+        [(args.sample_rate, args.steps)], target_epsilon=args.epsilon, delta=delta, accountant="rdp"
+    )
+    log.info(
+        "auditing %d steps at q=%.3g, sigma=%.3f (epsilon %.2f at delta %.0e) with %d canaries",
+        args.steps,
+        args.sample_rate,
+        sigma,
+        args.epsilon,
+        delta,
+        args.canaries,
+    )
+    result = audit_mechanism(
+        noise_multiplier=sigma,
+        sample_rate=args.sample_rate,
+        steps=args.steps,
+        delta=delta,
+        claimed_epsilon=args.epsilon,
+        num_canaries=args.canaries,
+    )
+    d = result.to_dict()
+    print(json.dumps(d, indent=1))
+    if args.out is not None:
+        args.out.write_text(json.dumps(d, indent=1))
+    return 1 if result.verdict.startswith("VIOLATION") else 0
 
 
 def _log_progress() -> None:
@@ -332,6 +404,9 @@ def _log_progress() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "mechanism":
+        _log_progress()
+        return audit_mechanism_cli(args)
     run_dir: Path = args.run_dir
     if not (run_dir / "config.json").is_file():
         print(f"{run_dir} is not a run folder (no config.json)", file=sys.stderr)

@@ -2,12 +2,15 @@
 
 Allowed per message (see :mod:`common.wire`):
 
-* ``train`` replies: records exactly ``{scholar, metrics}``; ``scholar`` an array record
+* ``train`` replies: records exactly ``{scholar, metrics, site}`` (``site``: one site-id
+  string); ``scholar`` an array record
   with exactly the ``solver.<param>`` (and, for DGR, ``generator.<param>``) tensors of
   the registered architectures, each float32 with the registered shape; ``metrics`` only
-  finite scalar numbers named in :data:`TRAIN_METRICS`;
+  finite scalar numbers named in :data:`TRAIN_METRICS`, and under DP only those
+  :mod:`common.privacy.release` allows (losses and timings only when opted in);
 * ``evaluate`` replies: records exactly ``{metrics}`` with names in :data:`EVAL_METRICS`
-  or matching :data:`EVAL_PATTERNS` (``accuracy-task-<j>``, ``examples-task-<j>``).
+  or matching :data:`EVAL_PATTERNS` (``accuracy-task-<j>``, ``examples-task-<j>``); under DP
+  only when ``dp.release-metrics`` names ``evaluation``.
 
 Every departure is a :class:`Deviation` (site, message index, what was wrong).
 
@@ -28,10 +31,11 @@ from common.config import ExperimentConfig
 from common.data.types import Shape
 from common.egress import EgressLog
 from common.models import build_generator, build_solver
+from common.privacy.release import DP_METRICS, allowed_train_metrics, evaluation_allowed
 
-SCHOLAR, METRICS = "scholar", "metrics"
+SCHOLAR, METRICS, SITE = "scholar", "metrics", "site"
 ALLOWED_RECORDS: dict[str, dict[str, str]] = {  # message type -> record name -> kind
-    "train": {SCHOLAR: "array", METRICS: "metric"},
+    "train": {SCHOLAR: "array", METRICS: "metric", SITE: "config"},
     "evaluate": {METRICS: "metric"},
 }
 # What Learner.train, Site.train and the ClientApp's train handler report today, plus the
@@ -49,16 +53,8 @@ TRAIN_METRICS = frozenset(
         "bytes-down",
         "bytes-up",
         "partition-id",
-        "dp-epsilon",
-        "dp-delta",
-        "dp-noise-multiplier",
-        "dp-sample-rate",
-        "dp-steps",
-        "dp-max-grad-norm",
-        "dp-budget-left",
-        "dp-task-epsilon",
-        "dp-per-task",
     }
+    | DP_METRICS
 )
 EVAL_METRICS = frozenset({"accuracy", "num-examples", "eval-time-s"})
 EVAL_PATTERNS = (re.compile(r"accuracy-task-\d+"), re.compile(r"examples-task-\d+"))
@@ -147,9 +143,10 @@ def expected_tensors(
     return out
 
 
-def metric_allowed(message_type: str, name: str) -> bool:
+def metric_allowed(message_type: str, name: str, cfg: ExperimentConfig | None = None) -> bool:
     if message_type == "train":
-        return name in TRAIN_METRICS
+        under_dp = allowed_train_metrics(cfg) if cfg is not None else None
+        return name in TRAIN_METRICS and (under_dp is None or name in under_dp)
     return name in EVAL_METRICS or any(p.fullmatch(name) for p in EVAL_PATTERNS)
 
 
@@ -181,22 +178,39 @@ def _tensor_problems(tensors: list[Mapping[str, Any]], expected: Mapping[str, tu
     return problems
 
 
-def _metric_problems(message_type: str, values: Mapping[str, Any]) -> list[str]:
+def _metric_problems(
+    message_type: str, values: Mapping[str, Any], cfg: ExperimentConfig | None
+) -> list[str]:
     problems = []
     for name, value in values.items():
-        if not metric_allowed(message_type, name):
-            problems.append(f"metric {name!r} is not on the {message_type} allow-list")
+        if not metric_allowed(message_type, name, cfg):
+            where = " under DP (dp.release-metrics)" if cfg is not None else ""
+            problems.append(f"metric {name!r} is not on the {message_type} allow-list{where}")
         if not _is_number(value):
             problems.append(f"metric {name!r} is {value!r}, not a finite scalar number")
     return problems
 
 
-def message_problems(entry: Mapping[str, Any], expected: Mapping[str, tuple]) -> list[str]:
-    """Everything wrong with one logged message (empty: it is allowed)."""
+def _site_problems(values: Mapping[str, Any]) -> list[str]:
+    site_id = values.get("site-id")
+    if set(values) != {"site-id"} or not isinstance(site_id, str) or not 0 < len(site_id) <= 64:
+        return [f"site record must hold one site-id string, got {dict(values)!r}"]
+    return []
+
+
+def message_problems(
+    entry: Mapping[str, Any],
+    expected: Mapping[str, tuple],
+    cfg: ExperimentConfig | None = None,
+) -> list[str]:
+    """Everything wrong with one logged message (empty: it is allowed); with ``cfg``, the
+    run's DP rules for metrics apply."""
     mtype = str(entry.get("message_type"))
     allowed = ALLOWED_RECORDS.get(mtype)
     if allowed is None:
         return [f"message type {mtype!r} may not leave a site"]
+    if mtype == "evaluate" and cfg is not None and not evaluation_allowed(cfg):
+        return ["federated evaluation under DP without dp.release-metrics='evaluation'"]
     records = entry.get("records") or []
     names = [r.get("name") for r in records]
     problems = []
@@ -210,8 +224,10 @@ def message_problems(entry: Mapping[str, Any], expected: Mapping[str, tuple]) ->
             problems.append(f"record {name!r} is a {kind} record, expected {allowed[name]}")
         elif kind == "array":
             problems += _tensor_problems(rec.get("tensors") or [], expected)
+        elif kind == "config":
+            problems += _site_problems(rec.get("values") or {})
         else:
-            problems += _metric_problems(mtype, rec.get("values") or {})
+            problems += _metric_problems(mtype, rec.get("values") or {}, cfg)
     return problems
 
 
@@ -235,7 +251,7 @@ def check_egress(
             stats.array_bytes += int(entry.get("array_bytes", 0))
             stats.tensors += sum(len(r.get("tensors") or []) for r in entry.get("records") or [])
             stats.nodes.add(int(entry.get("node_id", -1)))
-            problems = message_problems(entry, expected)
+            problems = message_problems(entry, expected, cfg)
             if entry.get("partition_id") != site:
                 problems.append(f"entry says partition {entry.get('partition_id')}, log is {site}")
             run_ids.add(int(entry.get("run_id", -1)))

@@ -52,11 +52,13 @@ def _fmt(value: float | None, spec: str = ".3f") -> str:
     return format(value, spec)
 
 
-def _verdict(bound: float, accountant_epsilon: float | None) -> str:
+def _verdict(bound: float, accountant_epsilon: float | None, reach: float | None = None) -> str:
     if accountant_epsilon is None:
         return "no DP guarantee claimed"
     if bound > accountant_epsilon:
         return "**VIOLATION**: exceeds the accountant's ε"
+    if reach is not None and not math.isnan(reach) and accountant_epsilon > reach:
+        return f"**not testable at this ε** (this audit can certify at most {reach:.2f})"
     return "consistent (below the accountant's ε)"
 
 
@@ -99,22 +101,26 @@ def _markdown(
     if bounds:
         lines += [
             "| audit | canaries | k+ / k- | correct | confidence | δ | ε lower bound "
-            "| accountant ε | verdict |",
-            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+            "| reachable at most | accountant ε | verdict |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
         ]
         for label, d in bounds.items():
             eps = float(d["epsilon_lower_bound"])
+            reach = d.get("reachable_epsilon")
             lines.append(
                 f"| {label} | {d.get('num_canaries', '?')} "
                 f"| {d.get('k_plus', '?')} / {d.get('k_minus', '?')} "
                 f"| {d.get('correct', '?')} / {d.get('guesses', '?')} "
                 f"| {_fmt(d.get('confidence'), '.0%')} | {_fmt(d.get('delta'), '.3g')} "
-                f"| {eps:.3f} | {_fmt(accountant_epsilon)} | {_verdict(eps, accountant_epsilon)} |"
+                f"| {eps:.3f} | {_fmt(reach)} | {_fmt(accountant_epsilon)} "
+                f"| {_verdict(eps, accountant_epsilon, reach)} |"
             )
         lines += [
             "",
             "Lower bound of Steinke, Nasr & Jagielski (2023) at the stated confidence; "
-            "rows marked rigorous=false in `audit.json` chose (k+, k-) without a union bound.",
+            "rows marked rigorous=false in `audit.json` chose (k+, k-) without a union bound. "
+            "'Reachable at most' is the bound a perfect attack would give with these canaries "
+            "and δ: a claimed ε above it cannot be tested by this audit.",
         ]
     else:
         lines.append("No canary audit was run.")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from opacus.accountants import PRVAccountant, RDPAccountant
 
@@ -18,13 +19,29 @@ KINDS = ("rdp", "prv")
 
 def compute_epsilon(history: Iterable[Event], *, delta: float, kind: str) -> float:
     """Epsilon at ``delta`` of a sequence of subsampled-Gaussian events (0 if empty)."""
-    events = [(float(s), float(q), int(n)) for s, q, n in history if n > 0]
+    events = merged((float(s), float(q), int(n)) for s, q, n in history if n > 0)
     if not events:
         return 0.0
     if kind not in KINDS:
         raise ValueError(f"accountant {kind!r} is not one of {KINDS}")
+    return _epsilon(tuple(events), float(delta), kind)
+
+
+def merged(history: Iterable[Event]) -> list[Event]:
+    """Consecutive events of the same (noise, rate) as one (the accountant sums steps)."""
+    out: list[Event] = []
+    for s, q, n in history:
+        if out and out[-1][:2] == (s, q):
+            out[-1] = (s, q, out[-1][2] + n)
+        else:
+            out.append((s, q, n))
+    return out
+
+
+@lru_cache(maxsize=1024)
+def _epsilon(events: tuple[Event, ...], delta: float, kind: str) -> float:
     acc = RDPAccountant() if kind == "rdp" else PRVAccountant()
-    acc.history = events
+    acc.history = list(events)
     return float(acc.get_epsilon(delta=delta))
 
 

@@ -1,4 +1,5 @@
-"""Noise calibrated once for the whole planned run of a site, not per round."""
+"""Noise calibrated once for the whole planned run of a site, not per round, on top of
+what the site's records have already spent in earlier runs (``prior``)."""
 
 from __future__ import annotations
 
@@ -35,11 +36,18 @@ def noise_for_budget(
     delta: float,
     accountant: str,
     tolerance: float = 0.01,
+    prior: Sequence[Event] = (),
 ) -> float:
-    """Smallest noise multiplier (to ``tolerance``) that keeps the whole plan within
-    ``target_epsilon`` at ``delta``. Memoised: equal plans share the search."""
+    """Smallest noise multiplier (to ``tolerance``) that keeps ``prior`` (steps already
+    spent on the same records) plus the whole plan within ``target_epsilon`` at ``delta``.
+    Memoised: equal plans share the search."""
     return _noise_for_budget(
-        tuple((float(q), int(n)) for q, n in plan), target_epsilon, delta, accountant, tolerance
+        tuple((float(q), int(n)) for q, n in plan),
+        target_epsilon,
+        delta,
+        accountant,
+        tolerance,
+        tuple((float(s), float(q), int(n)) for s, q, n in prior),
     )
 
 
@@ -50,12 +58,18 @@ def _noise_for_budget(
     delta: float,
     accountant: str,
     tolerance: float,
+    prior: tuple[Event, ...] = (),
 ) -> float:
     if not plan:
         raise ValueError("the privacy plan is empty: this site has no data to train on")
+    spent = compute_epsilon(prior, delta=delta, kind=accountant)
+    if spent >= target_epsilon:
+        raise ValueError(
+            f"these records have already spent epsilon={spent:.3f} >= target {target_epsilon}"
+        )
 
     def eps(sigma: float) -> float:
-        events: list[Event] = [(sigma, q, n) for q, n in plan]
+        events: list[Event] = [*prior, *((sigma, q, n) for q, n in plan)]
         return compute_epsilon(events, delta=delta, kind=accountant)
 
     low, high = 0.3, 1.0

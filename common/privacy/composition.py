@@ -1,4 +1,4 @@
-"""How a site's DP-SGD steps compose: per task (parallel) or over the whole run (sequential).
+"""How a site's DP-SGD steps compose: per task (parallel) or over everything (sequential).
 
 Under add/remove-one-record adjacency, steps that sample only from task t's records reveal
 nothing about a record of another task: if every record of a site belongs to exactly one
@@ -6,66 +6,76 @@ task, a record's privacy loss is that of its own task's steps (parallel composit
 McSherry 2009), and the site's epsilon is the largest over its tasks. This holds for
 class-incremental streams (a record's label picks its task) and for domain-incremental
 streams of distinct datasets. It does *not* hold when records recur across tasks:
-permuted-pixel streams (every task is the whole dataset), ``method = "joint"`` (every task
-retrains on all earlier data) or canaries inserted into several tasks. Then every step of
-the run is composed (sequential composition).
+permuted-pixel streams (every task is the whole dataset) and ``method = "joint"`` (every
+task retrains on all earlier data). Then every step is composed (sequential).
 
-The check is on content, not on bookkeeping: every training record of every task is
-fingerprinted by its *unpermuted* input bytes, so a permuted copy, a converted duplicate
-or a re-inserted canary counts as the same record.
+The choice is a protocol decision, so it is made from the configuration (scenario and
+method), never from the records' content: a private record must not be able to change the
+noise. The content is only *checked*: a configuration whose per-task claim the data
+contradicts (the same record, input and label, in two tasks) is refused with the count.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 
+import numpy as np
+
 from common.data.types import Split
+from common.privacy.records import record_digests
 
 PER_TASK = "per-task"
 SEQUENTIAL = "sequential"
 COMPOSITIONS = ("auto", PER_TASK, SEQUENTIAL)
+DISJOINT_SCENARIOS = ("class", "domain")
 
 
 class CompositionError(ValueError):
-    """Per-task composition was asked for, but some record is in more than one task."""
+    """Per-task composition was asked for, but the configuration or data reuses records."""
 
 
-def fingerprints(split: Split) -> set[bytes]:
-    """One digest per record of ``split``: its input bytes before any pixel permutation."""
-    x = split.base_x[split.index].reshape(len(split), -1).contiguous().numpy()
-    return {hashlib.blake2b(row.tobytes(), digest_size=16).digest() for row in x}
-
-
-def shared_records(task_data: Sequence[Split]) -> int:
-    """How many distinct records appear in the training data of more than one task."""
-    seen: set[bytes] = set()
-    shared: set[bytes] = set()
-    for split in task_data:
-        prints = fingerprints(split)
-        shared |= prints & seen
-        seen |= prints
-    return len(shared)
-
-
-def resolve_composition(wanted: str, task_data: Sequence[Split], *, where: str) -> str:
-    """The composition in force: ``per-task`` when asked for (or ``auto``) and every record
-    is in one task, else ``sequential``. Asking for ``per-task`` when records recur is an
-    error that says how many do."""
+def composition_for(wanted: str, *, scenario: str, method: str) -> str:
+    """The composition in force, from configuration alone: ``auto`` is per-task for class-
+    and domain-incremental streams (each record in one task), sequential for permuted
+    streams and ``joint``; asking for per-task where the protocol reuses records is an error."""
     if wanted not in COMPOSITIONS:
         raise ValueError(f"dp.composition={wanted!r} is not one of {', '.join(COMPOSITIONS)}")
     if wanted == SEQUENTIAL:
         return SEQUENTIAL
-    shared = shared_records(task_data)
-    if shared == 0:
+    disjoint = scenario in DISJOINT_SCENARIOS and method != "joint"
+    if disjoint:
         return PER_TASK
     if wanted == PER_TASK:
         raise CompositionError(
-            f"dp.composition='per-task' needs every record of {where} in exactly one task, but "
-            f"{shared} records are in several (permuted streams, method 'joint' and canaries "
-            "in several tasks reuse records); use 'auto' or 'sequential'"
+            f"dp.composition='per-task' needs every record in exactly one task, but "
+            f"scenario={scenario!r} with method={method!r} trains on records in several tasks; "
+            "use 'auto' or 'sequential'"
         )
     return SEQUENTIAL
+
+
+def shared_records(task_data: Sequence[Split]) -> int:
+    """How many distinct records (input and label) are in the training data of several tasks."""
+    seen = np.zeros(0, dtype=np.uint64)
+    shared = np.zeros(0, dtype=np.uint64)
+    for split in task_data:
+        prints = record_digests(split)
+        shared = np.union1d(shared, np.intersect1d(prints, seen, assume_unique=True))
+        seen = np.union1d(seen, prints)
+    return int(shared.size)
+
+
+def check_composition(composition: str, task_data: Sequence[Split], *, where: str) -> None:
+    """Refuse per-task composition when the same record is in several tasks' data."""
+    if composition != PER_TASK:
+        return
+    shared = shared_records(task_data)
+    if shared:
+        raise CompositionError(
+            f"per-task composition needs every record of {where} in exactly one task, but "
+            f"{shared} records (same input and label) are in several tasks' training data; "
+            "remove the duplicates or set dp.composition='sequential'"
+        )
 
 
 def scope(composition: str) -> str:

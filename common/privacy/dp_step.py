@@ -21,7 +21,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from opacus.grad_sample.grad_sample_module_fast_gradient_clipping import (
@@ -31,6 +31,7 @@ from opacus.optimizers import DPOptimizerFastGradientClipping
 from opacus.validators import ModuleValidator
 from torch import nn
 
+from common.privacy.randomness import secret_generator
 from common.training.step import LossFn
 
 # Opacus' per-sample hooks fire on layers whose inputs need no gradient (the first layer);
@@ -40,12 +41,18 @@ warnings.filterwarnings("ignore", message="Full backward hook is firing", catego
 
 @dataclass(frozen=True)
 class DPPlan:
-    """How a site trains privately in one round."""
+    """How a site trains privately in one round.
+
+    ``sampling`` draws the Poisson masks and ``noise`` the Gaussian noise: both secret and
+    fresh (:mod:`common.privacy.randomness`) unless a test passes its own.
+    """
 
     noise_multiplier: float
     max_grad_norm: float
     sample_rate: float  # Poisson rate q = expected batch / records
     on_step: Callable[[], None]  # records one mechanism in the accountant
+    sampling: torch.Generator = field(default_factory=secret_generator, repr=False)
+    noise: torch.Generator = field(default_factory=secret_generator, repr=False)
 
 
 class PrivacyValidationError(ValueError):
@@ -62,6 +69,7 @@ class DPStepper:
         max_grad_norm: float,
         expected_batch_size: int,
         on_step: Callable[[], None],
+        noise: torch.Generator | None = None,
     ) -> None:
         errors = ModuleValidator.validate(module, strict=False)
         if errors:
@@ -78,6 +86,9 @@ class DPStepper:
             max_grad_norm=max_grad_norm,
             expected_batch_size=max(expected_batch_size, 1),
             loss_reduction="mean",
+            # secret and fresh (default: a new secret generator), never torch's global one
+            generator=noise if noise is not None else secret_generator(),
+            secure_mode=True,  # each noise value a sum of 4 Gaussians (floating-point attack)
         )
         self.on_step = on_step
         self.max_grad_norm = max_grad_norm
@@ -143,6 +154,7 @@ def dp_stepper_factory(
             max_grad_norm=plan.max_grad_norm,
             expected_batch_size=expected_batch_size,
             on_step=plan.on_step,
+            noise=plan.noise,
         )
 
     return make

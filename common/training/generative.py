@@ -81,11 +81,17 @@ class GANTrainer:
         make_stepper: StepperFactory = plain,
         rng: torch.Generator | None = None,
         diversity: float = 0.0,
+        num_fakes: int = 64,
     ) -> None:
+        if num_fakes < 1:
+            raise ValueError(f"num_fakes={num_fakes!r} must be >= 1")
         if diversity < 0:
             raise ValueError(f"diversity={diversity!r} must be >= 0 (0 = no mode-seeking term)")
         self.generator, self.discriminator = generator, discriminator
         self.diversity = diversity
+        # A fixed number of fakes per step: under DP the real batch's size is private
+        # (Poisson sampling), and fakes shape un-noised terms of the discriminator's step.
+        self.num_fakes = num_fakes
         d_opt = torch.optim.Adam(discriminator.parameters(), lr=lr, betas=(0.5, 0.999))
         self.g_opt = torch.optim.Adam(generator.parameters(), lr=lr, betas=(0.5, 0.999))
         self.d_stepper = make_stepper(d_opt, discriminator)
@@ -115,7 +121,7 @@ class GANTrainer:
         self, x: Tensor, y: Tensor, replay: ReplayBatch | None, ratio: float, classes: Tensor
     ) -> dict[str, float]:
         device = x.device
-        n = max(x.shape[0], 1)
+        n = self.num_fakes  # never the (private) real batch size
         fake_y = classes[torch.randint(len(classes), (n,), generator=self.rng)].to(device)
         z = torch.randn(n, self.generator.latent_dim, generator=self.rng).to(device)
         fake = self.generator(z, fake_y)

@@ -121,6 +121,7 @@ class Learner:
                 make_stepper=make_stepper,
                 rng=rng,
                 diversity=self.cfg.train.gan_diversity,
+                num_fakes=self.cfg.train.batch_size,
             )
         raise TypeError("generator and critic kinds do not match")
 
@@ -154,8 +155,9 @@ class Learner:
             solver_batches = shuffled_batches(real, cfg.train.batch_size, rng=rng)
             gen_batches = shuffled_batches(real, cfg.train.batch_size, rng=rng)
         else:
-            solver_batches = poisson_batches(real, dp.sample_rate, rng=rng)
-            gen_batches = poisson_batches(real, dp.sample_rate, rng=rng)
+            # Poisson masks from the plan's secret generator, never from ``seed``.
+            solver_batches = poisson_batches(real, dp.sample_rate, rng=dp.sampling)
+            gen_batches = poisson_batches(real, dp.sample_rate, rng=dp.sampling)
             make_stepper = dp_stepper_factory(
                 dp, expected_batch_size=round(dp.sample_rate * len(real))
             )

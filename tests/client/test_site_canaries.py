@@ -6,9 +6,10 @@ import pytest
 import torch
 
 from client.client_app import app as client_app
-from client.site import SiteIdentity, local_stream, site_composition
+from client.site import SiteIdentity, local_stream
 from common.audit.canaries import run_canaries
 from common.config import ConfigError, load_config
+from common.privacy.composition import check_composition
 from server.federation import FederatedRun
 from server.inprocess import InProcessGrid
 
@@ -30,8 +31,9 @@ def test_only_the_canary_site_trains_on_the_included_canaries_in_one_task(task: 
         for t, (a, b) in enumerate(zip(with_c.tasks, without.tasks, strict=True)):
             assert len(a.train) - len(b.train) == (inserted if site == 1 and t == at else 0)
             assert len(a.test) == len(b.test)
-    # One record in one task: per-task composition still holds at the canary site.
-    assert site_composition(cfg, SiteIdentity(1, 2)) == "per-task"
+    # One record in one task: the per-task claim still holds at the canary site.
+    tasks = local_stream(cfg, SiteIdentity(1, 2)).tasks
+    check_composition("per-task", [t.train for t in tasks], where="site 1")
 
 
 def test_a_canary_task_outside_the_stream_is_a_clear_error() -> None:

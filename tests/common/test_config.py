@@ -55,7 +55,7 @@ def test_bad_values_are_rejected_with_the_key(overrides: dict, message: str) -> 
 
 
 def test_int_accepted_for_float_and_bool_strings() -> None:
-    cfg = load_config({"train.lr": 1, "dp.enabled": "true"})
+    cfg = load_config({"train.lr": 1, "dp.enabled": "true", "dp.delta": 1e-5})
     assert cfg.train.lr == 1.0 and cfg.dp.enabled is True
 
 
@@ -87,7 +87,31 @@ def test_missing_override_file_is_a_clear_error(tmp_path: Path) -> None:
         read_overrides(bad)
 
 
-def test_dp_delta_default_is_below_one_over_n() -> None:
-    dp = load_config().dp
-    assert dp.delta_for(1000) < 1 / 1000
-    assert load_config({"dp.delta": 1e-5}).dp.delta_for(1000) == 1e-5
+def test_dp_needs_an_explicit_delta_never_one_from_the_data() -> None:
+    """delta = 1/(10 n) made every task's noise depend on the site's private record count."""
+    for flag in ("dp.enabled", "dp.client-level"):
+        extra = {"replay.mode": "global"} if flag == "dp.client-level" else {}
+        with pytest.raises(ConfigError, match=r"dp\.delta must be set explicitly"):
+            load_config({flag: True, **extra})
+        assert load_config({flag: True, "dp.delta": 1e-5, **extra}).dp.delta == 1e-5
+
+
+@pytest.mark.parametrize(
+    "key", ["train.lr", "replay.batch-size", "dp.target-epsilon", "dp.max-grad-norm"]
+)
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_non_finite_numbers_are_refused(key: str, value: float) -> None:
+    if key == "replay.batch-size":
+        return  # an int option: NaN cannot even be coerced (its own type error)
+    with pytest.raises(ConfigError, match="finite"):
+        load_config({key: value})
+
+
+def test_dp_metric_opt_ins_and_federated_evaluation_under_dp() -> None:
+    base = {"dp.enabled": True, "dp.delta": 1e-5}
+    with pytest.raises(ConfigError, match=r"dp\.release-metrics"):
+        load_config({**base, "dp.release-metrics": "loss-solver,secret"})
+    with pytest.raises(ConfigError, match="private test data"):
+        load_config({**base, "fed.evaluate": "both"})
+    cfg = load_config({**base, "fed.evaluate": "both", "dp.release-metrics": "evaluation"})
+    assert cfg.dp.released_metrics == {"evaluation"}

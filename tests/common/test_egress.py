@@ -112,6 +112,7 @@ def test_checker_flags_what_the_protocol_does_not_allow() -> None:
         "records": [
             {"name": "scholar", "kind": "array", "tensors": [tensor]},
             {"name": "metrics", "kind": "metric", "values": {"num-examples": 3.0}},
+            {"name": "site", "kind": "config", "values": {"site-id": "site-0"}},
         ],
     }
     assert message_problems(ok, expected) == []
@@ -127,9 +128,11 @@ def test_checker_flags_what_the_protocol_does_not_allow() -> None:
                 ],
             },
             {"name": "metrics", "kind": "config", "values": {}},
+            {"name": "site", "kind": "config", "values": {"site-id": 3}},
         ],
     }
     problems = " | ".join(message_problems(wrong, expected))
+    assert "site record must hold one site-id string" in problems
     assert "dtype float64" in problems and "critic.w" in problems and "config record" in problems
     assert message_problems({"message_type": "query"}, expected) == [
         "message type 'query' may not leave a site"
@@ -232,3 +235,34 @@ def test_a_reply_missing_from_the_log_fails_the_audit(tmp_path, monkeypatch) -> 
     assert [d["problem"] for d in report["deviations"]] == [
         "server accepted 2 train replies of node 1001, log has 1"
     ]
+
+
+def test_under_dp_only_protocol_metrics_may_leave() -> None:
+    """Losses and timings are computed on private data and not covered by DP: the egress
+    audit flags them under DP unless the run opted in by name."""
+    from common.config import load_config
+
+    expected = {"solver.w": (2, 3)}
+    tensor = {"name": "solver.w", "shape": [2, 3], "dtype": "float32", "bytes": 24}
+
+    def reply(metrics: dict) -> dict:
+        return {
+            "message_type": "train",
+            "records": [
+                {"name": "scholar", "kind": "array", "tensors": [tensor]},
+                {"name": "metrics", "kind": "metric", "values": metrics},
+                {"name": "site", "kind": "config", "values": {"site-id": "site-0"}},
+            ],
+        }
+
+    dp = load_config({"dp.enabled": True, "dp.delta": 1e-5})
+    leaky = reply({"num-examples": 3.0, "dp-epsilon": 1.0, "loss-solver": 0.2})
+    assert message_problems(leaky, expected) == []  # without DP: allowed
+    assert "loss-solver" in " ".join(message_problems(leaky, expected, dp))
+    opted = load_config({"dp.enabled": True, "dp.delta": 1e-5, "dp.release-metrics": "loss-solver"})
+    assert message_problems(leaky, expected, opted) == []
+    evaluate = {
+        "message_type": "evaluate",
+        "records": [{"name": "metrics", "kind": "metric", "values": {"accuracy": 0.5}}],
+    }
+    assert "federated evaluation under DP" in " ".join(message_problems(evaluate, expected, dp))

@@ -75,7 +75,8 @@ def test_only_solver_and_generator_leave_a_site(tmp_path: Path) -> None:
 
     federate(tmp_path, hook=spy, **{"tasks.num-tasks": 1, "fed.rounds-per-task": 1})
     for reply in replies:
-        assert set(reply.content.keys()) == {wire.SCHOLAR, wire.METRICS}
+        assert set(reply.content.keys()) == {wire.SCHOLAR, wire.METRICS, wire.SITE}
+        assert wire.site_id_of(reply.content) in {"site-0", "site-1"}
         parts = {k.split(".", 1)[0] for k in reply.content.array_records[wire.SCHOLAR]}
         assert parts == {"solver", "generator"}  # the VAE encoder stays at the site
 

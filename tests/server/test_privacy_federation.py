@@ -3,7 +3,9 @@
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 from opacus.accountants import RDPAccountant
 
 from client.client_app import app as client_app
@@ -22,12 +24,14 @@ TINY = {
     "generator.latent-dim": 8,
     "eval.generator-quality": False,
     "dp.min-records": 0,  # digits sites hold ~140 records per task
+    "dp.delta": 1e-5,
 }
 
 
 @pytest.fixture(autouse=True)
 def site_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("FEDREPLAY_SITE_DIR", str(tmp_path / "sites"))
+    monkeypatch.setenv("FEDREPLAY_SERVER_DIR", str(tmp_path / "server"))
     return tmp_path / "sites"
 
 
@@ -50,15 +54,17 @@ def test_ledger_matches_an_independent_recomputation(
     assert summary["dp_scope"].startswith("sample-level (add/remove one record), per site")
     assert summary["dp_composition"] == composition == ledger["composition"]
     assert summary["dp_accountant"] == "rdp" and summary["dp_epsilon"] <= 8.0
-    for pid, rows in ledger["sites"].items():
+    assert sorted(ledger["sites"]) == ["site-0", "site-1"], "keyed by stable site ids"
+    for site_id, rows in ledger["sites"].items():
         assert [r["round"] for r in rows] == [1, 2, 3, 4]
         epsilons = [r["epsilon"] for r in rows]
         assert epsilons == sorted(epsilons), "epsilon must never decrease"
-        # Recompute from the recorded noise, sampling rate and steps of the site's state:
-        # one accountant per task (per-task) or one for the run (sequential).
-        state = json.loads((site_dir / "privacy" / "run-7" / f"site-{pid}.json").read_text())
+        # Recompute from the recorded noise, sampling rate and steps of the site's lifetime
+        # ledger: one accountant per task (per-task) or one for the run (sequential).
+        state = json.loads((site_dir / "privacy" / site_id / "ledger.json").read_text())
         references: dict[str, RDPAccountant] = {}
         for row in state["ledger"]:
+            assert row["run"] == "7"
             key = f"task-{row['task']}" if composition == "per-task" else "run"
             reference = references.setdefault(key, RDPAccountant())
             for sigma, q, n in row["events"]:
@@ -69,27 +75,61 @@ def test_ledger_matches_an_independent_recomputation(
         assert rows[-1]["epsilon"] == pytest.approx(expected, rel=1e-9)
         assert 7.0 < expected <= 8.0, "the plan is calibrated to end near the budget"
         assert rows[-1]["steps"] == 4 * (10 + 10)  # solver + generator steps, 4 rounds
+        assert rows[-1]["run_epsilon"] == pytest.approx(rows[-1]["epsilon"])  # first run
+    assert summary["dp_epsilon_run"] == pytest.approx(summary["dp_epsilon"])
     assert (run.path / "epsilon.png").is_file()
 
 
-def test_a_site_out_of_budget_is_left_out_and_the_run_continues(tmp_path: Path) -> None:
-    # First run spends site budgets as planned for 2 rounds per task ...
-    federate(tmp_path, run_id=9, **{"dp.enabled": True, "fed.rounds-per-task": 1})
-    # ... the same run id asked for twice the rounds: sites refuse what exceeds the budget.
-    run = federate(tmp_path, run_id=9, **{"dp.enabled": True, "fed.rounds-per-task": 1})
+def test_a_second_run_on_the_same_records_spends_from_the_same_lifetime_budget(
+    tmp_path: Path,
+) -> None:
+    """Budgets used to reset with every run (the state was keyed by Flower's run id)."""
+    first = load_summary(federate(tmp_path, run_id=9, **{"dp.enabled": True}).path)
+    assert 7.0 < first["dp_epsilon"] <= 8.0
+    # Another run (another run id) on the same records: nothing useful is left, every
+    # site refuses, the run spends nothing and says so.
+    run = federate(tmp_path, run_id=10, **{"dp.enabled": True})
     rounds = run.read_jsonl("rounds.jsonl")
-    assert all(any("budget" in v for v in r["failures"].values()) for r in rounds)
-    refused = run.read_json("privacy_ledger.json")["refused"]
-    assert len(refused) == 4
+    assert all(len(r["failures"]) == 2 for r in rounds)
+    assert all("lifetime budget" in v for r in rounds for v in r["failures"].values())
+    assert len(run.read_json("privacy_ledger.json")["refused"]) == 8
+    # A site whose ledger is deleted refuses too (its TRAINED marker and backup remain) ...
+    (tmp_path / "sites" / "privacy" / "site-0" / "ledger.json").unlink()
+    run = federate(tmp_path, run_id=11, **{"dp.enabled": True})
+    failures = [v for r in run.read_jsonl("rounds.jsonl") for v in r["failures"].values()]
+    assert any("refusing to start it from epsilon 0" in v for v in failures)
+
+
+def test_the_server_refuses_a_site_whose_lifetime_epsilon_falls(tmp_path: Path) -> None:
+    """An attacker wipes a site's whole privacy folder: the site starts from zero, but the
+    server remembers the epsilon and steps it reported, refuses its updates and keeps it
+    quarantined (a reset site soon reports its old epsilon again)."""
+    import shutil
+
+    federate(tmp_path, run_id=21, **{"dp.enabled": True})
+    shutil.rmtree(tmp_path / "sites" / "privacy" / "site-1")
+    run = federate(tmp_path, run_id=22, **{"dp.enabled": True})
+    failures = [v for r in run.read_jsonl("rounds.jsonl") for v in r["failures"].values()]
+    assert sum("ledger was reset" in v and "refusing its updates" in v for v in failures) == 1
+    assert sum("is quarantined" in v for v in failures) == 3
+
+
+CLIENT = {
+    "dp.client-level": True,
+    "dp.client-noise-multiplier": 1.0,
+    "dp.client-clip-norm": 5.0,
+    "replay.mode": "global",
+}
 
 
 def test_client_level_dp_reports_epsilon_with_its_scope(tmp_path: Path) -> None:
-    run = federate(
-        tmp_path,
-        **{"dp.client-level": True, "dp.client-noise-multiplier": 1.0, "dp.client-clip-norm": 5.0},
-    )
+    run = federate(tmp_path, **CLIENT)
     summary = load_summary(run.path)
     assert summary["dp_scope"].startswith("client-level")
+    assert "no amplification" in summary["dp_scope"]
+    assert not (run.path / "site_updates.pt").exists() or not torch.load(
+        run.path / "site_updates.pt"
+    ), "per-site un-noised updates are not kept under client-level DP"
     reference = RDPAccountant()
     for _ in range(4):
         reference.step(noise_multiplier=1.0, sample_rate=1.0)
@@ -104,10 +144,54 @@ def test_a_site_with_too_few_records_of_a_task_sits_it_out(tmp_path: Path, site_
     site = Site(cfg, SiteIdentity(0, 2))
     metrics = site.train(0, payload=None, iterations=5, seed=0, run_id=42, server_round=1)
     assert metrics["num-examples"] == 0.0 and metrics["empty"] == 1.0
-    assert not (site_dir / "privacy" / "run-42").exists(), "nothing may be spent or planned"
+    assert not (site_dir / "privacy" / "site-0").exists(), "nothing may be spent or planned"
     # The same site with the threshold off trains and records its spending.
     site = Site(load_config({**TINY, "dp.enabled": True, "dp.min-records": 0}), SiteIdentity(0, 2))
     assert (
         site.train(0, payload=None, iterations=5, seed=0, run_id=42, server_round=1)["dp-steps"]
         == 10.0
     )
+
+
+def test_client_level_dp_with_ensemble_replay_is_refused() -> None:
+    """Ensemble replay would send every site's own un-noised generator to all sites."""
+    with pytest.raises(ValueError, match="ensemble"):
+        load_config({**TINY, **CLIENT, "replay.mode": "ensemble"})
+
+
+def test_client_level_noise_follows_the_number_of_sites_sampled_not_replied() -> None:
+    """Three sites sampled, one replied: the released average is sum/3 with noise sigma C/3
+    (a missing site is a zero update); before, it was averaged over the one reply with
+    noise calibrated for three (effective noise sigma/3)."""
+    from server.client_dp import ClientLevelDP
+
+    mech = ClientLevelDP(noise_multiplier=2.0, clip_norm=1.0)
+    current = {"w": np.zeros(20000, dtype=np.float32)}
+    update = {"w": np.full(20000, 10.0 / np.sqrt(20000), dtype=np.float32)}  # norm 10
+    out, norms = mech.release(current, [update], num_sampled=3)
+    assert norms == [pytest.approx(10.0, rel=1e-5)]
+    clipped_mean = 1.0 / np.sqrt(20000) / 3  # clipped to norm 1, divided by 3 sampled
+    noise = out["w"] - clipped_mean
+    assert np.std(noise) == pytest.approx(2.0 * 1.0 / 3, rel=0.03)
+    assert np.mean(out["w"]) == pytest.approx(clipped_mean, abs=0.02)
+
+
+def test_client_level_dp_validates_before_it_clips(tmp_path: Path) -> None:
+    """A wrong-shape update used to crash Flower's clipping before any check; now it is
+    refused and the round goes on with the other site."""
+    from flwr.app import Array, ArrayRecord
+
+    def hostile(instruction, reply):
+        if instruction.metadata.dst_node_id == 1000 and reply.has_content():
+            scholar = reply.content.array_records["scholar"]
+            first = next(iter(scholar.keys()))
+            scholar[first] = Array(np.zeros((3, 3), dtype=np.float32))
+        return reply
+
+    cfg = load_config({**TINY, **CLIENT, "output-dir": str(tmp_path / "runs")})
+    grid = InProcessGrid(client_app, cfg.to_run_config(), num_nodes=2, reply_hook=hostile)
+    run = FederatedRun(cfg).run(grid)
+    rounds = run.read_jsonl("rounds.jsonl")
+    assert all("rejected" in r["failures"].get("1000", "") for r in rounds)
+    assert all(len(r["sites"]) == 1 for r in rounds)
+    del ArrayRecord

@@ -1,0 +1,496 @@
+"""A site's lifetime privacy ledger: what its records have spent, across rounds, tasks and runs.
+
+The budget belongs to the site and its records, not to a run. The ledger lives on the
+site's own disk under ``<privacy root>/<site id>/`` (``ledger.json``, a copy in
+``ledger.json.bak`` and a ``TRAINED`` marker) and is keyed by a stable site id, never by a
+run id or a data-share index.
+
+*Lifetime partitions* hold the privacy loss of disjoint sets of records (their
+fingerprints, :mod:`common.privacy.records`): a record's epsilon is that of the one
+partition holding it, and the site's epsilon is the largest. Every step of every run
+that samples from a partition's records is appended to its history (sequential
+composition within a partition, across rounds and runs). A run declares its own
+partitions when it first trains (one per task under per-task composition, one for the
+run under sequential composition); a run partition with exactly the records of a
+lifetime partition continues it, one disjoint from all starts a new one, and one that
+overlaps others but differs (records added, tasks split differently) merges them all:
+the merged history is every history that touched any of its records, which over-counts
+but never under-counts.
+
+Noise is calibrated per run partition on top of what its lifetime partition has already
+spent, so that the run ends at ``dp.target-epsilon`` *lifetime*. A second run on the same
+records with the same target therefore has nothing left and is refused. The site's
+``budget`` (its lifetime cap) is the first run's target; a run asking for more is refused
+until an operator raises it (:func:`raise_budget`, ``fedreplay-privacy raise-budget``),
+which the ledger records. A ledger that is missing or unreadable for a site that has
+trained before is an error naming the fix, never a fresh budget. Reads and writes happen
+under an exclusive lock; writes are atomic (temp file, fsync, rename, directory fsync).
+
+    with SiteLedger.open(root, "site-3", dp=cfg.dp) as ledger:
+        ledger.join_run(run_key, composition="per-task", partitions={"task-0": fps, ...},
+                        plan={0: (q, steps), ...}, run_target=8.0, max_grad_norm=1.0)
+        sigma = ledger.noise_multiplier(run_key, task=0)
+        ledger.spend(run_key, task=0, events=[(sigma, q, n)], server_round=3)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import getpass
+import json
+import os
+import re
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from common.config import DPConfig
+from common.privacy import records as fp
+from common.privacy.accountant import Event, compute_epsilon, merged
+from common.privacy.calibrate import noise_for_budget
+from common.privacy.composition import PER_TASK, SEQUENTIAL, scope
+
+STATE_VERSION = 3
+LEDGER, BACKUP, MARKER, LOCK = "ledger.json", "ledger.json.bak", "TRAINED", "ledger.lock"
+# A run left with less than this share of its target is refused: its noise would drown
+# every signal (the site is told what it spent and how to proceed).
+MIN_SHARE_LEFT = 0.1
+SITE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+Plan = Mapping[int, tuple[float, int]]  # task -> (sample rate, planned DP steps)
+
+
+class BudgetExceeded(RuntimeError):
+    """Training this round would spend more than the site's privacy budget."""
+
+
+class PrivacyStateError(RuntimeError):
+    """The saved privacy state is missing, unreadable or does not match this run."""
+
+
+def check_site_id(site_id: str) -> str:
+    if not SITE_ID.match(site_id):
+        raise ValueError(
+            f"site id {site_id!r} must be 1-64 characters of letters, digits, '_', '.', '-' "
+            "(starting with a letter or digit)"
+        )
+    return site_id
+
+
+def run_partition_of(task: int, composition: str) -> str:
+    return f"task-{task}" if composition == PER_TASK else "run"
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+@dataclass
+class LifetimePartition:
+    records: np.ndarray  # sorted uint64 fingerprints
+    history: list[Event] = field(default_factory=list)
+    merged_into: str | None = None
+    created: float = field(default_factory=time.time)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "count": int(self.records.size),
+            "digest": fp.digest_of(self.records),
+            "records": fp.encode(self.records),
+            "history": [list(e) for e in self.history],
+            "merged_into": self.merged_into,
+            "created": self.created,
+        }
+
+    @staticmethod
+    def from_dict(d: Mapping[str, Any]) -> LifetimePartition:
+        return LifetimePartition(
+            fp.decode(d["records"]),
+            [(float(s), float(q), int(n)) for s, q, n in d["history"]],
+            d.get("merged_into"),
+            float(d.get("created", 0.0)),
+        )
+
+
+class SiteLedger:
+    """The lifetime ledger of one site, open under its lock (use as a context manager)."""
+
+    def __init__(self, directory: Path, site_id: str, state: dict[str, Any]) -> None:
+        self.directory, self.site_id, self.state = directory, site_id, state
+        self.partitions = {
+            k: LifetimePartition.from_dict(v) for k, v in state["partitions"].items()
+        }
+        self._lock_fd: int | None = None
+        self.dirty = False
+
+    # --- opening ---------------------------------------------------------------------
+    @classmethod
+    @contextlib.contextmanager
+    def open(cls, root: Path, site_id: str, *, dp: DPConfig | None) -> Iterator[SiteLedger]:
+        """Lock, load (or create, for a site that never trained), yield, save if changed.
+
+        ``dp=None`` (operator tools): the ledger must exist; nothing is checked against a run.
+        """
+        directory = Path(root) / check_site_id(site_id)
+        directory.mkdir(parents=True, exist_ok=True)
+        fd = os.open(directory / LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            ledger = cls(directory, site_id, cls._load(directory, site_id, dp))
+            yield ledger
+            if ledger.dirty:
+                ledger.save()
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+    @staticmethod
+    def _load(directory: Path, site_id: str, dp: DPConfig | None) -> dict[str, Any]:
+        path = directory / LEDGER
+        if not path.is_file() and dp is None:
+            raise PrivacyStateError(f"site {site_id!r} has no privacy ledger at {path}")
+        if not path.is_file():
+            assert dp is not None
+            traces = [p.name for p in (directory / BACKUP, directory / MARKER) if p.exists()]
+            if traces:
+                raise PrivacyStateError(
+                    f"site {site_id!r} has trained before ({', '.join(traces)} in {directory}) "
+                    f"but its privacy ledger {path.name} is missing; refusing to start it from "
+                    f"epsilon 0. Restore the ledger (cp {BACKUP} {LEDGER} in that folder, or "
+                    "from your backups) and start the site again"
+                )
+            return SiteLedger._new_state(site_id, dp)
+        try:
+            state = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise PrivacyStateError(
+                f"privacy ledger {path} of site {site_id!r} is unreadable ({exc}); refusing "
+                f"to train rather than forget what this site has spent. Restore it from "
+                f"{BACKUP} in that folder or from your backups"
+            ) from None
+        if state.get("version") != STATE_VERSION:
+            raise PrivacyStateError(
+                f"privacy ledger {path} has format version {state.get('version')!r}; this "
+                f"fedreplay reads version {STATE_VERSION}; refusing to guess what was spent"
+            )
+        if state.get("site_id") != site_id:
+            raise PrivacyStateError(
+                f"privacy ledger {path} belongs to site {state.get('site_id')!r}, not {site_id!r}"
+            )
+        saved = (state["delta"], state["accountant"])
+        if dp is not None and saved != (dp.delta, dp.accountant):
+            raise PrivacyStateError(
+                f"site {site_id!r} accounts its lifetime at (delta, accountant) = {saved}; this "
+                f"run asks for {(dp.delta, dp.accountant)}. A site's delta and accountant are "
+                "fixed for its lifetime: set dp.delta and dp.accountant to the saved values"
+            )
+        return dict(state)
+
+    @staticmethod
+    def _new_state(site_id: str, dp: DPConfig) -> dict[str, Any]:
+        return {
+            "version": STATE_VERSION,
+            "site_id": site_id,
+            "created": time.time(),
+            "delta": dp.delta,
+            "accountant": dp.accountant,
+            "budget": dp.target_epsilon,
+            "budget_log": [],
+            "partitions": {},
+            "runs": {},
+            "ledger": [],
+        }
+
+    # --- properties ---------------------------------------------------------------------
+    @property
+    def delta(self) -> float:
+        return float(self.state["delta"])
+
+    @property
+    def accountant(self) -> str:
+        return str(self.state["accountant"])
+
+    @property
+    def budget(self) -> float:
+        return float(self.state["budget"])
+
+    @property
+    def rows(self) -> list[dict[str, Any]]:
+        return list(self.state["ledger"])
+
+    def _eps(self, history: list[Event]) -> float:
+        return compute_epsilon(history, delta=self.delta, kind=self.accountant)
+
+    def _live(self, key: str) -> str:
+        while self.partitions[key].merged_into is not None:
+            key = str(self.partitions[key].merged_into)
+        return key
+
+    @property
+    def epsilon(self) -> float:
+        """The site's lifetime epsilon: the largest of its live partitions'."""
+        live = [p for p in self.partitions.values() if p.merged_into is None]
+        return max((self._eps(p.history) for p in live), default=0.0)
+
+    @property
+    def steps(self) -> int:
+        return sum(int(r["steps"]) for r in self.state["ledger"])
+
+    # --- a run ----------------------------------------------------------------------------
+    def join_run(
+        self,
+        run_key: str,
+        *,
+        composition: str,
+        partitions: Mapping[str, np.ndarray],
+        plan: Plan,
+        run_target: float,
+        max_grad_norm: float,
+    ) -> None:
+        """Declare a run's partitions (once; later calls check they did not change)."""
+        if composition not in (PER_TASK, SEQUENTIAL):
+            raise ValueError(f"composition {composition!r} is not {PER_TASK!r} or {SEQUENTIAL!r}")
+        if run_target > self.budget * (1 + 1e-12):
+            raise PrivacyStateError(
+                f"dp.target-epsilon={run_target} exceeds the lifetime budget {self.budget} of "
+                f"site {self.site_id!r}; raising it is an operator action, recorded in the "
+                f"ledger: fedreplay-privacy raise-budget {self.site_id} --to {run_target} "
+                '--reason "..."'
+            )
+        digests = {k: fp.digest_of(v) for k, v in partitions.items()}
+        runs: dict[str, Any] = self.state["runs"]
+        if run_key in runs:
+            known = {k: v["digest"] for k, v in runs[run_key]["partitions"].items()}
+            if known != digests or runs[run_key]["composition"] != composition:
+                raise PrivacyStateError(
+                    f"site {self.site_id!r}: the records or composition of run {run_key} "
+                    "changed since it started; refusing to mix budgets"
+                )
+            return
+        run_parts: dict[str, Any] = {}
+        for key, recs in sorted(partitions.items()):
+            steps = [s for t, (_, s) in plan.items() if run_partition_of(t, composition) == key]
+            if not recs.size or not sum(steps):
+                continue
+            run_parts[key] = {
+                "digest": digests[key],
+                "count": int(recs.size),
+                "lifetime": self._place(recs),
+                "noise_multiplier": None,
+                "events": [],
+            }
+        runs[run_key] = {
+            "started": time.time(),
+            "composition": composition,
+            "target_epsilon": run_target,
+            "max_grad_norm": max_grad_norm,
+            "plan": {str(t): list(e) for t, e in sorted(plan.items())},
+            "partitions": run_parts,
+        }
+        self.dirty = True
+
+    def _place(self, recs: np.ndarray) -> str:
+        """The lifetime partition that holds ``recs``: continued, new, or a merge."""
+        touching = [
+            k
+            for k, p in self.partitions.items()
+            if p.merged_into is None and fp.overlap(p.records, recs)
+        ]
+        if len(touching) == 1 and np.array_equal(self.partitions[touching[0]].records, recs):
+            return touching[0]
+        key = f"p{len(self.partitions)}"
+        history = [e for k in touching for e in self.partitions[k].history]
+        records = fp.union([recs, *(self.partitions[k].records for k in touching)])
+        self.partitions[key] = LifetimePartition(records, history)
+        for k in touching:
+            self.partitions[k].merged_into = key
+        return key
+
+    def _run_part(self, run_key: str, task: int) -> dict[str, Any]:
+        run = self.state["runs"].get(run_key)
+        if run is None:
+            raise PrivacyStateError(f"run {run_key} has not joined site {self.site_id!r}")
+        part = run["partitions"].get(run_partition_of(task, run["composition"]))
+        if part is None:
+            raise BudgetExceeded(
+                f"task {task} is not in site {self.site_id!r}'s privacy plan for run "
+                f"{run_key}; refusing to train on data no budget was planned for"
+            )
+        return dict(part)
+
+    def noise_multiplier(self, run_key: str, task: int) -> float:
+        """The noise of ``task``'s steps in this run, calibrated at first use so that the
+        run's planned steps end its lifetime partition at the run's target."""
+        run = self.state["runs"][run_key]
+        part = self._run_part(run_key, task)
+        if part["noise_multiplier"] is not None:
+            return float(part["noise_multiplier"])
+        lifetime = self._live(part["lifetime"])
+        # every run partition of this run on the same lifetime partition is calibrated
+        # together: they spend from one history
+        group = {
+            k: p for k, p in run["partitions"].items() if self._live(p["lifetime"]) == lifetime
+        }
+        plan = [
+            tuple(e)
+            for t, e in run["plan"].items()
+            if run_partition_of(int(t), run["composition"]) in group
+        ]
+        prior = self.partitions[lifetime].history
+        spent = self._eps(prior)
+        if spent >= run["target_epsilon"] * (1 - MIN_SHARE_LEFT):
+            raise BudgetExceeded(
+                f"site {self.site_id!r} has spent epsilon={spent:.3f} of its lifetime budget "
+                f"on these records (target {run['target_epsilon']}, delta={self.delta:.2e}, "
+                f"{self.accountant}); nothing useful is left for run {run_key} (under "
+                f"{MIN_SHARE_LEFT:.0%} of its target). See "
+                "fedreplay-privacy show; raising the budget is an operator action"
+            )
+        try:
+            sigma = noise_for_budget(
+                [(float(q), int(n)) for q, n in plan],
+                target_epsilon=run["target_epsilon"],
+                delta=self.delta,
+                accountant=self.accountant,
+                prior=prior,
+            )
+        except ValueError as exc:
+            raise BudgetExceeded(f"site {self.site_id!r}: {exc}; refusing to train") from None
+        for p in group.values():
+            p["noise_multiplier"] = sigma
+        self.dirty = True
+        return sigma
+
+    def spend(self, run_key: str, *, task: int, events: list[Event], server_round: int) -> None:
+        """Check ``events`` against the lifetime budget, then record them (before training)."""
+        run = self.state["runs"][run_key]
+        key = run_partition_of(task, run["composition"])
+        part = run["partitions"].get(key)
+        if part is None:
+            self._run_part(run_key, task)  # raises with the reason
+        lifetime = self._live(part["lifetime"])
+        history = self.partitions[lifetime].history
+        after = self._eps([*history, *events])
+        target = float(run["target_epsilon"])
+        if after > target * (1 + 1e-9):
+            raise BudgetExceeded(
+                f"this round ({sum(n for *_, n in events)} DP-SGD steps on task {task}) would "
+                f"bring site {self.site_id!r} to lifetime epsilon={after:.3f} > budget {target} "
+                f"at delta={self.delta:.2e} ({self.accountant}); refusing to train"
+            )
+        history[:] = merged([*history, *((float(s), float(q), int(n)) for s, q, n in events)])
+        part["events"].extend([list(e) for e in events])
+        (self.directory / MARKER).touch()
+        site_eps = self.epsilon
+        self.state["ledger"].append(
+            {
+                "time": time.time(),
+                "run": run_key,
+                "task": task,
+                "round": server_round,
+                "partition": key,
+                "lifetime_partition": lifetime,
+                "noise_multiplier": part["noise_multiplier"],
+                "sample_rate": max(q for _, q, _ in events),
+                "steps": sum(n for *_, n in events),
+                "events": [list(e) for e in events],
+                "max_grad_norm": run["max_grad_norm"],
+                "task_epsilon": after,
+                "run_epsilon": self.run_epsilon(run_key),
+                "epsilon": site_eps,
+                "budget_left": self.budget - site_eps,
+            }
+        )
+        self.dirty = True
+
+    def run_epsilon(self, run_key: str) -> float:
+        """This run's own share: its steps alone, per lifetime partition, the largest."""
+        run = self.state["runs"].get(run_key, {"partitions": {}})
+        by_lifetime: dict[str, list[Event]] = {}
+        for p in run["partitions"].values():
+            by_lifetime.setdefault(self._live(p["lifetime"]), []).extend(
+                (float(s), float(q), int(n)) for s, q, n in p["events"]
+            )
+        return max((self._eps(h) for h in by_lifetime.values()), default=0.0)
+
+    def scope(self, run_key: str) -> str:
+        return scope(self.state["runs"][run_key]["composition"]) + "; lifetime of the site"
+
+    def metrics(self, run_key: str) -> dict[str, float]:
+        """What the site reports about its privacy (scalars only, all public functions of
+        the configuration and the declared per-task record counts)."""
+        last: dict[str, Any] = next(
+            (r for r in reversed(self.state["ledger"]) if r["run"] == run_key), {}
+        )
+        eps = self.epsilon
+        run = self.state["runs"][run_key]
+        return {
+            "dp-epsilon": eps,
+            "dp-run-epsilon": self.run_epsilon(run_key),
+            "dp-task-epsilon": float(last.get("task_epsilon", 0.0)),
+            "dp-delta": self.delta,
+            "dp-noise-multiplier": float(last.get("noise_multiplier") or 0.0),
+            "dp-sample-rate": float(last.get("sample_rate", 0.0)),
+            "dp-steps": float(sum(int(r["steps"]) for r in self.state["ledger"])),
+            "dp-max-grad-norm": float(run["max_grad_norm"]),
+            "dp-budget-left": self.budget - eps,
+            "dp-per-task": 1.0 if run["composition"] == PER_TASK else 0.0,
+        }
+
+    # --- persistence -------------------------------------------------------------------
+    def to_state(self) -> dict[str, Any]:
+        return {**self.state, "partitions": {k: p.to_dict() for k, p in self.partitions.items()}}
+
+    def save(self) -> None:
+        """Atomic write of the ledger, then of its backup (the ledger is authoritative)."""
+        text = json.dumps(self.to_state(), indent=1)
+        _atomic_write(self.directory / LEDGER, text)
+        _atomic_write(self.directory / BACKUP, text)
+        self.dirty = False
+
+
+def raise_budget(root: Path, site_id: str, *, to: float, reason: str) -> dict[str, Any]:
+    """Operator action: raise a site's lifetime budget to ``to``; recorded in the ledger."""
+    if not reason.strip():
+        raise ValueError("raising a privacy budget needs a reason (it is recorded)")
+    with SiteLedger.open(Path(root), site_id, dp=None) as ledger:
+        if not to > ledger.budget:
+            raise ValueError(f"the budget of {site_id!r} is {ledger.budget}; {to} is no raise")
+        entry = {
+            "time": time.time(),
+            "from": ledger.budget,
+            "to": float(to),
+            "reason": reason,
+            "by": getpass.getuser(),
+            "epsilon_spent": ledger.epsilon,
+        }
+        ledger.state["budget_log"].append(entry)
+        ledger.state["budget"] = float(to)
+        ledger.dirty = True
+    return entry
+
+
+def read_ledgers(root: Path) -> dict[str, dict[str, Any]]:
+    """Every site ledger under ``root`` (read-only, for reports): {site id: state}."""
+    out: dict[str, dict[str, Any]] = {}
+    for path in sorted(Path(root).glob(f"*/{LEDGER}")):
+        out[path.parent.name] = json.loads(path.read_text(encoding="utf-8"))
+    return out

@@ -1,0 +1,41 @@
+"""Secret, fresh randomness for every private mechanism.
+
+DP-SGD's guarantee assumes that whoever sees the released models does not know the noise
+or which records were sampled. Anything derived from ``cfg.seed`` is public (the server
+picks it, ``config.json`` and ``summary.json`` record it), so the noise and the Poisson
+masks of a private step are drawn from generators seeded here from the operating
+system's cryptographic source (:mod:`secrets`), fresh for every round and every site,
+never stored or sent. ``seed`` keeps its meaning for initialisation and for everything
+non-private (replay draws, fakes' labels, non-DP batches).
+
+Limits, stated: torch's CPU generator is a Mersenne Twister; seeded with 64 secret bits
+it is unpredictable to anyone who does not observe its raw outputs (the noise is only
+ever released summed with clipped gradients), but it is not a cryptographic stream
+(``torchcsprng``, Opacus' secure mode, has no installable release for this stack). The
+floating-point attack on Gaussian sampling (Mironov 2012; Opacus' note) is countered by
+the optimizer's ``secure_mode`` (each noise value a sum of 4 Gaussians), always on.
+"""
+
+from __future__ import annotations
+
+import secrets
+
+import numpy as np
+import torch
+
+
+def secret_seed() -> int:
+    """64 bits from the OS's cryptographic source (never logged)."""
+    return secrets.randbits(64)
+
+
+def secret_generator(device: torch.device | str = "cpu") -> torch.Generator:
+    """A torch generator seeded from the OS, for one private mechanism of one round."""
+    gen = torch.Generator(device=device)
+    gen.manual_seed(secret_seed())
+    return gen
+
+
+def secret_numpy_generator() -> np.random.Generator:
+    """A NumPy generator seeded with 128 secret bits (server-side client-level noise)."""
+    return np.random.default_rng(secrets.randbits(128))

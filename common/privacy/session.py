@@ -1,0 +1,145 @@
+"""One site's private training, round by round: the same code for a federated site and a
+single site (``fedreplay-single`` with ``dp.enabled``).
+
+Each round: open the site's lifetime ledger under its lock, declare the run (once), get
+the task's calibrated noise, record the round's steps *before* training (write-ahead: a
+crash over-counts, never under-counts), and hand back a :class:`DPPlan` whose noise and
+Poisson sampling come from fresh secret generators.
+
+    session = PrivacySession(cfg, site_id="site-0", tasks=stream.tasks)
+    prepared = session.begin_round(run_key="7", task=t, iterations=150, generator_steps=50,
+                                   server_round=4)
+    if prepared is None: ...  # too few records of this task: the site sits it out
+    learner.train(..., dp=prepared.plan); prepared.check(); prepared.metrics
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+
+from common.config import ExperimentConfig
+from common.data.types import Task
+from common.privacy.calibrate import planned_events
+from common.privacy.composition import PER_TASK, check_composition, composition_for
+from common.privacy.dp_step import DPPlan
+from common.privacy.ledger import SiteLedger, check_site_id, run_partition_of
+from common.privacy.records import record_digests, union
+from common.sitestate import site_dir
+from common.training.learner import real_data_for
+
+
+def privacy_root() -> Path:
+    """Where sites keep their lifetime ledgers: ``<site dir>/privacy``."""
+    return site_dir() / "privacy"
+
+
+@dataclass
+class PreparedRound:
+    """A round whose privacy cost is already recorded: train with ``plan``, then ``check``."""
+
+    plan: DPPlan
+    recorded_steps: int
+    metrics: dict[str, float]
+    taken: list[int] = field(default_factory=lambda: [0])
+
+    def check(self) -> None:
+        """More steps than were recorded would be a leak: fail loudly."""
+        if self.taken[0] != self.recorded_steps:
+            raise RuntimeError(
+                f"took {self.taken[0]} DP steps but recorded {self.recorded_steps} in the ledger"
+            )
+
+
+class PrivacySession:
+    def __init__(
+        self,
+        cfg: ExperimentConfig,
+        *,
+        site_id: str,
+        tasks: Sequence[Task],
+        root: Path | None = None,
+    ) -> None:
+        if not cfg.dp.enabled:
+            raise ValueError("a privacy session needs dp.enabled")
+        self.cfg, self.site_id, self.tasks = cfg, check_site_id(site_id), tuple(tasks)
+        self.root = root if root is not None else privacy_root()
+        self.composition = composition_for(
+            cfg.dp.composition, scenario=cfg.tasks.scenario, method=cfg.method
+        )
+
+    def records(self, task: int) -> int:
+        """Records this site trains on privately at ``task`` (0: it sits the task out).
+
+        The sit-out decision depends on a private count; it is listed as released in the
+        privacy scope (docs/privacy-audit.md)."""
+        n = len(real_data_for(self.cfg.method, self.tasks, task))
+        return n if n >= self.cfg.dp.min_records else 0
+
+    @cached_property
+    def partitions(self) -> dict[str, np.ndarray]:
+        """This run's partitions: the fingerprints of the records each one samples from."""
+        data = [real_data_for(self.cfg.method, self.tasks, t) for t in range(len(self.tasks))]
+        check_composition(self.composition, data, where=f"site {self.site_id}")
+        by_task = [record_digests(d) if self.records(t) else None for t, d in enumerate(data)]
+        if self.composition == PER_TASK:
+            return {f"task-{t}": d for t, d in enumerate(by_task) if d is not None}
+        return {"run": union(d for d in by_task if d is not None)}
+
+    def plan(self) -> dict[int, tuple[float, int]]:
+        cfg = self.cfg
+        gen_steps = cfg.train.generator_steps() if cfg.uses_generator else 0
+        return planned_events(
+            [self.records(t) for t in range(len(self.tasks))],
+            batch_size=cfg.train.batch_size,
+            rounds_per_task=cfg.fed.rounds_per_task,
+            steps_per_round=cfg.train.iterations + gen_steps,
+        )
+
+    def begin_round(
+        self,
+        *,
+        run_key: str,
+        task: int,
+        iterations: int,
+        generator_steps: int,
+        server_round: int,
+    ) -> PreparedRound | None:
+        """Record the round's steps in the lifetime ledger and return its DP plan (None:
+        too few records of this task, nothing spent). Raises ``BudgetExceeded`` when the
+        round would exceed the budget, ``PrivacyStateError`` when the ledger is unusable."""
+        n = self.records(task)
+        if n == 0:
+            return None
+        cfg = self.cfg
+        q = min(1.0, cfg.train.batch_size / n)
+        with SiteLedger.open(self.root, self.site_id, dp=cfg.dp) as ledger:
+            ledger.join_run(
+                run_key,
+                composition=self.composition,
+                partitions=self.partitions,
+                plan=self.plan(),
+                run_target=cfg.dp.target_epsilon,
+                max_grad_norm=cfg.dp.max_grad_norm,
+            )
+            sigma = ledger.noise_multiplier(run_key, task)
+            events = [(sigma, q, iterations)]
+            if generator_steps:
+                events.append((sigma, q, generator_steps))
+            ledger.spend(run_key, task=task, events=events, server_round=server_round)
+            metrics = ledger.metrics(run_key)
+        taken = [0]
+
+        def count() -> None:
+            taken[0] += 1
+
+        # DPPlan's defaults: fresh secret generators for the Poisson masks and the noise
+        plan = DPPlan(sigma, cfg.dp.max_grad_norm, q, on_step=count)
+        return PreparedRound(plan, iterations + generator_steps, metrics, taken)
+
+    def partition_of(self, task: int) -> str:
+        return run_partition_of(task, self.composition)

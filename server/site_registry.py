@@ -1,0 +1,84 @@
+"""The server's memory of every site's lifetime epsilon, across runs.
+
+A site whose ledger was deleted or replaced would report a lifetime epsilon (or a count
+of lifetime DP steps) lower than one it reported before; the server refuses its update
+and quarantines the site: its later updates are refused too (a reset site soon reports
+its old epsilon again) until an operator, having looked into it, removes the quarantine
+(``fedreplay-privacy release-site SITE``). The registry is a JSON file in the
+server's state folder (``$FEDREPLAY_SERVER_DIR``, else ``~/.cache/fedreplay/server``),
+keyed by site id, written atomically after every round. A simulated federation that is
+meant to be independent of earlier ones (a benchmark) uses its own server and site
+folders.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+SERVER_DIR_ENV = "FEDREPLAY_SERVER_DIR"
+REGISTRY = "site_privacy_registry.json"
+TOLERANCE = 1e-9
+
+
+def server_dir() -> Path:
+    configured = os.environ.get(SERVER_DIR_ENV, "")
+    return Path(configured).expanduser() if configured else Path.home() / ".cache/fedreplay/server"
+
+
+class SiteRegistry:
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path if path is not None else server_dir() / REGISTRY
+        self.sites: dict[str, dict[str, Any]] = {}
+        if self.path.is_file():
+            try:
+                self.sites = dict(json.loads(self.path.read_text(encoding="utf-8"))["sites"])
+            except (ValueError, KeyError) as exc:
+                raise RuntimeError(
+                    f"the server's site registry {self.path} is unreadable ({exc}); restore it "
+                    "or move it away deliberately (sites' earlier epsilons are then unchecked)"
+                ) from None
+
+    def check(self, site_id: str, epsilon: float, steps: float, run: str) -> str | None:
+        """Why a report by ``site_id`` is refused (None: accepted, and recorded)."""
+        if not (math.isfinite(epsilon) and epsilon >= 0 and math.isfinite(steps) and steps > 0):
+            return f"reported lifetime epsilon {epsilon!r} / steps {steps!r} are not valid"
+        seen = self.sites.get(site_id)
+        if seen is not None and seen.get("quarantined"):
+            return (
+                f"site {site_id!r} is quarantined since its privacy ledger was found reset "
+                f"({seen['quarantined']}); an operator must review it and run "
+                f"fedreplay-privacy release-site {site_id}"
+            )
+        if seen is not None and (
+            epsilon < float(seen["epsilon"]) - TOLERANCE or steps <= float(seen["steps"])
+        ):
+            reason = (
+                f"site {site_id!r} reports lifetime epsilon {epsilon:.4f} after {steps:.0f} DP "
+                f"steps, but reported {float(seen['epsilon']):.4f} after {seen['steps']:.0f} "
+                f"in run {seen['run']}: its privacy ledger was reset or replaced"
+            )
+            seen["quarantined"] = reason
+            return reason + "; refusing its updates"
+        self.sites[site_id] = {"epsilon": epsilon, "steps": steps, "run": run, "time": time.time()}
+        return None
+
+    def release(self, site_id: str) -> dict[str, Any]:
+        """Operator action: lift a site's quarantine (keeps its last accepted report)."""
+        seen = self.sites.get(site_id)
+        if seen is None or not seen.get("quarantined"):
+            raise ValueError(f"site {site_id!r} is not quarantined in {self.path}")
+        seen["released"] = {"time": time.time(), "quarantine": seen.pop("quarantined")}
+        return seen
+
+    def save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"sites": self.sites}, indent=1), encoding="utf-8")
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.path)

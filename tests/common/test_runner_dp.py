@@ -1,0 +1,33 @@
+"""fedreplay-single with dp.enabled trains with DP-SGD and spends the site's lifetime budget."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from common.results import load_summary
+from common.runner import main
+
+ARGS = (
+    "tasks.num-tasks=2 train.iterations=10 solver.hidden=16 generator.hidden=16 "
+    "generator.latent-dim=4 eval.generator-quality=false dp.enabled=true dp.delta=1e-5 "
+    "dp.min-records=0 dp.target-epsilon=4.0"
+)
+
+
+def test_single_site_dp_spends_budget_and_a_rerun_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("FEDREPLAY_SITE_DIR", str(tmp_path / "sites"))
+    args = ["--no-progress", "--set", f"{ARGS} output-dir='{tmp_path / 'runs'}'"]
+    assert main(args) == 0
+    run_dir = Path(capsys.readouterr().out.strip().splitlines()[-1])
+    summary = load_summary(run_dir)
+    assert 3.5 < summary["dp_epsilon"] <= 4.0, "the run ends at its target, lifetime"
+    assert summary["dp_epsilon_run"] == pytest.approx(summary["dp_epsilon"])
+    ledger = json.loads((tmp_path / "sites" / "privacy" / "single" / "ledger.json").read_text())
+    assert [row["task"] for row in ledger["ledger"]] == [0, 1]
+    assert all(row["steps"] == 20 for row in ledger["ledger"])  # solver + generator steps
+    # The same site and records again: the budget is spent, the run is refused.
+    assert main(args) == 3
+    assert "nothing useful is left" in capsys.readouterr().err
