@@ -9,6 +9,10 @@ with a ``Context`` that persists per node across rounds, as Flower's does.
 
 ``reply_hook(instruction, reply)`` may replace or drop (return None) a reply, to test
 failed, missing or hostile sites (``instruction.metadata.dst_node_id`` is the site).
+
+Privacy state is per site, not per run: sites spend from their lifetime ledgers under
+``$FEDREPLAY_SITE_DIR`` whatever ``run_id`` is (default 1); give independent experiments
+their own ``FEDREPLAY_SITE_DIR`` and ``FEDREPLAY_SERVER_DIR``.
 """
 
 from __future__ import annotations

@@ -1,5 +1,7 @@
-"""Differential privacy: DP-SGD steps, per-site accounting, budgets and the ledger.
+"""Differential privacy: DP-SGD steps, secret randomness, accounting, lifetime ledgers.
 
-Scope of every figure: sample-level (one record of one site), per site, (epsilon, delta)
-from the named accountant, composed over all tasks and rounds of the run.
+Scope of every figure: sample-level (add/remove one record of one site), per site,
+(epsilon, delta) from the named accountant, over the site's lifetime (every round, task and
+run on its records; per-task partitions under parallel composition). See
+docs/privacy-audit.md, section 0, for what is treated as public.
 """

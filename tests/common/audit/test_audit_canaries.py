@@ -107,3 +107,26 @@ def test_make_canaries_and_scores(problem: Any) -> None:
     assert len(relabelled.split) == 50
     scores = canary_scores(problem.overfit, c, device=CPU)
     assert scores.shape == (200,) and (scores <= 0).all()
+
+
+def test_a_claim_above_the_audits_reach_is_not_testable() -> None:
+    """200 canaries at delta 1e-5 certify at most 3.64, whatever the attack: a claimed
+    epsilon of 8 can then never be contradicted, and the audit says so."""
+    from common.audit.canaries import NOT_TESTABLE, reachable_epsilon
+
+    include = np.random.default_rng(0).integers(0, 2, 200).astype(bool)
+    perfect = best_lower_bound(include.astype(float), include, delta=1e-5, claimed_epsilon=8.0)
+    assert perfect.reachable_epsilon == pytest.approx(3.64, abs=0.01)
+    assert 3.0 < perfect.epsilon_lower_bound <= perfect.reachable_epsilon
+    assert perfect.verdict == NOT_TESTABLE, "even a perfect attack cannot refute epsilon = 8"
+    assert best_lower_bound(include.astype(float), include, delta=1e-5, claimed_epsilon=2.0)
+    assert (
+        best_lower_bound(include.astype(float), include, delta=1e-5, claimed_epsilon=2.0).verdict
+    ).startswith("VIOLATION")
+    assert 6.0 < reachable_epsilon(5000, delta=1e-5) < 6.3
+    assert (
+        "not testable"
+        in best_lower_bound(
+            include.astype(float), include, delta=1e-5, claimed_epsilon=8.0
+        ).to_dict()["verdict"]
+    )

@@ -86,3 +86,21 @@ def test_negative_diversity_is_refused_with_its_name() -> None:
             lr=1e-3,
             diversity=-0.1,
         )
+
+
+def test_the_number_of_fakes_does_not_follow_the_private_batch_size() -> None:
+    """Under DP the Poisson batch size is private; fakes shape un-noised terms of the
+    discriminator's step, so their number is fixed (it used to equal the batch size)."""
+    trainer = make_trainer()
+    seen: list[int] = []
+    forward = trainer.generator.forward
+
+    def spy(z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        seen.append(z.shape[0])
+        return forward(z, y)
+
+    trainer.generator.forward = spy  # type: ignore[method-assign]
+    for n in (3, 17, 0):
+        x, y = torch.rand(n, *SHAPE), torch.randint(0, 4, (n,))
+        trainer.step(x, y, None, 1.0, classes=torch.arange(4))
+    assert seen == [trainer.num_fakes] * 3 and trainer.num_fakes == 64
