@@ -38,6 +38,7 @@ REPLAY_LABELS = ("hard", "soft")
 ACCOUNTANTS = ("rdp", "prv")
 COMPOSITIONS = ("auto", "per-task", "sequential")
 EVAL_MODES = ("central", "federated", "both")
+SOLVER_DATA = ("real", "synthetic")
 # Under DP a site sends only what the protocol needs (common.privacy.release); these
 # metrics, computed on private data and not covered by DP, are sent only when named in
 # dp.release-metrics ("evaluation": federated evaluation on the site's own test data).
@@ -116,8 +117,10 @@ class TrainConfig:
     generator_lr: float
     generator_iterations: int
     gan_diversity: float  # weight of the GAN generator's mode-seeking term (0 = off)
+    solver_data: str  # real | synthetic: what the solver learns the current task from
 
     def __post_init__(self) -> None:
+        _choice("train.solver-data", self.solver_data, SOLVER_DATA)
         _positive("train.iterations", self.iterations)
         _positive("train.batch-size", self.batch_size)
         _positive("train.lr", self.lr)
@@ -308,6 +311,11 @@ class ExperimentConfig:
                 "dp.client-level with replay.mode='ensemble' would send every site's own, "
                 "un-noised generator to all sites as replay: client-level DP covers only the "
                 "noised average. Use replay.mode='global' under client-level DP"
+            )
+        if self.train.solver_data == "synthetic" and not self.uses_generator:
+            raise ConfigError(
+                "train.solver-data='synthetic' trains the solver on the site's own generator's "
+                "samples: it needs method='dgr' (a generator)"
             )
         private = self.dp.enabled or self.dp.client_level
         if (

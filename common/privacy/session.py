@@ -38,6 +38,11 @@ def privacy_root() -> Path:
     return site_dir() / "privacy"
 
 
+def private_solver_steps(cfg: ExperimentConfig, iterations: int) -> int:
+    """Solver steps that touch real records: none when it learns from synthetic data."""
+    return 0 if cfg.train.solver_data == "synthetic" else iterations
+
+
 @dataclass
 class PreparedRound:
     """A round whose privacy cost is already recorded: train with ``plan``, then ``check``."""
@@ -97,7 +102,7 @@ class PrivacySession:
             [self.records(t) for t in range(len(self.tasks))],
             batch_size=cfg.train.batch_size,
             rounds_per_task=cfg.fed.rounds_per_task,
-            steps_per_round=cfg.train.iterations + gen_steps,
+            steps_per_round=private_solver_steps(cfg, cfg.train.iterations) + gen_steps,
         )
 
     def begin_round(
@@ -117,6 +122,7 @@ class PrivacySession:
             return None
         cfg = self.cfg
         q = min(1.0, cfg.train.batch_size / n)
+        iterations = private_solver_steps(cfg, iterations)
         with SiteLedger.open(self.root, self.site_id, dp=cfg.dp) as ledger:
             ledger.join_run(
                 run_key,
@@ -127,9 +133,7 @@ class PrivacySession:
                 max_grad_norm=cfg.dp.max_grad_norm,
             )
             sigma = ledger.noise_multiplier(run_key, task)
-            events = [(sigma, q, iterations)]
-            if generator_steps:
-                events.append((sigma, q, generator_steps))
+            events = [(sigma, q, n) for n in (iterations, generator_steps) if n]
             ledger.spend(run_key, task=task, events=events, server_round=server_round)
             metrics = ledger.metrics(run_key)
         taken = [0]

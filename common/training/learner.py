@@ -8,7 +8,7 @@ where the previous scholar comes from (its own snapshot, or the server's aggrega
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -49,6 +49,20 @@ class ReplaySource:
         frozen = scholar.frozen()
         gens = (frozen.generator,) if frozen.generator is not None else ()
         return ReplaySource(frozen.solver, gens, (1.0,) * len(gens), tuple(classes))
+
+
+def synthetic_batches(
+    generator: Generator, classes: Sequence[int], batch_size: int, *, rng: torch.Generator
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Endless batches of the generator's samples of ``classes`` (uniform over them)."""
+    if not classes:
+        raise ValueError("no classes to draw synthetic batches of")
+    pool = torch.tensor(list(classes))
+    while True:
+        labels = pool[torch.randint(len(pool), (batch_size,), generator=rng)]
+        with torch.no_grad():
+            x = generator.sample(labels, generator=rng)
+        yield x, labels
 
 
 def real_data_for(method: str, tasks: Sequence[Task], t: int) -> Split:
@@ -144,6 +158,11 @@ class Learner:
         With ``dp``, real records are Poisson-sampled and every update of a module that
         sees them is a DP-SGD step (replay stays outside the clipped, noised part).
         Solver and generator draw their own batches, so each step is one mechanism.
+
+        With ``train.solver-data = "synthetic"`` the generator takes all its steps first,
+        then the solver learns the current task's classes (from the configuration, never
+        from which classes the site holds) from the generator's samples, plus replay: the
+        solver never sees a real record, so under DP only the generator's steps are private.
         """
         cfg = self.cfg
         rng = torch.Generator().manual_seed(seed)
@@ -161,21 +180,36 @@ class Learner:
             make_stepper = dp_stepper_factory(
                 dp, expected_batch_size=round(dp.sample_rate * len(real))
             )
-        solver_step = make_stepper(
-            torch.optim.Adam(self.solver.parameters(), lr=cfg.train.lr, betas=(0.9, 0.999)),
-            self.solver,
+        synthetic = cfg.train.solver_data == "synthetic"
+        solver_opt = torch.optim.Adam(self.solver.parameters(), lr=cfg.train.lr, betas=(0.9, 0.999))
+        # a solver that learns from the generator alone is post-processing: no DP step
+        solver_step = (
+            plain(solver_opt, self.solver) if synthetic else make_stepper(solver_opt, self.solver)
         )
         gen_trainer = (
             self._generative_trainer(rng, make_stepper) if self.generator is not None else None
         )
         gen_steps = cfg.train.generator_steps(iterations) if gen_trainer is not None else 0
+        if synthetic:
+            if self.generator is None:
+                raise ValueError("train.solver-data='synthetic' needs a generator")
+            old = set(replay.classes) if replay is not None else set()
+            current = [c for c in classes_seen if c not in old]
+            solver_batches = synthetic_batches(
+                self.generator, current, cfg.train.batch_size, rng=rng
+            )
+            # (solver step?, generator step?) per iteration: the generator first
+            schedule = [(False, True)] * gen_steps + [(True, False)] * iterations
+        else:
+            steps = max(iterations, gen_steps)
+            schedule = [(it < iterations, it < gen_steps) for it in range(steps)]
         sums: dict[str, float] = {}
         start = time.perf_counter()
         self.solver.train()
-        bar = tqdm(range(max(iterations, gen_steps)), desc=desc, disable=not progress, leave=False)
-        for it in bar:
+        bar = tqdm(schedule, desc=desc, disable=not progress, leave=False)
+        for it, (solver_turn, generator_turn) in enumerate(bar):
             rb = replay.sample(replay_n).to(self.device) if replay is not None else None
-            if it < iterations:
+            if solver_turn:
                 x, y = (v.to(self.device) for v in next(solver_batches))
 
                 def public(rb=rb) -> torch.Tensor:
@@ -192,7 +226,7 @@ class Learner:
                     private_weight=ratio,
                 )
                 sums["loss_solver"] = sums.get("loss_solver", 0.0) + loss
-            if gen_trainer is not None and it < gen_steps:
+            if gen_trainer is not None and generator_turn:
                 gx, gy = (v.to(self.device) for v in next(gen_batches))
                 for key, value in gen_trainer.step(gx, gy, rb, ratio, classes).items():
                     sums[key] = sums.get(key, 0.0) + value

@@ -31,3 +31,15 @@ def test_single_site_dp_spends_budget_and_a_rerun_is_refused(
     # The same site and records again: the budget is spent, the run is refused.
     assert main(args) == 3
     assert "nothing useful is left" in capsys.readouterr().err
+
+
+def test_a_solver_learning_from_synthetic_data_spends_only_the_generators_steps(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("FEDREPLAY_SITE_DIR", str(tmp_path / "sites"))
+    sets = f"{ARGS} train.solver-data='synthetic' output-dir='{tmp_path / 'runs'}'"
+    assert main(["--no-progress", "--set", sets]) == 0
+    ledger = json.loads((tmp_path / "sites" / "privacy" / "single" / "ledger.json").read_text())
+    assert all(row["steps"] == 10 for row in ledger["ledger"]), "generator steps only"
+    summary = load_summary(Path(capsys.readouterr().out.strip().splitlines()[-1]))
+    assert 3.5 < summary["dp_epsilon"] <= 4.0
