@@ -20,6 +20,7 @@ Differences from :class:`flwr.serverapp.strategy.FedAvg`:
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -232,8 +233,14 @@ class FedReplay(FedAvg):
             )
         wire.site_id_of(content)  # a malformed site record is a WireError
         metrics = wire.scalar_metrics(content.metric_records[wire.METRICS])
+        for key, value in metrics.items():
+            if not math.isfinite(value):
+                raise wire.WireError(f"metric {key!r} is {value!r}, not a finite number")
         if metrics.get("num-examples", -1.0) < 0:
             raise wire.WireError("reply metrics lack a non-negative num-examples")
+        pid = metrics.get("partition-id", 0.0)
+        if pid < 0 or pid != int(pid):
+            raise wire.WireError(f"partition-id {pid!r} is not a non-negative integer")
         wire.check_scholar_arrays(
             content.array_records[wire.SCHOLAR], self.solver_template, self.generator_template
         )

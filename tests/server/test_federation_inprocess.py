@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from flwr.app import Array, ArrayRecord, Message, RecordDict
+from flwr.app import Array, ArrayRecord, Message, MetricRecord, RecordDict
 from flwr.app.error import Error
 
 from client.client_app import app as client_app
@@ -120,14 +120,23 @@ def test_lost_reply_means_replay_is_sent_again(tmp_path: Path) -> None:
     assert deliveries[(1001, 1)] == 1
 
 
-@pytest.mark.parametrize("attack", ["extra-array", "nan", "wrong-shape"])
+@pytest.mark.parametrize(
+    "attack", ["extra-array", "nan", "wrong-shape", "nan-partition-id", "inf-metric"]
+)
 def test_hostile_updates_are_rejected_before_aggregation(tmp_path: Path, attack: str) -> None:
     def hostile(sent: Message, reply: Message) -> Message:
         if sent.metadata.dst_node_id != 1001:
             return reply
         arrays = dict(reply.content.array_records[wire.SCHOLAR].items())
         key = next(iter(arrays))
-        if attack == "extra-array":
+        metrics = reply.content.metric_records[wire.METRICS]
+        if attack in ("nan-partition-id", "inf-metric"):  # used to crash the ServerApp
+            values = dict(metrics.items())
+            values["partition-id" if attack == "nan-partition-id" else "replay-ratio"] = (
+                float("nan") if attack == "nan-partition-id" else float("inf")
+            )
+            metrics = MetricRecord(values)
+        elif attack == "extra-array":
             arrays["data.rows"] = Array(np.zeros((8, 64), np.float32))
         elif attack == "nan":
             arrays[key] = Array(np.full(arrays[key].numpy().shape, np.nan, np.float32))
@@ -136,7 +145,7 @@ def test_hostile_updates_are_rejected_before_aggregation(tmp_path: Path, attack:
         content = RecordDict(
             {
                 wire.SCHOLAR: ArrayRecord(arrays),  # type: ignore[arg-type]
-                wire.METRICS: reply.content.metric_records[wire.METRICS],
+                wire.METRICS: metrics,
             }
         )
         return Message(content, reply_to=sent)
