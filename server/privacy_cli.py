@@ -19,7 +19,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from common.privacy.ledger import PrivacyStateError, SiteLedger, raise_budget
+from common.privacy.ledger import PrivacyStateError, SiteLedger
+from common.privacy.operator import raise_budget
 from common.privacy.session import privacy_root
 from server.site_registry import REGISTRY, SiteRegistry, server_dir
 

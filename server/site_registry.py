@@ -20,6 +20,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from common.fileio import atomic_write_text
+
 SERVER_DIR_ENV = "FEDREPLAY_SERVER_DIR"
 REGISTRY = "site_privacy_registry.json"
 TOLERANCE = 1e-9
@@ -76,9 +78,4 @@ class SiteRegistry:
         return seen
 
     def save(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"sites": self.sites}, indent=1), encoding="utf-8")
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.path)
+        atomic_write_text(self.path, json.dumps({"sites": self.sites}, indent=1))

@@ -21,7 +21,8 @@ Noise is calibrated per run partition on top of what its lifetime partition has 
 spent, so that the run ends at ``dp.target-epsilon`` *lifetime*. A second run on the same
 records with the same target therefore has nothing left and is refused. The site's
 ``budget`` (its lifetime cap) is the first run's target; a run asking for more is refused
-until an operator raises it (:func:`raise_budget`, ``fedreplay-privacy raise-budget``),
+until an operator raises it (:func:`common.privacy.operator.raise_budget`,
+``fedreplay-privacy raise-budget``),
 which the ledger records. A ledger that is missing or unreadable for a site that has
 trained before is an error naming the fix, never a fresh budget. Reads and writes happen
 under an exclusive lock; writes are atomic (temp file, fsync, rename, directory fsync).
@@ -37,7 +38,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import getpass
 import json
 import os
 import re
@@ -50,6 +50,7 @@ from typing import Any
 import numpy as np
 
 from common.config import DPConfig
+from common.fileio import atomic_write_text
 from common.privacy import records as fp
 from common.privacy.accountant import Event, compute_epsilon, merged
 from common.privacy.calibrate import noise_for_budget
@@ -83,24 +84,6 @@ def check_site_id(site_id: str) -> str:
 
 def run_partition_of(task: int, composition: str) -> str:
     return f"task-{task}" if composition == PER_TASK else "run"
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
 
 
 @dataclass
@@ -462,35 +445,6 @@ class SiteLedger:
     def save(self) -> None:
         """Atomic write of the ledger, then of its backup (the ledger is authoritative)."""
         text = json.dumps(self.to_state(), indent=1)
-        _atomic_write(self.directory / LEDGER, text)
-        _atomic_write(self.directory / BACKUP, text)
+        atomic_write_text(self.directory / LEDGER, text)
+        atomic_write_text(self.directory / BACKUP, text)
         self.dirty = False
-
-
-def raise_budget(root: Path, site_id: str, *, to: float, reason: str) -> dict[str, Any]:
-    """Operator action: raise a site's lifetime budget to ``to``; recorded in the ledger."""
-    if not reason.strip():
-        raise ValueError("raising a privacy budget needs a reason (it is recorded)")
-    with SiteLedger.open(Path(root), site_id, dp=None) as ledger:
-        if not to > ledger.budget:
-            raise ValueError(f"the budget of {site_id!r} is {ledger.budget}; {to} is no raise")
-        entry = {
-            "time": time.time(),
-            "from": ledger.budget,
-            "to": float(to),
-            "reason": reason,
-            "by": getpass.getuser(),
-            "epsilon_spent": ledger.epsilon,
-        }
-        ledger.state["budget_log"].append(entry)
-        ledger.state["budget"] = float(to)
-        ledger.dirty = True
-    return entry
-
-
-def read_ledgers(root: Path) -> dict[str, dict[str, Any]]:
-    """Every site ledger under ``root`` (read-only, for reports): {site id: state}."""
-    out: dict[str, dict[str, Any]] = {}
-    for path in sorted(Path(root).glob(f"*/{LEDGER}")):
-        out[path.parent.name] = json.loads(path.read_text(encoding="utf-8"))
-    return out

@@ -16,9 +16,8 @@ from common.privacy.ledger import (
     BudgetExceeded,
     PrivacyStateError,
     SiteLedger,
-    raise_budget,
-    read_ledgers,
 )
+from common.privacy.operator import raise_budget, read_ledgers
 
 DP = load_config({"dp.enabled": True, "dp.target-epsilon": 3.0, "dp.delta": 1e-5}).dp
 PLAN = planned_events([2000, 1800], batch_size=64, rounds_per_task=2, steps_per_round=50)
