@@ -1,22 +1,15 @@
 #!/usr/bin/env bash
-# The audited runs of docs/results.md ("Audits of the released models"): the DP recipe
-# without DP and at epsilon = 8, each with a tenth of every task's training records
-# withheld from all sites (audit.holdout = 0.1: the audit's non-members, same distribution
-# as the members) and 200 canaries at site 0; then the full model audit of site 0.
+# The model audits of docs/results.md ("Audits of the released models"), side by side:
+# the DP recipe's runs without DP, at epsilon = 1 and at epsilon = 8 (made by
+# bench_federated.sh into OUT_DIR), each attacked on site 0 (which holds the 200 canaries):
+# loss attack and LiRA on the solver, GAN-Leaks on the generator, canary bounds with their
+# reach. Non-members come from the test split (these runs have no audit holdout).
 #   FEDREPLAY_DATA_ROOT=/path/to/data bash simulations/bench_audit.sh OUT_DIR
 set -uo pipefail
-out="${1:-runs/bench-audit}"
-mkdir -p "$out"
-for name in dgr_dp_off dgr_dp_eps8; do
-  echo "=== fed_mnist_${name} with audit.holdout=0.1 ($(date -u +%H:%M:%S))"
-  python simulations/run_federated.py --run-config "simulations/fed_mnist_${name}.toml" \
-    --set "audit.holdout=0.1" --set "experiment='fed-mnist-${name//_/-}-audited'" \
-    --output-dir "$out" > "$out/${name}.log" 2>&1
-  rc=$?
-  run="$(tail -1 "$out/${name}.log")"
-  echo "exit $rc : $run"
-  if [ "$rc" -eq 0 ]; then
-    echo "=== audit $run ($(date -u +%H:%M:%S))"
-    fedreplay-audit models "$run" --sites 0 2> "$out/${name}_audit.log" | tail -30
-  fi
+out="${1:-runs/bench-dp}"
+for name in off eps1 eps8; do
+  run="$(ls -d "$out"/fed-mnist-dgr-dp-"$name"-* 2>/dev/null | tail -1)"
+  [ -n "$run" ] || { echo "no run fed-mnist-dgr-dp-$name-* in $out"; continue; }
+  echo "=== audit $run ($(date -u +%H:%M:%S))"
+  fedreplay-audit models "$run" --sites 0 2> "$out/audit_$name.log" | tail -30
 done

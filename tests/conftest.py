@@ -12,5 +12,7 @@ import torch
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 torch.set_num_threads(1)
-# Sites' own disk (privacy state, egress logs): never the user's ~/.cache during tests.
+# Sites' own disk (privacy ledgers, egress logs) and the server's registry of sites'
+# lifetime epsilons: never the user's ~/.cache during tests, fresh for every session.
 os.environ["FEDREPLAY_SITE_DIR"] = tempfile.mkdtemp(prefix="fedreplay-sites-")
+os.environ["FEDREPLAY_SERVER_DIR"] = tempfile.mkdtemp(prefix="fedreplay-server-")
