@@ -64,11 +64,14 @@ class MechanismAudit:
     best_score: str
     bounds_by_score: dict[str, float]
     epsilon_prv: float  # the same mechanism under the PRV accountant (tighter than RDP)
+    reachable_epsilon: float  # the bound a perfectly separating score would give
 
     @property
     def verdict(self) -> str:
         if self.epsilon_lower_bound > self.claimed_epsilon:
             return "VIOLATION: the mechanism leaks more than the claimed epsilon"
+        if self.claimed_epsilon > self.reachable_epsilon:
+            return "not testable at this epsilon"
         return "consistent with the claimed epsilon"
 
     def to_dict(self) -> dict[str, Any]:
@@ -202,4 +205,7 @@ def audit_mechanism(
         best_score=best,
         bounds_by_score=bounds,
         epsilon_prv=compute_epsilon(events, delta=delta, kind="prv"),
+        reachable_epsilon=hypothesis_test_bound(
+            include.astype(np.float64), include, delta=delta, alpha=alpha
+        ),
     )

@@ -22,6 +22,7 @@ def test_an_honest_mechanism_is_consistent_and_the_audit_has_power() -> None:
     assert audit.verdict.startswith("consistent")
     # power: a real fraction of the claim is certified, and never more than the truth (PRV)
     assert 0.4 < audit.epsilon_lower_bound <= audit.epsilon_prv <= audit.claimed_epsilon
+    assert audit.reachable_epsilon > 5, "40,000 canaries could certify far more than 2"
 
 
 def test_noise_switched_off_is_a_violation() -> None:
