@@ -3,13 +3,15 @@
     python simulations/plot_privacy_accuracy.py RUN_DIR [RUN_DIR ...] --out privacy_accuracy.png
 
 Each run's summary.json gives final_average_accuracy and, for DP runs, dp_epsilon (the
-largest spent by any site), dp_delta and dp_accountant. Non-DP runs are drawn as a
-horizontal reference line.
+largest spent by any site), dp_delta and dp_accountant. Runs are grouped into one line per
+recipe: the experiment name without its ``-eps<N>`` suffix (``...-dp-syn-eps1`` is the
+synthetic-solver recipe). Non-DP runs are drawn as a horizontal reference line.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -42,9 +44,14 @@ def main() -> None:
     fig = Figure(figsize=(6, 4))
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    if points:
-        ax.plot([p[0] for p in points], [100 * p[1] for p in points], "o-", label="DP-SGD (DGR)")
-        for eps, acc, *_ in points:
+    recipes: dict[str, list[tuple[float, float]]] = {}
+    for eps, acc, _, _, name in points:
+        recipe = re.sub(r"-eps[0-9.]+-\d{8}-\d{6}$", "", name)
+        recipes.setdefault(recipe, []).append((eps, acc))
+    for recipe, xy in recipes.items():
+        label = "synthetic solver (DP VAE only)" if "-syn" in recipe else "DP recipe (real data)"
+        ax.plot([x for x, _ in xy], [100 * y for _, y in xy], "o-", label=label)
+        for eps, acc in xy:
             ax.annotate(
                 f"{100 * acc:.1f}%",
                 (eps, 100 * acc),
