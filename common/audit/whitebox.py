@@ -108,6 +108,18 @@ def hypothesis_test_bound(
     return best
 
 
+def perfect_test_bound(
+    included: np.ndarray, *, delta: float, alpha: float, thresholds: int = 40
+) -> float:
+    """The bound of a score that separates included from excluded canaries without error:
+    the most this many canaries can certify at this confidence (the audit's reach)."""
+    inc = np.asarray(included, dtype=bool)
+    per = alpha / thresholds
+    fpr = _cp_upper(0, int((~inc).sum()), per / 2)
+    fnr = _cp_upper(0, int(inc.sum()), per / 2)
+    return max(math.log((1 - delta - fnr) / fpr), math.log((1 - delta - fpr) / fnr))
+
+
 def canary_observations(
     *,
     noise_multiplier: float,
@@ -205,7 +217,5 @@ def audit_mechanism(
         best_score=best,
         bounds_by_score=bounds,
         epsilon_prv=compute_epsilon(events, delta=delta, kind="prv"),
-        reachable_epsilon=hypothesis_test_bound(
-            include.astype(np.float64), include, delta=delta, alpha=alpha
-        ),
+        reachable_epsilon=perfect_test_bound(include, delta=delta, alpha=alpha),
     )

@@ -82,3 +82,14 @@ def test_the_test_bound_is_zero_for_uninformative_scores() -> None:
     rng = np.random.default_rng(0)
     include = rng.integers(0, 2, 20_000).astype(bool)
     assert hypothesis_test_bound(rng.normal(size=20_000), include, delta=DELTA, alpha=0.05) < 0.2
+
+
+def test_the_reach_does_not_depend_on_how_many_canaries_were_included() -> None:
+    from common.audit.whitebox import perfect_test_bound
+
+    few = np.zeros(20_000, dtype=bool)
+    few[:9_000] = True
+    many = ~few
+    reach = perfect_test_bound(few, delta=DELTA, alpha=0.025)
+    assert reach == pytest.approx(perfect_test_bound(many, delta=DELTA, alpha=0.025))
+    assert 7 < reach < 10
