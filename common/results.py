@@ -142,7 +142,7 @@ class RunFolder:
     def write_summary(self, summary: Mapping[str, Any]) -> Path:
         """Validate (as stored: numpy/torch scalars converted) and write ``summary.json``."""
         clean = to_jsonable(summary)
-        validate_summary(clean)
+        validate_summary(clean, require_completed=False)  # a failed run is recorded too
         return self.write_json(SUMMARY_FILE, clean)
 
 

@@ -63,6 +63,15 @@ def resolve_output_dir(configured: str) -> Path:
     return (Path(base).expanduser() / path).absolute()
 
 
+class RunFailed(RuntimeError):
+    """The run ended without a single accepted site update: it failed (its folder holds
+    ``summary.json`` with ``status: failed`` and the reason)."""
+
+    def __init__(self, message: str, run: RunFolder) -> None:
+        super().__init__(message)
+        self.run = run
+
+
 class FederatedRun:
     def __init__(self, cfg: ExperimentConfig, *, num_nodes_hint: int | None = None) -> None:
         self.cfg = cfg
@@ -360,8 +369,23 @@ class FederatedRun:
             experiment=cfg.experiment,
             extra=extra,
         )
+        accepted = sum(
+            1
+            for r in self.rounds
+            for site in r["sites"]
+            if site["metrics"].get("num-examples", 0.0) > 0
+        )
+        if not accepted:  # every site failed, was refused or had nothing to train on
+            reasons = sorted({v for r in self.rounds for v in r["failures"].values()})
+            summary["status"] = "failed"
+            summary["failure_reason"] = (
+                f"no site update was accepted in any of {len(self.rounds)} rounds"
+                + (f"; failures: {'; '.join(reasons[:3])}" if reasons else "")
+            )
         run.write_summary(summary)
         log.info("%s", summary_line(summary))
         print(summary_line(summary), flush=True)
         print(run.path, flush=True)
+        if summary["status"] != "completed":
+            raise RunFailed(f"run failed: {summary['failure_reason']} ({run.path})", run)
         return run

@@ -11,7 +11,7 @@ from opacus.accountants import RDPAccountant
 from client.client_app import app as client_app
 from common.config import load_config
 from common.results import load_summary
-from server.federation import FederatedRun
+from server.federation import FederatedRun, RunFailed
 from server.inprocess import InProcessGrid
 
 TINY = {
@@ -87,16 +87,21 @@ def test_a_second_run_on_the_same_records_spends_from_the_same_lifetime_budget(
     first = load_summary(federate(tmp_path, run_id=9, **{"dp.enabled": True}).path)
     assert 7.0 < first["dp_epsilon"] <= 8.0
     # Another run (another run id) on the same records: nothing useful is left, every
-    # site refuses, the run spends nothing and says so.
-    run = federate(tmp_path, run_id=10, **{"dp.enabled": True})
+    # site refuses, the run spends nothing, says so, and ends failed.
+    with pytest.raises(RunFailed, match="no site update was accepted") as failed:
+        federate(tmp_path, run_id=10, **{"dp.enabled": True})
+    run = failed.value.run
+    assert run.read_json("summary.json")["status"] == "failed"
     rounds = run.read_jsonl("rounds.jsonl")
     assert all(len(r["failures"]) == 2 for r in rounds)
     assert all("lifetime budget" in v for r in rounds for v in r["failures"].values())
     assert len(run.read_json("privacy_ledger.json")["refused"]) == 8
     # A site whose ledger is deleted refuses too (its TRAINED marker and backup remain) ...
     (tmp_path / "sites" / "privacy" / "site-0" / "ledger.json").unlink()
-    run = federate(tmp_path, run_id=11, **{"dp.enabled": True})
-    failures = [v for r in run.read_jsonl("rounds.jsonl") for v in r["failures"].values()]
+    with pytest.raises(RunFailed) as failed:
+        federate(tmp_path, run_id=11, **{"dp.enabled": True})
+    rounds = failed.value.run.read_jsonl("rounds.jsonl")
+    failures = [v for r in rounds for v in r["failures"].values()]
     assert any("refusing to start it from epsilon 0" in v for v in failures)
 
 
@@ -108,8 +113,10 @@ def test_the_server_refuses_a_site_whose_lifetime_epsilon_falls(tmp_path: Path) 
 
     federate(tmp_path, run_id=21, **{"dp.enabled": True})
     shutil.rmtree(tmp_path / "sites" / "privacy" / "site-1")
-    run = federate(tmp_path, run_id=22, **{"dp.enabled": True})
-    failures = [v for r in run.read_jsonl("rounds.jsonl") for v in r["failures"].values()]
+    with pytest.raises(RunFailed) as failed:  # site-0 has no budget left, site-1 is refused
+        federate(tmp_path, run_id=22, **{"dp.enabled": True})
+    rounds = failed.value.run.read_jsonl("rounds.jsonl")
+    failures = [v for r in rounds for v in r["failures"].values()]
     assert sum("ledger was reset" in v and "refusing its updates" in v for v in failures) == 1
     assert sum("is quarantined" in v for v in failures) == 3
 
