@@ -170,13 +170,15 @@ class Learner:
         replay_n = cfg.replay.batch_size or cfg.train.batch_size
         classes = torch.tensor(list(classes_seen))
         make_stepper: StepperFactory = plain
-        if dp is None:
-            solver_batches = shuffled_batches(real, cfg.train.batch_size, rng=rng)
-            gen_batches = shuffled_batches(real, cfg.train.batch_size, rng=rng)
-        else:
-            # Poisson masks from the plan's secret generator, never from ``seed``.
-            solver_batches = poisson_batches(real, dp.sample_rate, rng=dp.sampling)
-            gen_batches = poisson_batches(real, dp.sample_rate, rng=dp.sampling)
+
+        def real_batches() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+            """Batches of real records: shuffled, or Poisson masks from the plan's secret
+            generator under DP (never from ``seed``)."""
+            if dp is None:
+                return shuffled_batches(real, cfg.train.batch_size, rng=rng)
+            return poisson_batches(real, dp.sample_rate, rng=dp.sampling)
+
+        if dp is not None:
             make_stepper = dp_stepper_factory(
                 dp, expected_batch_size=round(dp.sample_rate * len(real))
             )
@@ -201,8 +203,10 @@ class Learner:
             # (solver step?, generator step?) per iteration: the generator first
             schedule = [(False, True)] * gen_steps + [(True, False)] * iterations
         else:
+            solver_batches = real_batches()
             steps = max(iterations, gen_steps)
             schedule = [(it < iterations, it < gen_steps) for it in range(steps)]
+        gen_batches = real_batches()
         sums: dict[str, float] = {}
         start = time.perf_counter()
         self.solver.train()
