@@ -28,6 +28,7 @@ import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 from torch import nn
 
+from common.privacy.ledger import check_site_id
 from common.replay import ReplayPayload
 
 SCHOLAR = "scholar"
@@ -196,9 +197,12 @@ def site_id_of(content: RecordDict) -> str | None:
         return None
     record = content.config_records[SITE]
     value = record.get(SITE_ID)
-    if set(record) != {SITE_ID} or not isinstance(value, str) or not 0 < len(value) <= 64:
-        raise WireError(f"site record must hold one site-id string, got {dict(record)!r}")
-    return value
+    try:
+        if set(record) != {SITE_ID} or not isinstance(value, str):
+            raise ValueError("not one string")
+        return check_site_id(value)  # the one rule a site id follows (common.privacy.ledger)
+    except ValueError:
+        raise WireError(f"site record must hold one site-id string, got {dict(record)!r}") from None
 
 
 def record_bytes(record: RecordDict | ArrayRecord) -> int:

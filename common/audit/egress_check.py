@@ -27,35 +27,27 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from common.config import ExperimentConfig
+from common.config import RELEASABLE_METRICS, ExperimentConfig
 from common.data.types import Shape
 from common.egress import EgressLog
 from common.models import build_generator, build_solver
-from common.privacy.release import DP_METRICS, allowed_train_metrics, evaluation_allowed
+from common.privacy.ledger import check_site_id
+from common.privacy.release import (
+    DP_METRICS,
+    PROTOCOL_TRAIN_METRICS,
+    allowed_train_metrics,
+    evaluation_allowed,
+)
 
 SCHOLAR, METRICS, SITE = "scholar", "metrics", "site"
 ALLOWED_RECORDS: dict[str, dict[str, str]] = {  # message type -> record name -> kind
     "train": {SCHOLAR: "array", METRICS: "metric", SITE: "config"},
     "evaluate": {METRICS: "metric"},
 }
-# What Learner.train, Site.train and the ClientApp's train handler report today, plus the
-# DP accountant's numbers (dp-*).
-TRAIN_METRICS = frozenset(
-    {
-        "num-examples",
-        "iterations",
-        "train-time-s",
-        "replay-ratio",
-        "loss-solver",
-        "loss-generator",
-        "loss-discriminator",
-        "empty",
-        "bytes-down",
-        "bytes-up",
-        "partition-id",
-    }
-    | DP_METRICS
-)
+# What a train reply may carry at all (common.privacy.release declares each part): the
+# protocol's metrics, the DP accountant's numbers (dp-*) and the metrics that leave only
+# without DP or when opted in under DP (losses, train-time-s).
+TRAIN_METRICS = PROTOCOL_TRAIN_METRICS | DP_METRICS | (RELEASABLE_METRICS - {"evaluation"})
 EVAL_METRICS = frozenset({"accuracy", "num-examples", "eval-time-s"})
 EVAL_PATTERNS = (re.compile(r"accuracy-task-\d+"), re.compile(r"examples-task-\d+"))
 FLOAT32 = "float32"
@@ -193,7 +185,11 @@ def _metric_problems(
 
 def _site_problems(values: Mapping[str, Any]) -> list[str]:
     site_id = values.get("site-id")
-    if set(values) != {"site-id"} or not isinstance(site_id, str) or not 0 < len(site_id) <= 64:
+    try:
+        if set(values) != {"site-id"} or not isinstance(site_id, str):
+            raise ValueError("not one string")
+        check_site_id(site_id)  # the one rule a site id follows (common.privacy.ledger)
+    except ValueError:
         return [f"site record must hold one site-id string, got {dict(values)!r}"]
     return []
 

@@ -121,7 +121,6 @@ class SiteLedger:
         self.partitions = {
             k: LifetimePartition.from_dict(v) for k, v in state["partitions"].items()
         }
-        self._lock_fd: int | None = None
         self.dirty = False
 
     # --- opening ---------------------------------------------------------------------

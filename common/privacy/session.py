@@ -27,7 +27,7 @@ from common.data.types import Task
 from common.privacy.calibrate import planned_events
 from common.privacy.composition import PER_TASK, check_composition, composition_for
 from common.privacy.dp_step import DPPlan
-from common.privacy.ledger import SiteLedger, check_site_id, run_partition_of
+from common.privacy.ledger import SiteLedger, check_site_id
 from common.privacy.records import record_digests, union
 from common.sitestate import site_dir
 from common.training.learner import real_data_for
@@ -144,6 +144,3 @@ class PrivacySession:
         # DPPlan's defaults: fresh secret generators for the Poisson masks and the noise
         plan = DPPlan(sigma, cfg.dp.max_grad_norm, q, on_step=count)
         return PreparedRound(plan, iterations + generator_steps, metrics, taken)
-
-    def partition_of(self, task: int) -> str:
-        return run_partition_of(task, self.composition)

@@ -80,3 +80,18 @@ def test_record_bytes_counts_array_payload() -> None:
     params = sum(p.numel() for p in [*solver.parameters(), *gen.parameters()])
     assert wire.record_bytes(record) == 4 * params
     assert wire.record_bytes(RecordDict({"a": record})) == 4 * params
+
+
+def test_a_reply_may_only_declare_a_site_id_the_ledger_would_accept() -> None:
+    """One rule for site ids (common.privacy.ledger.check_site_id), at the site, on the
+    wire and in the egress audit: another site's id is well-formed, a path is not."""
+    from flwr.app import ConfigRecord, RecordDict
+
+    def declared(value: object) -> str | None:
+        return wire.site_id_of(RecordDict({wire.SITE: ConfigRecord({wire.SITE_ID: value})}))
+
+    assert declared("st-olav") == "st-olav"
+    for bad in ("../../etc", "", "a" * 65, 7):
+        with pytest.raises(wire.WireError, match="site-id"):
+            declared(bad)
+    assert wire.site_id_of(RecordDict({})) is None
