@@ -1,12 +1,14 @@
 """The white-box audit certifies a lower bound on the real private step, and catches a
 deliberately broken one (noise off, noise repeated across steps)."""
 
+from typing import Any
+
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from common.audit.whitebox import audit_mechanism, hypothesis_test_bound
+from common.audit.whitebox import MechanismAudit, audit_mechanism, hypothesis_test_bound
 from common.privacy.calibrate import noise_for_budget
 from common.privacy.dp_step import DPStepper
 
@@ -14,37 +16,44 @@ Q, T, DELTA, M = 0.5, 10, 1e-5, 40_000
 SIGMA = noise_for_budget([(Q, T)], target_epsilon=2.0, delta=DELTA, accountant="rdp")
 
 
-def test_an_honest_mechanism_is_consistent_and_the_audit_has_power() -> None:
-    audit = audit_mechanism(
-        noise_multiplier=SIGMA, sample_rate=Q, steps=T, delta=DELTA, num_canaries=M
-    )
-    assert audit.claimed_epsilon == pytest.approx(2.0, abs=0.05)
-    assert audit.verdict.startswith("consistent")
-    # power: a real fraction of the claim is certified, and never more than the truth (PRV)
-    assert 0.4 < audit.epsilon_lower_bound <= audit.epsilon_prv <= audit.claimed_epsilon
-    assert audit.reachable_epsilon > 5, "40,000 canaries could certify far more than 2"
+def audit(stepper: type[DPStepper] | None = None, **overrides: Any) -> MechanismAudit:
+    """The audit of T steps at rate Q, claimed epsilon 2, with M canaries: of the real DP
+    step, or of ``stepper`` built with ``overrides`` (a deliberately broken mechanism)."""
 
-
-def test_noise_switched_off_is_a_violation() -> None:
-    def no_noise(opt: torch.optim.Optimizer, module: nn.Module) -> DPStepper:
-        return DPStepper(
+    def make(opt: torch.optim.Optimizer, module: nn.Module) -> DPStepper:
+        assert stepper is not None
+        settings = {"noise_multiplier": SIGMA, **overrides}
+        return stepper(
             opt,
             module,
-            noise_multiplier=0.0,
             max_grad_norm=1.0,
             expected_batch_size=round(Q * M / 2),
             on_step=lambda: None,
+            **settings,
         )
 
-    audit = audit_mechanism(
+    return audit_mechanism(
         noise_multiplier=SIGMA,
         sample_rate=Q,
         steps=T,
         delta=DELTA,
         num_canaries=M,
-        make_stepper=no_noise,
+        make_stepper=make if stepper is not None else None,
     )
-    assert audit.verdict.startswith("VIOLATION") and audit.epsilon_lower_bound > 4
+
+
+def test_an_honest_mechanism_is_consistent_and_the_audit_has_power() -> None:
+    result = audit()
+    assert result.claimed_epsilon == pytest.approx(2.0, abs=0.05)
+    assert result.verdict.startswith("consistent")
+    # power: a real fraction of the claim is certified, and never more than the truth (PRV)
+    assert 0.4 < result.epsilon_lower_bound <= result.epsilon_prv <= result.claimed_epsilon
+    assert result.reachable_epsilon > 5, "40,000 canaries could certify far more than 2"
+
+
+def test_noise_switched_off_is_a_violation() -> None:
+    result = audit(DPStepper, noise_multiplier=0.0)
+    assert result.verdict.startswith("VIOLATION") and result.epsilon_lower_bound > 4
 
 
 def test_noise_repeated_across_steps_is_a_violation() -> None:
@@ -56,26 +65,8 @@ def test_noise_repeated_across_steps_is_a_violation() -> None:
             self.optimizer.generator.manual_seed(1234)  # the same draws every step
             return super().step(**kwargs)
 
-    def repeating(opt: torch.optim.Optimizer, module: nn.Module) -> DPStepper:
-        return Repeating(
-            opt,
-            module,
-            noise_multiplier=SIGMA,
-            max_grad_norm=1.0,
-            expected_batch_size=round(Q * M / 2),
-            on_step=lambda: None,
-            noise=torch.Generator(),
-        )
-
-    audit = audit_mechanism(
-        noise_multiplier=SIGMA,
-        sample_rate=Q,
-        steps=T,
-        delta=DELTA,
-        num_canaries=M,
-        make_stepper=repeating,
-    )
-    assert audit.verdict.startswith("VIOLATION") and audit.best_score == "spread"
+    result = audit(Repeating, noise=torch.Generator())
+    assert result.verdict.startswith("VIOLATION") and result.best_score == "spread"
 
 
 def test_the_test_bound_is_zero_for_uninformative_scores() -> None:
