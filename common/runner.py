@@ -25,7 +25,7 @@ from common.data.streams import build_stream
 from common.device import seed_everything, select_device
 from common.evaluator import train_evaluator
 from common.metrics import AccuracyMatrix, evaluate_tasks, per_task_generator_quality
-from common.privacy.composition import scope
+from common.privacy.composition import LIFETIME, scope
 from common.privacy.ledger import BudgetExceeded, PrivacyStateError
 from common.privacy.session import PrivacySession
 from common.results import RunFolder, build_summary, summary_line
@@ -145,13 +145,13 @@ def run_single_site(
     extra: dict = {"num_sites": 1, "seed": cfg.seed, "device": str(device)}
     if session is not None:
         extra.update(
-            dp_scope=scope(session.composition) + "; lifetime of the site",
+            dp_scope=scope(session.composition),
             dp_composition=session.composition,
             dp_accountant=cfg.dp.accountant,
             dp_delta=cfg.dp.delta,
             dp_epsilon=privacy["dp-epsilon"],  # lifetime of the site after the run
             dp_epsilon_run=privacy["dp-run-epsilon"],  # this run's own share
-            dp_epsilon_is="lifetime of the site (all runs on its records)",
+            dp_epsilon_is=LIFETIME,
             dp_target_epsilon=cfg.dp.target_epsilon,
             dp_site_id=site_id,
         )

@@ -16,7 +16,7 @@ from typing import Any
 from common.config import ExperimentConfig
 from common.plots import plot_epsilon
 from common.privacy.accountant import compute_epsilon
-from common.privacy.composition import PER_TASK, SEQUENTIAL, scope
+from common.privacy.composition import LIFETIME, PER_TASK, SEQUENTIAL, scope
 from common.results import RunFolder
 
 CLIENT_SCOPE = (
@@ -105,7 +105,7 @@ def write_privacy_report(
             # the largest lifetime epsilon of the sites after the run, and this run's share
             "dp_epsilon": max(row["epsilon"] for row in final.values()),
             "dp_epsilon_run": max(row["run_epsilon"] for row in final.values()),
-            "dp_epsilon_is": "lifetime of the site (all runs on its records)",
+            "dp_epsilon_is": LIFETIME,
             "dp_target_epsilon": dp.target_epsilon,
             "dp_noise_multiplier_max": max(
                 row["noise_multiplier"] for rows in ledger.values() for row in rows

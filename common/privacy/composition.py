@@ -78,12 +78,18 @@ def check_composition(composition: str, task_data: Sequence[Split], *, where: st
         )
 
 
+LIFETIME = "lifetime of the site (all runs on its records)"
+
+
 def scope(composition: str) -> str:
-    """The scope sentence that goes with every epsilon a site reports."""
+    """The scope sentence that goes with every epsilon a site reports (always lifetime:
+    common.privacy.ledger)."""
     base = "sample-level (add/remove one record), per site"
     if composition == PER_TASK:
-        return (
-            f"{base}; composed over all rounds of each task, parallel composition across "
-            "tasks (each record is in one task): the site's epsilon is its largest task's"
+        within = (
+            "composed over all rounds of each task, parallel composition across tasks (each "
+            "record is in one task): the site's epsilon is its largest task's"
         )
-    return f"{base}; composed over all rounds and tasks"
+    else:
+        within = "composed over all rounds and tasks"
+    return f"{base}; {within}; {LIFETIME}"

@@ -54,7 +54,7 @@ from common.fileio import atomic_write_text
 from common.privacy import records as fp
 from common.privacy.accountant import Event, compute_epsilon, merged
 from common.privacy.calibrate import noise_for_budget
-from common.privacy.composition import PER_TASK, SEQUENTIAL, scope
+from common.privacy.composition import PER_TASK, SEQUENTIAL
 
 STATE_VERSION = 3
 LEDGER, BACKUP, MARKER, LOCK = "ledger.json", "ledger.json.bak", "TRAINED", "ledger.lock"
@@ -412,9 +412,6 @@ class SiteLedger:
                 (float(s), float(q), int(n)) for s, q, n in p["events"]
             )
         return max((self._eps(h) for h in by_lifetime.values()), default=0.0)
-
-    def scope(self, run_key: str) -> str:
-        return scope(self.state["runs"][run_key]["composition"]) + "; lifetime of the site"
 
     def metrics(self, run_key: str) -> dict[str, float]:
         """What the site reports about its privacy (scalars only, all public functions of

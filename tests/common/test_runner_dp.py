@@ -25,6 +25,7 @@ def test_single_site_dp_spends_budget_and_a_rerun_is_refused(
     summary = load_summary(run_dir)
     assert 3.5 < summary["dp_epsilon"] <= 4.0, "the run ends at its target, lifetime"
     assert summary["dp_epsilon_run"] == pytest.approx(summary["dp_epsilon"])
+    assert summary["dp_scope"].endswith("lifetime of the site (all runs on its records)")
     ledger = json.loads((tmp_path / "sites" / "privacy" / "single" / "ledger.json").read_text())
     assert [row["task"] for row in ledger["ledger"]] == [0, 1]
     assert all(row["steps"] == 20 for row in ledger["ledger"])  # solver + generator steps

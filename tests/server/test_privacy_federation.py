@@ -52,6 +52,7 @@ def test_ledger_matches_an_independent_recomputation(
     ledger = run.read_json("privacy_ledger.json")
     summary = load_summary(run.path)
     assert summary["dp_scope"].startswith("sample-level (add/remove one record), per site")
+    assert summary["dp_scope"].endswith("lifetime of the site (all runs on its records)")
     assert summary["dp_composition"] == composition == ledger["composition"]
     assert summary["dp_accountant"] == "rdp" and summary["dp_epsilon"] <= 8.0
     assert sorted(ledger["sites"]) == ["site-0", "site-1"], "keyed by stable site ids"
