@@ -202,13 +202,8 @@ class Site:
             return {"num-examples": 0.0, "empty": 1.0}
         prepared = None
         if self.cfg.dp.enabled:
-            gen_steps = self.cfg.train.generator_steps(iterations) if self.learner.generator else 0
             prepared = self.privacy().begin_round(  # spent before any step (write-ahead)
-                run_key=str(run_id),
-                task=task,
-                iterations=iterations,
-                generator_steps=gen_steps,
-                server_round=server_round,
+                run_key=str(run_id), task=task, iterations=iterations, server_round=server_round
             )
             if prepared is None:  # too few records to train on privately: sit out
                 return {"num-examples": 0.0, "empty": 1.0}

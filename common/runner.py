@@ -74,13 +74,8 @@ def run_single_site(
         )
         prepared = None
         if session is not None:  # spent before any step (write-ahead)
-            gen_steps = cfg.train.generator_steps() if learner.generator is not None else 0
             prepared = session.begin_round(
-                run_key=run.path.name,
-                task=t,
-                iterations=cfg.train.iterations,
-                generator_steps=gen_steps,
-                server_round=t + 1,
+                run_key=run.path.name, task=t, iterations=cfg.train.iterations, server_round=t + 1
             )
             if prepared is None:
                 raise ValueError(

@@ -7,8 +7,7 @@ crash over-counts, never under-counts), and hand back a :class:`DPPlan` whose no
 Poisson sampling come from fresh secret generators.
 
     session = PrivacySession(cfg, site_id="site-0", tasks=stream.tasks)
-    prepared = session.begin_round(run_key="7", task=t, iterations=150, generator_steps=50,
-                                   server_round=4)
+    prepared = session.begin_round(run_key="7", task=t, iterations=150, server_round=4)
     if prepared is None: ...  # too few records of this task: the site sits it out
     learner.train(..., dp=prepared.plan); prepared.check(); prepared.metrics
 """
@@ -41,6 +40,12 @@ def privacy_root() -> Path:
 def private_solver_steps(cfg: ExperimentConfig, iterations: int) -> int:
     """Solver steps that touch real records: none when it learns from synthetic data."""
     return 0 if cfg.train.solver_data == "synthetic" else iterations
+
+
+def private_generator_steps(cfg: ExperimentConfig, iterations: int) -> int:
+    """Generator (or critic) steps of a round of ``iterations`` solver steps, as
+    :meth:`common.training.learner.Learner.train` takes them: each touches real records."""
+    return cfg.train.generator_steps(iterations) if cfg.uses_generator else 0
 
 
 @dataclass
@@ -97,12 +102,13 @@ class PrivacySession:
 
     def plan(self) -> dict[int, tuple[float, int]]:
         cfg = self.cfg
-        gen_steps = cfg.train.generator_steps() if cfg.uses_generator else 0
+        iterations = cfg.train.iterations
         return planned_events(
             [self.records(t) for t in range(len(self.tasks))],
             batch_size=cfg.train.batch_size,
             rounds_per_task=cfg.fed.rounds_per_task,
-            steps_per_round=private_solver_steps(cfg, cfg.train.iterations) + gen_steps,
+            steps_per_round=private_solver_steps(cfg, iterations)
+            + private_generator_steps(cfg, iterations),
         )
 
     def begin_round(
@@ -111,7 +117,6 @@ class PrivacySession:
         run_key: str,
         task: int,
         iterations: int,
-        generator_steps: int,
         server_round: int,
     ) -> PreparedRound | None:
         """Record the round's steps in the lifetime ledger and return its DP plan (None:
@@ -122,6 +127,7 @@ class PrivacySession:
             return None
         cfg = self.cfg
         q = min(1.0, cfg.train.batch_size / n)
+        generator_steps = private_generator_steps(cfg, iterations)
         iterations = private_solver_steps(cfg, iterations)
         with SiteLedger.open(self.root, self.site_id, dp=cfg.dp) as ledger:
             ledger.join_run(
