@@ -38,6 +38,7 @@ REPLAY_LABELS = ("hard", "soft")
 ACCOUNTANTS = ("rdp", "prv")
 COMPOSITIONS = ("auto", "per-task", "sequential")
 EVAL_MODES = ("central", "federated", "both")
+AGGREGATIONS = ("fedavg", "median", "trimmed-mean", "krum", "multikrum", "bulyan")
 SOLVER_DATA = ("real", "synthetic")
 # Under DP a site sends only what the protocol needs (common.privacy.release); these
 # metrics, computed on private data and not covered by DP, are sent only when named in
@@ -69,6 +70,20 @@ class DataConfig:
     name: str
     root: str
     download: bool
+    classes: str
+
+    def __post_init__(self) -> None:
+        names = self.class_names
+        if self.classes.strip() and (len(set(names)) != len(names) or "" in names):
+            raise ConfigError(
+                f"data.classes={self.classes!r} must be distinct, non-empty names separated "
+                "by commas"
+            )
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        """The declared label space: label i is the i-th name (empty: the dataset's own)."""
+        return tuple(n.strip() for n in self.classes.split(",")) if self.classes.strip() else ()
 
 
 @dataclass(frozen=True)
@@ -174,6 +189,11 @@ class FedConfig:
     min_sites: int
     round_timeout: float
     evaluate: str
+    aggregation: str
+    update_clip: float
+    weight_cap: float
+    trim_fraction: float
+    num_malicious: int
 
     def __post_init__(self) -> None:
         _positive("fed.rounds-per-task", self.rounds_per_task)
@@ -183,6 +203,22 @@ class FedConfig:
         _choice("fed.evaluate", self.evaluate, EVAL_MODES)
         if not 0.0 < self.fraction_train <= 1.0:
             raise ConfigError(f"fed.fraction-train={self.fraction_train!r} must be in (0, 1]")
+        _choice("fed.aggregation", self.aggregation, ("auto", *AGGREGATIONS))
+        _positive("fed.update-clip", self.update_clip, allow_zero=True)
+        _positive("fed.weight-cap", self.weight_cap, allow_zero=True)
+        if 0 < self.update_clip < 1 or 0 < self.weight_cap < 1:
+            raise ConfigError(
+                f"fed.update-clip={self.update_clip!r} and fed.weight-cap={self.weight_cap!r} "
+                "are multiples of the round's median: use 0 (off) or a value >= 1"
+            )
+        if not 0.0 <= self.trim_fraction < 0.5:
+            raise ConfigError(f"fed.trim-fraction={self.trim_fraction!r} must be in [0, 0.5)")
+        _positive("fed.num-malicious", self.num_malicious, allow_zero=True)
+        if self.min_sites > self.num_sites:
+            raise ConfigError(
+                f"fed.min-sites={self.min_sites} is more than fed.num-sites={self.num_sites}: "
+                "the run would wait forever for sites that do not exist"
+            )
 
 
 @dataclass(frozen=True)
@@ -312,6 +348,12 @@ class ExperimentConfig:
                 "un-noised generator to all sites as replay: client-level DP covers only the "
                 "noised average. Use replay.mode='global' under client-level DP"
             )
+        if self.dp.client_level and self.fed.aggregation not in ("auto", "fedavg"):
+            raise ConfigError(
+                f"dp.client-level with fed.aggregation={self.fed.aggregation!r}: client-level "
+                "DP's noise is calibrated to a clipped sum of updates; use fed.aggregation="
+                "'auto' (the clipped, noised mean; the clipping already bounds every site)"
+            )
         if self.train.solver_data == "synthetic" and not self.uses_generator:
             raise ConfigError(
                 "train.solver-data='synthetic' trains the solver on the site's own generator's "
@@ -330,6 +372,14 @@ class ExperimentConfig:
             )
         if not self.device == "auto" and not self.device.startswith(("cpu", "cuda", "mps")):
             raise ConfigError(f"device={self.device!r} must be auto, cpu, cuda, cuda:N or mps")
+
+    @property
+    def aggregation_rule(self) -> str:
+        """``fed.aggregation`` resolved: ``auto`` is ``trimmed-mean``, or under client-level
+        DP the clipped, noised mean (``dp-mean``, server.client_dp)."""
+        if self.dp.client_level:
+            return "dp-mean"
+        return "trimmed-mean" if self.fed.aggregation == "auto" else self.fed.aggregation
 
     @property
     def uses_generator(self) -> bool:

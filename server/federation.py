@@ -35,6 +35,7 @@ from common.plots import plot_rounds
 from common.replay import GenerativeReplay, ReplayPayload
 from common.results import RunFolder, build_summary, summary_line
 from common.run_artifacts import save_final_artifacts
+from server.aggregation import RULES, Bounds
 from server.client_dp import ClientLevelDP
 from server.privacy_report import write_privacy_report
 from server.site_registry import SiteRegistry
@@ -99,6 +100,13 @@ class FederatedRun:
                 else None
             ),
             registry=SiteRegistry() if cfg.dp.enabled else None,
+            bounds=Bounds(
+                rule=cfg.aggregation_rule if cfg.aggregation_rule in RULES else "fedavg",
+                update_clip=cfg.fed.update_clip,
+                weight_cap=cfg.fed.weight_cap,
+                trim_fraction=cfg.fed.trim_fraction,
+                num_malicious=cfg.fed.num_malicious,
+            ),
         )
         self.strategy: Strategy = self.fedreplay
         self.matrix = AccuracyMatrix(len(self.stream))
@@ -266,6 +274,7 @@ class FederatedRun:
                 "sampled": len(rec.sampled),
                 "sites": [asdict(r) | {"generator": None} for r in rec.replies],
                 "failures": {str(k): v for k, v in rec.failures.items()},
+                "aggregate_refused": rec.refused_aggregate,
             }
             self.rounds.append(entry)
             run.append_jsonl("rounds.jsonl", entry)
@@ -327,6 +336,8 @@ class FederatedRun:
             "bytes_down_per_site_round": sum(down) / max(len(down), 1),
             "site_rounds": len(site_rounds),
             "failures": sum(len(r["failures"]) for r in self.rounds),
+            "aggregates_refused": sum(1 for r in self.rounds if r["aggregate_refused"]),
+            "aggregation": cfg.aggregation_rule,
             "wall_time_per_round_s": None,
             "server_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "seed": cfg.seed,
@@ -372,11 +383,15 @@ class FederatedRun:
         accepted = sum(
             1
             for r in self.rounds
+            if not r["aggregate_refused"]
             for site in r["sites"]
             if site["metrics"].get("num-examples", 0.0) > 0
         )
         if not accepted:  # every site failed, was refused or had nothing to train on
             reasons = sorted({v for r in self.rounds for v in r["failures"].values()})
+            reasons += sorted(
+                {r["aggregate_refused"] for r in self.rounds if r["aggregate_refused"]}
+            )
             summary["status"] = "failed"
             summary["failure_reason"] = (
                 f"no site update was accepted in any of {len(self.rounds)} rounds"

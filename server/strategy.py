@@ -8,8 +8,12 @@ Differences from :class:`flwr.serverapp.strategy.FedAvg`:
   training without replay.
 - ``aggregate_train`` validates every reply against the registered architectures
   (wrong keys, shapes, dtypes, NaN/inf are rejected and logged), ignores sites that had
-  no data, averages by ``num-examples``, and keeps each site's latest generator of the
-  task for the ``ensemble`` replay mode.
+  no data, bounds every site's influence and applies ``fed.aggregation``
+  (:mod:`server.aggregation`: capped counts, per-part norm bounds, a finite aggregate or
+  the previous model), and keeps each site's latest *bounded* generator of the task for
+  the ``ensemble`` replay mode.
+- ``fed.min-sites`` is the number of sites needed to *start*; later rounds go on with the
+  sites that are connected (a dead site does not stall the run).
 - Per-site metrics of every round are kept in ``round_records`` for the run's log.
 - With ``client_dp`` (client-level DP), the accepted updates are clipped, summed, divided
   by the number of sites sampled and noised (:mod:`server.client_dp`), after validation.
@@ -28,11 +32,12 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
-from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords, sample_nodes
+from flwr.serverapp.strategy.strategy_utils import sample_nodes
 from torch import nn
 
 from common import wire
 from common.replay import ReplayPayload
+from server.aggregation import AggregationError, Bounds, aggregate, bounded_model, part_of
 from server.client_dp import ClientLevelDP
 from server.site_registry import SiteRegistry
 
@@ -45,6 +50,7 @@ class SiteReply:
     metrics: dict[str, float]
     generator: dict[str, torch.Tensor] | None = None
     site_id: str | None = None
+    influence: dict[str, object] = field(default_factory=dict)  # what the bounds did
 
 
 @dataclass
@@ -53,6 +59,7 @@ class RoundRecord:
     sampled: list[int] = field(default_factory=list)
     replies: list[SiteReply] = field(default_factory=list)
     failures: dict[int, str] = field(default_factory=dict)  # node_id -> reason
+    refused_aggregate: str | None = None  # why the round kept the previous model
 
 
 class FedReplay(FedAvg):
@@ -67,6 +74,7 @@ class FedReplay(FedAvg):
         fraction_evaluate: float = 0.0,
         client_dp: ClientLevelDP | None = None,
         registry: SiteRegistry | None = None,
+        bounds: Bounds | None = None,
     ) -> None:
         super().__init__(
             fraction_train=fraction_train,
@@ -80,6 +88,13 @@ class FedReplay(FedAvg):
         self.solver_template, self.generator_template = solver, generator
         self.client_dp = client_dp  # client-level DP: clip, sum, / sampled, secret noise
         self.registry = registry  # sites' lifetime epsilons across runs
+        self.bounds = bounds or Bounds()
+        self.started = False  # fed.min-sites is waited for once, at the start
+        self.owners: dict[tuple[str, str], int] = {}  # (site id | partition-id) -> node
+        self.connected: set[int] = set()  # nodes connected when the round was configured
+        self.contested: dict[tuple[str, str], set[int]] = {}  # claims of several nodes
+        # {site key: num-examples it declared on its first reply of the task}
+        self.declared: dict[str, float] = {}
         self.run_key = ""  # set by the run: recorded with registry entries
         self.current_arrays: ArrayRecord | None = None
         self.round_offset = 0  # rounds of earlier tasks (start() counts from 1 per task)
@@ -101,15 +116,23 @@ class FedReplay(FedAvg):
         self.payload_records = wire.replay_records(payload) if payload is not None else None
         self.served, self.pending = set(), set()
         self.task_generators = {}
+        self.declared = {}
         self.round_offset = round_offset
 
     # --- training -------------------------------------------------------------------------
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        num_nodes = int(len(list(grid.get_node_ids())) * self.fraction_train)
-        sample_size = max(num_nodes, self.min_train_nodes)
-        node_ids, _ = sample_nodes(grid, self.min_available_nodes, sample_size)
+        self.connected = set(grid.get_node_ids())
+        num_nodes = int(len(self.connected) * self.fraction_train)
+        # fed.min-sites must connect before the first round; afterwards a round goes on
+        # with the sites that are connected (a dead site must not stall the run)
+        wanted = self.min_train_nodes if not self.started else 1
+        sample_size = max(num_nodes, wanted)
+        node_ids, _ = sample_nodes(
+            grid, self.min_available_nodes if not self.started else 1, sample_size
+        )
+        self.started = True
         global_round = self.round_offset + server_round
         self.current_arrays = arrays
         round_config = ConfigRecord({**dict(config), "server-round": global_round})
@@ -136,7 +159,9 @@ class FedReplay(FedAvg):
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         record = self.round_records[-1]
-        accepted: list[RecordDict] = []
+        accepted: list[tuple[SiteReply, RecordDict]] = []
+        replies = list(replies)
+        self.contested = _contested_claims(replies)
         for msg in replies:
             node = msg.metadata.src_node_id
             if msg.has_error():
@@ -156,20 +181,18 @@ class FedReplay(FedAvg):
                 record.failures[node] = f"rejected: {refused}"
                 log.warning("round %d: node %d: %s", record.server_round, node, refused)
                 continue
+            site_id = wire.site_id_of(msg.content)
+            refused = self._check_identity(node, site_id, metrics)
+            if refused is not None:
+                record.failures[node] = f"rejected: {refused}"
+                log.warning("round %d: node %d: %s", record.server_round, node, refused)
+                continue
             if node in self.pending:
                 self.served.add(node)
-            generator = None
-            if self.generator_template is not None and metrics.get("num-examples", 0.0) > 0:
-                generator = wire.split_record(msg.content.array_records[wire.SCHOLAR])["generator"]
-                self.task_generators[node] = (generator, metrics["num-examples"])
-            record.replies.append(SiteReply(node, metrics, generator, wire.site_id_of(msg.content)))
+            reply = SiteReply(node, metrics, None, site_id)
+            record.replies.append(reply)
             if metrics.get("num-examples", 0.0) > 0:
-                accepted.append(msg.content)
-                # the privacy audit's view of a site's release; under client-level DP a
-                # site's own update is not a release (only the noised sum is) and not kept
-                if "partition-id" in metrics and self.client_dp is None:
-                    parts = wire.split_record(msg.content.array_records[wire.SCHOLAR])
-                    self.site_updates[int(metrics["partition-id"])] = (record.server_round, parts)
+                accepted.append((reply, msg.content))
         missing = set(record.sampled) - {r.node_id for r in record.replies} - set(record.failures)
         for node in missing:
             record.failures[node] = "no reply before the round timeout"
@@ -185,9 +208,90 @@ class FedReplay(FedAvg):
         if not accepted:
             return None, None
         if self.client_dp is not None:
-            return self._release_client_dp(accepted, num_sampled=len(record.sampled))
-        arrays = aggregate_arrayrecords(accepted, "num-examples")
-        return arrays, _weighted_metrics(accepted)
+            return self._release_client_dp(
+                [c for _, c in accepted], num_sampled=len(record.sampled)
+            )
+        return self._aggregate_bounded(record, accepted)
+
+    def _aggregate_bounded(
+        self, record: RoundRecord, accepted: list[tuple[SiteReply, RecordDict]]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """Capped counts, norm-bounded updates, the configured rule, a finite result."""
+        assert self.current_arrays is not None
+        keys = list(self.current_arrays.keys())
+        current = {k: self.current_arrays[k].numpy() for k in keys}
+        replies = [{k: c.array_records[wire.SCHOLAR][k].numpy() for k in keys} for _, c in accepted]
+        counts = [r.metrics["num-examples"] for r, _ in accepted]
+        declared = []
+        for reply, _ in accepted:  # the count a site declared on joining the task is its cap
+            key = reply.site_id or f"node-{reply.node_id}"
+            declared.append(self.declared.setdefault(key, reply.metrics["num-examples"]))
+        try:
+            arrays, reports = aggregate(
+                current, replies, counts, bounds=self.bounds, declared=declared
+            )
+        except AggregationError as exc:
+            record.refused_aggregate = str(exc)
+            log.warning("round %d: aggregate refused, model kept: %s", record.server_round, exc)
+            return None, None
+        for (reply, content), report, values in zip(accepted, reports, replies, strict=True):
+            reply.influence = {
+                "weight": report.weight,
+                "weight_capped": report.weight_capped,
+                "update_norms": report.norms,
+                "clipped": report.clipped,
+            }
+            if report.weight_capped or report.clipped:
+                log.warning(
+                    "round %d: node %d bounded: weight %.4g of %.4g reported, clipped %s",
+                    record.server_round,
+                    reply.node_id,
+                    report.weight,
+                    reply.metrics["num-examples"],
+                    report.clipped or "-",
+                )
+            # the site's model with its update bounded: what the ensemble would replay
+            bounded = bounded_model(current, values, report.clipped)
+            if self.generator_template is not None:
+                generator = {
+                    k.split(".", 1)[1]: torch.from_numpy(v)
+                    for k, v in bounded.items()
+                    if part_of(k) == "generator"
+                }
+                reply.generator = generator
+                self.task_generators[reply.node_id] = (generator, report.weight)
+            # the privacy audit's view of a site's release (what it sent, un-bounded)
+            if "partition-id" in reply.metrics:
+                parts = wire.split_record(content.array_records[wire.SCHOLAR])
+                self.site_updates[int(reply.metrics["partition-id"])] = (
+                    record.server_round,
+                    parts,
+                )
+        out = ArrayRecord({k: wire.Array(v) for k, v in arrays.items()})  # type: ignore[arg-type]
+        return out, _weighted_metrics([c for _, c in accepted])
+
+    def _check_identity(
+        self, node: int, site_id: str | None, metrics: dict[str, float]
+    ) -> str | None:
+        """A site id (and a simulated site's partition id) belongs to the node that first
+        presented it while that node is connected: another node claiming it is refused
+        (None: fine). A site whose node went away may come back on a new node."""
+        claims = [("site id", site_id)] if site_id is not None else []
+        if "partition-id" in metrics:
+            claims.append(("partition-id", str(int(metrics["partition-id"]))))
+        for kind, value in claims:
+            if (kind, value) in self.contested:
+                nodes = sorted(self.contested[(kind, value)])
+                return f"{kind} {value!r} is claimed by nodes {nodes} in the same round"
+            owner = self.owners.get((kind, value))
+            if owner is not None and owner != node and owner in self.connected:
+                return f"{kind} {value!r} belongs to node {owner}, which is connected"
+        for kind, value in claims:
+            previous = self.owners.get((kind, value))
+            if previous is not None and previous != node:
+                log.info("%s %r moved from node %d to node %d", kind, value, previous, node)
+            self.owners[(kind, value)] = node
+        return None
 
     def _check_privacy(self, content: RecordDict, metrics: dict[str, float]) -> str | None:
         """Refuse a site whose lifetime epsilon went backwards (None: fine)."""
@@ -263,6 +367,31 @@ class FedReplay(FedAvg):
         merged = _per_task_accuracy(records)
         self.evaluate_records[self.round_offset + server_round] = merged
         return MetricRecord(dict(merged))
+
+
+def _claims(msg: Message) -> list[tuple[str, str]]:
+    """The identities a reply claims (none if it is malformed: validation refuses it)."""
+    if msg.has_error():
+        return []
+    try:
+        site_id = wire.site_id_of(msg.content)
+        pid = msg.content.metric_records[wire.METRICS].get("partition-id")
+    except (wire.WireError, KeyError):
+        return []
+    out = [("site id", site_id)] if site_id is not None else []
+    if isinstance(pid, (int, float)) and math.isfinite(pid) and pid == int(pid):
+        out.append(("partition-id", str(int(pid))))
+    return out
+
+
+def _contested_claims(replies: list[Message]) -> dict[tuple[str, str], set[int]]:
+    """Identities claimed by more than one node in one round: all those replies are
+    refused (without node authentication, which one is genuine cannot be told)."""
+    claimed: dict[tuple[str, str], set[int]] = {}
+    for msg in replies:
+        for claim in _claims(msg):
+            claimed.setdefault(claim, set()).add(msg.metadata.src_node_id)
+    return {k: v for k, v in claimed.items() if len(v) > 1}
 
 
 def _weighted_metrics(contents: list[RecordDict]) -> MetricRecord:

@@ -1,0 +1,215 @@
+"""Aggregation of site updates with one site's influence bounded.
+
+Everything a site sends is untrusted. Before a reply reaches the aggregate:
+
+1. **Counts are capped.** A site's weight is its reported ``num-examples``, at most the
+   count it declared the first time it trained on the task (it cannot grow later), and at
+   most ``weight_cap`` times the median count of the round's replies (one site cannot
+   claim the average by reporting 1e9).
+2. **Update norms are bounded, per part.** The update of each part (``solver``,
+   ``generator``) is its difference from the current global model; an update longer than
+   ``update_clip`` times the median norm of the round's updates of that part is scaled
+   down to that length (norm bounding, Sun et al. 2019, "Can you really backdoor federated
+   learning?"), so x10, x100, sign-flipped or 1e30 updates move the model no further than
+   an honest one. Norms are taken in float64 (1e30 squared does not overflow).
+3. **The rule** (``fed.aggregation``) combines the bounded updates part by part: ``fedavg``
+   (weighted mean), or one of Flower's robust rules on the updates (``median``,
+   ``krum``, ``multikrum``, ``bulyan``: flwr.server.strategy.aggregate), or ``trimmed-mean``
+   (coordinate-wise, cutting ``trim_fraction`` of the replies at each end and at least one
+   from three replies on; Flower's cuts none below five).
+4. **The aggregate is checked.** A non-finite aggregate is refused: the previous global
+   model is kept and the round says so.
+
+With fewer than three replies the medians are those of one or two sites, so the bounds
+protect nothing against a hostile site among two: say so where a run has two sites.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from flwr.server.strategy.aggregate import (
+    aggregate_bulyan,
+    aggregate_krum,
+    aggregate_median,
+)
+
+RULES = ("fedavg", "median", "trimmed-mean", "krum", "multikrum", "bulyan")
+
+Arrays = dict[str, np.ndarray]
+
+
+class AggregationError(ValueError):
+    """The round's updates cannot be aggregated (the previous model is kept)."""
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """How far one site can move the aggregate (``fed.*`` in the config)."""
+
+    rule: str = "fedavg"
+    update_clip: float = 1.0  # x median update norm of the round, per part; 0 = off
+    weight_cap: float = 2.0  # x median example count of the round; 0 = off
+    trim_fraction: float = 0.2  # trimmed-mean: cut this fraction at each end
+    num_malicious: int = 1  # krum, multikrum, bulyan: sites assumed hostile
+
+    def __post_init__(self) -> None:
+        if self.rule not in RULES:
+            raise ValueError(f"fed.aggregation={self.rule!r} is not one of {', '.join(RULES)}")
+
+
+@dataclass
+class UpdateReport:
+    """What the bounds did to one reply (kept in the round's log)."""
+
+    weight: float
+    weight_capped: bool = False
+    norms: dict[str, float] = field(default_factory=dict)  # per part, before clipping
+    clipped: dict[str, float] = field(default_factory=dict)  # part -> scale applied (< 1)
+
+
+def part_of(key: str) -> str:
+    """``solver.fc.weight`` -> ``solver``."""
+    return key.split(".", 1)[0]
+
+
+def cap_weights(
+    counts: Sequence[float], declared: Sequence[float | None], *, cap: float
+) -> list[float]:
+    """Example counts as weights: at most the declared count and ``cap`` x the median."""
+    weights = [min(n, d) if d is not None else n for n, d in zip(counts, declared, strict=True)]
+    if cap > 0 and weights:
+        limit = cap * float(np.median(weights))
+        weights = [min(w, limit) for w in weights]
+    return weights
+
+
+def bounded_updates(
+    current: Mapping[str, np.ndarray],
+    replies: Sequence[Mapping[str, np.ndarray]],
+    *,
+    clip: float,
+) -> tuple[list[Arrays], list[dict[str, float]], list[dict[str, float]]]:
+    """Each reply's update (reply - current), each part scaled to at most ``clip`` x the
+    median norm of that part's updates. Returns (updates, norms, scales applied)."""
+    parts = sorted({part_of(k) for k in current})
+    deltas: list[Arrays] = [
+        {k: r[k].astype(np.float64) - current[k].astype(np.float64) for k in current}
+        for r in replies
+    ]
+    norms: list[dict[str, float]] = [{} for _ in replies]
+    scales: list[dict[str, float]] = [{} for _ in replies]
+    for part in parts:
+        keys = [k for k in current if part_of(k) == part]
+        part_norms = [
+            float(np.sqrt(sum(float(np.sum(np.square(d[k]))) for k in keys))) for d in deltas
+        ]
+        limit = clip * float(np.median(part_norms)) if clip > 0 else float("inf")
+        for i, n in enumerate(part_norms):
+            norms[i][part] = n
+            if n > limit:
+                scale = limit / n
+                scales[i][part] = scale
+                with np.errstate(invalid="ignore"):  # inf x 0: caught by the finite check
+                    for k in keys:
+                        deltas[i][k] *= scale
+    return deltas, norms, scales
+
+
+def combine(
+    updates: Sequence[Arrays], weights: Sequence[float], *, bounds: Bounds, keys: Sequence[str]
+) -> Arrays:
+    """The rule applied part by part to the (bounded) updates; returns the mean update."""
+    out: Arrays = {}
+    for part in sorted({part_of(k) for k in keys}):
+        part_keys = [k for k in keys if part_of(k) == part]
+        results = [([u[k] for k in part_keys], w) for u, w in zip(updates, weights, strict=True)]
+        combined = _rule(results, bounds)
+        out.update(zip(part_keys, combined, strict=True))
+    return out
+
+
+def _rule(results: list[tuple[list[np.ndarray], float]], bounds: Bounds) -> list[np.ndarray]:
+    n, f = len(results), bounds.num_malicious
+    if bounds.rule == "fedavg":
+        total = sum(w for _, w in results)
+        if total <= 0:
+            raise AggregationError("the replies' capped example counts sum to zero")
+        return [
+            sum(arrays[i] * (w / total) for arrays, w in results)  # type: ignore[misc]
+            for i in range(len(results[0][0]))
+        ]
+    # Flower's robust rules take (arrays, int count) and ignore the count: every reply
+    # weighs the same, which is what makes them robust
+    flwr_results = [(arrays, max(round(w), 1)) for arrays, w in results]
+    if bounds.rule == "median":
+        return aggregate_median(flwr_results)
+    if bounds.rule == "trimmed-mean":
+        return trimmed_mean([arrays for arrays, _ in results], bounds.trim_fraction)
+    if bounds.rule in ("krum", "multikrum"):
+        if n <= 2 * f + 2:
+            raise AggregationError(f"{bounds.rule} needs more than {2 * f + 2} replies, got {n}")
+        keep = 0 if bounds.rule == "krum" else n - f
+        return aggregate_krum(flwr_results, f, keep)
+    if n < 4 * f + 3:
+        raise AggregationError(f"bulyan needs at least {4 * f + 3} replies, got {n}")
+    return aggregate_bulyan(list(flwr_results), f, aggregate_krum, to_keep=0)
+
+
+def trimmed_mean(results: Sequence[Sequence[np.ndarray]], fraction: float) -> list[np.ndarray]:
+    """Coordinate-wise mean of the replies without the ``cut`` largest and smallest values,
+    cut = floor(fraction x n), at least 1 when n >= 3 (one hostile site among three)."""
+    n = len(results)
+    cut = max(int(fraction * n), 1 if n >= 3 else 0)
+    out = []
+    for layer in zip(*results, strict=True):
+        stacked = np.sort(np.stack(layer), axis=0)  # (n, *shape)
+        out.append(stacked[cut : n - cut].mean(axis=0))
+    return out
+
+
+def aggregate(
+    current: Mapping[str, np.ndarray],
+    replies: Sequence[Mapping[str, np.ndarray]],
+    counts: Sequence[float],
+    *,
+    bounds: Bounds,
+    declared: Sequence[float | None] | None = None,
+) -> tuple[Arrays, list[UpdateReport]]:
+    """The next global model from the replies, with every site's influence bounded.
+
+    Raises :class:`AggregationError` when there is nothing to aggregate or the aggregate
+    is not finite (the caller keeps the current model).
+    """
+    if not replies:
+        raise AggregationError("no replies to aggregate")
+    keys = list(current)
+    weights = cap_weights(counts, declared or [None] * len(counts), cap=bounds.weight_cap)
+    updates, norms, scales = bounded_updates(current, replies, clip=bounds.update_clip)
+    mean = combine(updates, weights, bounds=bounds, keys=keys)
+    out: Arrays = {}
+    for k in keys:
+        value = current[k].astype(np.float64) + mean[k]
+        if not np.isfinite(value).all():
+            raise AggregationError(f"the aggregate of {k!r} is not finite; the model is kept")
+        out[k] = value.astype(np.float32)
+    reports = [
+        UpdateReport(w, weight_capped=w < n, norms=nm, clipped=sc)
+        for w, n, nm, sc in zip(weights, counts, norms, scales, strict=True)
+    ]
+    return out, reports
+
+
+def bounded_model(
+    current: Mapping[str, np.ndarray], reply: Mapping[str, np.ndarray], scales: Mapping[str, float]
+) -> Arrays:
+    """A site's model with its update bounded as in the aggregate (an ensemble member):
+    current + scale x (reply - current), per part, as float32."""
+    out: Arrays = {}
+    for k in current:
+        base = current[k].astype(np.float64)
+        scale = scales.get(part_of(k), 1.0)
+        out[k] = (base + scale * (reply[k].astype(np.float64) - base)).astype(np.float32)
+    return out

@@ -1,0 +1,99 @@
+"""Hostile sites, for the robustness suite (tests/server/test_hostile_sites.py and
+simulations/bench_hostile.py): each attack rewrites an honest site's train reply the way
+a poisoned, broken or impersonating site would.
+
+    grid = InProcessGrid(client_app, run_config, num_nodes=5,
+                         reply_hook=hostile_hook("flip10", node_id=1000))
+
+Every attack is on the wire format (:mod:`common.wire`), so it exercises exactly what a
+real SuperNode could send.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+
+from common import wire
+
+# name -> what the hostile site does
+ATTACKS: dict[str, str] = {
+    "scale10": "sends its update x10",
+    "scale100": "sends its update x100",
+    "flip10": "sends its update sign-flipped x10",
+    "huge": "sets every weight to 1e30",
+    "count1e9": "reports num-examples = 1e9",
+    "flip10-count1e9": "sign-flipped x10 update and num-examples = 1e9",
+    "count-inf": "reports num-examples = inf",
+    "nan": "sends NaN weights",
+    "garbage-generator": "sends a generator of random weights (N(0, 1))",
+    "steal-id": "reports another site's site id and partition id",
+}
+
+Hook = Callable[[Message, Message], Message | None]
+
+
+def _update(sent: Message, reply: Message, fn: Callable[[str, np.ndarray, np.ndarray], np.ndarray]):
+    start = sent.content.array_records[wire.SCHOLAR]
+    arrays = reply.content.array_records[wire.SCHOLAR]
+    return ArrayRecord(
+        {  # type: ignore[arg-type]
+            k: Array(np.asarray(fn(k, start[k].numpy(), a.numpy()), dtype=np.float32))
+            for k, a in arrays.items()
+        }
+    )
+
+
+def attack_reply(name: str, sent: Message, reply: Message, *, victim: tuple[str, int]) -> Message:
+    """The reply a hostile site sends instead of ``reply`` (an honest one)."""
+    if reply.has_error():
+        return reply
+    content = reply.content
+    arrays = content.array_records[wire.SCHOLAR]
+    metrics = dict(content.metric_records[wire.METRICS].items())
+    site = dict(content.config_records[wire.SITE].items()) if wire.SITE in content else {}
+    rng = np.random.default_rng(0)
+    if name in ("scale10", "scale100"):
+        k = 10.0 if name == "scale10" else 100.0
+        arrays = _update(sent, reply, lambda _, s, a: s + k * (a - s))
+    elif name in ("flip10", "flip10-count1e9"):
+        arrays = _update(sent, reply, lambda _, s, a: s - 10.0 * (a - s))
+    elif name == "huge":
+        arrays = _update(sent, reply, lambda _, s, a: np.full_like(a, 1e30))
+    elif name == "nan":
+        arrays = _update(sent, reply, lambda _, s, a: np.full_like(a, np.nan))
+    elif name == "garbage-generator":
+        arrays = _update(
+            sent,
+            reply,
+            lambda k, s, a: rng.standard_normal(a.shape) if k.startswith("generator.") else a,
+        )
+    elif name == "steal-id":
+        site = {wire.SITE_ID: victim[0]}
+        metrics["partition-id"] = float(victim[1])
+    elif name not in ATTACKS:
+        raise ValueError(f"unknown attack {name!r}; known: {', '.join(ATTACKS)}")
+    if name in ("count1e9", "flip10-count1e9"):
+        metrics["num-examples"] = 1e9
+    elif name == "count-inf":
+        metrics["num-examples"] = float("inf")
+    records: dict[str, object] = {wire.SCHOLAR: arrays, wire.METRICS: MetricRecord(metrics)}  # type: ignore[arg-type]
+    if site:
+        records[wire.SITE] = ConfigRecord(site)  # type: ignore[arg-type]
+    return Message(RecordDict(records), reply_to=sent)  # type: ignore[arg-type]
+
+
+def hostile_hook(name: str, *, node_id: int, victim: tuple[str, int] = ("site-0", 0)) -> Hook:
+    """A reply hook for :class:`server.inprocess.InProcessGrid`: node ``node_id`` attacks
+    (train replies only; ``victim`` is the (site id, partition id) that ``steal-id`` claims)."""
+
+    def hook(sent: Message, reply: Message) -> Message | None:
+        if sent.metadata.dst_node_id != node_id or reply.has_error():
+            return reply
+        if wire.SCHOLAR not in reply.content.array_records:  # an evaluate reply
+            return reply
+        return attack_reply(name, sent, reply, victim=victim)
+
+    return hook

@@ -1,0 +1,137 @@
+#!/usr/bin/env python
+"""The hostile-site benchmark of docs/results.md: one hostile site among five, every attack
+of server.attacks, final average accuracy with the default protections and without them.
+
+    python simulations/bench_hostile.py --out runs/bench-hostile
+    python simulations/bench_hostile.py --out DIR --set "data.name='mnist'" --seeds 0 1
+
+Runs in one process through the in-process grid (the real ServerApp logic and ClientApp,
+sites one after another). "unprotected" is fed.aggregation='fedavg' with fed.update-clip=0
+and fed.weight-cap=0 (a plain example-weighted FedAvg, which is what the platform did
+before the bounds). Writes OUT/hostile.json and OUT/hostile.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from client.client_app import app as client_app  # noqa: E402
+from common.config import load_config, parse_overrides  # noqa: E402
+from common.results import load_summary  # noqa: E402
+from server.attacks import ATTACKS, hostile_hook  # noqa: E402
+from server.federation import FederatedRun, RunFailed  # noqa: E402
+from server.inprocess import InProcessGrid  # noqa: E402
+
+BASE = {
+    "data.name": "digits",
+    "fed.num-sites": 5,
+    "tasks.num-tasks": 2,
+    "fed.rounds-per-task": 2,
+    "train.iterations": 200,
+    "partition.kind": "dirichlet",
+    "partition.alpha": 0.5,
+    "replay.mode": "ensemble",
+    "eval.generator-quality": False,
+}
+UNPROTECTED = {"fed.aggregation": "fedavg", "fed.update-clip": 0.0, "fed.weight-cap": 0.0}
+HOSTILE_NODE = 1001  # the second site (partition 1); steal-id claims site-0's identity
+
+
+def one_run(overrides: dict, attack: str | None, out: Path) -> dict:
+    # every run is a fresh federation: its own site ledgers and server registry
+    os.environ["FEDREPLAY_SITE_DIR"] = tempfile.mkdtemp(dir=out)
+    os.environ["FEDREPLAY_SERVER_DIR"] = tempfile.mkdtemp(dir=out)
+    cfg = load_config({**overrides, "output-dir": str(out / "runs")})
+    hook = hostile_hook(attack, node_id=HOSTILE_NODE) if attack else None
+    grid = InProcessGrid(
+        client_app, cfg.to_run_config(), num_nodes=cfg.fed.num_sites, reply_hook=hook
+    )
+    start = time.perf_counter()
+    try:
+        run = FederatedRun(cfg).run(grid)
+    except RunFailed as exc:
+        return {"status": "failed", "accuracy": 0.0, "reason": str(exc)}
+    summary = load_summary(run.path)
+    rounds = run.read_jsonl("rounds.jsonl")
+    hostile = str(HOSTILE_NODE)
+    return {
+        "status": summary["status"],
+        "accuracy": summary["final_average_accuracy"],
+        "rejected_rounds": sum(1 for r in rounds if hostile in r["failures"]),
+        "bounded_rounds": sum(
+            1
+            for r in rounds
+            for s in r["sites"]
+            if s["node_id"] == HOSTILE_NODE
+            and (s["influence"].get("clipped") or s["influence"].get("weight_capped"))
+        ),
+        "aggregation": summary.get("aggregation"),
+        "wall_s": round(time.perf_counter() - start, 1),
+        "run": str(run.path),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--out", default="runs/bench-hostile")
+    p.add_argument("--set", action="append", default=[], help='overrides "k=v k2=v2"')
+    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--attacks", nargs="+", default=list(ATTACKS))
+    args = p.parse_args(argv)
+    out = Path(args.out).absolute()
+    out.mkdir(parents=True, exist_ok=True)
+    base = dict(BASE)
+    for text in args.set:
+        base.update(parse_overrides(text))
+    rows = []
+    for seed in args.seeds:
+        for attack in [None, *args.attacks]:
+            for mode, extra in (("default", {}), ("unprotected", UNPROTECTED)):
+                result = one_run({**base, **extra, "seed": seed}, attack, out)
+                row = {"attack": attack or "honest", "mode": mode, "seed": seed, **result}
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+                (out / "hostile.json").write_text(
+                    json.dumps({"base": base, "rows": rows}, indent=1)
+                )
+    (out / "hostile.md").write_text(table(rows))
+    print(table(rows))
+    return 0
+
+
+def table(rows: list[dict]) -> str:
+    def mean(attack: str, mode: str) -> float:
+        accs = [r["accuracy"] for r in rows if r["attack"] == attack and r["mode"] == mode]
+        return 100 * sum(accs) / max(len(accs), 1)
+
+    honest = {m: mean("honest", m) for m in ("default", "unprotected")}
+    lines = [
+        "| attack (one site of five) | default: final acc. | drop | hostile replies rejected / "
+        "bounded | unprotected FedAvg: final acc. | drop |",
+        "|---|---|---|---|---|---|",
+    ]
+    for attack in dict.fromkeys(r["attack"] for r in rows):
+        d, u = mean(attack, "default"), mean(attack, "unprotected")
+        hit = [r for r in rows if r["attack"] == attack and r["mode"] == "default"]
+        rej = sum(r.get("rejected_rounds", 0) for r in hit)
+        bnd = sum(r.get("bounded_rounds", 0) for r in hit)
+        what = ATTACKS.get(attack, "no attack")
+        lines.append(
+            f"| {attack}: {what} | {d:.1f}% | {honest['default'] - d:+.1f} | {rej} / {bnd} "
+            f"| {u:.1f}% | {honest['unprotected'] - u:+.1f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,138 @@
+"""One hostile site among honest ones, end to end through the in-process grid (the real
+ServerApp logic and ClientApp): each attack of server.attacks is rejected or bounded.
+simulations/bench_hostile.py measures the same attacks at benchmark size."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from client.client_app import app as client_app
+from common import wire
+from common.config import load_config
+from common.results import load_summary
+from server.attacks import hostile_hook
+from server.federation import FederatedRun
+from server.inprocess import InProcessGrid
+
+SMALL = {
+    "train.iterations": 40,
+    "tasks.num-tasks": 2,
+    "fed.rounds-per-task": 2,
+    "fed.num-sites": 3,
+    "partition.kind": "iid",
+    "solver.hidden": 64,
+    "generator.hidden": 64,
+    "generator.latent-dim": 8,
+    "eval.generator-quality": False,
+}
+UNPROTECTED = {"fed.aggregation": "fedavg", "fed.update-clip": 0.0, "fed.weight-cap": 0.0}
+HOSTILE = 1001
+
+
+def federate(tmp_path: Path, attack: str | None, **overrides):
+    cfg = load_config({**SMALL, "output-dir": str(tmp_path), **overrides})
+    hook = hostile_hook(attack, node_id=HOSTILE) if attack else None
+    grid = InProcessGrid(client_app, cfg.to_run_config(), num_nodes=3, reply_hook=hook)
+    run = FederatedRun(cfg).run(grid)
+    return run, grid
+
+
+def accuracy(run) -> float:
+    return load_summary(run.path)["final_average_accuracy"]
+
+
+@pytest.mark.parametrize("attack", ["flip10-count1e9", "huge", "scale100"])
+def test_a_poisoning_site_is_bounded(tmp_path: Path, attack: str) -> None:
+    honest, _ = federate(tmp_path / "honest", None)
+    attacked, _ = federate(tmp_path / "attacked", attack)
+    assert accuracy(attacked) >= accuracy(honest) - 0.1, (accuracy(honest), accuracy(attacked))
+    rounds = attacked.read_jsonl("rounds.jsonl")
+    hostile = [s for r in rounds for s in r["sites"] if s["node_id"] == HOSTILE]
+    assert len(hostile) == len(rounds)  # accepted, but bounded every round
+    assert all(s["influence"]["clipped"]["solver"] < 0.5 for s in hostile)
+    # the same attack against plain FedAvg: what the bounds prevent
+    unprotected, _ = federate(tmp_path / "unprotected", attack, **UNPROTECTED)
+    assert accuracy(unprotected) < accuracy(honest) - 0.3
+
+
+def test_a_count_of_1e9_weighs_at_most_twice_the_median(tmp_path: Path) -> None:
+    run, _ = federate(tmp_path, "count1e9", **{"fed.aggregation": "fedavg"})
+    for r in run.read_jsonl("rounds.jsonl"):
+        sites = {s["node_id"]: s["influence"] for s in r["sites"]}
+        honest = sorted(v["weight"] for k, v in sites.items() if k != HOSTILE)
+        assert sites[HOSTILE]["weight_capped"]
+        assert sites[HOSTILE]["weight"] <= 2 * float(np.median([*honest, 1e9])) + 1e-6
+        assert sites[HOSTILE]["weight"] <= 2 * max(honest)
+
+
+def test_inf_and_nan_are_rejected_and_the_run_goes_on(tmp_path: Path) -> None:
+    for attack in ("count-inf", "nan"):
+        run, _ = federate(tmp_path / attack, attack)
+        rounds = run.read_jsonl("rounds.jsonl")
+        assert all("rejected" in r["failures"][str(HOSTILE)] for r in rounds)
+        models = torch.load(run.path / "final_models.pt")
+        assert all(torch.isfinite(v).all() for part in models.values() for v in part.values())
+
+
+def test_a_garbage_generator_is_not_replayed_as_sent(tmp_path: Path) -> None:
+    run, grid = federate(tmp_path, "garbage-generator", **{"replay.mode": "ensemble"})
+    task1 = [m for m in grid.sent if wire.REPLAY in m.content.array_records]
+    payload = wire.payload_from_records(
+        task1[0].content.array_records[wire.REPLAY],
+        task1[0].content.config_records[wire.REPLAY_META],
+    )
+    assert len(payload.generators) == 3
+
+    # every member stays within the honest members' spread (a random N(0,1) generator
+    # would be far outside it)
+    def norm(state: dict) -> float:
+        return float(torch.sqrt(sum((v.double() ** 2).sum() for v in state.values())))
+
+    norms = sorted(norm(g) for g in payload.generators)
+    assert norms[-1] < 1.5 * norms[0], norms
+    assert load_summary(run.path)["status"] == "completed"
+
+
+def test_a_site_cannot_claim_another_sites_identity(tmp_path: Path) -> None:
+    """Without node authentication the genuine claimant cannot be told: both replies are
+    refused (the impersonator can deny the identity's training, never take it over)."""
+    run, _ = federate(tmp_path, "steal-id")
+    for r in run.read_jsonl("rounds.jsonl"):
+        assert "claimed by nodes [1000, 1001]" in r["failures"][str(HOSTILE)]
+        assert [s["site_id"] for s in r["sites"]] == ["site-2"]
+    assert sorted(torch.load(run.path / "site_updates.pt")) == [2]
+
+
+def test_a_site_id_stays_with_its_node_while_that_node_is_connected(tmp_path: Path) -> None:
+    calls = 0
+
+    def later_thief(sent, reply):  # node 1001 claims site-0 from round 2 on
+        nonlocal calls
+        calls += 1
+        hook = hostile_hook("steal-id", node_id=HOSTILE)
+        return hook(sent, reply) if calls > 3 and sent.metadata.dst_node_id == HOSTILE else reply
+
+    cfg = load_config({**SMALL, "output-dir": str(tmp_path)})
+    grid = InProcessGrid(client_app, cfg.to_run_config(), num_nodes=3, reply_hook=later_thief)
+    run = FederatedRun(cfg).run(grid)
+    rounds = run.read_jsonl("rounds.jsonl")
+    assert str(HOSTILE) not in rounds[0]["failures"]
+    for r in rounds[1:]:
+        assert "claimed by nodes [1000, 1001]" in r["failures"][str(HOSTILE)]
+
+
+def test_a_site_that_disconnects_does_not_stall_the_run(tmp_path: Path) -> None:
+    """fed.min-sites is waited for at the start only: a dead site drops out of later rounds."""
+
+    class Shrinking(InProcessGrid):
+        def get_node_ids(self):  # node 1002 is gone once the first round was sent
+            return self.node_ids if len(self.sent) < 3 else self.node_ids[:2]
+
+    cfg = load_config({**SMALL, "output-dir": str(tmp_path), "fed.min-sites": 3})
+    grid = Shrinking(client_app, cfg.to_run_config(), num_nodes=3)
+    run = FederatedRun(cfg).run(grid)
+    rounds = run.read_jsonl("rounds.jsonl")
+    assert rounds[0]["sampled"] == 3 and all(r["sampled"] == 2 for r in rounds[1:])
+    assert load_summary(run.path)["status"] == "completed"
