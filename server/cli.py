@@ -1,0 +1,111 @@
+"""``fedreplay``: one command for the platform's tools.
+
+    fedreplay single --config simulations/single_mnist_dgr.toml   # = fedreplay-single
+    fedreplay audit models RUN_DIR                                  # = fedreplay-audit
+    fedreplay privacy show                                          # = fedreplay-privacy
+    fedreplay compare RUN_DIR ...                                   # = fedreplay-compare
+    fedreplay pki init --dir pki --host superlink.example.org --host 10.0.0.5
+    fedreplay pki add-site --dir pki site-berlin
+    fedreplay pki register --dir pki site-berlin --connection prod
+
+The older ``fedreplay-*`` commands stay and do the same.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+
+def _tool(name: str) -> Callable[[list[str]], int | None]:
+    if name == "single":
+        from common.runner import main as single
+
+        return single
+    if name == "audit":
+        from common.audit.cli import main as audit
+
+        return audit
+    if name == "compare":
+        from common.compare import main as compare
+
+        return compare
+    from server.privacy_cli import main as privacy
+
+    return privacy
+
+
+TOOLS = {
+    "single": "train one site on a task stream (fedreplay-single)",
+    "audit": "egress, model and mechanism audits (fedreplay-audit)",
+    "privacy": "sites' lifetime privacy ledgers (fedreplay-privacy)",
+    "compare": "compare run folders (fedreplay-compare)",
+}
+
+
+def pki_main(argv: list[str]) -> int:
+    from server import pki
+
+    p = argparse.ArgumentParser(prog="fedreplay pki", description=pki.__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="action", required=True)
+    init = sub.add_parser("init", help="create the CA (once) and the SuperLink's certificate")
+    init.add_argument("--host", action="append", default=[], help="SAN: DNS name or IP (repeat)")
+    init.add_argument("--days", type=int, default=825, help="server certificate validity")
+    init.add_argument("--force", action="store_true", help="replace an existing certificate")
+    add = sub.add_parser("add-site", help="create a site's key pair (OpenSSH, EC P-384)")
+    add.add_argument("name")
+    reg = sub.add_parser("register", help="register a site's public key with the SuperLink")
+    reg.add_argument("name")
+    reg.add_argument("--connection", required=True, help="SuperLink connection in FLWR_HOME")
+    for sp in (init, add, reg):
+        sp.add_argument("--dir", type=Path, default=Path("pki"), help="the PKI folder (pki)")
+    args = p.parse_args(argv)
+    try:
+        if args.action == "init":
+            pki.init(args.dir, args.host, days=args.days, force=args.force)
+            print(
+                f"CA: {args.dir / 'ca.crt'}  SuperLink: {args.dir / 'server.pem'} (SANs: "
+                f"{', '.join(args.host)})"
+            )
+        elif args.action == "add-site":
+            keys = pki.add_site(args.dir, args.name)
+            print(
+                f"{keys.name}: private key {keys.private_key} (stays at the site), "
+                f"public key {keys.public_key}, fingerprint {keys.fingerprint}"
+            )
+        else:
+            node_id = pki.register(args.dir, args.name, connection=args.connection)
+            print(f"{args.name}: registered as node {node_id}")
+    except pki.PKIError as exc:
+        print(f"fedreplay pki: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        lines = [__doc__.split("\n")[0], "", "commands:"]
+        lines += [
+            f"  {name:<9} {what}" for name, what in {**TOOLS, "pki": "TLS and node keys"}.items()
+        ]
+        print("\n".join(lines))
+        return 0 if argv else 2
+    name, rest = argv[0], argv[1:]
+    if name == "pki":
+        return pki_main(rest)
+    if name not in TOOLS:
+        print(
+            f"fedreplay: unknown command {name!r}; one of {', '.join([*TOOLS, 'pki'])}",
+            file=sys.stderr,
+        )
+        return 2
+    sys.argv = [f"fedreplay {name}", *rest]
+    code = _tool(name)(rest)
+    return int(code or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
