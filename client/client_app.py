@@ -7,9 +7,12 @@ rounds): the critic (``critic``) and the replay payload of the current task (``r
 
 from __future__ import annotations
 
+import functools
 import logging
+from collections.abc import Callable
 
 from flwr.app import ArrayRecord, Context, Message, RecordDict
+from flwr.app.error import Error
 from flwr.clientapp import ClientApp
 
 from client.site import Site, SiteIdentity, apply_node_config
@@ -20,6 +23,25 @@ log = logging.getLogger("fedreplay.client")
 app = ClientApp()
 
 CRITIC = "critic"
+CLIENT_APP_RAISED_EXCEPTION = 2  # flwr.common.constant.ErrorCode
+
+
+def _guarded(
+    handler: Callable[[Message, Context], Message],
+) -> Callable[[Message, Context], Message]:
+    """A failure at the site is logged here in full and answered with an error reply that
+    names the error without local paths (common.egress.public_reason)."""
+
+    @functools.wraps(handler)
+    def wrapper(msg: Message, context: Context) -> Message:
+        try:
+            return handler(msg, context)
+        except Exception as exc:
+            log.exception("%s failed at this site", handler.__name__)
+            reason = egress.public_reason(exc)
+            return Message(Error(code=CLIENT_APP_RAISED_EXCEPTION, reason=reason), reply_to=msg)
+
+    return wrapper
 
 
 def _site(context: Context) -> Site:
@@ -31,6 +53,7 @@ def _site(context: Context) -> Site:
 
 
 @app.train()
+@_guarded
 def train(msg: Message, context: Context) -> Message:
     """One round of local training on the current task with generative replay."""
     site = _site(context)
@@ -78,6 +101,7 @@ def train(msg: Message, context: Context) -> Message:
 
 
 @app.evaluate()
+@_guarded
 def evaluate(msg: Message, context: Context) -> Message:
     """Federated evaluation: the global solver on this site's own test data of seen tasks."""
     site = _site(context)

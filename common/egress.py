@@ -21,6 +21,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,7 +32,15 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricR
 
 from common.sitestate import SITE_DIR_ENV, site_dir
 
-__all__ = ["SITE_DIR_ENV", "EgressLog", "egress_entry", "log_reply", "logged", "site_dir"]
+__all__ = [
+    "SITE_DIR_ENV",
+    "EgressLog",
+    "egress_entry",
+    "log_reply",
+    "logged",
+    "public_reason",
+    "site_dir",
+]
 
 EGRESS = "egress"
 NUMBER_BYTES = 8  # a metric or config number on the wire (int64 / float64)
@@ -169,6 +178,18 @@ def log_reply(
     entry["egress_dir"] = str(base)
     EgressLog.for_site(base, run_id, partition_id).append(entry)
     return entry
+
+
+_LOCAL_PATH = re.compile(r"(?<![\w.])(?:~|[A-Za-z]:)?[\\/][^\s'\"<>,;()\[\]]+")
+REASON_CHARS = 500
+
+
+def public_reason(exc: BaseException) -> str:
+    """What a site tells the server about its own failure: the error's type and message
+    with every local path replaced by ``<path>`` and the length bounded (the full text
+    stays in the site's own log)."""
+    text = _LOCAL_PATH.sub("<path>", str(exc))
+    return f"{type(exc).__name__}: {text}"[:REASON_CHARS]
 
 
 def logged(reply: Message, context: Context) -> Message:

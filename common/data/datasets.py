@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from . import folder
 from .root import (
     DatasetCorruptError,
     DatasetNotFoundError,
@@ -57,7 +58,7 @@ _IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
 _IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 SPLIT_SEED = 0
 
-_cache: dict[tuple[str, str], Dataset] = {}
+_cache: dict[tuple[str, str, tuple[str, ...]], Dataset] = {}
 _lock = threading.Lock()
 
 
@@ -66,22 +67,40 @@ def known_datasets() -> tuple[str, ...]:
     return ("digits", "mnist", "fashion-mnist", "svhn", "cifar10", "folder", *MEDMNIST_CLASSES)
 
 
-def load_dataset(name: str, *, root: str | Path | None = None, download: bool = False) -> Dataset:
+def load_dataset(
+    name: str,
+    *,
+    root: str | Path | None = None,
+    download: bool = False,
+    classes: tuple[str, ...] = (),
+) -> Dataset:
     """The dataset ``name``, loaded once per process per (name, data root).
 
     ``root`` defaults to :func:`resolve_data_root`; ``download`` allows fetching missing
-    files into the cache. Raises :class:`DatasetNotFoundError` (missing files),
+    files into the cache. ``classes`` is the declared label space (``data.classes``): a
+    ``folder`` dataset's labels follow it, any other dataset must have exactly these class
+    names. Raises :class:`DatasetNotFoundError` (missing files),
     :class:`DatasetCorruptError` (unreadable files) or ``ValueError`` (unknown name).
     """
     key = _ALIASES.get(name.strip().lower(), name.strip().lower())
     if key not in known_datasets():
         raise ValueError(f"unknown dataset {name!r}; known: {', '.join(known_datasets())}")
     base = resolve_data_root(str(root) if root else None)
-    cache_key = (key, "" if key == "digits" else str(base.resolve()))
+    cache_key = (key, "" if key == "digits" else str(base.resolve()), classes)
     with _lock:
         if cache_key not in _cache:
-            _cache[cache_key] = _LOADERS.get(key, _load_medmnist)(key, base, download)
-        return _cache[cache_key]
+            if key == "folder":
+                _cache[cache_key] = _load_folder(key, base, download, classes)
+            else:
+                _cache[cache_key] = _LOADERS.get(key, _load_medmnist)(key, base, download)
+        ds = _cache[cache_key]
+    if classes and tuple(ds.class_names) != classes:
+        raise folder.LabelSpaceError(
+            base,
+            f"dataset {key!r} has classes {', '.join(ds.class_names)}, not the declared "
+            f"data.classes {', '.join(classes)}",
+        )
+    return ds
 
 
 def clear_cache() -> None:
@@ -329,71 +348,17 @@ def _read_npz(path: Path, name: str, split: str, num_classes: int) -> tuple[np.n
     return x, y[:, 0].astype(np.int64)
 
 
-IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
-
-
-def _load_folder(name: str, root: Path, download: bool) -> Dataset:
-    """ImageFolder tree: ``root/{train,test}/<class>/*.png``, or ``root/<class>/*`` (80/20)."""
-    has_split = (root / "train").is_dir()
-    parts = [root / "train", root / "test"] if has_split else [root]
-    parts = [p for p in parts if p.is_dir()]
-    classes = sorted({e.name for p in parts for e in p.iterdir() if e.is_dir()})
-    files: list[list[tuple[Path, int]]] = [
-        [
-            (f, label)
-            for label, c in enumerate(classes)
-            if (p / c).is_dir()
-            for f in sorted((p / c).rglob("*"))
-            if f.is_file() and f.suffix.lower() in IMG_EXTENSIONS
-        ]
-        for p in parts
-    ]
-    if not classes or not any(files):
-        hint = (
-            f"put images at {root}/train/<class>/*.png and {root}/test/<class>/*.png "
-            f"(or {root}/<class>/*.png for an automatic 80/20 split)"
-        )
-        looked = [root / "train", root / "test", root]
-        raise DatasetNotFoundError(name, looked, hint, can_download=False)
-    every = [f for part in files for f, _ in part]
-    headers = [_image_header(f) for f in every]
-    gray = all(mode in ("L", "1") for mode, _ in headers)
-    arrays = [_read_image(part, gray, headers[0][1]) for part in files]
+def _load_folder(name: str, root: Path, download: bool, classes: tuple[str, ...] = ()) -> Dataset:
+    """ImageFolder tree checked against the declared label space (:mod:`.folder`)."""
+    parts, names = folder.class_folders(root, classes)
+    files = folder.image_files(parts, names)
+    gray, size = folder.check_uniform([f for part in files for f, _ in part])
+    arrays = [folder.read_images(part, gray, size) for part in files]
     if len(arrays) == 2:
-        return make_dataset(name, arrays[0], arrays[1], tuple(classes))
+        return make_dataset(name, arrays[0], arrays[1], names)
     x, y = arrays[0]
     tr, te = stratified_split(y)
-    return make_dataset(name, (x[tr], y[tr]), (x[te], y[te]), tuple(classes))
-
-
-def _image_header(path: Path) -> tuple[str, tuple[int, int]]:
-    from PIL import Image
-
-    try:
-        with Image.open(path) as im:
-            return im.mode, im.size
-    except Exception as exc:
-        raise DatasetCorruptError("folder", path, f"not a readable image: {exc}") from exc
-
-
-def _read_image(
-    part: list[tuple[Path, int]], gray: bool, size: tuple[int, int]
-) -> tuple[np.ndarray, np.ndarray]:
-    """Images of one split as uint8 (N, C, H, W) of the given size, and their labels."""
-    from PIL import Image
-
-    out = np.zeros((len(part), 1 if gray else 3, size[1], size[0]), dtype=np.uint8)
-    for i, (path, _) in enumerate(part):
-        try:
-            with Image.open(path) as raw:
-                im = raw.convert("L" if gray else "RGB")
-            if im.size != size:
-                im = im.resize(size, Image.Resampling.BILINEAR)
-            arr = np.asarray(im)
-        except Exception as exc:
-            raise DatasetCorruptError("folder", path, f"not a readable image: {exc}") from exc
-        out[i] = arr[None] if gray else np.transpose(arr, (2, 0, 1))
-    return out, np.array([label for _, label in part], dtype=np.int64)
+    return make_dataset(name, (x[tr], y[tr]), (x[te], y[te]), names)
 
 
 _LOADERS: dict[str, Callable[[str, Path, bool], Dataset]] = {

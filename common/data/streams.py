@@ -65,6 +65,11 @@ def parse_class_groups(
         raise ValueError(f"num_tasks={num_tasks} must be >= 0")
     text = class_order.strip()
     what = f"class order {text!r}" if text else "class order"
+    if not text and classes_per_task >= num_classes:
+        raise ValueError(
+            f"tasks.classes-per-task={classes_per_task} with {num_classes} classes makes a "
+            "single task, not a class-incremental stream: use fewer classes per task"
+        )
     if ";" in text:
         groups = [tuple(_ints(part, what)) if part.strip() else () for part in text.split(";")]
     else:
@@ -171,7 +176,7 @@ def build_stream(cfg: ExperimentConfig) -> TaskStream:
             raise ValueError(f"tasks.num-tasks={t.num_tasks} but tasks.datasets has {len(names)}")
         names = names[: t.num_tasks] if t.num_tasks else names
         return domain_incremental([load_dataset(n, root=root, download=download) for n in names])
-    ds = load_dataset(cfg.data.name, root=root, download=download)
+    ds = load_dataset(cfg.data.name, root=root, download=download, classes=cfg.data.class_names)
     if t.scenario == "permuted":
         return permuted(ds, t.num_tasks or DEFAULT_PERMUTED_TASKS, cfg.seed)
     if t.scenario == "class":

@@ -254,18 +254,57 @@ def test_image_folder_train_test_gray(tmp_path: Path, snapshot: Snapshot) -> Non
     assert torch.allclose(ds.train.base_x[3], torch.full((1, 5, 6), 80 / 255))  # cat/0.png
 
 
-def test_image_folder_mixed_modes_sizes_and_auto_split(tmp_path: Path) -> None:
+def test_image_folder_auto_split_colour(tmp_path: Path) -> None:
     for i in range(10):
-        write_png(tmp_path / "a" / f"{i}.png", (8, 8), "L", 10)
+        write_png(tmp_path / "a" / f"{i}.png", (16, 12), "RGB", 10)
         write_png(tmp_path / "b" / f"{i}.png", (16, 12), "RGB", 200)
     (tmp_path / "b" / "notes.txt").write_text("not an image")
     ds = load_dataset("folder", root=tmp_path)
-    assert ds.shape == (3, 8, 8)  # RGB because one image is RGB; size of the first image
+    assert ds.shape == (3, 12, 16)
     assert (len(ds.train), len(ds.test)) == (16, 4)
     assert sorted(ds.test.y.tolist()) == [0, 0, 1, 1]
     b = ds.train.base_x[ds.train.y == 1][0]
     assert torch.allclose(b[:, 3, 3], torch.tensor([200, 0, 55]) / 255.0, atol=1e-6)
-    assert torch.allclose(ds.train.base_x[0], torch.full((3, 8, 8), 10 / 255.0))
+
+
+@pytest.mark.parametrize("odd", ["mode", "size"])
+def test_image_folder_refuses_mixed_channels_and_sizes_naming_the_files(
+    tmp_path: Path, odd: str
+) -> None:
+    for i in range(4):
+        write_png(tmp_path / "a" / f"{i}.png", (8, 8), "L", 10)
+        write_png(tmp_path / "b" / f"{i}.png", (8, 8), "L", 200)
+    if odd == "mode":
+        write_png(tmp_path / "b" / "odd.png", (8, 8), "RGB", 9)
+    else:
+        write_png(tmp_path / "b" / "odd.png", (9, 8), "L", 9)
+    what = "channel counts" if odd == "mode" else "sizes"
+    with pytest.raises(DatasetCorruptError, match=f"mixed {what}.*odd.png"):
+        load_dataset("folder", root=tmp_path)
+
+
+def test_image_folder_follows_the_declared_label_space(tmp_path: Path) -> None:
+    """Two sites with the same classes get the same labels, whatever their folders sort as;
+    a site whose folders differ is refused with the names listed."""
+    for i in range(5):
+        for c, cls in enumerate(["normal", "drusen", "cnv"]):
+            write_png(tmp_path / "site" / cls / f"{i}.png", (4, 4), "L", 50 * c)
+    declared = ("normal", "drusen", "cnv")
+    ds = load_dataset("folder", root=tmp_path / "site", classes=declared)
+    assert ds.class_names == declared
+    assert torch.allclose(ds.train.base_x[ds.train.y == 0], torch.zeros(1))  # normal = 0
+    (tmp_path / "site" / "cnv").rename(tmp_path / "site" / "CNV")
+    clear_cache()
+    with pytest.raises(DatasetCorruptError, match=r"'CNV'.* not declared.*'cnv'.* no folder"):
+        load_dataset("folder", root=tmp_path / "site", classes=declared)
+    (tmp_path / "site" / "CNV").rename(tmp_path / "site" / "cnv")
+    for f in (tmp_path / "site" / "drusen").iterdir():
+        f.unlink()
+    clear_cache()
+    with pytest.raises(DatasetCorruptError, match="'drusen' has no images"):
+        load_dataset("folder", root=tmp_path / "site", classes=declared)
+    with pytest.raises(DatasetCorruptError, match=r"not the declared data\.classes"):
+        load_dataset("digits", classes=("a", "b"))
 
 
 def test_image_folder_errors(tmp_path: Path) -> None:

@@ -130,3 +130,15 @@ def test_build_stream_from_config_on_digits() -> None:
     assert (stream.scenario, len(stream), stream.num_classes) == ("domain", 2, 10)
     cfg = load_config({"data.name": "digits", "tasks.class-order": "9,8,7,6", "tasks.num-tasks": 1})
     assert build_stream(cfg).tasks[0].classes == (9, 8)
+
+
+def test_impossible_task_splits_and_label_spaces_are_refused() -> None:
+    from common.config import ConfigError
+
+    with pytest.raises(ValueError, match="single task"):
+        parse_class_groups("", 10, 20, 0)
+    with pytest.raises(ValueError, match="single task"):
+        parse_class_groups("", 10, 10, 0)
+    with pytest.raises(ConfigError, match=r"data\.classes"):
+        load_config({"data.classes": "a,b,a"})
+    assert load_config({"data.classes": " a, b ,c"}).data.class_names == ("a", "b", "c")
