@@ -30,9 +30,8 @@ from common.privacy.ledger import check_site_id
 from common.privacy.release import evaluation_allowed, released
 from common.privacy.session import PrivacySession, privacy_root
 from common.replay import ReplayPayload
+from common.sitestate import SITE_ID_KEY
 from common.training.learner import Learner, ReplaySource, real_data_for, replay_for
-
-SITE_ID_KEY = "site-id"
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """The egress log: a site's own record of everything it sends out.
 
 Every reply the ClientApp sends is described by :func:`egress_entry` and appended, as one
-JSON line, to ``<base>/egress/run-<run_id>/site-<partition_id>.jsonl`` on the site's own
+JSON line, to ``<base>/egress/run-<run_id>/<site-id>.jsonl`` on the site's own
 disk (``base``: ``$FEDREPLAY_SITE_DIR``, else ``~/.cache/fedreplay/sites``). An entry names
 every record of the message and, per record:
 
@@ -30,7 +30,8 @@ from typing import Any
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 
-from common.sitestate import SITE_DIR_ENV, site_dir
+from common.privacy.ledger import check_site_id
+from common.sitestate import SITE_DIR_ENV, site_dir, site_id_for
 
 __all__ = [
     "SITE_DIR_ENV",
@@ -127,9 +128,10 @@ class EgressLog:
         self.path = Path(path)
 
     @classmethod
-    def for_site(cls, base_dir: str | Path, run_id: int, partition_id: int) -> EgressLog:
-        """``<base>/egress/run-<run_id>/site-<partition_id>.jsonl``."""
-        return cls(run_dir(base_dir, run_id) / f"site-{partition_id}.jsonl")
+    def for_site(cls, base_dir: str | Path, run_id: int, site: str | int) -> EgressLog:
+        """``<base>/egress/run-<run_id>/<site-id>.jsonl`` (an int: ``site-<partition>``)."""
+        site_id = f"site-{site}" if isinstance(site, int) else check_site_id(site)
+        return cls(run_dir(base_dir, run_id) / f"{site_id}.jsonl")
 
     def append(self, entry: dict[str, Any]) -> None:
         """Append one line with a single ``write`` on an ``O_APPEND`` descriptor, then fsync."""
@@ -164,8 +166,10 @@ def log_reply(
     message_type: str,
     reply_to: str,
     base_dir: str | Path | None = None,
+    site_id: str | None = None,
 ) -> dict[str, Any]:
-    """Describe ``content`` and append it to the site's log; returns the entry."""
+    """Describe ``content`` and append it to the site's log (keyed by ``site_id``, default
+    ``site-<partition_id>``); returns the entry."""
     base = (Path(base_dir) if base_dir is not None else site_dir()).expanduser().absolute()
     entry = egress_entry(
         content,
@@ -176,7 +180,8 @@ def log_reply(
         reply_to=reply_to,
     )
     entry["egress_dir"] = str(base)
-    EgressLog.for_site(base, run_id, partition_id).append(entry)
+    entry["site_id"] = site_id or f"site-{partition_id}"
+    EgressLog.for_site(base, run_id, entry["site_id"]).append(entry)
     return entry
 
 
@@ -206,5 +211,6 @@ def logged(reply: Message, context: Context) -> Message:
             run_id=context.run_id,
             message_type=reply.metadata.message_type,
             reply_to=reply.metadata.reply_to_message_id,
+            site_id=site_id_for(context.node_config),
         )
     return reply

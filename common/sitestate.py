@@ -1,12 +1,13 @@
 """Where a site keeps what never leaves it: privacy state and egress logs.
 
 ``$FEDREPLAY_SITE_DIR`` if set, else ``~/.cache/fedreplay/sites``. In simulation all
-sites share one machine and are told apart by run id and partition id.
+sites share one machine and are told apart by their site ids.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 SITE_DIR_ENV = "FEDREPLAY_SITE_DIR"
@@ -15,3 +16,13 @@ SITE_DIR_ENV = "FEDREPLAY_SITE_DIR"
 def site_dir() -> Path:
     configured = os.environ.get(SITE_DIR_ENV, "")
     return Path(configured).expanduser() if configured else Path.home() / ".cache/fedreplay/sites"
+
+
+SITE_ID_KEY = "site-id"
+
+
+def site_id_for(node_config: Mapping[str, object]) -> str:
+    """A site's stable id: ``site-id`` from the node config, else ``site-<partition-id>``
+    (simulation). Everything a site keeps about itself is keyed by it."""
+    given = str(node_config.get(SITE_ID_KEY, "") or "")
+    return given or f"site-{int(node_config.get('partition-id', 0))}"  # type: ignore[call-overload]

@@ -90,7 +90,7 @@ def find_egress_logs(sites_dir: Path, run_id: int | None) -> tuple[int | None, l
             return None, []
         latest = max(runs, key=lambda p: p.stat().st_mtime)
         run_id = int(latest.name.removeprefix("run-"))
-    return run_id, sorted(egress_run_dir(sites_dir, run_id).glob("site-*.jsonl"))
+    return run_id, sorted(egress_run_dir(sites_dir, run_id).glob("*.jsonl"))
 
 
 def recorded_run_id(run_dir: Path) -> int | None:

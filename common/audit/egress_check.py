@@ -248,8 +248,10 @@ def check_egress(
             stats.tensors += sum(len(r.get("tensors") or []) for r in entry.get("records") or [])
             stats.nodes.add(int(entry.get("node_id", -1)))
             problems = message_problems(entry, expected, cfg)
-            if entry.get("partition_id") != site:
+            if match and entry.get("partition_id") != site:
                 problems.append(f"entry says partition {entry.get('partition_id')}, log is {site}")
+            if entry.get("site_id", path.stem) != path.stem:
+                problems.append(f"entry says site {entry.get('site_id')!r}, log is {path.stem!r}")
             run_ids.add(int(entry.get("run_id", -1)))
             report.deviations += [Deviation(site, index, mtype, p, str(path)) for p in problems]
     if len(run_ids) > 1:

@@ -97,8 +97,12 @@ def test_entry_describes_every_record_with_hashes_and_bytes() -> None:
 
 
 def test_log_appends_one_line_per_message(tmp_path: Path) -> None:
-    log = EgressLog.for_site(tmp_path, run_id=3, partition_id=2)
+    log = EgressLog.for_site(tmp_path, run_id=3, site=2)
     assert log.path == tmp_path / "egress" / "run-3" / "site-2.jsonl"
+    named = EgressLog.for_site(tmp_path, run_id=3, site="st-olav")
+    assert named.path == tmp_path / "egress" / "run-3" / "st-olav.jsonl"
+    with pytest.raises(ValueError):
+        EgressLog.for_site(tmp_path, run_id=3, site="../../etc/passwd")
     log.append({"n": 1})
     log.append({"n": 2})
     assert [e["n"] for e in log.entries()] == [1, 2]
