@@ -30,7 +30,6 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from client.site import SiteIdentity, site_records
 from common.audit import (
     Canaries,
     best_lower_bound,
@@ -52,6 +51,7 @@ from common.egress import run_dir as egress_run_dir
 from common.evaluator import train_fresh_solver
 from common.models import build_generator, build_solver
 from common.results import RunFolder
+from common.sitedata import SiteIdentity, site_records
 from common.sitestate import site_dir
 
 log = logging.getLogger("fedreplay.audit")

@@ -147,9 +147,9 @@ def test_non_members_match_the_members_class_for_class() -> None:
 
 
 def test_non_members_come_from_the_runs_holdout_when_it_has_one() -> None:
-    from client.site import SiteIdentity, local_stream
     from common.audit.cli import audit_non_members
     from common.data.streams import build_stream
+    from common.sitedata import SiteIdentity, local_stream
 
     cfg = load_config({**TINY, "audit.holdout": 0.1})
     stream = build_stream(cfg)

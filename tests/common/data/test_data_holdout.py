@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from client.site import SiteIdentity, local_stream, site_records
 from common.config import ConfigError, load_config
 from common.data import Dataset, build_stream, class_incremental
 from common.data.holdout import holdout_rows, withhold
 from common.data.types import Split, TaskStream
+from common.sitedata import SiteIdentity, local_stream, site_records
 
 
 def small_stream() -> TaskStream:

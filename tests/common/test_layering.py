@@ -1,0 +1,39 @@
+"""The layers: common/ imports nothing from client/ or server/, and only the wire format
+(and the egress log, which records wire messages) import flwr in common/ and client/'s core."""
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def imported_modules(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    out: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            out.add(node.module)
+    return out
+
+
+def test_common_never_imports_client_or_server() -> None:
+    offenders = {
+        str(p.relative_to(ROOT)): sorted(
+            m for m in imported_modules(p) if m.split(".")[0] in ("client", "server")
+        )
+        for p in (ROOT / "common").rglob("*.py")
+    }
+    assert not {k: v for k, v in offenders.items() if v}
+
+
+def test_flwr_only_where_the_protocol_is_declared_and_encoded() -> None:
+    allowed = {"common/wire.py", "common/egress.py", "client/client_app.py"}
+    users = {
+        str(p.relative_to(ROOT))
+        for folder in ("common", "client")
+        for p in (ROOT / folder).rglob("*.py")
+        if any(m.split(".")[0] == "flwr" for m in imported_modules(p))
+    }
+    assert users <= allowed, users - allowed
