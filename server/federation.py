@@ -346,8 +346,8 @@ class FederatedRun:
         extra.update(write_privacy_report(run, cfg, self.rounds))
         torch.save(  # what each site last sent: the privacy audit's view of a site's release
             {
-                pid: {"round": rnd, **parts}
-                for pid, (rnd, parts) in sorted(self.fedreplay.site_updates.items())
+                site: {"round": rnd, "partition": pid, **parts}
+                for site, (rnd, pid, parts) in sorted(self.fedreplay.site_updates.items())
             },
             run.file("site_updates.pt"),
         )

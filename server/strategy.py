@@ -105,9 +105,9 @@ class FedReplay(FedAvg):
         self.task_generators: dict[int, tuple[dict[str, torch.Tensor], float]] = {}
         self.round_records: list[RoundRecord] = []
         self.evaluate_records: dict[int, dict[str, float]] = {}
-        # {partition id: (round, {"solver": state, "generator": state})}: the last update
-        # every site sent, for the privacy audit of what left each site
-        self.site_updates: dict[int, tuple[int, dict[str, dict[str, torch.Tensor]]]] = {}
+        # {site id: (round, partition id, {"solver": state, "generator": state})}: the last
+        # update every site sent, for the privacy audit of what left each site
+        self.site_updates: dict[str, tuple[int, int, dict[str, dict[str, torch.Tensor]]]] = {}
 
     # --- task boundaries ---------------------------------------------------------------
     def begin_task(self, payload: ReplayPayload | None, round_offset: int) -> None:
@@ -261,24 +261,21 @@ class FedReplay(FedAvg):
                 reply.generator = generator
                 self.task_generators[reply.node_id] = (generator, report.weight)
             # the privacy audit's view of a site's release (what it sent, un-bounded)
-            if "partition-id" in reply.metrics:
-                parts = wire.split_record(content.array_records[wire.SCHOLAR])
-                self.site_updates[int(reply.metrics["partition-id"])] = (
-                    record.server_round,
-                    parts,
-                )
+            parts = wire.split_record(content.array_records[wire.SCHOLAR])
+            key = reply.site_id or f"node-{reply.node_id}"
+            partition = int(reply.metrics.get("partition-id", 0))
+            self.site_updates[key] = (record.server_round, partition, parts)
         out = ArrayRecord({k: wire.Array(v) for k, v in arrays.items()})  # type: ignore[arg-type]
         return out, _weighted_metrics([c for _, c in accepted])
 
     def _check_identity(
         self, node: int, site_id: str | None, metrics: dict[str, float]
     ) -> str | None:
-        """A site id (and a simulated site's partition id) belongs to the node that first
-        presented it while that node is connected: another node claiming it is refused
-        (None: fine). A site whose node went away may come back on a new node."""
+        """A site id belongs to the node that first presented it while that node is
+        connected: another node claiming it is refused (None: fine). A site whose node went
+        away may come back on a new node. Partition ids are not identities: sites with
+        their own data all hold partition 0 of 1."""
         claims = [("site id", site_id)] if site_id is not None else []
-        if "partition-id" in metrics:
-            claims.append(("partition-id", str(int(metrics["partition-id"]))))
         for kind, value in claims:
             if (kind, value) in self.contested:
                 nodes = sorted(self.contested[(kind, value)])
@@ -375,13 +372,9 @@ def _claims(msg: Message) -> list[tuple[str, str]]:
         return []
     try:
         site_id = wire.site_id_of(msg.content)
-        pid = msg.content.metric_records[wire.METRICS].get("partition-id")
     except (wire.WireError, KeyError):
         return []
-    out = [("site id", site_id)] if site_id is not None else []
-    if isinstance(pid, (int, float)) and math.isfinite(pid) and pid == int(pid):
-        out.append(("partition-id", str(int(pid))))
-    return out
+    return [("site id", site_id)] if site_id is not None else []
 
 
 def _contested_claims(replies: list[Message]) -> dict[tuple[str, str], set[int]]:

@@ -63,6 +63,16 @@ DEFAULT_CANARY_DELTA = 1e-5
 
 
 # --- the run folder ---------------------------------------------------------------------
+def site_updates_by_partition(run_dir: Path) -> dict[int, dict[str, Any]]:
+    """The last update each site sent (``site_updates.pt``, keyed by site id), by the
+    simulated data share it holds (the audits rebuild a site's records from it)."""
+    path = run_dir / SITE_UPDATES_FILE
+    if not path.is_file():
+        return {}
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    return {int(u["partition"]): u for u in saved.values()}
+
+
 def load_run_config(run_dir: Path, data_root: str | None = None) -> ExperimentConfig:
     """The run's ``config.json`` back as an :class:`ExperimentConfig` (optionally another
     data root: the auditor's copy of the data)."""
@@ -215,9 +225,7 @@ def audit_models(
         generator = build_generator(cfg.generator, shape, k)
         generator.load_state_dict(models["generator"])
         generator.to(device).eval()
-    updates: dict[int, dict[str, Any]] = {}
-    if (run_dir / SITE_UPDATES_FILE).is_file():
-        updates = torch.load(run_dir / SITE_UPDATES_FILE, map_location="cpu", weights_only=True)
+    updates = site_updates_by_partition(run_dir)
     num_shadows = shadows or (4 if quick else 8)
     per_side = records or (200 if quick else 2000)
     steps = cfg.train.iterations * cfg.fed.rounds_per_task * len(stream)

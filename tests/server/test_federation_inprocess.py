@@ -175,8 +175,10 @@ def test_ensemble_mode_replays_every_sites_generator(tmp_path: Path) -> None:
     assert summary["generator_quality"] == quality[-1]
     # The last update of every site is kept for the privacy audit.
     updates = torch.load(run.path / "site_updates.pt", weights_only=True)
-    assert sorted(updates) == [0, 1] and all(u["round"] == 4 for u in updates.values())
-    assert set(updates[0]) == {"round", "solver", "generator"}
+    assert sorted(updates) == ["site-0", "site-1"]
+    assert all(u["round"] == 4 for u in updates.values())
+    assert set(updates["site-0"]) == {"round", "partition", "solver", "generator"}
+    assert updates["site-1"]["partition"] == 1
     ensemble = torch.load(run.path / "final_ensemble.pt", weights_only=True)
     assert len(ensemble["generators"]) == len(ensemble["weights"]) == 2
 

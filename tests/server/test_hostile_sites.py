@@ -102,7 +102,7 @@ def test_a_site_cannot_claim_another_sites_identity(tmp_path: Path) -> None:
     for r in run.read_jsonl("rounds.jsonl"):
         assert "claimed by nodes [1000, 1001]" in r["failures"][str(HOSTILE)]
         assert [s["site_id"] for s in r["sites"]] == ["site-2"]
-    assert sorted(torch.load(run.path / "site_updates.pt")) == [2]
+    assert sorted(torch.load(run.path / "site_updates.pt")) == ["site-2"]
 
 
 def test_a_site_id_stays_with_its_node_while_that_node_is_connected(tmp_path: Path) -> None:
@@ -136,3 +136,16 @@ def test_a_site_that_disconnects_does_not_stall_the_run(tmp_path: Path) -> None:
     rounds = run.read_jsonl("rounds.jsonl")
     assert rounds[0]["sampled"] == 3 and all(r["sampled"] == 2 for r in rounds[1:])
     assert load_summary(run.path)["status"] == "completed"
+
+
+def test_sites_with_their_own_data_share_partition_0_without_colliding(tmp_path: Path) -> None:
+    """Deployed sites with their own data all hold partition 0 of 1; their site ids differ."""
+    cfg = load_config({**SMALL, "output-dir": str(tmp_path), "fed.num-sites": 2})
+    configs = [
+        {"partition-id": 0, "num-partitions": 1, "site-id": name} for name in ("st-olav", "ous")
+    ]
+    grid = InProcessGrid(client_app, cfg.to_run_config(), num_nodes=2, node_configs=configs)
+    run = FederatedRun(cfg).run(grid)
+    for r in run.read_jsonl("rounds.jsonl"):
+        assert not r["failures"] and sorted(s["site_id"] for s in r["sites"]) == ["ous", "st-olav"]
+    assert sorted(torch.load(run.path / "site_updates.pt")) == ["ous", "st-olav"]
