@@ -339,12 +339,17 @@ def _read_npz(path: Path, name: str, split: str, num_classes: int) -> tuple[np.n
         x = np.transpose(x, (0, 3, 1, 2))
     else:
         raise DatasetCorruptError(name, path, f"{split}_images has shape {x.shape}")
-    if (
-        y.shape[1] != 1
-        or len(y) != len(x)
-        or (len(y) and not 0 <= y.min() <= y.max() < num_classes)
-    ):
-        raise DatasetCorruptError(name, path, f"{split}_labels do not fit {len(x)} images")
+    if y.shape[1] != 1 or len(y) != len(x):
+        raise DatasetCorruptError(
+            name, path, f"{split}_labels has shape {y.shape}, expected ({len(x)}, 1)"
+        )
+    if len(y) and not 0 <= y.min() <= y.max() < num_classes:
+        raise DatasetCorruptError(
+            name,
+            path,
+            f"{split}_labels run from {int(y.min())} to {int(y.max())}; {name} has "
+            f"{num_classes} classes, so labels must be 0..{num_classes - 1}",
+        )
     return x, y[:, 0].astype(np.int64)
 
 
