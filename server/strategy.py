@@ -93,6 +93,7 @@ class FedReplay(FedAvg):
         self.owners: dict[tuple[str, str], int] = {}  # (site id | partition-id) -> node
         self.connected: set[int] = set()  # nodes connected when the round was configured
         self.contested: dict[tuple[str, str], set[int]] = {}  # claims of several nodes
+        self.reported: dict[int, str] = {}  # node -> kind of failure already logged
         # {site key: num-examples it declared on its first reply of the task}
         self.declared: dict[str, float] = {}
         self.run_key = ""  # set by the run: recorded with registry entries
@@ -171,21 +172,16 @@ class FedReplay(FedAvg):
                 self._validate(msg.content)
             except (wire.WireError, KeyError) as exc:
                 record.failures[node] = f"rejected: {exc}"
-                log.warning(
-                    "round %d: rejected the update of node %d: %s", record.server_round, node, exc
-                )
                 continue
             metrics = wire.scalar_metrics(msg.content.metric_records[wire.METRICS])
             refused = self._check_privacy(msg.content, metrics)
             if refused is not None:
                 record.failures[node] = f"rejected: {refused}"
-                log.warning("round %d: node %d: %s", record.server_round, node, refused)
                 continue
             site_id = wire.site_id_of(msg.content)
             refused = self._check_identity(node, site_id, metrics)
             if refused is not None:
                 record.failures[node] = f"rejected: {refused}"
-                log.warning("round %d: node %d: %s", record.server_round, node, refused)
                 continue
             if node in self.pending:
                 self.served.add(node)
@@ -196,13 +192,7 @@ class FedReplay(FedAvg):
         missing = set(record.sampled) - {r.node_id for r in record.replies} - set(record.failures)
         for node in missing:
             record.failures[node] = "no reply before the round timeout"
-        if record.failures:
-            log.warning(
-                "round %d: %d failures: %s",
-                record.server_round,
-                len(record.failures),
-                record.failures,
-            )
+        self._log_failures(record)
         if self.registry is not None:
             self.registry.save()
         if not accepted:
@@ -267,6 +257,20 @@ class FedReplay(FedAvg):
             self.site_updates[key] = (record.server_round, partition, parts)
         out = ArrayRecord({k: wire.Array(v) for k, v in arrays.items()})  # type: ignore[arg-type]
         return out, _weighted_metrics([c for _, c in accepted])
+
+    def _log_failures(self, record: RoundRecord) -> None:
+        """Each failure once under the site's id (a dead site is not logged every round;
+        rounds.jsonl keeps every round's failures)."""
+        sites = {node: site for (_, site), node in self.owners.items()}
+        for node, reason in sorted(record.failures.items()):
+            kind = reason.split(":", 1)[0]
+            if self.reported.get(node) == kind:
+                continue
+            self.reported[node] = kind
+            who = f"site {sites[node]!r} (node {node})" if node in sites else f"node {node}"
+            log.warning("round %d: %s failed: %s", record.server_round, who, reason)
+        for reply in record.replies:  # a site that answers again is reported again next time
+            self.reported.pop(reply.node_id, None)
 
     def _check_identity(
         self, node: int, site_id: str | None, metrics: dict[str, float]

@@ -149,3 +149,21 @@ def test_sites_with_their_own_data_share_partition_0_without_colliding(tmp_path:
     for r in run.read_jsonl("rounds.jsonl"):
         assert not r["failures"] and sorted(s["site_id"] for s in r["sites"]) == ["ous", "st-olav"]
     assert sorted(torch.load(run.path / "site_updates.pt")) == ["ous", "st-olav"]
+
+
+def test_a_dead_site_is_logged_once(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from flwr.app import Message
+    from flwr.app.error import Error
+
+    def dead(sent, reply):
+        if sent.metadata.dst_node_id == HOSTILE:
+            return Message(Error(code=0, reason="Node Unavailable"), reply_to=sent)
+        return reply
+
+    cfg = load_config({**SMALL, "output-dir": str(tmp_path)})
+    grid = InProcessGrid(client_app, cfg.to_run_config(), num_nodes=3, reply_hook=dead)
+    with caplog.at_level("WARNING", logger="fedreplay"):
+        run = FederatedRun(cfg).run(grid)
+    lines = [r.getMessage() for r in caplog.records if "failed" in r.getMessage()]
+    assert lines == ["round 1: node 1001 failed: error reply: Node Unavailable"]
+    assert all("Node Unavailable" in r["failures"]["1001"] for r in run.read_jsonl("rounds.jsonl"))
