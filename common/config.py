@@ -13,17 +13,12 @@ from __future__ import annotations
 
 import difflib
 import math
-import sys
+import tomllib
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 Scalar = bool | int | float | str
 PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
@@ -194,6 +189,7 @@ class FedConfig:
     weight_cap: float
     trim_fraction: float
     num_malicious: int
+    start_timeout: float
 
     def __post_init__(self) -> None:
         _positive("fed.rounds-per-task", self.rounds_per_task)
@@ -214,6 +210,7 @@ class FedConfig:
         if not 0.0 <= self.trim_fraction < 0.5:
             raise ConfigError(f"fed.trim-fraction={self.trim_fraction!r} must be in [0, 0.5)")
         _positive("fed.num-malicious", self.num_malicious, allow_zero=True)
+        _positive("fed.start-timeout", self.start_timeout, allow_zero=True)
         if self.min_sites > self.num_sites:
             raise ConfigError(
                 f"fed.min-sites={self.min_sites} is more than fed.num-sites={self.num_sites}: "

@@ -100,6 +100,7 @@ class FederatedRun:
                 else None
             ),
             registry=SiteRegistry() if cfg.dp.enabled else None,
+            start_timeout=cfg.fed.start_timeout,
             bounds=Bounds(
                 rule=cfg.aggregation_rule if cfg.aggregation_rule in RULES else "fedavg",
                 update_clip=cfg.fed.update_clip,

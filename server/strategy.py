@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -42,6 +43,10 @@ from server.client_dp import ClientLevelDP
 from server.site_registry import SiteRegistry
 
 log = logging.getLogger("fedreplay.server")
+
+
+class SitesMissing(RuntimeError):
+    """Fewer than fed.min-sites sites connected within fed.start-timeout."""
 
 
 @dataclass
@@ -75,6 +80,7 @@ class FedReplay(FedAvg):
         client_dp: ClientLevelDP | None = None,
         registry: SiteRegistry | None = None,
         bounds: Bounds | None = None,
+        start_timeout: float = 0.0,
     ) -> None:
         super().__init__(
             fraction_train=fraction_train,
@@ -90,6 +96,7 @@ class FedReplay(FedAvg):
         self.registry = registry  # sites' lifetime epsilons across runs
         self.bounds = bounds or Bounds()
         self.started = False  # fed.min-sites is waited for once, at the start
+        self.start_timeout = start_timeout  # seconds; 0 = wait as long as it takes
         self.owners: dict[tuple[str, str], int] = {}  # (site id | partition-id) -> node
         self.connected: set[int] = set()  # nodes connected when the round was configured
         self.contested: dict[tuple[str, str], set[int]] = {}  # claims of several nodes
@@ -128,6 +135,8 @@ class FedReplay(FedAvg):
         num_nodes = int(len(self.connected) * self.fraction_train)
         # fed.min-sites must connect before the first round; afterwards a round goes on
         # with the sites that are connected (a dead site must not stall the run)
+        if not self.started and self.start_timeout > 0:
+            self._wait_for_sites(grid)
         wanted = self.min_train_nodes if not self.started else 1
         sample_size = max(num_nodes, wanted)
         node_ids, _ = sample_nodes(
@@ -257,6 +266,17 @@ class FedReplay(FedAvg):
             self.site_updates[key] = (record.server_round, partition, parts)
         out = ArrayRecord({k: wire.Array(v) for k, v in arrays.items()})  # type: ignore[arg-type]
         return out, _weighted_metrics([c for _, c in accepted])
+
+    def _wait_for_sites(self, grid: Grid) -> None:
+        """fed.min-sites within fed.start-timeout seconds, else SitesMissing."""
+        deadline = time.monotonic() + self.start_timeout
+        while len(list(grid.get_node_ids())) < self.min_available_nodes:
+            if time.monotonic() > deadline:
+                raise SitesMissing(
+                    f"{len(list(grid.get_node_ids()))} of fed.min-sites={self.min_available_nodes}"
+                    f" sites connected after fed.start-timeout={self.start_timeout:g} s"
+                )
+            time.sleep(1.0)
 
     def _log_failures(self, record: RoundRecord) -> None:
         """Each failure once under the site's id (a dead site is not logged every round;

@@ -167,3 +167,16 @@ def test_a_dead_site_is_logged_once(tmp_path: Path, caplog: pytest.LogCaptureFix
     lines = [r.getMessage() for r in caplog.records if "failed" in r.getMessage()]
     assert lines == ["round 1: node 1001 failed: error reply: Node Unavailable"]
     assert all("Node Unavailable" in r["failures"]["1001"] for r in run.read_jsonl("rounds.jsonl"))
+
+
+def test_too_few_sites_within_the_start_timeout_is_a_clear_error(tmp_path: Path) -> None:
+    from server.strategy import SitesMissing
+
+    cfg = load_config(
+        {**SMALL, "output-dir": str(tmp_path), "fed.min-sites": 3, "fed.start-timeout": 1.0}
+    )
+    grid = InProcessGrid(client_app, cfg.to_run_config(), num_nodes=2)  # one site never comes
+    with pytest.raises(
+        SitesMissing, match=r"2 of fed\.min-sites=3 .* after fed\.start-timeout=1 s"
+    ):
+        FederatedRun(cfg).run(grid)
