@@ -14,6 +14,7 @@ from collections.abc import Callable
 from flwr.app import ArrayRecord, Context, Message, RecordDict
 from flwr.app.error import Error
 from flwr.clientapp import ClientApp
+from flwr.common.constant import ErrorCode
 
 from client.site import Site, SiteIdentity, apply_node_config
 from common import egress, wire
@@ -23,7 +24,6 @@ log = logging.getLogger("fedreplay.client")
 app = ClientApp()
 
 CRITIC = "critic"
-CLIENT_APP_RAISED_EXCEPTION = 2  # flwr.common.constant.ErrorCode
 
 
 def _guarded(
@@ -39,7 +39,9 @@ def _guarded(
         except Exception as exc:
             log.exception("%s failed at this site", handler.__name__)
             reason = egress.public_reason(exc)
-            return Message(Error(code=CLIENT_APP_RAISED_EXCEPTION, reason=reason), reply_to=msg)
+            return Message(
+                Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason=reason), reply_to=msg
+            )
 
     return wrapper
 

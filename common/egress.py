@@ -31,7 +31,7 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 
 from common.privacy.ledger import check_site_id
-from common.sitestate import SITE_DIR_ENV, site_dir, site_id_for
+from common.sitestate import SITE_DIR_ENV, default_site_id, site_dir, site_id_for
 
 __all__ = [
     "SITE_DIR_ENV",
@@ -130,7 +130,7 @@ class EgressLog:
     @classmethod
     def for_site(cls, base_dir: str | Path, run_id: int, site: str | int) -> EgressLog:
         """``<base>/egress/run-<run_id>/<site-id>.jsonl`` (an int: ``site-<partition>``)."""
-        site_id = f"site-{site}" if isinstance(site, int) else check_site_id(site)
+        site_id = default_site_id(site) if isinstance(site, int) else check_site_id(site)
         return cls(run_dir(base_dir, run_id) / f"{site_id}.jsonl")
 
     def append(self, entry: dict[str, Any]) -> None:
@@ -180,7 +180,7 @@ def log_reply(
         reply_to=reply_to,
     )
     entry["egress_dir"] = str(base)
-    entry["site_id"] = site_id or f"site-{partition_id}"
+    entry["site_id"] = site_id or default_site_id(partition_id)
     EgressLog.for_site(base, run_id, entry["site_id"]).append(entry)
     return entry
 

@@ -16,7 +16,7 @@ from common.data.partition import site_stream
 from common.data.streams import build_stream
 from common.data.types import TaskStream, concat
 from common.privacy.ledger import check_site_id
-from common.sitestate import SITE_ID_KEY
+from common.sitestate import SITE_ID_KEY, default_site_id
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,7 @@ class SiteIdentity:
 
     def __post_init__(self) -> None:
         if not self.site_id:
-            object.__setattr__(self, "site_id", f"site-{self.partition_id}")
+            object.__setattr__(self, "site_id", default_site_id(self.partition_id))
         check_site_id(self.site_id)
 
     @staticmethod

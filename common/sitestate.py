@@ -21,8 +21,13 @@ def site_dir() -> Path:
 SITE_ID_KEY = "site-id"
 
 
+def default_site_id(partition_id: int) -> str:
+    """The id of a site whose node config names none (simulation): ``site-<partition>``."""
+    return f"site-{partition_id}"
+
+
 def site_id_for(node_config: Mapping[str, object]) -> str:
     """A site's stable id: ``site-id`` from the node config, else ``site-<partition-id>``
     (simulation). Everything a site keeps about itself is keyed by it."""
     given = str(node_config.get(SITE_ID_KEY, "") or "")
-    return given or f"site-{int(node_config.get('partition-id', 0))}"  # type: ignore[call-overload]
+    return given or default_site_id(int(node_config.get("partition-id", 0)))  # type: ignore[call-overload]

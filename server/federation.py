@@ -35,7 +35,7 @@ from common.plots import plot_rounds
 from common.replay import GenerativeReplay, ReplayPayload
 from common.results import RunFolder, build_summary, summary_line
 from common.run_artifacts import save_final_artifacts
-from server.aggregation import RULES, Bounds
+from server.aggregation import Bounds
 from server.client_dp import ClientLevelDP
 from server.privacy_report import write_privacy_report
 from server.site_registry import SiteRegistry
@@ -101,12 +101,16 @@ class FederatedRun:
             ),
             registry=SiteRegistry() if cfg.dp.enabled else None,
             start_timeout=cfg.fed.start_timeout,
-            bounds=Bounds(
-                rule=cfg.aggregation_rule if cfg.aggregation_rule in RULES else "fedavg",
-                update_clip=cfg.fed.update_clip,
-                weight_cap=cfg.fed.weight_cap,
-                trim_fraction=cfg.fed.trim_fraction,
-                num_malicious=cfg.fed.num_malicious,
+            bounds=(  # client-level DP's clipped, noised mean replaces the rule
+                None
+                if cfg.dp.client_level
+                else Bounds(
+                    rule=cfg.aggregation_rule,
+                    update_clip=cfg.fed.update_clip,
+                    weight_cap=cfg.fed.weight_cap,
+                    trim_fraction=cfg.fed.trim_fraction,
+                    num_malicious=cfg.fed.num_malicious,
+                )
             ),
         )
         self.strategy: Strategy = self.fedreplay

@@ -57,6 +57,11 @@ class SiteReply:
     site_id: str | None = None
     influence: dict[str, object] = field(default_factory=dict)  # what the bounds did
 
+    @property
+    def key(self) -> str:
+        """The site id, or the node for a reply that declares none."""
+        return self.site_id or f"node-{self.node_id}"
+
 
 @dataclass
 class RoundRecord:
@@ -97,9 +102,9 @@ class FedReplay(FedAvg):
         self.bounds = bounds or Bounds()
         self.started = False  # fed.min-sites is waited for once, at the start
         self.start_timeout = start_timeout  # seconds; 0 = wait as long as it takes
-        self.owners: dict[tuple[str, str], int] = {}  # (site id | partition-id) -> node
+        self.owners: dict[str, int] = {}  # site id -> the node that presents it
         self.connected: set[int] = set()  # nodes connected when the round was configured
-        self.contested: dict[tuple[str, str], set[int]] = {}  # claims of several nodes
+        self.contested: dict[str, set[int]] = {}  # site ids several nodes claim this round
         self.reported: dict[int, str] = {}  # node -> kind of failure already logged
         # {site key: num-examples it declared on its first reply of the task}
         self.declared: dict[str, float] = {}
@@ -131,12 +136,12 @@ class FedReplay(FedAvg):
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        self.connected = set(grid.get_node_ids())
-        num_nodes = int(len(self.connected) * self.fraction_train)
         # fed.min-sites must connect before the first round; afterwards a round goes on
         # with the sites that are connected (a dead site must not stall the run)
         if not self.started and self.start_timeout > 0:
             self._wait_for_sites(grid)
+        self.connected = set(grid.get_node_ids())
+        num_nodes = int(len(self.connected) * self.fraction_train)
         wanted = self.min_train_nodes if not self.started else 1
         sample_size = max(num_nodes, wanted)
         node_ids, _ = sample_nodes(
@@ -188,7 +193,7 @@ class FedReplay(FedAvg):
                 record.failures[node] = f"rejected: {refused}"
                 continue
             site_id = wire.site_id_of(msg.content)
-            refused = self._check_identity(node, site_id, metrics)
+            refused = self._check_identity(node, site_id)
             if refused is not None:
                 record.failures[node] = f"rejected: {refused}"
                 continue
@@ -223,8 +228,7 @@ class FedReplay(FedAvg):
         counts = [r.metrics["num-examples"] for r, _ in accepted]
         declared = []
         for reply, _ in accepted:  # the count a site declared on joining the task is its cap
-            key = reply.site_id or f"node-{reply.node_id}"
-            declared.append(self.declared.setdefault(key, reply.metrics["num-examples"]))
+            declared.append(self.declared.setdefault(reply.key, reply.metrics["num-examples"]))
         try:
             arrays, reports = aggregate(
                 current, replies, counts, bounds=self.bounds, declared=declared
@@ -251,21 +255,19 @@ class FedReplay(FedAvg):
                     reply.metrics["num-examples"],
                     report.clipped or "-",
                 )
-            # the site's model with its update bounded: what the ensemble would replay
-            bounded = bounded_model(current, values, report.clipped)
             if self.generator_template is not None:
-                generator = {
-                    k.split(".", 1)[1]: torch.from_numpy(v)
-                    for k, v in bounded.items()
-                    if part_of(k) == "generator"
-                }
+                # the site's generator with its update bounded: what the ensemble replays
+                generator_keys = [k for k in keys if part_of(k) == "generator"]
+                bounded = bounded_model(
+                    {k: current[k] for k in generator_keys}, values, report.clipped
+                )
+                generator = {k.split(".", 1)[1]: torch.from_numpy(v) for k, v in bounded.items()}
                 reply.generator = generator
                 self.task_generators[reply.node_id] = (generator, report.weight)
             # the privacy audit's view of a site's release (what it sent, un-bounded)
             parts = wire.split_record(content.array_records[wire.SCHOLAR])
-            key = reply.site_id or f"node-{reply.node_id}"
             partition = int(reply.metrics.get("partition-id", 0))
-            self.site_updates[key] = (record.server_round, partition, parts)
+            self.site_updates[reply.key] = (record.server_round, partition, parts)
         out = ArrayRecord({k: wire.Array(v) for k, v in arrays.items()})  # type: ignore[arg-type]
         return out, _weighted_metrics([c for _, c in accepted])
 
@@ -283,7 +285,7 @@ class FedReplay(FedAvg):
     def _log_failures(self, record: RoundRecord) -> None:
         """Each failure once under the site's id (a dead site is not logged every round;
         rounds.jsonl keeps every round's failures)."""
-        sites = {node: site for (_, site), node in self.owners.items()}
+        sites = {node: site for site, node in self.owners.items()}
         for node, reason in sorted(record.failures.items()):
             kind = reason.split(":", 1)[0]
             if self.reported.get(node) == kind:
@@ -294,26 +296,22 @@ class FedReplay(FedAvg):
         for reply in record.replies:  # a site that answers again is reported again next time
             self.reported.pop(reply.node_id, None)
 
-    def _check_identity(
-        self, node: int, site_id: str | None, metrics: dict[str, float]
-    ) -> str | None:
+    def _check_identity(self, node: int, site_id: str | None) -> str | None:
         """A site id belongs to the node that first presented it while that node is
         connected: another node claiming it is refused (None: fine). A site whose node went
         away may come back on a new node. Partition ids are not identities: sites with
         their own data all hold partition 0 of 1."""
-        claims = [("site id", site_id)] if site_id is not None else []
-        for kind, value in claims:
-            if (kind, value) in self.contested:
-                nodes = sorted(self.contested[(kind, value)])
-                return f"{kind} {value!r} is claimed by nodes {nodes} in the same round"
-            owner = self.owners.get((kind, value))
-            if owner is not None and owner != node and owner in self.connected:
-                return f"{kind} {value!r} belongs to node {owner}, which is connected"
-        for kind, value in claims:
-            previous = self.owners.get((kind, value))
-            if previous is not None and previous != node:
-                log.info("%s %r moved from node %d to node %d", kind, value, previous, node)
-            self.owners[(kind, value)] = node
+        if site_id is None:
+            return None
+        if site_id in self.contested:
+            nodes = sorted(self.contested[site_id])
+            return f"site id {site_id!r} is claimed by nodes {nodes} in the same round"
+        owner = self.owners.get(site_id)
+        if owner is not None and owner != node:
+            if owner in self.connected:
+                return f"site id {site_id!r} belongs to node {owner}, which is connected"
+            log.info("site id %r moved from node %d to node %d", site_id, owner, node)
+        self.owners[site_id] = node
         return None
 
     def _check_privacy(self, content: RecordDict, metrics: dict[str, float]) -> str | None:
@@ -392,24 +390,25 @@ class FedReplay(FedAvg):
         return MetricRecord(dict(merged))
 
 
-def _claims(msg: Message) -> list[tuple[str, str]]:
-    """The identities a reply claims (none if it is malformed: validation refuses it)."""
+def _claimed_site_id(msg: Message) -> str | None:
+    """The site id a reply claims (None if it claims none or is malformed: validation
+    refuses it)."""
     if msg.has_error():
-        return []
+        return None
     try:
-        site_id = wire.site_id_of(msg.content)
+        return wire.site_id_of(msg.content)
     except (wire.WireError, KeyError):
-        return []
-    return [("site id", site_id)] if site_id is not None else []
+        return None
 
 
-def _contested_claims(replies: list[Message]) -> dict[tuple[str, str], set[int]]:
-    """Identities claimed by more than one node in one round: all those replies are
+def _contested_claims(replies: list[Message]) -> dict[str, set[int]]:
+    """Site ids claimed by more than one node in one round: all those replies are
     refused (without node authentication, which one is genuine cannot be told)."""
-    claimed: dict[tuple[str, str], set[int]] = {}
+    claimed: dict[str, set[int]] = {}
     for msg in replies:
-        for claim in _claims(msg):
-            claimed.setdefault(claim, set()).add(msg.metadata.src_node_id)
+        site_id = _claimed_site_id(msg)
+        if site_id is not None:
+            claimed.setdefault(site_id, set()).add(msg.metadata.src_node_id)
     return {k: v for k, v in claimed.items() if len(v) > 1}
 
 
