@@ -86,7 +86,13 @@ def load_dataset(
     if key not in known_datasets():
         raise ValueError(f"unknown dataset {name!r}; known: {', '.join(known_datasets())}")
     base = resolve_data_root(str(root) if root else None)
-    cache_key = (key, "" if key == "digits" else str(base.resolve()), classes)
+    # only a folder's labels follow the declared classes; another dataset is loaded once
+    # and its names checked against them below
+    cache_key = (
+        key,
+        "" if key == "digits" else str(base.resolve()),
+        classes if key == "folder" else (),
+    )
     with _lock:
         if cache_key not in _cache:
             if key == "folder":
@@ -372,5 +378,4 @@ _LOADERS: dict[str, Callable[[str, Path, bool], Dataset]] = {
     "fashion-mnist": _load_idx_set,
     "svhn": _load_svhn,
     "cifar10": _load_cifar10,
-    "folder": _load_folder,
-}
+}  # "folder" is loaded with the declared label space (load_dataset)

@@ -334,3 +334,9 @@ def test_unknown_name_lists_known_names() -> None:
         load_dataset("imagenet")
     assert "mnist" in str(info.value) and "retinamnist" in str(info.value)
     assert {"bloodmnist", "pathmnist", "organamnist", "tissuemnist"} <= set(known_datasets())
+
+
+def test_declared_classes_do_not_load_a_dataset_twice() -> None:
+    clear_cache()
+    names = tuple(str(i) for i in range(10))
+    assert load_dataset("digits", classes=names) is load_dataset("digits")
