@@ -1,8 +1,8 @@
 """The ClientApp: a thin edge that turns Flower messages into calls of :class:`client.site.Site`.
 
-What stays at the site lives in ``context.state`` (per node and run, persisted across
-rounds): the critic (``critic``) and the replay payload of the current task (``replay``,
-``replay-meta``). What leaves is exactly the wire format of :mod:`common.wire`.
+What stays at the site between rounds lives on the site's own disk, keyed by site id and
+run key (:mod:`client.site_store`): the critic, the replay payload of the current task and
+the last reply. What leaves is exactly the wire format of :mod:`common.wire`.
 """
 
 from __future__ import annotations
@@ -17,13 +17,13 @@ from flwr.clientapp import ClientApp
 from flwr.common.constant import ErrorCode
 
 from client.site import Site, SiteIdentity, apply_node_config
+from client.site_store import CachedReply, SiteStore, instruction_digest
 from common import egress, wire
 from common.config import ExperimentConfig, load_config
+from common.sitestate import site_dir
 
 log = logging.getLogger("fedreplay.client")
 app = ClientApp()
-
-CRITIC = "critic"
 
 
 def _guarded(
@@ -57,41 +57,60 @@ def _site(context: Context) -> Site:
 @app.train()
 @_guarded
 def train(msg: Message, context: Context) -> Message:
-    """One round of local training on the current task with generative replay."""
+    """One round of local training on the current task with generative replay.
+
+    What the site needs between rounds (critic, replay of the task, its last reply) is on
+    its own disk (:class:`client.site_store.SiteStore`), keyed by site id and run key, so a
+    restarted site or a resumed run goes on where it stopped. An instruction answered
+    before (same run, round, config and global arrays) gets the same reply again, without
+    training or spending privacy budget a second time."""
     site = _site(context)
     config = msg.content.config_records[wire.CONFIG]
     task, seed = wire.config_int(config, "task"), wire.config_int(config, "seed")
+    server_round = wire.config_int(config, "server-round")
+    run_key = wire.config_str(config, wire.RUN_KEY)
+    store = SiteStore(site_dir(), site_id=site.identity.site_id, run_key=run_key)
+    global_arrays = wire.numpy_arrays(msg.content.array_records[wire.SCHOLAR])
+    digest = instruction_digest(dict(config), global_arrays, run_key=run_key)
+    cached = store.reply_for(digest)
+    if cached is not None:
+        log.info("round %d: answered before; sending the same reply again", server_round)
+        return _reply(msg, context, site, wire.array_record(cached.scholar), cached.metrics)
     bytes_down = wire.record_bytes(msg.content)
 
     wire.load_scholar(msg.content.array_records[wire.SCHOLAR], site.solver, site.generator)
-    if CRITIC in context.state.array_records:
-        site.load_critic_state(wire.split_record(context.state.array_records[CRITIC])["critic"])
-    if wire.REPLAY in msg.content.array_records:  # once per task: cache it at the site
-        context.state[wire.REPLAY] = msg.content.array_records[wire.REPLAY]
-        context.state[wire.REPLAY_META] = msg.content.config_records[wire.REPLAY_META]
-    payload = None
-    if wire.REPLAY in context.state.array_records:
-        payload = wire.payload_from_records(
-            context.state.array_records[wire.REPLAY], context.state.config_records[wire.REPLAY_META]
+    critic = store.critic()
+    if critic is not None:
+        site.load_critic_state(critic)
+    if wire.REPLAY in msg.content.array_records:  # once per task: keep it at the site
+        store.save_replay(
+            wire.payload_from_records(
+                msg.content.array_records[wire.REPLAY], msg.content.config_records[wire.REPLAY_META]
+            )
         )
-
     metrics = site.train(
         task,
-        payload=payload,
+        payload=store.replay(),
         iterations=wire.config_int(config, "iterations"),
         seed=seed + 7919 * site.identity.partition_id,
-        run_id=context.run_id,
-        server_round=wire.config_int(config, "server-round"),
+        run_id=run_key,
+        server_round=server_round,
     )
 
     critic = site.critic_state()
     if critic is not None:
-        context.state[CRITIC] = ArrayRecord(
-            {f"critic.{k}": wire.Array(v.numpy().copy()) for k, v in critic.items()}  # type: ignore[misc]
-        )
+        store.save_critic(critic)
     scholar = wire.scholar_record(site.solver, site.generator)
     metrics.update({"bytes-down": float(bytes_down), "bytes-up": float(wire.record_bytes(scholar))})
     metrics["partition-id"] = float(site.identity.partition_id)
+    # before it is sent: a site killed after sending answers a repeated instruction the same
+    store.save_reply(CachedReply(server_round, digest, wire.numpy_arrays(scholar), metrics))
+    return _reply(msg, context, site, scholar, metrics)
+
+
+def _reply(
+    msg: Message, context: Context, site: Site, scholar: ArrayRecord, metrics: dict[str, float]
+) -> Message:
     content = RecordDict(
         {
             wire.SCHOLAR: scholar,

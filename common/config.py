@@ -190,6 +190,7 @@ class FedConfig:
     trim_fraction: float
     num_malicious: int
     start_timeout: float
+    resume: str  # a run folder to resume from its checkpoint ("" = a new run)
 
     def __post_init__(self) -> None:
         _positive("fed.rounds-per-task", self.rounds_per_task)
@@ -387,14 +388,20 @@ class ExperimentConfig:
 
     def to_run_config(self) -> dict[str, Scalar]:
         """Back to Flower's flat, dash-separated form (round-trips through load_config)."""
-        flat: dict[str, Scalar] = {}
-        for key, value in self.to_dict().items():
-            if isinstance(value, dict):
-                for sub, v in value.items():
-                    flat[f"{key}.{sub.replace('_', '-')}"] = v
-            else:
-                flat[key.replace("_", "-")] = value
-        return flat
+        return run_config_of(self.to_dict())
+
+
+def run_config_of(d: Mapping[str, Any]) -> dict[str, Scalar]:
+    """A :meth:`ExperimentConfig.to_dict` (e.g. a run's ``config.json``) in Flower's flat,
+    dash-separated form."""
+    flat: dict[str, Scalar] = {}
+    for key, value in d.items():
+        if isinstance(value, Mapping):
+            for sub, v in value.items():
+                flat[f"{key}.{sub.replace('_', '-')}"] = v
+        else:
+            flat[key.replace("_", "-")] = value
+    return flat
 
 
 _SECTIONS: dict[str, type] = {

@@ -26,3 +26,22 @@ def atomic_write_text(path: Path, text: str) -> None:
         os.fsync(fh.fileno())
     os.replace(tmp, path)
     fsync_dir(path.parent)
+
+
+def atomic_torch_save(obj: object, path: Path) -> None:
+    """``torch.save`` with the guarantee of :func:`atomic_write_text`: a reader (or a
+    restart after a crash) sees the complete old file or the complete new one."""
+    import torch  # here: the ledgers and registries that use this module need no torch
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            torch.save(obj, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)

@@ -42,6 +42,26 @@ class ReplayPayload:
     weights: tuple[float, ...]
     classes: tuple[int, ...]
 
+    def to_dict(self) -> dict[str, object]:
+        """Plain containers of tensors and numbers (``torch.load(weights_only=True)``)."""
+        return {
+            "task": self.task,
+            "solver": dict(self.solver),
+            "generators": [dict(g) for g in self.generators],
+            "weights": list(self.weights),
+            "classes": list(self.classes),
+        }
+
+    @staticmethod
+    def from_dict(d: dict[str, object]) -> ReplayPayload:
+        return ReplayPayload(
+            task=int(d["task"]),  # type: ignore[call-overload]
+            solver=dict(d["solver"]),  # type: ignore[call-overload]
+            generators=tuple(dict(g) for g in d["generators"]),  # type: ignore[attr-defined]
+            weights=tuple(float(w) for w in d["weights"]),  # type: ignore[attr-defined]
+            classes=tuple(int(c) for c in d["classes"]),  # type: ignore[attr-defined]
+        )
+
 
 class Replay(Protocol):
     """Anything that rehearses earlier tasks: n replayed examples per call."""

@@ -14,7 +14,7 @@ import math
 import os
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from common.config import ExperimentConfig
+from common.fileio import atomic_write_text
 from common.metrics import AccuracyMatrix
 
 SUMMARY_FILE = "summary.json"
@@ -131,6 +132,12 @@ class RunFolder:
         with target.open("a", encoding="utf-8") as fh:
             fh.write(dumps_json(record, indent=None) + "\n")
         return target
+
+    def rewrite_jsonl(self, name: str, records: Sequence[Mapping[str, Any]]) -> Path:
+        """Replace a JSON-lines file atomically (a resumed run drops rounds it redoes)."""
+        text = "".join(dumps_json(r, indent=None) + "\n" for r in records)
+        atomic_write_text(self.file(name), text)
+        return self.file(name)
 
     def read_jsonl(self, name: str) -> list[Any]:
         lines = self.file(name).read_text(encoding="utf-8").splitlines()

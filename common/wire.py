@@ -164,6 +164,25 @@ def config_int(record: ConfigRecord, key: str) -> int:
     return int(value)
 
 
+RUN_KEY = "run-key"  # in the train config: the run's stable key (survives a resume)
+
+
+def config_str(record: ConfigRecord, key: str) -> str:
+    """A non-empty string from a received ConfigRecord, or a WireError naming the key."""
+    value = record.get(key)
+    if not isinstance(value, str) or not value:
+        raise WireError(f"config {key!r} must be a non-empty string, got {value!r}")
+    return value
+
+
+def numpy_arrays(record: ArrayRecord) -> dict[str, np.ndarray]:
+    return {k: v.numpy() for k, v in record.items()}
+
+
+def array_record(arrays: Mapping[str, np.ndarray]) -> ArrayRecord:
+    return ArrayRecord({k: Array(np.asarray(v)) for k, v in arrays.items()})  # type: ignore[arg-type]
+
+
 def metric_float(record: MetricRecord, key: str) -> float:
     """A scalar from a received MetricRecord, or a WireError naming the key."""
     value = record.get(key)

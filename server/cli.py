@@ -1,5 +1,7 @@
 """``fedreplay``: one command for the platform's tools.
 
+    fedreplay run --run-config simulations/fed_mnist_dgr.toml      # federated, via flwr run
+    fedreplay run --resume RUN_DIR                                  # a killed run, resumed
     fedreplay single --config simulations/single_mnist_dgr.toml   # = fedreplay-single
     fedreplay audit models RUN_DIR                                  # = fedreplay-audit
     fedreplay privacy show                                          # = fedreplay-privacy
@@ -20,6 +22,10 @@ from pathlib import Path
 
 
 def _tool(name: str) -> Callable[[list[str]], int | None]:
+    if name == "run":
+        from server.launch.cli import main as run
+
+        return run
     if name == "single":
         from common.runner import main as single
 
@@ -38,6 +44,7 @@ def _tool(name: str) -> Callable[[list[str]], int | None]:
 
 
 TOOLS = {
+    "run": "a federated run through flwr run, verified (simulations/run_federated.py)",
     "single": "train one site on a task stream (fedreplay-single)",
     "audit": "egress, model and mechanism audits (fedreplay-audit)",
     "privacy": "sites' lifetime privacy ledgers (fedreplay-privacy)",

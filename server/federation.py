@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
-import resource
+import secrets
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -23,7 +23,6 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 from common import wire
-from common.audit.canaries import run_canaries
 from common.config import ExperimentConfig
 from common.data.streams import build_stream
 from common.data.types import TaskStream
@@ -31,13 +30,12 @@ from common.device import seed_everything, select_device
 from common.evaluator import train_evaluator
 from common.metrics import AccuracyMatrix, evaluate_tasks, per_task_generator_quality
 from common.models import build_generator, build_solver
-from common.plots import plot_rounds
 from common.replay import GenerativeReplay, ReplayPayload
-from common.results import RunFolder, build_summary, summary_line
-from common.run_artifacts import save_final_artifacts
+from common.results import RunFolder
 from server.aggregation import Bounds
+from server.checkpoint import ResumeError, RunCheckpoint, comparable, rng_state, set_rng_state
 from server.client_dp import ClientLevelDP
-from server.privacy_report import write_privacy_report
+from server.finish import finish_run
 from server.site_registry import SiteRegistry
 from server.strategy import FedReplay
 
@@ -62,15 +60,6 @@ def resolve_output_dir(configured: str) -> Path:
         return path
     base = os.environ.get(OUTPUT_DIR_ENV, "") or DEFAULT_OUTPUT_BASE
     return (Path(base).expanduser() / path).absolute()
-
-
-class RunFailed(RuntimeError):
-    """The run ended without a single accepted site update: it failed (its folder holds
-    ``summary.json`` with ``status: failed`` and the reason)."""
-
-    def __init__(self, message: str, run: RunFolder) -> None:
-        super().__init__(message)
-        self.run = run
 
 
 class FederatedRun:
@@ -121,6 +110,13 @@ class FederatedRun:
         self.final_payload: ReplayPayload | None = None  # what would be replayed next
         self.task = 0
         self.nodes_seen: set[int] = set()
+        self.run_key = ""  # sites key their run state and ledger entries by it
+        self.flower_runs: list[int] = []
+        self.elapsed_before = 0.0  # wall time of earlier processes (a resumed run)
+        self.started = time.perf_counter()
+        self.folder: RunFolder
+        self.arrays: ArrayRecord
+        self.evaluator: torch.nn.Module | None = None
 
     # --- evaluation ------------------------------------------------------------------------
     def _load(self, arrays: ArrayRecord) -> None:
@@ -137,81 +133,156 @@ class FederatedRun:
 
     # --- the run ------------------------------------------------------------------------------
     def run(self, grid: Grid) -> RunFolder:
-        cfg, stream = self.cfg, self.stream
+        cfg, stream, R = self.cfg, self.stream, self.cfg.fed.rounds_per_task
         self.run_id = int(grid.run.run_id)
-        self.fedreplay.run_key = str(self.run_id)
-        start = time.perf_counter()
-        run = RunFolder.create(resolve_output_dir(cfg.output_dir), cfg.experiment)
+        self.started = time.perf_counter()
         self.nodes_seen |= set(grid.get_node_ids())  # simulation: every SuperNode
-        run.save_config(cfg)
+        if cfg.fed.resume:
+            self.folder, ckpt = self._resume()
+            first_task, done = ckpt.task, ckpt.task_rounds
+            arrays = wire.array_record({k: v.numpy() for k, v in ckpt.arrays.items()})
+            payload = ReplayPayload.from_dict(ckpt.payload) if ckpt.payload else None
+        else:
+            self.folder = RunFolder.create(resolve_output_dir(cfg.output_dir), cfg.experiment)
+            self.folder.save_config(cfg)
+            # unique per run (an in-process grid's run id is always 1), kept on resume: sites
+            # key their state and privacy ledger entries by it
+            self.run_key = f"{self.run_id}-{secrets.token_hex(4)}"
+            ckpt, first_task, done = None, 0, 0
+            arrays = wire.scholar_record(self.solver, self.generator)
+            payload = None
+        self.fedreplay.run_key = self.run_key
+        self.flower_runs.append(self.run_id)
         log.info(
             "run folder %s | %s, %s replay, %d tasks x %d rounds",
-            run.path,
+            self.folder.path,
             cfg.method,
             cfg.replay.mode,
             len(stream),
-            cfg.fed.rounds_per_task,
+            R,
         )
-        evaluator = None
+        self.evaluator = None
         if self.generator is not None and self.central and cfg.eval.generator_quality:
-            evaluator = train_evaluator(stream, device=self.device, seed=cfg.seed)
-        arrays = wire.scholar_record(self.solver, self.generator)
-        boundaries: list[int] = []
-        payload: ReplayPayload | None = None  # what sites replay during task t
-        for t, task in enumerate(stream.tasks):
+            self.evaluator = train_evaluator(stream, device=self.device, seed=cfg.seed)
+        for t in range(first_task, len(stream)):
             self.task = t
-            offset = t * cfg.fed.rounds_per_task
-            boundaries.append(offset)
-            self.fedreplay.begin_task(payload, round_offset=offset)
-            train_config = ConfigRecord(
-                {
-                    "task": t,
-                    "iterations": cfg.train.iterations,
-                    "seed": cfg.seed + 1000 * t,
-                }
-            )
-            result = self.strategy.start(
-                grid=grid,
-                initial_arrays=arrays,
-                num_rounds=cfg.fed.rounds_per_task,
-                timeout=cfg.fed.round_timeout or 3600.0 * 24,
-                train_config=train_config,
-                evaluate_config=ConfigRecord({"task": t}),
-                evaluate_fn=self.evaluate_central,
-            )
-            if len(result.arrays):  # empty when no round of the task aggregated anything
-                arrays = result.arrays
-            else:
-                log.warning(
-                    "task %d: no site update was accepted; the global scholar is unchanged", t + 1
+            self.fedreplay.begin_task(payload, round_offset=t * R + done)
+            if ckpt is not None and t == first_task:
+                self.fedreplay.restore(ckpt.strategy)
+            self.arrays = arrays
+            if done < R:
+                self.strategy.start(
+                    grid=grid,
+                    initial_arrays=arrays,
+                    num_rounds=R - done,
+                    timeout=cfg.fed.round_timeout or 3600.0 * 24,
+                    train_config=ConfigRecord(
+                        {"task": t, "iterations": cfg.train.iterations, "seed": cfg.seed + 1000 * t}
+                    ),
+                    evaluate_config=ConfigRecord({"task": t}),
+                    evaluate_fn=self._after_round,
                 )
-            self._load(arrays)
-            self._log_rounds(run, t, result)
-            accs = self._task_accuracies(t)
-            self.matrix.record(t, accs)
-            payload = self._payload(t + 1)  # the frozen scholar(s) after task t
-            self.final_payload = payload
-            if evaluator is not None and self.generator is not None:
-                self.quality.append(self._quality(self.generator.sample, evaluator, t))
-                if payload is not None:
-                    source = self._replay_source(payload)
-                    self.replay_quality.append(self._quality(source.inputs, evaluator, t))
-                    log.info(
-                        "replay after task %d (%s, %d generators): quality per task %s",
-                        t + 1,
-                        cfg.replay.mode,
-                        len(payload.generators),
-                        " ".join(f"{q:.2f}" for q in self.replay_quality[-1]),
-                    )
-            log.info(
-                "after task %d/%d (%s): accuracies %s, average %.1f%%",
-                t + 1,
-                len(stream),
-                task.name,
-                " ".join(f"{a:.1%}" for a in accs),
-                100 * self.matrix.average_accuracy(t),
-            )
-        return self._finish(run, start, boundaries)
+            arrays, done = self.arrays, 0
+            payload = self._end_task(t)
+            self._checkpoint(task=t + 1, task_rounds=0, payload=payload)
+        return finish_run(self, [t * R for t in range(len(stream))])
+
+    def _after_round(self, local_round: int, arrays: ArrayRecord) -> MetricRecord | None:
+        """Flower's evaluate_fn, called after every round (and once before the first): the
+        central evaluation, the round's log line and the checkpoint."""
+        if local_round == 0:
+            return None
+        self.arrays = arrays  # the previous model when the round aggregated nothing
+        central = self.evaluate_central(local_round, arrays)
+        rec = self.fedreplay.round_records[-1]
+        task_round = rec.server_round - self.task * self.cfg.fed.rounds_per_task
+        self._log_round(self.task, task_round, rec, central)
+        self._checkpoint(task=self.task, task_rounds=task_round, payload=self.fedreplay.payload)
+        return central
+
+    def _end_task(self, t: int) -> ReplayPayload | None:
+        """Evaluate the global scholar after task ``t``; the replay for task ``t + 1``."""
+        cfg, task = self.cfg, self.stream.tasks[t]
+        self._load(self.arrays)
+        if not any(r["accepted"] for r in self.rounds if r["task"] == t):
+            log.warning("task %d: no site update was accepted; the scholar is unchanged", t + 1)
+        accs = self._task_accuracies(t)
+        self.matrix.record(t, accs)
+        payload = self._payload(t + 1)  # the frozen scholar(s) after task t
+        self.final_payload = payload
+        if self.evaluator is not None and self.generator is not None:
+            self.quality.append(self._quality(self.generator.sample, self.evaluator, t))
+            if payload is not None:
+                source = self._replay_source(payload)
+                self.replay_quality.append(self._quality(source.inputs, self.evaluator, t))
+                log.info(
+                    "replay after task %d (%s, %d generators): quality per task %s",
+                    t + 1,
+                    cfg.replay.mode,
+                    len(payload.generators),
+                    " ".join(f"{q:.2f}" for q in self.replay_quality[-1]),
+                )
+        log.info(
+            "after task %d/%d (%s): accuracies %s, average %.1f%%",
+            t + 1,
+            len(self.stream),
+            task.name,
+            " ".join(f"{a:.1%}" for a in accs),
+            100 * self.matrix.average_accuracy(t),
+        )
+        return payload
+
+    # --- run state ---------------------------------------------------------------------------
+    def _checkpoint(self, *, task: int, task_rounds: int, payload: ReplayPayload | None) -> None:
+        RunCheckpoint(
+            run_key=self.run_key,
+            config=comparable(self.cfg),
+            task=task,
+            task_rounds=task_rounds,
+            arrays={k: torch.from_numpy(v.numpy().copy()) for k, v in self.arrays.items()},
+            payload=payload.to_dict() if payload is not None else None,
+            strategy=self.fedreplay.snapshot(),
+            rounds=self.rounds,
+            matrix=self.matrix.rows,
+            quality=self.quality,
+            replay_quality=self.replay_quality,
+            nodes_seen=sorted(self.nodes_seen),
+            elapsed_s=self.elapsed(),
+            flower_runs=self.flower_runs,
+            rng=rng_state(),
+        ).save(self.folder.path)
+
+    def _resume(self) -> tuple[RunFolder, RunCheckpoint]:
+        """The run folder of ``fed.resume`` and its checkpoint, loaded into this run."""
+        path = resolve_output_dir(self.cfg.fed.resume)
+        ckpt = RunCheckpoint.load(path)
+        ckpt.check_config(self.cfg)
+        folder = RunFolder(path)
+        if folder.file("summary.json").is_file():
+            raise ResumeError(f"{path} has finished (summary.json exists): nothing to resume")
+        self.run_key, self.rounds = ckpt.run_key, list(ckpt.rounds)
+        self.matrix.rows = [list(r) for r in ckpt.matrix]
+        self.quality, self.replay_quality = ckpt.quality, ckpt.replay_quality
+        self.nodes_seen |= set(ckpt.nodes_seen)
+        self.elapsed_before, self.flower_runs = ckpt.elapsed_s, list(ckpt.flower_runs)
+        set_rng_state(ckpt.rng)
+        # rounds logged after the checkpoint (killed in between) are dropped: they run again
+        folder.rewrite_jsonl("rounds.jsonl", self.rounds)
+        log.info(
+            "resuming %s: task %d/%d after %d of its %d rounds (run key %s, %d rounds done)",
+            path,
+            min(ckpt.task + 1, len(self.stream)),
+            len(self.stream),
+            ckpt.task_rounds,
+            self.cfg.fed.rounds_per_task,
+            ckpt.run_key,
+            len(self.rounds),
+        )
+        return folder, ckpt
+
+    def elapsed(self) -> float:
+        """Wall time of the run so far, over every process that worked on it."""
+        return self.elapsed_before + time.perf_counter() - self.started
 
     def _quality(self, sample_fn: Any, evaluator: torch.nn.Module, t: int) -> list[float]:
         return per_task_generator_quality(
@@ -263,149 +334,26 @@ class FederatedRun:
         last = self.fedreplay.evaluate_records.get((t + 1) * self.cfg.fed.rounds_per_task, {})
         return [float(last.get(f"accuracy-task-{j}", float("nan"))) for j in range(t + 1)]
 
-    def _log_rounds(self, run: RunFolder, t: int, result: Any) -> None:
-        records = self.fedreplay.round_records[-self.cfg.fed.rounds_per_task :]
-        for local, rec in enumerate(records, start=1):
-            central = result.evaluate_metrics_serverapp.get(local)
-            federated = self.fedreplay.evaluate_records.get(rec.server_round)
-            evaluation = dict(central) if central is not None else federated or {}
-            entry = {
-                "round": rec.server_round,
-                "task": t,
-                "task_round": local,
-                "accuracy": evaluation.get("accuracy"),
-                "accuracies": [evaluation.get(f"accuracy-task-{j}") for j in range(t + 1)],
-                "federated_evaluation": federated,
-                "sampled": len(rec.sampled),
-                "sites": [asdict(r) | {"generator": None} for r in rec.replies],
-                "failures": {str(k): v for k, v in rec.failures.items()},
-                "aggregate_refused": rec.refused_aggregate,
-            }
-            self.rounds.append(entry)
-            run.append_jsonl("rounds.jsonl", entry)
+    def _log_round(self, t: int, task_round: int, rec: Any, central: MetricRecord | None) -> None:
+        federated = self.fedreplay.evaluate_records.get(rec.server_round)
+        evaluation = dict(central) if central is not None else federated or {}
+        entry = {
+            "round": rec.server_round,
+            "task": t,
+            "task_round": task_round,
+            "accuracy": evaluation.get("accuracy"),
+            "accuracies": [evaluation.get(f"accuracy-task-{j}") for j in range(t + 1)],
+            "federated_evaluation": federated,
+            "sampled": len(rec.sampled),
+            "sites": [asdict(r) | {"generator": None} for r in rec.replies],
+            "failures": {str(k): v for k, v in rec.failures.items()},
+            "aggregate_refused": rec.refused_aggregate,
+            "accepted": rec.refused_aggregate is None
+            and any(r.metrics.get("num-examples", 0.0) > 0 for r in rec.replies),
+        }
+        self.rounds.append(entry)
+        self.folder.append_jsonl("rounds.jsonl", entry)
 
     def _nodes(self) -> set[int]:
         sampled = {n for rec in self.fedreplay.round_records for n in rec.sampled}
         return self.nodes_seen | sampled
-
-    def _finish(self, run: RunFolder, start: float, boundaries: list[int]) -> RunFolder:
-        cfg, stream = self.cfg, self.stream
-        names = [t.name for t in stream.tasks]
-        rounds = [r["round"] for r in self.rounds]
-        per_task = {
-            names[j]: [
-                (r["accuracies"][j] if j < len(r["accuracies"]) else None) for r in self.rounds
-            ]
-            for j in range(len(stream))
-        }
-        plot_rounds(
-            rounds,
-            [r["accuracy"] for r in self.rounds],
-            run.file("rounds.png"),
-            task_boundaries=[b + 1 for b in boundaries[1:]],  # first round of each new task
-            per_task=per_task,  # type: ignore[arg-type]
-            title=f"federated {cfg.method} on {stream.dataset}",
-        )
-        save_final_artifacts(
-            run,
-            matrix=self.matrix,
-            stream=stream,
-            method=cfg.method,
-            solver=self.solver,
-            generator=self.generator,
-            where=f"federated, {cfg.replay.mode} replay",
-            sampler=(  # the samples grid shows what sites replay: the mixture, for ensemble
-                self._replay_source(self.final_payload).inputs
-                if self.final_payload is not None
-                else None
-            ),
-        )
-        if self.final_payload is not None and cfg.replay.mode == "ensemble":
-            torch.save(  # the ensemble: every site's generator of the last task, weighted
-                {
-                    "generators": list(self.final_payload.generators),
-                    "weights": list(self.final_payload.weights),
-                },
-                run.file("final_ensemble.pt"),
-            )
-        site_rounds = [s for r in self.rounds for s in r["sites"]]
-        up = [s["metrics"].get("bytes-up", 0.0) for s in site_rounds]
-        down = [s["metrics"].get("bytes-down", 0.0) for s in site_rounds]
-        extra = {
-            "rounds": len(self.rounds),
-            # the sites that took part (bare `flwr run` simulates 2 SuperNodes whatever
-            # fed.num-sites says), at least fed.num-sites
-            "num_sites": max(cfg.fed.num_sites, len(self._nodes())),
-            "replay_mode": cfg.replay.mode,
-            "bytes_up_per_site_round": sum(up) / max(len(up), 1),
-            "bytes_down_per_site_round": sum(down) / max(len(down), 1),
-            "site_rounds": len(site_rounds),
-            "failures": sum(len(r["failures"]) for r in self.rounds),
-            "aggregates_refused": sum(1 for r in self.rounds if r["aggregate_refused"]),
-            "aggregation": cfg.aggregation_rule,
-            "wall_time_per_round_s": None,
-            "server_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "seed": cfg.seed,
-            "run_id": self.run_id,
-        }
-        extra.update(write_privacy_report(run, cfg, self.rounds))
-        torch.save(  # what each site last sent: the privacy audit's view of a site's release
-            {
-                site: {"round": rnd, "partition": pid, **parts}
-                for site, (rnd, pid, parts) in sorted(self.fedreplay.site_updates.items())
-            },
-            run.file("site_updates.pt"),
-        )
-        canaries = run_canaries(cfg, stream.shape, stream.num_classes)
-        if canaries is not None:  # for fedreplay-audit models (one-run canary bound)
-            torch.save(
-                {
-                    "x": canaries.split.x,
-                    "y": canaries.split.y,
-                    "include": torch.as_tensor(canaries.include),
-                    "site": cfg.audit.canary_site,
-                    "task": cfg.audit.task_index(len(stream)),
-                },
-                run.file("canaries.pt"),
-            )
-        if self.replay_quality:
-            # what the sites replay after the last task (the mixture, for ensemble)
-            extra["generator_quality"] = self.replay_quality[-1]
-            extra["replay_quality_per_task"] = self.replay_quality
-        if self.quality:
-            extra["aggregated_generator_quality"] = self.quality[-1]
-        wall = time.perf_counter() - start
-        extra["wall_time_per_round_s"] = wall / max(len(self.rounds), 1)
-        summary = build_summary(
-            matrix=self.matrix,
-            wall_time_s=wall,
-            method=cfg.method,
-            dataset=stream.dataset,
-            scenario=stream.scenario,
-            experiment=cfg.experiment,
-            extra=extra,
-        )
-        accepted = sum(
-            1
-            for r in self.rounds
-            if not r["aggregate_refused"]
-            for site in r["sites"]
-            if site["metrics"].get("num-examples", 0.0) > 0
-        )
-        if not accepted:  # every site failed, was refused or had nothing to train on
-            reasons = sorted({v for r in self.rounds for v in r["failures"].values()})
-            reasons += sorted(
-                {r["aggregate_refused"] for r in self.rounds if r["aggregate_refused"]}
-            )
-            summary["status"] = "failed"
-            summary["failure_reason"] = (
-                f"no site update was accepted in any of {len(self.rounds)} rounds"
-                + (f"; failures: {'; '.join(reasons[:3])}" if reasons else "")
-            )
-        run.write_summary(summary)
-        log.info("%s", summary_line(summary))
-        print(summary_line(summary), flush=True)
-        print(run.path, flush=True)
-        if summary["status"] != "completed":
-            raise RunFailed(f"run failed: {summary['failure_reason']} ({run.path})", run)
-        return run

@@ -45,8 +45,13 @@ class SiteRegistry:
                     "or move it away deliberately (sites' earlier epsilons are then unchecked)"
                 ) from None
 
-    def check(self, site_id: str, epsilon: float, steps: float, run: str) -> str | None:
-        """Why a report by ``site_id`` is refused (None: accepted, and recorded)."""
+    def check(
+        self, site_id: str, epsilon: float, steps: float, run: str, *, server_round: int = 0
+    ) -> str | None:
+        """Why a report by ``site_id`` is refused (None: accepted, and recorded).
+
+        The same report for the same run and round is accepted again: a site answers a
+        round repeated by a resumed server with the reply it sent before."""
         if not (math.isfinite(epsilon) and epsilon >= 0 and math.isfinite(steps) and steps > 0):
             return f"reported lifetime epsilon {epsilon!r} / steps {steps!r} are not valid"
         seen = self.sites.get(site_id)
@@ -56,6 +61,15 @@ class SiteRegistry:
                 f"({seen['quarantined']}); an operator must review it and run "
                 f"fedreplay-privacy release-site {site_id}"
             )
+        if (
+            seen is not None
+            and not seen.get("quarantined")
+            and seen.get("run") == run
+            and seen.get("round") == server_round
+            and float(seen["epsilon"]) == epsilon
+            and float(seen["steps"]) == steps
+        ):
+            return None  # the same reply again
         if seen is not None and (
             epsilon < float(seen["epsilon"]) - TOLERANCE or steps <= float(seen["steps"])
         ):
@@ -66,7 +80,13 @@ class SiteRegistry:
             )
             seen["quarantined"] = reason
             return reason + "; refusing its updates"
-        self.sites[site_id] = {"epsilon": epsilon, "steps": steps, "run": run, "time": time.time()}
+        self.sites[site_id] = {
+            "epsilon": epsilon,
+            "steps": steps,
+            "run": run,
+            "round": server_round,
+            "time": time.time(),
+        }
         return None
 
     def release(self, site_id: str) -> dict[str, Any]:

@@ -108,14 +108,15 @@ class FedReplay(FedAvg):
         self.reported: dict[int, str] = {}  # node -> kind of failure already logged
         # {site key: num-examples it declared on its first reply of the task}
         self.declared: dict[str, float] = {}
-        self.run_key = ""  # set by the run: recorded with registry entries
+        self.run_key = ""  # set by the run, kept across a resume: sites key their state by it
         self.current_arrays: ArrayRecord | None = None
         self.round_offset = 0  # rounds of earlier tasks (start() counts from 1 per task)
         self.payload: ReplayPayload | None = None
         self.payload_records: tuple[ArrayRecord, ConfigRecord] | None = None
         self.served: set[int] = set()  # nodes holding the current payload
         self.pending: set[int] = set()  # nodes the payload was just sent to
-        self.task_generators: dict[int, tuple[dict[str, torch.Tensor], float]] = {}
+        # {site key: (its bounded generator of this task, its weight)}: the ensemble
+        self.task_generators: dict[str, tuple[dict[str, torch.Tensor], float]] = {}
         self.round_records: list[RoundRecord] = []
         self.evaluate_records: dict[int, dict[str, float]] = {}
         # {site id: (round, partition id, {"solver": state, "generator": state})}: the last
@@ -131,6 +132,23 @@ class FedReplay(FedAvg):
         self.task_generators = {}
         self.declared = {}
         self.round_offset = round_offset
+
+    def snapshot(self) -> dict[str, object]:
+        """What a resumed run needs of the current task (node ids are not kept: they
+        change when sites reconnect; a resumed task sends its replay to every site again)."""
+        return {
+            "task_generators": self.task_generators,
+            "declared": self.declared,
+            "evaluate_records": self.evaluate_records,
+            "site_updates": self.site_updates,
+        }
+
+    def restore(self, snapshot: dict[str, object]) -> None:
+        """After :meth:`begin_task` of the task being resumed."""
+        self.task_generators = dict(snapshot["task_generators"])  # type: ignore[call-overload]
+        self.declared = dict(snapshot["declared"])  # type: ignore[call-overload]
+        self.evaluate_records = dict(snapshot["evaluate_records"])  # type: ignore[call-overload]
+        self.site_updates = dict(snapshot["site_updates"])  # type: ignore[call-overload]
 
     # --- training -------------------------------------------------------------------------
     def configure_train(
@@ -150,7 +168,9 @@ class FedReplay(FedAvg):
         self.started = True
         global_round = self.round_offset + server_round
         self.current_arrays = arrays
-        round_config = ConfigRecord({**dict(config), "server-round": global_round})
+        round_config = ConfigRecord(
+            {**dict(config), "server-round": global_round, wire.RUN_KEY: self.run_key}
+        )
         self.round_records.append(RoundRecord(global_round, sampled=list(node_ids)))
         messages = []
         self.pending = set()
@@ -188,7 +208,7 @@ class FedReplay(FedAvg):
                 record.failures[node] = f"rejected: {exc}"
                 continue
             metrics = wire.scalar_metrics(msg.content.metric_records[wire.METRICS])
-            refused = self._check_privacy(msg.content, metrics)
+            refused = self._check_privacy(msg.content, metrics, record.server_round)
             if refused is not None:
                 record.failures[node] = f"rejected: {refused}"
                 continue
@@ -263,7 +283,7 @@ class FedReplay(FedAvg):
                 )
                 generator = {k.split(".", 1)[1]: torch.from_numpy(v) for k, v in bounded.items()}
                 reply.generator = generator
-                self.task_generators[reply.node_id] = (generator, report.weight)
+                self.task_generators[reply.key] = (generator, report.weight)
             # the privacy audit's view of a site's release (what it sent, un-bounded)
             parts = wire.split_record(content.array_records[wire.SCHOLAR])
             partition = int(reply.metrics.get("partition-id", 0))
@@ -314,7 +334,9 @@ class FedReplay(FedAvg):
         self.owners[site_id] = node
         return None
 
-    def _check_privacy(self, content: RecordDict, metrics: dict[str, float]) -> str | None:
+    def _check_privacy(
+        self, content: RecordDict, metrics: dict[str, float], server_round: int
+    ) -> str | None:
         """Refuse a site whose lifetime epsilon went backwards (None: fine)."""
         if self.registry is None or "dp-epsilon" not in metrics:
             return None
@@ -322,7 +344,11 @@ class FedReplay(FedAvg):
         if site_id is None:
             return "a DP reply without a site id"
         return self.registry.check(
-            site_id, metrics["dp-epsilon"], metrics.get("dp-steps", 0.0), self.run_key
+            site_id,
+            metrics["dp-epsilon"],
+            metrics.get("dp-steps", 0.0),
+            self.run_key,
+            server_round=server_round,
         )
 
     def _release_client_dp(

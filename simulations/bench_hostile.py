@@ -29,7 +29,8 @@ from client.client_app import app as client_app  # noqa: E402
 from common.config import load_config, parse_overrides  # noqa: E402
 from common.results import load_summary  # noqa: E402
 from server.attacks import ATTACKS, hostile_hook  # noqa: E402
-from server.federation import FederatedRun, RunFailed  # noqa: E402
+from server.federation import FederatedRun  # noqa: E402
+from server.finish import RunFailed  # noqa: E402
 from server.inprocess import InProcessGrid  # noqa: E402
 
 BASE = {

@@ -11,7 +11,8 @@ from opacus.accountants import RDPAccountant
 from client.client_app import app as client_app
 from common.config import load_config
 from common.results import load_summary
-from server.federation import FederatedRun, RunFailed
+from server.federation import FederatedRun
+from server.finish import RunFailed
 from server.inprocess import InProcessGrid
 
 TINY = {
@@ -65,7 +66,7 @@ def test_ledger_matches_an_independent_recomputation(
         state = json.loads((site_dir / "privacy" / site_id / "ledger.json").read_text())
         references: dict[str, RDPAccountant] = {}
         for row in state["ledger"]:
-            assert row["run"] == "7"
+            assert row["run"] == summary["run_key"] and summary["run_key"].startswith("7-")
             key = f"task-{row['task']}" if composition == "per-task" else "run"
             reference = references.setdefault(key, RDPAccountant())
             for sigma, q, n in row["events"]:

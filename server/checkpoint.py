@@ -1,0 +1,123 @@
+"""A federated run's state after every completed round, so a killed run can be resumed.
+
+``checkpoint.pt`` in the run folder, written atomically at the end of every round and
+after every task's evaluation, holds everything the run reads back: where it is (task,
+rounds of it done), the global scholar, the replay of the task in progress, what the
+strategy collected in the task (the ensemble's generators, declared counts, sites' last
+updates), the round log, the accuracy matrix, generator quality, the run key the sites
+keyed their state and ledgers by, and the server's public random state.
+
+Resuming (``fed.resume = RUN_DIR``, ``fedreplay run --resume RUN_DIR``) restarts from the
+last completed round: no round is counted twice, and a site asked again for a round it
+already answered sends that reply again (:mod:`client.site_store`), so no privacy budget
+is spent twice. The configuration must be the run's own (``config.json``); a different
+one is refused with the keys that differ.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from common.config import ExperimentConfig
+from common.fileio import atomic_torch_save
+
+CHECKPOINT = "checkpoint.pt"
+VERSION = 1
+
+
+class ResumeError(RuntimeError):
+    """The run folder cannot be resumed (no checkpoint, another config, a finished run)."""
+
+
+@dataclass
+class RunCheckpoint:
+    run_key: str
+    config: dict[str, Any]  # ExperimentConfig.to_dict() with fed.resume cleared
+    task: int  # the task in progress (== number of tasks: every task is done)
+    task_rounds: int  # rounds of it completed (== rounds-per-task: only its evaluation left)
+    arrays: dict[str, torch.Tensor]  # the global scholar, by wire key
+    payload: dict[str, Any] | None  # ReplayPayload.to_dict() of the task in progress
+    strategy: dict[str, Any]  # FedReplay.snapshot()
+    rounds: list[dict[str, Any]]  # the rounds.jsonl entries so far
+    matrix: list[list[float]]
+    quality: list[list[float]] = field(default_factory=list)
+    replay_quality: list[list[float]] = field(default_factory=list)
+    nodes_seen: list[int] = field(default_factory=list)
+    elapsed_s: float = 0.0  # wall time of the run before this process
+    flower_runs: list[int] = field(default_factory=list)  # Flower run ids that worked on it
+    rng: dict[str, Any] = field(default_factory=dict)
+
+    def save(self, folder: Path) -> Path:
+        path = folder / CHECKPOINT
+        atomic_torch_save({"version": VERSION, **asdict(self)}, path)
+        return path
+
+    @staticmethod
+    def load(folder: Path) -> RunCheckpoint:
+        path = folder / CHECKPOINT
+        if not path.is_file():
+            raise ResumeError(
+                f"{folder} has no {CHECKPOINT}: it is not a run folder, or the run was killed "
+                "before its first round completed (start it again instead)"
+            )
+        try:
+            d = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise ResumeError(f"{path} is unreadable ({type(exc).__name__}: {exc})") from None
+        if d.pop("version", None) != VERSION:
+            raise ResumeError(f"{path} was written by another version of fedreplay")
+        return RunCheckpoint(**d)
+
+    def check_config(self, cfg: ExperimentConfig) -> None:
+        """The resumed run's config must be the checkpoint's (``fed.resume`` aside)."""
+        now, saved = _flat(comparable(cfg)), _flat(self.config)
+        diff = sorted(k for k in set(now) | set(saved) if now.get(k) != saved.get(k))
+        if diff:
+            shown = ", ".join(
+                f"{k}: {saved.get(k)!r} in the run, {now.get(k)!r} now" for k in diff[:6]
+            )
+            raise ResumeError(
+                f"the config differs from the run's own config.json ({shown}); resume with "
+                "the run's config (fedreplay run --resume RUN_DIR reads it for you)"
+            )
+
+
+def comparable(cfg: ExperimentConfig) -> dict[str, Any]:
+    d = cfg.to_dict()
+    d["fed"] = {**d["fed"], "resume": ""}
+    return d
+
+
+def _flat(d: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in d.items():
+        if isinstance(value, dict):
+            out.update({f"{key}.{k}": v for k, v in value.items()})
+        else:
+            out[key] = value
+    return out
+
+
+def rng_state() -> dict[str, Any]:
+    """The server's public random state (node sampling, evaluation draws)."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()  # type: ignore[misc]
+    return {
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+        "numpy": (kind, torch.from_numpy(np.array(keys)), pos, has_gauss, gauss),
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    if not state:
+        return
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, keys.numpy(), pos, has_gauss, gauss))

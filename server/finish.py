@@ -1,0 +1,148 @@
+"""The end of a federated run: everything written to its folder once every task is done."""
+
+from __future__ import annotations
+
+import logging
+import resource
+from typing import TYPE_CHECKING
+
+import torch
+
+from common.audit.canaries import run_canaries
+from common.plots import plot_rounds
+from common.results import RunFolder, build_summary, summary_line
+from common.run_artifacts import save_final_artifacts
+from server.privacy_report import write_privacy_report
+
+if TYPE_CHECKING:
+    from server.federation import FederatedRun
+
+log = logging.getLogger("fedreplay.server")
+
+
+class RunFailed(RuntimeError):
+    """The run ended without a single accepted site update: it failed (its folder holds
+    ``summary.json`` with ``status: failed`` and the reason)."""
+
+    def __init__(self, message: str, run: RunFolder) -> None:
+        super().__init__(message)
+        self.run = run
+
+
+def finish_run(self: FederatedRun, boundaries: list[int]) -> RunFolder:
+    """Plots, final models, privacy report, audit files and ``summary.json`` of a run
+    whose tasks are all done; a run in which no site update was accepted raises
+    :class:`RunFailed` (its summary says ``failed``)."""
+    run = self.folder
+    cfg, stream = self.cfg, self.stream
+    names = [t.name for t in stream.tasks]
+    rounds = [r["round"] for r in self.rounds]
+    per_task = {
+        names[j]: [(r["accuracies"][j] if j < len(r["accuracies"]) else None) for r in self.rounds]
+        for j in range(len(stream))
+    }
+    plot_rounds(
+        rounds,
+        [r["accuracy"] for r in self.rounds],
+        run.file("rounds.png"),
+        task_boundaries=[b + 1 for b in boundaries[1:]],  # first round of each new task
+        per_task=per_task,  # type: ignore[arg-type]
+        title=f"federated {cfg.method} on {stream.dataset}",
+    )
+    save_final_artifacts(
+        run,
+        matrix=self.matrix,
+        stream=stream,
+        method=cfg.method,
+        solver=self.solver,
+        generator=self.generator,
+        where=f"federated, {cfg.replay.mode} replay",
+        sampler=(  # the samples grid shows what sites replay: the mixture, for ensemble
+            self._replay_source(self.final_payload).inputs
+            if self.final_payload is not None
+            else None
+        ),
+    )
+    if self.final_payload is not None and cfg.replay.mode == "ensemble":
+        torch.save(  # the ensemble: every site's generator of the last task, weighted
+            {
+                "generators": list(self.final_payload.generators),
+                "weights": list(self.final_payload.weights),
+            },
+            run.file("final_ensemble.pt"),
+        )
+    site_rounds = [s for r in self.rounds for s in r["sites"]]
+    up = [s["metrics"].get("bytes-up", 0.0) for s in site_rounds]
+    down = [s["metrics"].get("bytes-down", 0.0) for s in site_rounds]
+    extra = {
+        "rounds": len(self.rounds),
+        # the sites that took part (bare `flwr run` simulates 2 SuperNodes whatever
+        # fed.num-sites says), at least fed.num-sites
+        "num_sites": max(cfg.fed.num_sites, len(self._nodes())),
+        "replay_mode": cfg.replay.mode,
+        "bytes_up_per_site_round": sum(up) / max(len(up), 1),
+        "bytes_down_per_site_round": sum(down) / max(len(down), 1),
+        "site_rounds": len(site_rounds),
+        "failures": sum(len(r["failures"]) for r in self.rounds),
+        "aggregates_refused": sum(1 for r in self.rounds if r["aggregate_refused"]),
+        "aggregation": cfg.aggregation_rule,
+        "wall_time_per_round_s": None,
+        "server_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "seed": cfg.seed,
+        "run_id": self.flower_runs[0],
+        "flower_run_ids": self.flower_runs,  # more than one: the run was resumed
+        "run_key": self.run_key,
+    }
+    extra.update(write_privacy_report(run, cfg, self.rounds))
+    torch.save(  # what each site last sent: the privacy audit's view of a site's release
+        {
+            site: {"round": rnd, "partition": pid, **parts}
+            for site, (rnd, pid, parts) in sorted(self.fedreplay.site_updates.items())
+        },
+        run.file("site_updates.pt"),
+    )
+    canaries = run_canaries(cfg, stream.shape, stream.num_classes)
+    if canaries is not None:  # for fedreplay-audit models (one-run canary bound)
+        torch.save(
+            {
+                "x": canaries.split.x,
+                "y": canaries.split.y,
+                "include": torch.as_tensor(canaries.include),
+                "site": cfg.audit.canary_site,
+                "task": cfg.audit.task_index(len(stream)),
+            },
+            run.file("canaries.pt"),
+        )
+    if self.replay_quality:
+        # what the sites replay after the last task (the mixture, for ensemble)
+        extra["generator_quality"] = self.replay_quality[-1]
+        extra["replay_quality_per_task"] = self.replay_quality
+    if self.quality:
+        extra["aggregated_generator_quality"] = self.quality[-1]
+    wall = self.elapsed()
+    extra["wall_time_per_round_s"] = wall / max(len(self.rounds), 1)
+    summary = build_summary(
+        matrix=self.matrix,
+        wall_time_s=wall,
+        method=cfg.method,
+        dataset=stream.dataset,
+        scenario=stream.scenario,
+        experiment=cfg.experiment,
+        extra=extra,
+    )
+    # every site failed, was refused or had nothing to train on
+    if not any(r["accepted"] for r in self.rounds):
+        reasons = sorted({v for r in self.rounds for v in r["failures"].values()})
+        reasons += sorted({r["aggregate_refused"] for r in self.rounds if r["aggregate_refused"]})
+        summary["status"] = "failed"
+        summary["failure_reason"] = (
+            f"no site update was accepted in any of {len(self.rounds)} rounds"
+            + (f"; failures: {'; '.join(reasons[:3])}" if reasons else "")
+        )
+    run.write_summary(summary)
+    log.info("%s", summary_line(summary))
+    print(summary_line(summary), flush=True)
+    print(run.path, flush=True)
+    if summary["status"] != "completed":
+        raise RunFailed(f"run failed: {summary['failure_reason']} ({run.path})", run)
+    return run

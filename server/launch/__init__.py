@@ -1,0 +1,1 @@
+"""``fedreplay run``: a federated run through ``flwr run``, launched and verified."""

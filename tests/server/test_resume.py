@@ -1,0 +1,161 @@
+"""A killed federated run resumed from its checkpoint (in-process grid): nothing counted
+twice, nothing spent twice, the same result as a run that was never killed."""
+
+import json
+from pathlib import Path
+
+import pytest
+from flwr.app import Message
+
+from client.client_app import app as client_app
+from common.config import load_config
+from common.results import load_summary
+from server import federation
+from server.checkpoint import CHECKPOINT, ResumeError, RunCheckpoint
+from server.federation import FederatedRun
+from server.inprocess import InProcessGrid
+
+TINY = {
+    "train.iterations": 10,
+    "tasks.num-tasks": 2,
+    "fed.rounds-per-task": 2,
+    "fed.num-sites": 2,
+    "solver.hidden": 32,
+    "generator.hidden": 32,
+    "generator.latent-dim": 8,
+    "eval.generator-quality": False,
+}
+DP = {"dp.enabled": True, "dp.min-records": 0, "dp.delta": 1e-5, "dp.target-epsilon": 8.0}
+
+
+class Killed(BaseException):
+    """The server process dies (not an Exception: nothing on the way may catch it)."""
+
+
+def use_dirs(monkeypatch: pytest.MonkeyPatch, base: Path) -> Path:
+    """A fresh world: the sites' disk and the server's registry."""
+    monkeypatch.setenv("FEDREPLAY_SITE_DIR", str(base / "sites"))
+    monkeypatch.setenv("FEDREPLAY_SERVER_DIR", str(base / "server"))
+    return base / "sites"
+
+
+def run(base: Path, *, run_id: int, hook=None, **overrides) -> Path:
+    cfg = load_config({**TINY, "output-dir": str(base / "runs"), **overrides})
+    grid = InProcessGrid(
+        client_app, cfg.to_run_config(), num_nodes=2, run_id=run_id, reply_hook=hook
+    )
+    return FederatedRun(cfg).run(grid).path
+
+
+def kill_when_round(n: int):
+    """Kills the server once the sites have answered round ``n`` (they trained and spent)."""
+
+    def hook(sent: Message, reply: Message) -> Message:
+        config = sent.content.config_records.get("config")
+        if sent.metadata.message_type == "train" and int(config["server-round"]) == n:
+            raise Killed
+        return reply
+
+    return hook
+
+
+def killed_run(base: Path, n: int, **overrides) -> Path:
+    with pytest.raises(Killed):
+        run(base, run_id=1, hook=kill_when_round(n), **overrides)
+    (folder,) = (base / "runs").iterdir()
+    return folder
+
+
+def ledger(sites: Path, site_id: str) -> list[dict]:
+    return json.loads((sites / "privacy" / site_id / "ledger.json").read_text())["ledger"]
+
+
+def test_a_resumed_run_equals_an_uninterrupted_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    use_dirs(monkeypatch, tmp_path / "a")
+    whole = load_summary(run(tmp_path / "a", run_id=1))
+
+    use_dirs(monkeypatch, tmp_path / "b")
+    folder = killed_run(tmp_path / "b", 3)  # mid task 2, after its replay was delivered
+    assert not (folder / "summary.json").exists()
+    key = RunCheckpoint.load(folder).run_key  # what the sites keyed their state by
+    resumed_path = run(tmp_path / "b", run_id=2, **{"fed.resume": str(folder)})
+    assert resumed_path == folder
+    resumed = load_summary(folder)
+    assert resumed["status"] == "completed"
+    assert resumed["accuracy_matrix"] == whole["accuracy_matrix"]  # deterministic without DP
+    assert resumed["flower_run_ids"] == [1, 2] and resumed["run_key"] == key
+    rounds = [json.loads(line) for line in (folder / "rounds.jsonl").read_text().splitlines()]
+    assert [r["round"] for r in rounds] == [1, 2, 3, 4], "no round counted twice or lost"
+
+
+@pytest.mark.parametrize("where", ["after the sites answered", "after aggregation"])
+def test_no_privacy_budget_is_spent_twice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    sites_a = use_dirs(monkeypatch, tmp_path / "a")
+    run(tmp_path / "a", run_id=1, **DP)
+
+    sites_b = use_dirs(monkeypatch, tmp_path / "b")
+    if where == "after the sites answered":
+        folder = killed_run(tmp_path / "b", 3, **DP)
+    else:  # round 3 aggregated, logged and registered; its checkpoint never written
+        real = federation.FederatedRun._checkpoint
+
+        def checkpoint(self, *, task, task_rounds, payload):
+            if task == 1 and task_rounds == 1:
+                raise Killed
+            real(self, task=task, task_rounds=task_rounds, payload=payload)
+
+        monkeypatch.setattr(federation.FederatedRun, "_checkpoint", checkpoint)
+        with pytest.raises(Killed):
+            run(tmp_path / "b", run_id=1, **DP)
+        monkeypatch.setattr(federation.FederatedRun, "_checkpoint", real)
+        (folder,) = (tmp_path / "b" / "runs").iterdir()
+    summary_b = load_summary(run(tmp_path / "b", run_id=2, **DP, **{"fed.resume": str(folder)}))
+    assert summary_b["status"] == "completed"
+    for site in ("site-0", "site-1"):
+        whole, resumed = ledger(sites_a, site), ledger(sites_b, site)
+        assert [r["round"] for r in resumed] == [1, 2, 3, 4], "a round was spent twice"
+        assert resumed[-1]["epsilon"] == whole[-1]["epsilon"]
+    # the resumed round's replies were the same releases: the registry accepted them again
+    registry = json.loads((tmp_path / "b" / "server" / "site_privacy_registry.json").read_text())
+    assert not any(s.get("quarantined") for s in registry["sites"].values())
+
+
+def test_a_site_that_lost_its_state_pays_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Honest over-counting: a site without its reply cache trains the round again and its
+    ledger records both (the budget is never under-counted)."""
+    sites = use_dirs(monkeypatch, tmp_path)
+    folder = killed_run(tmp_path, 3, **DP)  # killed after the first site answered round 3
+    (first,) = [s for s in ("site-0", "site-1") if len(ledger(sites, s)) == 3]
+    other = "site-1" if first == "site-0" else "site-0"
+    (reply,) = (sites / "runs").glob(f"*/{first}/reply.pt")
+    reply.unlink()
+    run(tmp_path, run_id=2, **DP, **{"fed.resume": str(folder)})
+    assert [r["round"] for r in ledger(sites, other)] == [1, 2, 3, 4]
+    # round 3 twice: the task's planned budget is gone, and round 4 is refused by the ledger
+    assert [r["round"] for r in ledger(sites, first)] == [1, 2, 3, 3]
+    assert ledger(sites, first)[-1]["epsilon"] == ledger(sites, other)[-1]["epsilon"]
+    last = [json.loads(line) for line in (folder / "rounds.jsonl").read_text().splitlines()][-1]
+    assert last["round"] == 4 and len(last["sites"]) == 1
+    assert "budget" in " ".join(last["failures"].values()).lower()
+
+
+def test_resume_refuses_what_it_cannot_resume(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    use_dirs(monkeypatch, tmp_path)
+    folder = killed_run(tmp_path, 2)
+    checkpoint = (folder / CHECKPOINT).read_bytes()
+    with pytest.raises(ResumeError, match=r"train.iterations: 10 in the run, 11 now"):
+        run(tmp_path, run_id=2, **{"fed.resume": str(folder), "train.iterations": 11})
+    assert (folder / CHECKPOINT).read_bytes() == checkpoint, "a refused resume changes nothing"
+    with pytest.raises(ResumeError, match=r"no checkpoint\.pt"):
+        run(tmp_path, run_id=2, **{"fed.resume": str(tmp_path / "nowhere")})
+    run(tmp_path, run_id=2, **{"fed.resume": str(folder)})
+    with pytest.raises(ResumeError, match="has finished"):
+        run(tmp_path, run_id=3, **{"fed.resume": str(folder)})
