@@ -40,6 +40,7 @@ from common import wire
 from common.replay import ReplayPayload
 from server.aggregation import AggregationError, Bounds, aggregate, bounded_model, part_of
 from server.client_dp import ClientLevelDP
+from server.site_owners import SiteOwners
 from server.site_registry import SiteRegistry
 
 log = logging.getLogger("fedreplay.server")
@@ -102,9 +103,8 @@ class FedReplay(FedAvg):
         self.bounds = bounds or Bounds()
         self.started = False  # fed.min-sites is waited for once, at the start
         self.start_timeout = start_timeout  # seconds; 0 = wait as long as it takes
-        self.owners: dict[str, int] = {}  # site id -> the node that presents it
-        self.connected: set[int] = set()  # nodes connected when the round was configured
-        self.contested: dict[str, set[int]] = {}  # site ids several nodes claim this round
+        self.sites = SiteOwners()  # which node presents which site id
+        self.instructions: list[Message] = []  # the round's messages to sites
         self.reported: dict[int, str] = {}  # node -> kind of failure already logged
         # {site key: num-examples it declared on its first reply of the task}
         self.declared: dict[str, float] = {}
@@ -158,8 +158,8 @@ class FedReplay(FedAvg):
         # with the sites that are connected (a dead site must not stall the run)
         if not self.started and self.start_timeout > 0:
             self._wait_for_sites(grid)
-        self.connected = set(grid.get_node_ids())
-        num_nodes = int(len(self.connected) * self.fraction_train)
+        self.sites.connected = set(grid.get_node_ids())
+        num_nodes = int(len(self.sites.connected) * self.fraction_train)
         wanted = self.min_train_nodes if not self.started else 1
         sample_size = max(num_nodes, wanted)
         node_ids, _ = sample_nodes(
@@ -172,7 +172,8 @@ class FedReplay(FedAvg):
             {**dict(config), "server-round": global_round, wire.RUN_KEY: self.run_key}
         )
         self.round_records.append(RoundRecord(global_round, sampled=list(node_ids)))
-        messages = []
+        messages: list[Message] = []
+        self.instructions = messages  # their ids, once sent, attribute the SuperLink's errors
         self.pending = set()
         for node_id in node_ids:
             content = RecordDict({wire.SCHOLAR: arrays, wire.CONFIG: round_config})
@@ -196,9 +197,8 @@ class FedReplay(FedAvg):
         record = self.round_records[-1]
         accepted: list[tuple[SiteReply, RecordDict]] = []
         replies = list(replies)
-        self.contested = _contested_claims(replies)
-        for msg in replies:
-            node = msg.metadata.src_node_id
+        nodes = self.sites.begin_round(replies, self.instructions, record.sampled)
+        for node, msg in zip(nodes, replies, strict=True):
             if msg.has_error():
                 record.failures[node] = f"error reply: {msg.error.reason}"
                 continue
@@ -213,7 +213,7 @@ class FedReplay(FedAvg):
                 record.failures[node] = f"rejected: {refused}"
                 continue
             site_id = wire.site_id_of(msg.content)
-            refused = self._check_identity(node, site_id)
+            refused = self.sites.check(node, site_id)
             if refused is not None:
                 record.failures[node] = f"rejected: {refused}"
                 continue
@@ -305,7 +305,7 @@ class FedReplay(FedAvg):
     def _log_failures(self, record: RoundRecord) -> None:
         """Each failure once under the site's id (a dead site is not logged every round;
         rounds.jsonl keeps every round's failures)."""
-        sites = {node: site for site, node in self.owners.items()}
+        sites = {node: site for site, node in self.sites.owners.items()}
         for node, reason in sorted(record.failures.items()):
             kind = reason.split(":", 1)[0]
             if self.reported.get(node) == kind:
@@ -315,24 +315,6 @@ class FedReplay(FedAvg):
             log.warning("round %d: %s failed: %s", record.server_round, who, reason)
         for reply in record.replies:  # a site that answers again is reported again next time
             self.reported.pop(reply.node_id, None)
-
-    def _check_identity(self, node: int, site_id: str | None) -> str | None:
-        """A site id belongs to the node that first presented it while that node is
-        connected: another node claiming it is refused (None: fine). A site whose node went
-        away may come back on a new node. Partition ids are not identities: sites with
-        their own data all hold partition 0 of 1."""
-        if site_id is None:
-            return None
-        if site_id in self.contested:
-            nodes = sorted(self.contested[site_id])
-            return f"site id {site_id!r} is claimed by nodes {nodes} in the same round"
-        owner = self.owners.get(site_id)
-        if owner is not None and owner != node:
-            if owner in self.connected:
-                return f"site id {site_id!r} belongs to node {owner}, which is connected"
-            log.info("site id %r moved from node %d to node %d", site_id, owner, node)
-        self.owners[site_id] = node
-        return None
 
     def _check_privacy(
         self, content: RecordDict, metrics: dict[str, float], server_round: int
@@ -414,28 +396,6 @@ class FedReplay(FedAvg):
         merged = _per_task_accuracy(records)
         self.evaluate_records[self.round_offset + server_round] = merged
         return MetricRecord(dict(merged))
-
-
-def _claimed_site_id(msg: Message) -> str | None:
-    """The site id a reply claims (None if it claims none or is malformed: validation
-    refuses it)."""
-    if msg.has_error():
-        return None
-    try:
-        return wire.site_id_of(msg.content)
-    except (wire.WireError, KeyError):
-        return None
-
-
-def _contested_claims(replies: list[Message]) -> dict[str, set[int]]:
-    """Site ids claimed by more than one node in one round: all those replies are
-    refused (without node authentication, which one is genuine cannot be told)."""
-    claimed: dict[str, set[int]] = {}
-    for msg in replies:
-        site_id = _claimed_site_id(msg)
-        if site_id is not None:
-            claimed.setdefault(site_id, set()).add(msg.metadata.src_node_id)
-    return {k: v for k, v in claimed.items() if len(v) > 1}
 
 
 def _weighted_metrics(contents: list[RecordDict]) -> MetricRecord:

@@ -196,3 +196,110 @@ def check_completed_run(folder: Path, *, tasks: int, sites: int, rounds_per_task
     assert summary["rounds"] == tasks * rounds_per_task
     assert summary["num_sites"] == sites
     return summary
+
+
+class LoopbackDeployment:
+    """A SuperLink and SuperNodes on 127.0.0.1 (insecure), each process in its own session:
+    sites can be killed and started again under the same node config; :meth:`close` stops
+    everything that was started (SIGTERM, SIGKILL after a bounded wait, then leftovers)."""
+
+    connection = "e2e"
+
+    def __init__(self, tmp_path: Path, *, server_env: Mapping[str, str] | None = None) -> None:
+        self.tmp = tmp_path
+        self.logs = tmp_path / "logs"
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.flwr_home = tmp_path / "flwr-home"
+        self.flwr_home.mkdir(exist_ok=True)
+        (self.flwr_home / "config.toml").write_text(
+            '[superlink]\ndefault = "local"\n\n[superlink.local]\naddress = ":local:"\n\n'
+            f'[superlink.{self.connection}]\naddress = "127.0.0.1:{self.port}"\ninsecure = true\n',
+            encoding="utf-8",
+        )
+        self.superlink: subprocess.Popen[Any] | None = None
+        self.sites: dict[int, subprocess.Popen[Any]] = {}
+        self.started: list[subprocess.Popen[Any]] = []
+        self.files: list[IO[str]] = []
+        env = clean_env(FLWR_HOME=str(self.flwr_home), **dict(server_env or {}))
+        cmd = [
+            str(BIN / "flower-superlink"),
+            "--insecure",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--disable-runtime-dependency-installation",
+        ]
+        self.superlink = self._start(cmd, env, "superlink")
+        wait_for_port(self.port, 45, self.superlink)
+
+    def _start(self, cmd: list[str], env: Mapping[str, str], name: str) -> subprocess.Popen[Any]:
+        n = sum(1 for _ in self.logs.glob(f"{name}*.log"))
+        proc, fh = start(cmd, env=env, log=self.logs / f"{name}-{n}.log", cwd=self.tmp)
+        self.started.append(proc)
+        self.files.append(fh)
+        return proc
+
+    def start_site(self, pid: int, *, num: int, node_config: str = "", **env: str) -> None:
+        """SuperNode ``pid`` of ``num``; its disk (privacy ledger, run state) is
+        ``<tmp>/site<pid>`` whichever process it runs in."""
+        site_env = clean_env(
+            FLWR_HOME=str(self.tmp / f"flwr-home-site{pid}"),
+            FEDREPLAY_CACHE=str(self.tmp / f"cache-site{pid}"),
+            FEDREPLAY_SITE_DIR=str(self.tmp / f"site{pid}"),
+            **env,
+        )
+        config = f"partition-id={pid} num-partitions={num} {node_config}".strip()
+        cmd = [
+            str(BIN / "flower-supernode"),
+            "--insecure",
+            "--superlink",
+            f"127.0.0.1:{self.port}",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(free_port()),
+            "--node-config",
+            config,
+            "--max-wait-time",
+            "60",
+        ]
+        self.sites[pid] = self._start(cmd, site_env, f"supernode{pid}")
+
+    def kill_site(self, pid: int) -> None:
+        """SIGKILL SuperNode ``pid`` and everything in its session (its ClientApp)."""
+        proc = self.sites.pop(pid)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+
+    def serverapps(self) -> list[int]:
+        """The ServerApp processes the SuperLink runs now."""
+        assert self.superlink is not None
+        return [
+            pid
+            for pid in process_tree([self.superlink.pid]) - {self.superlink.pid}
+            if b"flwr-serverapp" in _cmdline(pid)
+        ]
+
+    def log_tail(self, chars: int = 3000) -> str:
+        out = []
+        for log in sorted(self.logs.glob("*.log")):
+            out.append(f"--- {log.name}\n{log.read_text(errors='replace')[-chars:]}")
+        return "\n".join(out)
+
+    def close(self) -> None:
+        tree = process_tree([p.pid for p in self.started])
+        for proc in reversed(self.started):  # SuperNodes first, then the SuperLink
+            stop_group(proc, grace=10)
+        kill_leftovers(tree)
+        for fh in self.files:
+            fh.close()
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""

@@ -99,6 +99,22 @@ def test_failed_and_missing_replies_do_not_stop_the_round(tmp_path: Path) -> Non
     assert load_summary(run.path)["failures"] == 5  # 4 crashes + 1 lost reply
 
 
+def test_the_superlinks_error_for_a_dead_node_is_that_nodes_failure(tmp_path: Path) -> None:
+    """A SuperLink answers for a node that stopped its heartbeats with an error from node 1
+    (itself): the failure is the dead node's, logged once, not node 1's."""
+
+    def dead(sent: Message, reply: Message) -> Message:
+        if sent.metadata.dst_node_id != 1000:
+            return reply
+        error = Message(Error(code=4, reason="Node Unavailable"), reply_to=sent)
+        error.metadata.__dict__["_src_node_id"] = 1  # as the SuperLink sends it
+        return error
+
+    run, _ = federate(tmp_path, hook=dead, nodes=2)
+    for r in run.read_jsonl("rounds.jsonl"):
+        assert list(r["failures"]) == ["1000"] and "Node Unavailable" in r["failures"]["1000"]
+
+
 def test_lost_reply_means_replay_is_sent_again(tmp_path: Path) -> None:
     cfg = load_config({**TINY, "output-dir": str(tmp_path)})
     lost: list[int] = []
