@@ -2,8 +2,9 @@
 its cached replay source and its private state.
 
 The ClientApp rebuilds a :class:`Site` for every message (in deployment each message runs
-in a fresh process) and restores what must persist from ``Context.state``: the critic
-(VAE encoder / GAN discriminator) and the replay payload of the current task.
+in a fresh process) and restores what must persist from the site's own disk
+(:mod:`client.site_store`): the critic (VAE encoder / GAN discriminator), the replay
+payload of the current task and the last reply.
 """
 
 from __future__ import annotations

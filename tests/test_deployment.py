@@ -190,6 +190,7 @@ def test_deployment_doc_names_the_commands() -> None:
         "data-root=",
         "partition-id=",
         "num-partitions=",
-        "run_federated.py",
+        "fedreplay run",
+        "--resume",
     ):
         assert needle in doc, needle
