@@ -18,7 +18,7 @@ from flwr.common.constant import ErrorCode
 
 from client.site import Site, SiteIdentity, apply_node_config
 from client.site_store import CachedReply, SiteStore, instruction_digest
-from common import egress, wire
+from common import egress, protocol, wire
 from common.config import ExperimentConfig, load_config
 from common.sitestate import site_dir
 
@@ -118,6 +118,7 @@ def _reply(
             wire.SITE: wire.site_record(site.identity.site_id),
         }
     )
+    wire.check_message(content, protocol.TRAIN_REPLY)  # nothing undeclared leaves the site
     return egress.logged(Message(content=content, reply_to=msg), context)
 
 
@@ -130,4 +131,5 @@ def evaluate(msg: Message, context: Context) -> Message:
     wire.load_scholar(msg.content.array_records[wire.SCHOLAR], site.solver, site.generator)
     metrics = site.evaluate(wire.config_int(config, "task"))
     content = RecordDict({wire.METRICS: wire.metrics_record(metrics)})
+    wire.check_message(content, protocol.EVALUATE_REPLY)
     return egress.logged(Message(content=content, reply_to=msg), context)

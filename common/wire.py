@@ -1,4 +1,5 @@
 """The wire format between sites and server: the only core module that imports flwr.
+It encodes what :mod:`common.protocol` declares.
 
 A train message (server -> site) carries
 
@@ -28,17 +29,19 @@ import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 from torch import nn
 
+from common import protocol
 from common.privacy.ledger import check_site_id
 from common.replay import ReplayPayload
 
-SCHOLAR = "scholar"
-CONFIG = "config"
-REPLAY = "replay"
-REPLAY_META = "replay-meta"
-METRICS = "metrics"
-SITE = "site"
+# record and part names: declared in common.protocol
+SCHOLAR = protocol.SCHOLAR.name
+CONFIG = protocol.TRAIN_CONFIG.name
+REPLAY = protocol.REPLAY.name
+REPLAY_META = protocol.REPLAY_META.name
+METRICS = protocol.METRICS.name
+SITE = protocol.SITE.name
 SITE_ID = "site-id"
-SCHOLAR_PARTS = ("solver", "generator")
+SCHOLAR_PARTS = protocol.PART_NAMES
 
 
 class WireError(ValueError):
@@ -222,6 +225,22 @@ def site_id_of(content: RecordDict) -> str | None:
         return check_site_id(value)  # the one rule a site id follows (common.privacy.ledger)
     except ValueError:
         raise WireError(f"site record must hold one site-id string, got {dict(record)!r}") from None
+
+
+def records_of(content: RecordDict) -> dict[str, str]:
+    """Record name -> kind (array | metric | config) of a message, for
+    :meth:`common.protocol.MessageSpec.problems`."""
+    out = {name: protocol.ARRAY for name in content.array_records}
+    out.update({name: protocol.METRIC for name in content.metric_records})
+    out.update({name: protocol.CONFIG for name in content.config_records})
+    return out
+
+
+def check_message(content: RecordDict, spec: protocol.MessageSpec) -> None:
+    """A WireError naming every record that the declared message does not allow."""
+    problems = spec.problems(records_of(content))
+    if problems:
+        raise WireError("; ".join(problems))
 
 
 def record_bytes(record: RecordDict | ArrayRecord) -> int:

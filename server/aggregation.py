@@ -36,6 +36,8 @@ from flwr.server.strategy.aggregate import (
     aggregate_median,
 )
 
+from common.protocol import part_of
+
 RULES = ("fedavg", "median", "trimmed-mean", "krum", "multikrum", "bulyan")
 
 Arrays = dict[str, np.ndarray]
@@ -68,11 +70,6 @@ class UpdateReport:
     weight_capped: bool = False
     norms: dict[str, float] = field(default_factory=dict)  # per part, before clipping
     clipped: dict[str, float] = field(default_factory=dict)  # part -> scale applied (< 1)
-
-
-def part_of(key: str) -> str:
-    """``solver.fc.weight`` -> ``solver``."""
-    return key.split(".", 1)[0]
 
 
 def cap_weights(

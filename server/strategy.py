@@ -36,9 +36,9 @@ from flwr.serverapp.strategy import FedAvg
 from flwr.serverapp.strategy.strategy_utils import sample_nodes
 from torch import nn
 
-from common import wire
+from common import protocol, wire
 from common.replay import ReplayPayload
-from server.aggregation import AggregationError, Bounds, aggregate, bounded_model, part_of
+from server.aggregation import AggregationError, Bounds, aggregate, bounded_model
 from server.client_dp import ClientLevelDP
 from server.site_owners import SiteOwners
 from server.site_registry import SiteRegistry
@@ -277,7 +277,7 @@ class FedReplay(FedAvg):
                 )
             if self.generator_template is not None:
                 # the site's generator with its update bounded: what the ensemble replays
-                generator_keys = [k for k in keys if part_of(k) == "generator"]
+                generator_keys = [k for k in keys if protocol.part_of(k) == protocol.GENERATOR.name]
                 bounded = bounded_model(
                     {k: current[k] for k in generator_keys}, values, report.clipped
                 )
@@ -356,14 +356,7 @@ class FedReplay(FedAvg):
         return arrays, _weighted_metrics(accepted)
 
     def _validate(self, content: RecordDict) -> None:
-        if (
-            set(content.array_records) != {wire.SCHOLAR}
-            or set(content.metric_records) != {wire.METRICS}
-            or not set(content.config_records) <= {wire.SITE}
-        ):
-            raise wire.WireError(
-                f"reply has records {sorted(content.keys())}, expected scholar + metrics (+ site)"
-            )
+        wire.check_message(content, protocol.TRAIN_REPLY)  # the declared records only
         wire.site_id_of(content)  # a malformed site record is a WireError
         metrics = wire.scalar_metrics(content.metric_records[wire.METRICS])
         for key, value in metrics.items():

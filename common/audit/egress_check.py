@@ -38,12 +38,10 @@ from common.privacy.release import (
     allowed_train_metrics,
     evaluation_allowed,
 )
+from common.protocol import REPLIES
 
-SCHOLAR, METRICS, SITE = "scholar", "metrics", "site"
-ALLOWED_RECORDS: dict[str, dict[str, str]] = {  # message type -> record name -> kind
-    "train": {SCHOLAR: "array", METRICS: "metric", SITE: "config"},
-    "evaluate": {METRICS: "metric"},
-}
+# message type -> record name -> kind: what common.protocol allows to leave a site
+ALLOWED_RECORDS: dict[str, dict[str, str]] = {t: m.allowed for t, m in REPLIES.items()}
 # What a train reply may carry at all (common.privacy.release declares each part): the
 # protocol's metrics, the DP accountant's numbers (dp-*) and the metrics that leave only
 # without DP or when opted in under DP (losses, train-time-s).

@@ -1,0 +1,154 @@
+"""What travels between sites and server, declared once.
+
+Every message of the protocol is a :class:`MessageSpec` (which records it carries, of which
+kind, which are optional) and every model that travels is a :class:`Part` of the scholar
+record (which way it goes, how the server aggregates and bounds it, how it is validated,
+its privacy role). The readers of this declaration:
+
+- :mod:`common.wire` encodes the records and parts under these names;
+- :mod:`server.strategy` checks a reply's records against :data:`TRAIN_REPLY` before any
+  bound, aggregation or DP mechanism touches it; :mod:`server.aggregation` bounds and
+  aggregates part by part (:func:`part_of`);
+- :mod:`client.client_app` builds its replies from :data:`TRAIN_REPLY` /
+  :data:`EVALUATE_REPLY`;
+- :mod:`common.audit.egress_check` checks every logged message that left a site against
+  :data:`REPLIES`;
+- ``fedreplay protocol`` prints it (:func:`describe`), and docs/protocol.md is that text.
+
+Plain Python: no flwr, no torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+ARRAY, METRIC, CONFIG = "array", "metric", "config"
+
+
+@dataclass(frozen=True)
+class Record:
+    name: str
+    kind: str  # array | metric | config
+    holds: str
+
+
+@dataclass(frozen=True)
+class Part:
+    """A model inside the scholar record, under ``<name>.<parameter>`` keys."""
+
+    name: str
+    present: str  # when it travels
+    aggregation: str
+    validation: str
+    privacy: str
+
+
+@dataclass(frozen=True)
+class MessageSpec:
+    message_type: str  # Flower's message type: train | evaluate
+    direction: str  # "server -> site" | "site -> server"
+    required: tuple[Record, ...]
+    optional: tuple[Record, ...] = ()
+
+    @property
+    def allowed(self) -> dict[str, str]:
+        """Record name -> kind, for every record the message may carry."""
+        return {r.name: r.kind for r in (*self.required, *self.optional)}
+
+    def problems(self, records: Mapping[str, str]) -> list[str]:
+        """What is wrong with a message carrying ``records`` (name -> kind); empty: fine."""
+        allowed = self.allowed
+        out = []
+        missing = sorted(r.name for r in self.required if r.name not in records)
+        extra = sorted(set(records) - set(allowed))
+        if missing or extra:
+            out.append(
+                f"{self.message_type} {self.direction} has records {sorted(records)}: "
+                f"missing {missing}, not allowed {extra}"
+            )
+        for name, kind in sorted(records.items()):
+            if name in allowed and kind != allowed[name]:
+                out.append(f"record {name!r} is a {kind} record, expected {allowed[name]}")
+        return out
+
+
+SCHOLAR = Record("scholar", ARRAY, "the parts below: global models down, trained models up")
+TRAIN_CONFIG = Record("config", CONFIG, "task, iterations, seed, server-round, run-key")
+EVAL_CONFIG = Record("config", CONFIG, "task")
+REPLAY = Record("replay", ARRAY, "frozen solver + generator(s) of the finished tasks")
+REPLAY_META = Record("replay-meta", CONFIG, "task, ensemble weights, classes replayed")
+METRICS = Record("metrics", METRIC, "num-examples and the metrics common.privacy.release allows")
+SITE = Record("site", CONFIG, "site-id: the stable id the site's ledger and state are kept under")
+
+TRAIN_INSTRUCTION = MessageSpec(
+    "train", "server -> site", (SCHOLAR, TRAIN_CONFIG), optional=(REPLAY, REPLAY_META)
+)
+TRAIN_REPLY = MessageSpec("train", "site -> server", (SCHOLAR, METRICS, SITE))
+EVALUATE_INSTRUCTION = MessageSpec("evaluate", "server -> site", (SCHOLAR, EVAL_CONFIG))
+EVALUATE_REPLY = MessageSpec("evaluate", "site -> server", (METRICS,))
+MESSAGES = (TRAIN_INSTRUCTION, TRAIN_REPLY, EVALUATE_INSTRUCTION, EVALUATE_REPLY)
+REPLIES = {m.message_type: m for m in (TRAIN_REPLY, EVALUATE_REPLY)}  # what may leave a site
+
+SOLVER = Part(
+    "solver",
+    present="always",
+    aggregation="fed.aggregation over update-norm-bounded, count-capped updates "
+    "(client-level DP: clipped sum + secret Gaussian noise / sites sampled)",
+    validation="the registered architecture's keys and shapes, float32, finite",
+    privacy="trained on the site's records: sample-level DP-SGD, or client-level DP",
+)
+GENERATOR = Part(
+    "generator",
+    present="methods with a generator (dgr)",
+    aggregation="as the solver; replay.mode=ensemble also keeps every site's bounded "
+    "generator of the task as replay for all sites",
+    validation="as the solver",
+    privacy="its critic (VAE encoder / GAN discriminator) trains on records under DP-SGD; "
+    "the generator is released as post-processing",
+)
+PARTS = (SOLVER, GENERATOR)
+PART_NAMES = tuple(p.name for p in PARTS)
+
+STAYS_AT_SITE = (
+    "the data and its fingerprints",
+    "the critic (VAE encoder / GAN discriminator)",
+    "optimizer state",
+    "the privacy ledger",
+    "the replay cache and last reply (client.site_store)",
+    "error details (an error reply names the error without local paths)",
+)
+
+
+def part_of(key: str) -> str:
+    """The part an array of the scholar record belongs to: ``solver.fc.weight`` -> ``solver``."""
+    return key.split(".", 1)[0]
+
+
+def describe() -> str:
+    """The protocol as Markdown (``fedreplay protocol``; docs/protocol.md holds this text)."""
+    lines = [
+        "## Messages",
+        "",
+        "| message | direction | record | kind | holds |",
+        "|---|---|---|---|---|",
+    ]
+    for m in MESSAGES:
+        for r in m.required:
+            lines.append(
+                f"| {m.message_type} | {m.direction} | `{r.name}` | {r.kind} | {r.holds} |"
+            )
+        for r in m.optional:
+            lines.append(
+                f"| {m.message_type} | {m.direction} | `{r.name}` (once per task) | {r.kind} "
+                f"| {r.holds} |"
+            )
+    lines += ["", "## Parts of the scholar record", ""]
+    lines += ["| part | travels | aggregation | validation | privacy |", "|---|---|---|---|---|"]
+    for p in PARTS:
+        lines.append(
+            f"| `{p.name}` | {p.present} | {p.aggregation} | {p.validation} | {p.privacy} |"
+        )
+    lines += ["", "## Never leaves a site", ""]
+    lines += [f"- {what}" for what in STAYS_AT_SITE]
+    return "\n".join(lines) + "\n"

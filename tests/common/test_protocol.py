@@ -1,0 +1,102 @@
+"""The protocol is declared once (common.protocol) and its readers follow it."""
+
+from pathlib import Path
+
+import pytest
+from flwr.app import Message
+
+from client.client_app import app as client_app
+from common import protocol, wire
+from common.audit.egress_check import ALLOWED_RECORDS
+from common.config import load_config
+from server.federation import FederatedRun
+from server.inprocess import InProcessGrid
+from server.strategy import FedReplay
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_docs_hold_the_declaration() -> None:
+    assert protocol.describe() in (REPO / "docs" / "protocol.md").read_text(encoding="utf-8")
+
+
+def test_a_message_spec_names_what_is_wrong() -> None:
+    spec = protocol.TRAIN_REPLY
+    ok = {"scholar": "array", "metrics": "metric", "site": "config"}
+    assert spec.problems(ok) == []
+    (missing,) = spec.problems({"scholar": "array", "metrics": "metric"})
+    assert "missing ['site']" in missing
+    (extra,) = spec.problems({**ok, "critic": "array"})
+    assert "not allowed ['critic']" in extra
+    (kind,) = spec.problems({**ok, "site": "array"})
+    assert "'site' is a array record, expected config" in kind
+    # a once-per-task record is allowed down, never up
+    assert protocol.TRAIN_INSTRUCTION.problems({"scholar": "array", "config": "config"}) == []
+    assert "replay" in protocol.TRAIN_INSTRUCTION.allowed
+    assert "replay" not in spec.allowed
+
+
+def test_the_egress_audit_reads_the_declaration() -> None:
+    assert {
+        "train": protocol.TRAIN_REPLY.allowed,
+        "evaluate": protocol.EVALUATE_REPLY.allowed,
+    } == ALLOWED_RECORDS
+
+
+def test_what_travels_is_what_is_declared(tmp_path: Path) -> None:
+    """Every instruction and reply of a real (in-process) run matches its declaration."""
+    seen: list[tuple[Message, Message]] = []
+
+    def spy(sent: Message, reply: Message) -> Message:
+        seen.append((sent, reply))
+        return reply
+
+    cfg = load_config(
+        {
+            "train.iterations": 5,
+            "tasks.num-tasks": 2,
+            "fed.num-sites": 2,
+            "fed.evaluate": "both",
+            "eval.generator-quality": False,
+            "output-dir": str(tmp_path),
+        }
+    )
+    grid = InProcessGrid(client_app, cfg.to_run_config(), num_nodes=2, reply_hook=spy)
+    FederatedRun(cfg).run(grid)
+    specs = {
+        "train": (protocol.TRAIN_INSTRUCTION, protocol.TRAIN_REPLY),
+        "evaluate": (protocol.EVALUATE_INSTRUCTION, protocol.EVALUATE_REPLY),
+    }
+    assert {s.metadata.message_type for s, _ in seen} == {"train", "evaluate"}
+    for sent, reply in seen:
+        down, up = specs[sent.metadata.message_type]
+        assert down.problems(wire.records_of(sent.content)) == []
+        assert up.problems(wire.records_of(reply.content)) == []
+        if wire.SCHOLAR in reply.content.array_records:
+            parts = {protocol.part_of(k) for k in reply.content.array_records[wire.SCHOLAR]}
+            assert parts <= set(protocol.PART_NAMES)
+
+
+def test_the_server_refuses_an_undeclared_record() -> None:
+    from flwr.app import ArrayRecord, RecordDict
+
+    from common.models import build_solver
+
+    solver = build_solver(load_config({}).solver, (1, 8, 8), 10)
+    strategy = FedReplay(
+        solver=solver,
+        generator=None,
+        fraction_train=1.0,
+        min_train_nodes=1,
+        min_available_nodes=1,
+    )
+    content = RecordDict(
+        {
+            wire.SCHOLAR: wire.scholar_record(solver, None),
+            wire.METRICS: wire.metrics_record({"num-examples": 1.0}),
+            wire.SITE: wire.site_record("site-0"),
+            "critic": ArrayRecord(),
+        }
+    )
+    with pytest.raises(wire.WireError, match=r"not allowed \['critic'\]"):
+        strategy._validate(content)
