@@ -6,6 +6,7 @@
     fedreplay audit models RUN_DIR                                  # = fedreplay-audit
     fedreplay privacy show                                          # = fedreplay-privacy
     fedreplay compare RUN_DIR ...                                   # = fedreplay-compare
+    fedreplay protocol                                              # what travels, declared
     fedreplay pki init --dir pki --host superlink.example.org --host 10.0.0.5
     fedreplay pki add-site --dir pki site-berlin
     fedreplay pki register --dir pki site-berlin --connection prod
@@ -27,7 +28,7 @@ def _tool(name: str) -> Callable[[list[str]], int | None]:
 
         return run
     if name == "single":
-        from common.runner import main as single
+        from server.single import main as single
 
         return single
     if name == "audit":
@@ -49,6 +50,12 @@ TOOLS = {
     "audit": "egress, model and mechanism audits (fedreplay-audit)",
     "privacy": "sites' lifetime privacy ledgers (fedreplay-privacy)",
     "compare": "compare run folders (fedreplay-compare)",
+}
+
+
+EXTRA = {
+    "pki": "TLS and node keys",
+    "protocol": "what travels between sites and server (common.protocol)",
 }
 
 
@@ -95,17 +102,20 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         lines = [__doc__.split("\n")[0], "", "commands:"]
-        lines += [
-            f"  {name:<9} {what}" for name, what in {**TOOLS, "pki": "TLS and node keys"}.items()
-        ]
+        lines += [f"  {name:<9} {what}" for name, what in {**TOOLS, **EXTRA}.items()]
         print("\n".join(lines))
         return 0 if argv else 2
     name, rest = argv[0], argv[1:]
     if name == "pki":
         return pki_main(rest)
+    if name == "protocol":
+        from common.protocol import describe
+
+        print(describe(), end="")
+        return 0
     if name not in TOOLS:
         print(
-            f"fedreplay: unknown command {name!r}; one of {', '.join([*TOOLS, 'pki'])}",
+            f"fedreplay: unknown command {name!r}; one of {', '.join([*TOOLS, *EXTRA])}",
             file=sys.stderr,
         )
         return 2

@@ -8,7 +8,7 @@ import pytest
 
 from common.config import load_config
 from common.results import load_summary
-from common.runner import main, run_single_site
+from server.single import main, run_single_site
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 DATA = Path(os.environ.get("FEDREPLAY_TEST_DATA", "") or DEFAULT_DATA)
@@ -24,7 +24,7 @@ SMALL = {
 def final_accuracy(tmp_path: Path, **overrides) -> float:
     assert DATA.is_dir(), f"real test data missing at {DATA} (set FEDREPLAY_TEST_DATA)"
     cfg = load_config({**SMALL, "data.root": str(DATA), "output-dir": str(tmp_path), **overrides})
-    summary = load_summary(run_single_site(cfg, progress=False).path)
+    summary = load_summary(run_single_site(cfg).path)
     return float(summary["final_average_accuracy"])
 
 
@@ -60,7 +60,8 @@ def test_cli_writes_the_summary_contract_and_prints_the_folder_last(
     ):
         assert key in summary
     assert Path(last).name.startswith("cli-")
-    for name in ("accuracy_matrix.png", "accuracy_curve.png", "samples.png", "tasks.jsonl"):
+    files = ("accuracy_matrix.png", "accuracy_curve.png", "samples.png", "rounds.jsonl")
+    for name in (*files, "checkpoint.pt"):
         assert (Path(last) / name).is_file()
 
 

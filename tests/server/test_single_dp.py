@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from common.results import load_summary
-from common.runner import main
+from server.single import main
 
 ARGS = (
     "tasks.num-tasks=2 train.iterations=10 solver.hidden=16 generator.hidden=16 "
@@ -19,6 +19,7 @@ def test_single_site_dp_spends_budget_and_a_rerun_is_refused(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("FEDREPLAY_SITE_DIR", str(tmp_path / "sites"))
+    monkeypatch.setenv("FEDREPLAY_SERVER_DIR", str(tmp_path / "server"))
     args = ["--no-progress", "--set", f"{ARGS} output-dir='{tmp_path / 'runs'}'"]
     assert main(args) == 0
     run_dir = Path(capsys.readouterr().out.strip().splitlines()[-1])
@@ -38,6 +39,7 @@ def test_a_solver_learning_from_synthetic_data_spends_only_the_generators_steps(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("FEDREPLAY_SITE_DIR", str(tmp_path / "sites"))
+    monkeypatch.setenv("FEDREPLAY_SERVER_DIR", str(tmp_path / "server"))
     sets = f"{ARGS} train.solver-data='synthetic' output-dir='{tmp_path / 'runs'}'"
     assert main(["--no-progress", "--set", sets]) == 0
     ledger = json.loads((tmp_path / "sites" / "privacy" / "single" / "ledger.json").read_text())

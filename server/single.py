@@ -1,0 +1,135 @@
+"""One site: ``fedreplay single --config simulations/x.toml`` (also ``fedreplay-single``).
+
+A single site is a federation of one. It runs the same continual-learning loop as every
+federated run (:class:`server.federation.FederatedRun`: tasks in sequence, replay built
+from the previous scholar, evaluation after every task, the same run folder, checkpoint,
+resume and privacy ledger), through an in-process grid with one site instead of Flower's
+engines. Same configuration schema as the federated app (``[tool.flwr.app.config]``
+defaults plus override files and ``--set``); ``train.iterations`` updates per round,
+``fed.rounds-per-task`` rounds per task (1 by default). The run folder's path is the last
+line printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from client.client_app import app as client_app
+from common.config import (
+    ExperimentConfig,
+    load_config,
+    parse_overrides,
+    read_overrides,
+    run_config_of,
+)
+from common.privacy.ledger import BudgetExceeded, PrivacyStateError
+from common.results import RunFolder
+from common.sitedata import SiteIdentity, local_stream
+from common.sitestate import SITE_ID_KEY
+from common.training.learner import real_data_for
+from server.checkpoint import ResumeError
+from server.federation import FederatedRun
+from server.finish import RunFailed
+from server.inprocess import InProcessGrid
+
+OUTPUT_DIR_ENV = "FEDREPLAY_OUTPUT_DIR"
+
+
+def single_site_config(cfg: ExperimentConfig) -> ExperimentConfig:
+    """The config of a federation of one: one site, started at once; a relative
+    ``output-dir`` is resolved here (against ``$FEDREPLAY_OUTPUT_DIR``, else the current
+    directory), as ``fedreplay run`` resolves it."""
+    out = Path(cfg.output_dir or "runs").expanduser()
+    if not out.is_absolute():
+        out = Path(os.environ.get(OUTPUT_DIR_ENV, "") or Path.cwd()).expanduser() / out
+    fed = dataclasses.replace(cfg.fed, num_sites=1, min_sites=1, fraction_train=1.0)
+    return dataclasses.replace(cfg, fed=fed, output_dir=str(out.absolute()))
+
+
+def run_single_site(cfg: ExperimentConfig, *, site_id: str = "single") -> RunFolder:
+    """Learn the whole stream at one site; returns the finished run folder.
+
+    With ``dp.enabled`` the site trains with DP-SGD and spends from its lifetime ledger
+    ``site_id``, like any federated site."""
+    cfg = single_site_config(cfg)
+    node = {"partition-id": 0, "num-partitions": 1, SITE_ID_KEY: site_id}
+    if cfg.dp.enabled:  # a federated site may sit a task out; a single site would learn nothing
+        stream = local_stream(cfg, SiteIdentity(0, 1, site_id))
+        for t in range(len(stream)):
+            if len(real_data_for(cfg.method, stream.tasks, t)) < cfg.dp.min_records:
+                raise ValueError(
+                    f"task {t + 1} has fewer than dp.min-records={cfg.dp.min_records} records: "
+                    "a single site cannot sit a task out; lower dp.min-records"
+                )
+    grid = InProcessGrid(client_app, cfg.to_run_config(), num_nodes=1, node_configs=[node])
+    return FederatedRun(cfg).run(grid)
+
+
+def config_from_args(config: Sequence[str], overrides: str) -> ExperimentConfig:
+    merged: dict = {}
+    for path in config:
+        merged.update(read_overrides(path))
+    if overrides:
+        merged.update(parse_overrides(overrides))
+    return load_config(merged)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="fedreplay single", description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--config",
+        action="append",
+        default=[],
+        help="override file(s) in TOML with [tool.flwr.app.config] keys",
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        dest="overrides",
+        help="inline overrides (repeatable), e.g. --set \"method='none' train.iterations=100\"",
+    )
+    parser.add_argument("--resume", metavar="RUN_DIR", help="resume a killed run")
+    parser.add_argument("--no-progress", action="store_true", help="(kept for old commands)")
+    parser.add_argument(
+        "--site-id",
+        default="single",
+        help="the site's stable id: its lifetime privacy ledger under dp.enabled",
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        if args.resume:
+            if args.config or args.overrides:
+                raise ValueError("--resume uses the run's own config: no --config or --set")
+            cfg = resume_config(Path(args.resume))
+        else:
+            cfg = config_from_args(args.config, " ".join(args.overrides))
+    except (ValueError, OSError) as exc:
+        print(f"fedreplay single: {exc}", file=sys.stderr)
+        return 2
+    try:
+        run = run_single_site(cfg, site_id=args.site_id)
+    except (BudgetExceeded, PrivacyStateError, RunFailed, ResumeError) as exc:
+        print(f"fedreplay single: {exc}", file=sys.stderr)
+        return 3
+    print(run.path)
+    return 0
+
+
+def resume_config(run_dir: Path) -> ExperimentConfig:
+    """The run's own config (its ``config.json``) with ``fed.resume`` set."""
+    path = run_dir.expanduser().absolute()
+    flat = run_config_of(json.loads((path / "config.json").read_text(encoding="utf-8")))
+    return load_config({**flat, "fed.resume": str(path), "output-dir": str(path.parent)})
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
