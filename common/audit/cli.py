@@ -118,14 +118,27 @@ def audit_egress(
 ) -> EgressReport:
     """Check the egress logs of the run in ``run_dir``; writes ``egress_audit.json``."""
     cfg = load_run_config(run_dir, data_root)
+    # a resumed run was worked on by several Flower runs: the logs of all of them
+    resumed = [int(r) for r in _read_json(run_dir / "summary.json").get("flower_run_ids", [])]
     if run_id is None:
         run_id = recorded_run_id(run_dir)
     run_id, logs = find_egress_logs(sites_dir, run_id)
+    for other in resumed if run_id in resumed else []:
+        if other != run_id:
+            logs += find_egress_logs(sites_dir, other)[1]
     stream = build_stream(cfg)
-    report = check_egress(logs, cfg=cfg, shape=stream.shape, num_classes=stream.num_classes)
+    report = check_egress(
+        logs,
+        cfg=cfg,
+        shape=stream.shape,
+        num_classes=stream.num_classes,
+        runs=resumed if run_id in resumed else None,
+    )
     if (run_dir / "rounds.jsonl").is_file():
         compare_with_server(report, RunFolder(run_dir).read_jsonl("rounds.jsonl"))
     payload = {"run_id": run_id, "sites_dir": str(sites_dir), **report.to_dict()}
+    if len(resumed) > 1:
+        payload["flower_run_ids"] = resumed
     RunFolder(run_dir).write_json(EGRESS_REPORT, payload)
     return report
 

@@ -8,6 +8,7 @@ import pytest
 from flwr.app import Message
 
 from client.client_app import app as client_app
+from common.audit.cli import audit_egress
 from common.config import load_config
 from common.results import load_summary
 from server import federation
@@ -88,6 +89,11 @@ def test_a_resumed_run_equals_an_uninterrupted_one(
     assert resumed["flower_run_ids"] == [1, 2] and resumed["run_key"] == key
     rounds = [json.loads(line) for line in (folder / "rounds.jsonl").read_text().splitlines()]
     assert [r["round"] for r in rounds] == [1, 2, 3, 4], "no round counted twice or lost"
+    # the egress audit covers what left the sites under both Flower runs
+    report = audit_egress(folder, sites_dir=tmp_path / "b" / "sites", run_id=None)
+    assert report.ok, report.deviations
+    assert {Path(log).parent.name for log in report.logs} == {"run-1", "run-2"}
+    assert sum(s.by_type.get("train", 0) for s in report.sites.values()) >= 8
 
 
 @pytest.mark.parametrize("where", ["after the sites answered", "after aggregation"])
