@@ -112,9 +112,15 @@ class GeneratorConfig:
     kind: str
     hidden: int
     latent_dim: int
+    arch: str = "mlp"  # mlp | conv
 
     def __post_init__(self) -> None:
         _choice("generator.kind", self.kind, GENERATORS)
+        _choice("generator.arch", self.arch, ("mlp", "conv"))
+        if self.arch == "conv" and self.kind != "gan":
+            raise ConfigError(
+                "generator.arch='conv' is built for generator.kind='gan' only (no conv VAE yet)"
+            )
         _positive("generator.hidden", self.hidden)
         _positive("generator.latent-dim", self.latent_dim)
 
@@ -127,6 +133,7 @@ class TrainConfig:
     generator_lr: float
     generator_iterations: int
     gan_diversity: float  # weight of the GAN generator's mode-seeking term (0 = off)
+    gan_loss: str  # bce (non-saturating; trains under DP-SGD) | wgan-gp (not under DP)
     solver_data: str  # real | synthetic: what the solver learns the current task from
 
     def __post_init__(self) -> None:
@@ -137,6 +144,7 @@ class TrainConfig:
         _positive("train.generator-lr", self.generator_lr)
         _positive("train.generator-iterations", self.generator_iterations, allow_zero=True)
         _positive("train.gan-diversity", self.gan_diversity, allow_zero=True)
+        _choice("train.gan-loss", self.gan_loss, ("bce", "wgan-gp"))
 
     def generator_steps(self, iterations: int | None = None) -> int:
         """Generator updates per round: its own setting, else as many as the solver's."""
@@ -337,6 +345,12 @@ class ExperimentConfig:
             raise ConfigError(
                 "method='exact' with dp.enabled: exact replay feeds stored real records "
                 "around DP-SGD's clipping and noise; use 'joint' or 'dgr' under DP"
+            )
+        if self.dp.enabled and self.train.gan_loss == "wgan-gp" and self.uses_generator:
+            raise ConfigError(
+                "train.gan-loss='wgan-gp' with dp.enabled: the gradient penalty differentiates "
+                "the discriminator's gradient, which Opacus's per-sample gradients do not "
+                "support; use train.gan-loss='bce' under DP"
             )
         if self.dp.enabled and self.dp.client_level:
             raise ConfigError("dp.enabled (sample-level) and dp.client-level: choose one")

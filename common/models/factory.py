@@ -6,6 +6,7 @@ from torch import nn
 
 from common.config import GeneratorConfig, SolverConfig
 from common.data.types import Shape
+from common.models.conv_gan import ConvDiscriminator, ConvGANGenerator
 from common.models.gan import Discriminator, GANGenerator
 from common.models.generator import Generator
 from common.models.solver import CNNSolver, MLPSolver
@@ -22,6 +23,8 @@ def build_generator(cfg: GeneratorConfig, shape: Shape, num_classes: int) -> Gen
     """The shared half of the generative model."""
     if cfg.kind == "vae":
         return VAEDecoder(shape, num_classes, cfg.hidden, cfg.latent_dim)
+    if cfg.arch == "conv":
+        return ConvGANGenerator(shape, num_classes, cfg.hidden, cfg.latent_dim)
     return GANGenerator(shape, num_classes, cfg.hidden, cfg.latent_dim)
 
 
@@ -29,4 +32,6 @@ def build_critic(cfg: GeneratorConfig, shape: Shape, num_classes: int) -> nn.Mod
     """The private half: the VAE encoder or the GAN discriminator (never leaves a site)."""
     if cfg.kind == "vae":
         return VAEEncoder(shape, num_classes, cfg.hidden, cfg.latent_dim)
+    if cfg.arch == "conv":
+        return ConvDiscriminator(shape, num_classes, cfg.hidden)
     return Discriminator(shape, num_classes, cfg.hidden)

@@ -49,3 +49,12 @@ class Discriminator(nn.Module):
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         hid = self.body(x)
         return self.source(hid).squeeze(1), self.aux(hid)
+
+
+def _conv_kinds() -> tuple[tuple[type[Generator], ...], tuple[type[nn.Module], ...]]:
+    from common.models.conv_gan import ConvDiscriminator, ConvGANGenerator
+
+    return (GANGenerator, ConvGANGenerator), (Discriminator, ConvDiscriminator)
+
+
+GAN_GENERATORS, DISCRIMINATORS = _conv_kinds()  # every architecture of the AC-GAN

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from common.models.gan import Discriminator, GANGenerator
+from common.models.generator import Generator
 from common.models.vae import VAEDecoder, VAEEncoder, vae_loss
 from common.replay import ReplayBatch
 from common.training.losses import mean_or_zero
@@ -74,36 +74,59 @@ class GANTrainer:
 
     def __init__(
         self,
-        generator: GANGenerator,
-        discriminator: Discriminator,
+        generator: Generator,
+        discriminator: nn.Module,  # x -> (source logit (B,), class logits (B, K))
         *,
         lr: float,
         make_stepper: StepperFactory = plain,
         rng: torch.Generator | None = None,
         diversity: float = 0.0,
         num_fakes: int = 64,
+        loss: str = "bce",
+        gp_weight: float = 10.0,
     ) -> None:
         if num_fakes < 1:
             raise ValueError(f"num_fakes={num_fakes!r} must be >= 1")
         if diversity < 0:
             raise ValueError(f"diversity={diversity!r} must be >= 0 (0 = no mode-seeking term)")
+        if loss not in ("bce", "wgan-gp"):
+            raise ValueError(f"loss={loss!r} must be 'bce' or 'wgan-gp'")
         self.generator, self.discriminator = generator, discriminator
         self.diversity = diversity
+        self.wasserstein, self.gp_weight = loss == "wgan-gp", gp_weight
+        self.fake: Tensor | None = None  # this step's fakes (the gradient penalty pairs them)
         # A fixed number of fakes per step: under DP the real batch's size is private
         # (Poisson sampling), and fakes shape un-noised terms of the discriminator's step.
         self.num_fakes = num_fakes
-        d_opt = torch.optim.Adam(discriminator.parameters(), lr=lr, betas=(0.5, 0.999))
-        self.g_opt = torch.optim.Adam(generator.parameters(), lr=lr, betas=(0.5, 0.999))
+        betas = (0.5, 0.9) if self.wasserstein else (0.5, 0.999)  # WGAN-GP's usual Adam
+        d_opt = torch.optim.Adam(discriminator.parameters(), lr=lr, betas=betas)
+        self.g_opt = torch.optim.Adam(generator.parameters(), lr=lr, betas=betas)
         self.d_stepper = make_stepper(d_opt, discriminator)
         self.rng = rng
 
     def _d_terms(self, x: Tensor, labels: Tensor) -> Tensor:
         """Per-sample discriminator loss on real (or replayed) inputs (B,): source
-        ("real") + auxiliary class."""
+        ("real") + auxiliary class; WGAN-GP: the critic's -D(x), plus the gradient
+        penalty on points between each input and a fake (Gulrajani et al. 2017)."""
         source, aux = self.discriminator(x)
-        return F.binary_cross_entropy_with_logits(
-            source, torch.ones_like(source), reduction="none"
-        ) + F.cross_entropy(aux, labels, reduction="none")
+        cls = F.cross_entropy(aux, labels, reduction="none")
+        if not self.wasserstein:
+            real = F.binary_cross_entropy_with_logits(
+                source, torch.ones_like(source), reduction="none"
+            )
+            return real + cls
+        return -source + cls + self.gp_weight * self._penalty(x)
+
+    def _penalty(self, x: Tensor) -> Tensor:
+        """(B,): (||grad_x D(x_hat)|| - 1)^2 at x_hat between x and this step's fakes."""
+        assert self.fake is not None
+        fake = self.fake.detach()
+        fake = fake.repeat((len(x) + len(fake) - 1) // len(fake), 1, 1, 1)[: len(x)]
+        eps = torch.rand(len(x), 1, 1, 1, generator=self.rng).to(x.device)
+        between = (eps * x.detach() + (1 - eps) * fake).requires_grad_(True)
+        source, _ = self.discriminator(between)
+        (grad,) = torch.autograd.grad(source.sum(), between, create_graph=True)
+        return (grad.flatten(1).norm(dim=1) - 1).pow(2)
 
     def _d_fake_terms(self, fake: Tensor) -> Tensor:
         """Per-sample discriminator loss on generated inputs (B,): source ("fake") only.
@@ -113,6 +136,8 @@ class GANTrainer:
         new class as that class, and in class-incremental DGR the generator then draws old
         digits for new labels (measured: docs/results.md, "AC-GAN generator")."""
         source, _ = self.discriminator(fake)
+        if self.wasserstein:
+            return source
         return F.binary_cross_entropy_with_logits(
             source, torch.zeros_like(source), reduction="none"
         )
@@ -125,6 +150,7 @@ class GANTrainer:
         fake_y = classes[torch.randint(len(classes), (n,), generator=self.rng)].to(device)
         z = torch.randn(n, self.generator.latent_dim, generator=self.rng).to(device)
         fake = self.generator(z, fake_y)
+        self.fake = fake
 
         def public() -> Tensor:
             loss = mean_or_zero(self._d_fake_terms(fake.detach()))
@@ -150,9 +176,12 @@ class GANTrainer:
                 # (B,) mean pixel distance over mean code distance, per pair
                 spread = (fake - fake2).abs().flatten(1).mean(1) / (z - z2).abs().mean(1)
             source, aux = self.discriminator(fakes)
-            g_loss = F.binary_cross_entropy_with_logits(source, torch.ones_like(source)) + (
-                F.cross_entropy(aux, fakes_y)
+            adversarial = (
+                -source.mean()
+                if self.wasserstein
+                else F.binary_cross_entropy_with_logits(source, torch.ones_like(source))
             )
+            g_loss = adversarial + F.cross_entropy(aux, fakes_y)
             if spread is not None:
                 g_loss = g_loss + self.diversity / (spread.mean() + 1e-5)
             g_loss.backward()

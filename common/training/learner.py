@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from common.config import ExperimentConfig
 from common.data.types import Shape, Split, Task, concat
 from common.models import Generator, build_critic, build_generator, build_solver
-from common.models.gan import Discriminator, GANGenerator
+from common.models.gan import DISCRIMINATORS, GAN_GENERATORS
 from common.models.vae import VAEDecoder, VAEEncoder
 from common.privacy.dp_step import DPPlan, dp_stepper_factory
 from common.replay import ExactReplay, GenerativeReplay, Replay
@@ -127,7 +127,7 @@ class Learner:
         lr = self.cfg.train.generator_lr
         if isinstance(self.generator, VAEDecoder) and isinstance(self.critic, VAEEncoder):
             return VAETrainer(self.generator, self.critic, lr=lr, make_stepper=make_stepper)
-        if isinstance(self.generator, GANGenerator) and isinstance(self.critic, Discriminator):
+        if isinstance(self.generator, GAN_GENERATORS) and isinstance(self.critic, DISCRIMINATORS):
             return GANTrainer(
                 self.generator,
                 self.critic,
@@ -136,6 +136,7 @@ class Learner:
                 rng=rng,
                 diversity=self.cfg.train.gan_diversity,
                 num_fakes=self.cfg.train.batch_size,
+                loss=self.cfg.train.gan_loss,
             )
         raise TypeError("generator and critic kinds do not match")
 

@@ -115,3 +115,22 @@ def test_dp_metric_opt_ins_and_federated_evaluation_under_dp() -> None:
         load_config({**base, "fed.evaluate": "both"})
     cfg = load_config({**base, "fed.evaluate": "both", "dp.release-metrics": "evaluation"})
     assert cfg.dp.released_metrics == {"evaluation"}
+
+
+def test_gan_options_are_checked() -> None:
+    from common.config import ConfigError
+
+    with pytest.raises(ConfigError, match="conv VAE"):
+        load_config({"generator.kind": "vae", "generator.arch": "conv"})
+    with pytest.raises(ConfigError, match="Opacus"):
+        load_config(
+            {
+                "generator.kind": "gan",
+                "train.gan-loss": "wgan-gp",
+                "dp.enabled": True,
+                "dp.delta": 1e-5,
+            }
+        )
+    with pytest.raises(ConfigError, match=r"train\.gan-loss"):
+        load_config({"train.gan-loss": "hinge"})
+    assert load_config({"generator.kind": "gan", "train.gan-loss": "wgan-gp"}).train.gan_loss

@@ -19,23 +19,27 @@ def test_solver_outputs_logits_per_class(shape: tuple[int, int, int], arch: str)
     assert solver(torch.rand(5, *shape)).shape == (5, 7)
 
 
-@pytest.mark.parametrize("shape", SHAPES)
-@pytest.mark.parametrize("kind", ["vae", "gan"])
-def test_generator_samples_inputs_in_unit_range(shape: tuple[int, int, int], kind: str) -> None:
-    gen = build_generator(GeneratorConfig(kind=kind, hidden=32, latent_dim=8), shape, 10)
+@pytest.mark.parametrize("shape", [*SHAPES, (3, 32, 32)])
+@pytest.mark.parametrize(("kind", "arch"), [("vae", "mlp"), ("gan", "mlp"), ("gan", "conv")])
+def test_generator_samples_inputs_in_unit_range(
+    shape: tuple[int, int, int], kind: str, arch: str
+) -> None:
+    gen = build_generator(GeneratorConfig(kind, 32, 8, arch=arch), shape, 10)
     x = gen.sample(torch.tensor([0, 3, 9]))
     assert x.shape == (3, *shape)
     assert float(x.min()) >= 0.0 and float(x.max()) <= 1.0
     assert gen.training, "sample() must restore the training mode"
 
 
-@pytest.mark.parametrize("kind", ["vae", "gan"])
+@pytest.mark.parametrize(("kind", "gen_arch"), [("vae", "mlp"), ("gan", "mlp"), ("gan", "conv")])
 @pytest.mark.parametrize("arch", ["mlp", "cnn"])
-def test_every_module_that_sees_private_data_passes_opacus_validator(kind: str, arch: str) -> None:
+def test_every_module_that_sees_private_data_passes_opacus_validator(
+    kind: str, gen_arch: str, arch: str
+) -> None:
     shape = (1, 28, 28)
     modules: list[nn.Module] = [
         build_solver(SolverConfig(arch=arch, hidden=32), shape, 10),
-        build_critic(GeneratorConfig(kind=kind, hidden=32, latent_dim=8), shape, 10),
+        build_critic(GeneratorConfig(kind, 32, 8, arch=gen_arch), shape, 10),
     ]
     if kind == "vae":  # the decoder sees reconstructions of real data too
         modules.append(
@@ -59,3 +63,16 @@ def test_vae_loss_is_per_sample_and_decreases_with_training() -> None:
         vae_loss(enc, dec, x, y).mean().backward()  # type: ignore[arg-type]
         opt.step()
     assert vae_loss(enc, dec, x, y).mean() < 0.8 * first.mean()  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32)])
+def test_conv_discriminator_scores_and_classifies(shape: tuple[int, int, int]) -> None:
+    critic = build_critic(GeneratorConfig("gan", 16, 8, arch="conv"), shape, 5)
+    source, aux = critic(torch.rand(4, *shape))
+    assert source.shape == (4,) and aux.shape == (4, 5)
+    assert any(isinstance(m, nn.Conv2d) for m in critic.modules())
+
+
+def test_conv_gan_refuses_sizes_it_cannot_build() -> None:
+    with pytest.raises(ValueError, match="divisible by 4"):
+        build_generator(GeneratorConfig("gan", 16, 8, arch="conv"), (1, 30, 30), 10)

@@ -91,12 +91,14 @@ def test_batchnorm_is_rejected_with_a_reason() -> None:
         )
 
 
-@pytest.mark.parametrize("kind", ["vae", "gan"])
-def test_replay_does_not_consume_budget(kind: str) -> None:
-    """Same real-data steps with and without replay: the same mechanisms are counted."""
+@pytest.mark.parametrize(("kind", "arch"), [("vae", "mlp"), ("gan", "mlp"), ("gan", "conv")])
+def test_replay_does_not_consume_budget(kind: str, arch: str) -> None:
+    """Same real-data steps with and without replay: the same mechanisms are counted (the
+    conv discriminator trains under Opacus like the MLP one)."""
     cfg = load_config(
         {
             "generator.kind": kind,
+            "generator.arch": arch,
             "tasks.num-tasks": 2,
             "solver.hidden": 32,
             "generator.hidden": 32,

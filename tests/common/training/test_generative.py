@@ -104,3 +104,44 @@ def test_the_number_of_fakes_does_not_follow_the_private_batch_size() -> None:
         x, y = torch.rand(n, *SHAPE), torch.randint(0, 4, (n,))
         trainer.step(x, y, None, 1.0, classes=torch.arange(4))
     assert seen == [trainer.num_fakes] * 3 and trainer.num_fakes == 64
+
+
+class LinearCritic(torch.nn.Module):
+    """source(x) = <w, x>: its gradient in x is w everywhere."""
+
+    def __init__(self, norm: float) -> None:
+        super().__init__()
+        w = torch.randn(64)
+        self.w = torch.nn.Parameter(norm * w / w.norm())
+        self.aux = torch.nn.Linear(64, 4)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        flat = x.flatten(1)
+        return flat @ self.w, self.aux(flat)
+
+
+@pytest.mark.parametrize(("norm", "penalty"), [(1.0, 0.0), (3.0, 4.0)])
+def test_wgan_gradient_penalty_is_the_critics_distance_from_unit_slope(
+    norm: float, penalty: float
+) -> None:
+    generator = GANGenerator(SHAPE, num_classes=4, hidden=32, latent_dim=8)
+    trainer = GANTrainer(generator, LinearCritic(norm), lr=1e-3, loss="wgan-gp", num_fakes=8)
+    trainer.fake = torch.rand(8, *SHAPE)
+    got = trainer._penalty(torch.rand(5, *SHAPE))  # any number of reals: fakes are reused
+    assert got.shape == (5,)
+    torch.testing.assert_close(got, torch.full((5,), penalty), atol=1e-4, rtol=1e-4)
+
+
+def test_wgan_gp_steps_train_both_networks() -> None:
+    torch.manual_seed(0)
+    generator = GANGenerator(SHAPE, num_classes=4, hidden=32, latent_dim=8)
+    trainer = GANTrainer(
+        generator, Discriminator(SHAPE, num_classes=4, hidden=32), lr=1e-3, loss="wgan-gp"
+    )
+    g0 = copy.deepcopy(generator.state_dict())
+    x, y = torch.rand(16, *SHAPE), torch.tensor([0, 1] * 8)
+    out = trainer.step(x, y, None, 1.0, classes=torch.arange(4))
+    assert all(torch.isfinite(torch.tensor(v)) for v in out.values())
+    assert any(not torch.equal(g0[k], v) for k, v in generator.state_dict().items())
+    with pytest.raises(ValueError, match="'bce' or 'wgan-gp'"):
+        GANTrainer(generator, trainer.discriminator, lr=1e-3, loss="hinge")
