@@ -6,9 +6,15 @@ federated run took 4x longer with the default thread count under load).
 """
 
 import os
+import sys
 import tempfile
+from pathlib import Path
 
+import pytest
 import torch
+
+sys.path.insert(0, str(Path(__file__).parent))  # test helpers: flower_helpers, real_data
+from real_data import TestDataMissing, real_data
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 torch.set_num_threads(1)
@@ -16,3 +22,13 @@ torch.set_num_threads(1)
 # lifetime epsilons: never the user's ~/.cache during tests, fresh for every session.
 os.environ["FEDREPLAY_SITE_DIR"] = tempfile.mkdtemp(prefix="fedreplay-sites-")
 os.environ["FEDREPLAY_SERVER_DIR"] = tempfile.mkdtemp(prefix="fedreplay-server-")
+
+
+@pytest.fixture(scope="session")
+def real_data_root() -> Path:
+    """The real MNIST + RetinaMNIST files (tests/real_data.py: found or downloaded once);
+    a test that needs them fails with one clear message when they cannot be had."""
+    try:
+        return real_data()
+    except TestDataMissing as exc:
+        pytest.fail(str(exc))

@@ -34,8 +34,10 @@ TINY = (
 
 
 def shared_data() -> Path:
-    """The real offline data (``$FEDREPLAY_TEST_DATA``, default ``<repo>/../shared/data``)."""
-    return Path(os.environ.get("FEDREPLAY_TEST_DATA", "") or REPO.parent / "shared" / "data")
+    """The real test data (tests/real_data.py: found, or downloaded once)."""
+    from real_data import real_data
+
+    return real_data()
 
 
 def free_port() -> int:

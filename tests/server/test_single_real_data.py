@@ -1,7 +1,6 @@
 """Single-site runs on the real MNIST and RetinaMNIST files: DGR must remember task 1
 where fine-tuning forgets it, and the run folder must honour the summary contract."""
 
-import os
 from pathlib import Path
 
 import pytest
@@ -10,8 +9,6 @@ from common.config import load_config
 from common.results import load_summary
 from server.single import main, run_single_site
 
-DEFAULT_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
-DATA = Path(os.environ.get("FEDREPLAY_TEST_DATA", "") or DEFAULT_DATA)
 SMALL = {
     "tasks.num-tasks": 2,
     "solver.hidden": 200,
@@ -21,9 +18,8 @@ SMALL = {
 }
 
 
-def final_accuracy(tmp_path: Path, **overrides) -> float:
-    assert DATA.is_dir(), f"real test data missing at {DATA} (set FEDREPLAY_TEST_DATA)"
-    cfg = load_config({**SMALL, "data.root": str(DATA), "output-dir": str(tmp_path), **overrides})
+def final_accuracy(tmp_path: Path, data: Path, **overrides) -> float:
+    cfg = load_config({**SMALL, "data.root": str(data), "output-dir": str(tmp_path), **overrides})
     summary = load_summary(run_single_site(cfg).path)
     return float(summary["final_average_accuracy"])
 
@@ -32,11 +28,11 @@ def final_accuracy(tmp_path: Path, **overrides) -> float:
     ("dataset", "iterations", "margin"), [("mnist", 250, 0.35), ("retinamnist", 150, 0.1)]
 )
 def test_dgr_beats_fine_tuning_on_real_data(
-    tmp_path: Path, dataset: str, iterations: int, margin: float
+    tmp_path: Path, real_data_root: Path, dataset: str, iterations: int, margin: float
 ) -> None:
     common = {"data.name": dataset, "train.iterations": iterations}
-    none = final_accuracy(tmp_path, method="none", **common)
-    dgr = final_accuracy(tmp_path, method="dgr", **common)
+    none = final_accuracy(tmp_path, real_data_root, method="none", **common)
+    dgr = final_accuracy(tmp_path, real_data_root, method="dgr", **common)
     assert dgr > none + margin, f"{dataset}: dgr {dgr:.3f} vs none {none:.3f}"
 
 

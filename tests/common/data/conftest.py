@@ -26,18 +26,9 @@ def isolated_cache(
 
 
 @pytest.fixture(scope="session")
-def shared_data() -> Path:
-    """The real offline data (``$FEDREPLAY_TEST_DATA``, default ``<repo>/../shared/data``).
-
-    Fails (does not skip) when missing: CI always provides it.
-    """
-    root = Path(os.environ.get("FEDREPLAY_TEST_DATA", "") or REPO.parent / "shared" / "data")
-    if not (root / "MNIST" / "raw").is_dir() or not (root / "medmnist").is_dir():
-        pytest.fail(
-            f"real test data not found at {root} (expected MNIST/raw and medmnist/ there); "
-            "set FEDREPLAY_TEST_DATA to the shared data folder"
-        )
-    return root
+def shared_data(real_data_root: Path) -> Path:
+    """The real data (tests/real_data.py); fails (does not skip) when it cannot be had."""
+    return real_data_root
 
 
 def _snapshot(root: Path) -> list[tuple[str, int, int]]:

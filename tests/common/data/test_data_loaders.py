@@ -111,6 +111,30 @@ def test_missing_mnist_lists_every_path_and_how_to_fix(
     assert not (isolated_cache / "data").exists()  # no download -> nothing written
 
 
+def test_retinamnist_downloads_the_published_file_with_its_checksum(
+    tmp_path: Path, isolated_cache: Path, shared_data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without the medmnist package: the MedMNIST v2 file, fetched by torchvision's
+    download_url with the MD5 medmnist pins (a mismatch there is a failed download)."""
+    import shutil
+
+    import torchvision.datasets.utils
+
+    calls: list[tuple[str, str, str, str]] = []
+
+    def fake_download(url: str, root: str, filename: str, md5: str) -> None:
+        calls.append((url, root, filename, md5))
+        shutil.copy(shared_data / "medmnist" / "retinamnist.npz", Path(root) / filename)
+
+    monkeypatch.setattr(torchvision.datasets.utils, "download_url", fake_download)
+    ds = load_dataset("retinamnist", root=tmp_path / "empty", download=True)
+    ((url, root, filename, md5),) = calls
+    assert url.startswith("https://zenodo.org/records/10519652/files/retinamnist.npz")
+    assert root == str(isolated_cache / "data" / "medmnist") and filename == "retinamnist.npz"
+    assert md5 == "bd4c0672f1bba3e3a89f0e4e876791e4"
+    assert len(ds.test) == 400
+
+
 def test_download_goes_to_the_cache_not_the_root(
     tmp_path: Path, isolated_cache: Path, monkeypatch: pytest.MonkeyPatch, snapshot: Snapshot
 ) -> None:
