@@ -35,6 +35,7 @@ from common.results import RunFolder
 from server.aggregation import Bounds
 from server.checkpoint import ResumeError, RunCheckpoint, comparable, rng_state, set_rng_state
 from server.client_dp import ClientLevelDP
+from server.console import flower_log_in
 from server.finish import finish_run
 from server.site_registry import SiteRegistry
 from server.strategy import FedReplay
@@ -161,31 +162,53 @@ class FederatedRun:
             len(stream),
             R,
         )
-        self.evaluator = None
-        if self.generator is not None and self.central and cfg.eval.generator_quality:
-            self.evaluator = train_evaluator(stream, device=self.device, seed=cfg.seed)
-        for t in range(first_task, len(stream)):
-            self.task = t
-            self.fedreplay.begin_task(payload, round_offset=t * R + done)
-            if ckpt is not None and t == first_task:
-                self.fedreplay.restore(ckpt.strategy)
-            self.arrays = arrays
-            if done < R:
-                self.strategy.start(
-                    grid=grid,
-                    initial_arrays=arrays,
-                    num_rounds=R - done,
-                    timeout=cfg.fed.round_timeout or 3600.0 * 24,
-                    train_config=ConfigRecord(
-                        {"task": t, "iterations": cfg.train.iterations, "seed": cfg.seed + 1000 * t}
-                    ),
-                    evaluate_config=ConfigRecord({"task": t}),
-                    evaluate_fn=self._after_round,
-                )
-            arrays, done = self.arrays, 0
-            payload = self._end_task(t)
-            self._checkpoint(task=t + 1, task_rounds=0, payload=payload)
-        return finish_run(self, [t * R for t in range(len(stream))])
+        with flower_log_in(self.folder.path):  # the console keeps the project's own lines
+            self.evaluator = None
+            if self.generator is not None and self.central and cfg.eval.generator_quality:
+                self.evaluator = train_evaluator(stream, device=self.device, seed=cfg.seed)
+            for t in range(first_task, len(stream)):
+                self._learn_task(grid, t, arrays, payload, done, ckpt if t == first_task else None)
+                arrays, done = self.arrays, 0
+                payload = self._end_task(t)
+                self._checkpoint(task=t + 1, task_rounds=0, payload=payload)
+            return finish_run(self, [t * R for t in range(len(stream))])
+
+    def _learn_task(
+        self,
+        grid: Grid,
+        t: int,
+        arrays: ArrayRecord,
+        payload: ReplayPayload | None,
+        done: int,
+        ckpt: RunCheckpoint | None,
+    ) -> None:
+        """The rounds of task ``t`` not ``done`` yet; ``self.arrays`` holds the result."""
+        cfg, R = self.cfg, self.cfg.fed.rounds_per_task
+        self.task = t
+        self.fedreplay.begin_task(payload, round_offset=t * R + done)
+        if ckpt is not None:
+            self.fedreplay.restore(ckpt.strategy)
+        self.arrays = arrays
+        log.info(
+            "task %d/%d (%s): rounds %d-%d",
+            t + 1,
+            len(self.stream),
+            self.stream.tasks[t].name,
+            t * R + done + 1,
+            (t + 1) * R,
+        )
+        if done < R:
+            self.strategy.start(
+                grid=grid,
+                initial_arrays=arrays,
+                num_rounds=R - done,
+                timeout=cfg.fed.round_timeout or 3600.0 * 24,
+                train_config=ConfigRecord(
+                    {"task": t, "iterations": cfg.train.iterations, "seed": cfg.seed + 1000 * t}
+                ),
+                evaluate_config=ConfigRecord({"task": t}),
+                evaluate_fn=self._after_round,
+            )
 
     def _after_round(self, local_round: int, arrays: ArrayRecord) -> MetricRecord | None:
         """Flower's evaluate_fn, called after every round (and once before the first): the
@@ -197,6 +220,20 @@ class FederatedRun:
         rec = self.fedreplay.round_records[-1]
         task_round = rec.server_round - self.task * self.cfg.fed.rounds_per_task
         self._log_round(self.task, task_round, rec, central)
+        entry = self.rounds[-1]
+        eps = [s["metrics"]["dp-epsilon"] for s in entry["sites"] if "dp-epsilon" in s["metrics"]]
+        log.info(
+            "round %d/%d (task %d): %d of %d sites answered%s%s%s, %.0f s",
+            rec.server_round,
+            len(self.stream) * self.cfg.fed.rounds_per_task,
+            self.task + 1,
+            len(rec.replies),
+            len(rec.sampled),
+            f", accuracy {entry['accuracy']:.1%}" if entry["accuracy"] is not None else "",
+            f", epsilon up to {max(eps):.2f}" if eps else "",
+            " (aggregate refused)" if rec.refused_aggregate else "",
+            self.elapsed(),
+        )
         self._checkpoint(task=self.task, task_rounds=task_round, payload=self.fedreplay.payload)
         return central
 

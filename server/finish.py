@@ -140,7 +140,6 @@ def finish_run(self: FederatedRun, boundaries: list[int]) -> RunFolder:
             + (f"; failures: {'; '.join(reasons[:3])}" if reasons else "")
         )
     run.write_summary(summary)
-    log.info("%s", summary_line(summary))
     print(summary_line(summary), flush=True)
     print(run.path, flush=True)
     if summary["status"] != "completed":

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -35,6 +34,7 @@ from common.sitedata import SiteIdentity, local_stream
 from common.sitestate import SITE_ID_KEY
 from common.training.learner import real_data_for
 from server.checkpoint import ResumeError
+from server.console import configure_logging
 from server.federation import FederatedRun
 from server.finish import RunFailed
 from server.inprocess import InProcessGrid
@@ -104,7 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="the site's stable id: its lifetime privacy ledger under dp.enabled",
     )
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    configure_logging()
     try:
         if args.resume:
             if args.config or args.overrides:
@@ -120,7 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (BudgetExceeded, PrivacyStateError, RunFailed, ResumeError) as exc:
         print(f"fedreplay single: {exc}", file=sys.stderr)
         return 3
-    print(run.path)
+    assert run.path.is_dir()  # its path was the last line printed (server.finish)
     return 0
 
 

@@ -37,14 +37,15 @@ def test_dgr_beats_fine_tuning_on_real_data(
 
 
 def test_cli_writes_the_summary_contract_and_prints_the_folder_last(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
     override = tmp_path / "tiny.toml"
     override.write_text('experiment = "cli"\ntasks.num-tasks = 2\ntrain.iterations = 20\n')
     assert (
         main(["--config", str(override), "--set", f"output-dir='{tmp_path}'", "--no-progress"]) == 0
     )
-    last = capsys.readouterr().out.strip().splitlines()[-1]
+    captured = capfd.readouterr()
+    last = captured.out.strip().splitlines()[-1]
     summary = load_summary(last)
     for key in (
         "final_average_accuracy",
@@ -57,6 +58,9 @@ def test_cli_writes_the_summary_contract_and_prints_the_folder_last(
         assert key in summary
     assert Path(last).name.startswith("cli-")
     files = ("accuracy_matrix.png", "accuracy_curve.png", "samples.png", "rounds.jsonl")
+    # the console has the project's lines; Flower's own INFO stream is in the run folder
+    assert "[ROUND" in (Path(last) / "flower.log").read_text()
+    assert "[ROUND" not in captured.err
     for name in (*files, "checkpoint.pt"):
         assert (Path(last) / name).is_file()
 
