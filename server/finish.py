@@ -56,7 +56,11 @@ def finish_run(self: FederatedRun, boundaries: list[int]) -> RunFolder:
         method=cfg.method,
         solver=self.solver,
         generator=self.generator,
-        where=f"federated, {cfg.replay.mode} replay",
+        where=(
+            "single site"
+            if cfg.fed.num_sites == 1 and len(self._nodes()) <= 1
+            else f"federated, {cfg.replay.mode} replay"
+        ),
         sampler=(  # the samples grid shows what sites replay: the mixture, for ensemble
             self._replay_source(self.final_payload).inputs
             if self.final_payload is not None
