@@ -7,6 +7,7 @@
     fedreplay privacy show                                          # = fedreplay-privacy
     fedreplay compare RUN_DIR ...                                   # = fedreplay-compare
     fedreplay protocol                                              # what travels, declared
+    fedreplay report RUN_DIR ...                                    # the run's report.html
     fedreplay pki init --dir pki --host superlink.example.org --host 10.0.0.5
     fedreplay pki add-site --dir pki site-berlin
     fedreplay pki register --dir pki site-berlin --connection prod
@@ -56,7 +57,23 @@ TOOLS = {
 EXTRA = {
     "pki": "TLS and node keys",
     "protocol": "what travels between sites and server (common.protocol)",
+    "report": "write a run folder's report.html again (after an audit)",
 }
+
+
+def report_main(argv: list[str]) -> int:
+    from common.run_report import write_run_report
+
+    p = argparse.ArgumentParser(prog="fedreplay report", description="one HTML page per run")
+    p.add_argument("runs", nargs="+", type=Path, help="run folders")
+    args = p.parse_args(argv)
+    for run in args.runs:
+        try:
+            print(write_run_report(run))
+        except ValueError as exc:
+            print(f"fedreplay report: {exc}", file=sys.stderr)
+            return 2
+    return 0
 
 
 def pki_main(argv: list[str]) -> int:
@@ -108,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     name, rest = argv[0], argv[1:]
     if name == "pki":
         return pki_main(rest)
+    if name == "report":
+        return report_main(rest)
     if name == "protocol":
         from common.protocol import describe
 

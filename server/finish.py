@@ -12,6 +12,7 @@ from common.audit.canaries import run_canaries
 from common.plots import plot_rounds
 from common.results import RunFolder, build_summary, summary_line
 from common.run_artifacts import save_final_artifacts
+from common.run_report import write_run_report
 from server.privacy_report import write_privacy_report
 
 if TYPE_CHECKING:
@@ -144,6 +145,7 @@ def finish_run(self: FederatedRun, boundaries: list[int]) -> RunFolder:
             + (f"; failures: {'; '.join(reasons[:3])}" if reasons else "")
         )
     run.write_summary(summary)
+    write_run_report(run.path)  # report.html: the page to open (fedreplay report redoes it)
     print(summary_line(summary), flush=True)
     print(run.path, flush=True)
     if summary["status"] != "completed":

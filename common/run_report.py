@@ -1,0 +1,179 @@
+"""One self-contained HTML page per run folder: ``fedreplay report RUN_DIR``.
+
+Everything a person looks for after a run, on one page that opens without a network
+(images embedded as data URIs, no scripts, no external styles): the outcome, the accuracy
+matrix and curves, forgetting, generated samples per task, the privacy ledger and its
+epsilon plot, the egress audit's verdict, the model audit when one was run, and the
+configuration. Every run writes ``report.html`` at its end; run the command again after an
+audit to include it.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from common.fileio import atomic_write_text
+
+REPORT = "report.html"
+FIGURES = (  # (file in the run folder, caption)
+    ("accuracy_curve.png", "Average accuracy after each task"),
+    ("accuracy_matrix.png", "Accuracy on every task after each task"),
+    ("rounds.png", "Accuracy per round"),
+    ("samples.png", "Generated samples per task (what the sites replay)"),
+    ("epsilon.png", "Privacy spent per round"),
+    ("audit/roc.png", "Membership inference against the released models"),
+)
+STYLE = """
+body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
+h1{font-size:1.5em}h2{font-size:1.2em;margin-top:1.6em;border-bottom:1px solid #ccc}
+table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:.25em .6em;
+text-align:right}th{background:#f3f3f3}td.k{text-align:left}.ok{color:#176d2c}.bad{color:#a4161a}
+figure{margin:1em 0}img{max-width:100%}figcaption{color:#555;font-size:.9em}
+"""
+
+
+def _read(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _pct(v: Any) -> str:
+    return "–" if v is None else f"{100 * float(v):.1f}%"
+
+
+def _table(rows: list[list[Any]], header: list[str] | None = None) -> str:
+    out = ["<table>"]
+    if header:
+        out.append("<tr>" + "".join(f"<th>{html.escape(str(h))}</th>" for h in header) + "</tr>")
+    for row in rows:
+        cells = [f'<td class="k">{html.escape(str(row[0]))}</td>']
+        cells += [f"<td>{html.escape(str(c))}</td>" for c in row[1:]]
+        out.append("<tr>" + "".join(cells) + "</tr>")
+    return "\n".join([*out, "</table>"])
+
+
+def _figure(path: Path, caption: str) -> str:
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    alt = html.escape(caption)
+    return (
+        f'<figure><img alt="{alt}" src="data:image/png;base64,{data}">'
+        f"<figcaption>{alt}</figcaption></figure>"
+    )
+
+
+def _outcome(s: Mapping[str, Any]) -> str:
+    status = str(s.get("status"))
+    css = "ok" if status == "completed" else "bad"
+    rows = [
+        ["status", f"{status}" + (f": {s['failure_reason']}" if s.get("failure_reason") else "")],
+        ["method / dataset", f"{s.get('method')} on {s.get('dataset')} ({s.get('scenario')})"],
+        ["final average accuracy", _pct(s.get("final_average_accuracy"))],
+        ["average forgetting", _pct(s.get("average_forgetting"))],
+        ["sites / rounds", f"{s.get('num_sites')} / {s.get('rounds')}"],
+        ["aggregation", s.get("aggregation", "–")],
+        ["wall time", f"{float(s.get('wall_time_s', 0)):.0f} s"],
+        ["seed", s.get("seed", "–")],
+    ]
+    return f'<p class="{css}"><b>{html.escape(status)}</b></p>' + _table(rows)
+
+
+def _matrix(s: Mapping[str, Any]) -> str:
+    matrix = s.get("accuracy_matrix") or []
+    n = len(matrix)
+    rows = [[f"after task {i + 1}", *(_pct(v) for v in row)] for i, row in enumerate(matrix)]
+    forgetting = s.get("forgetting_per_task") or []
+    if forgetting:
+        rows.append(["forgetting", *(_pct(v) for v in forgetting), *([""] * (n - len(forgetting)))])
+    return _table(rows, ["", *(f"task {j + 1}" for j in range(n))])
+
+
+def _privacy(run: Path, s: Mapping[str, Any]) -> str:
+    if s.get("dp_scope") is None:
+        return "<p>No differential privacy in this run.</p>"
+    rows = [[k, v] for k, v in s.items() if k.startswith("dp_") and not isinstance(v, dict)]
+    out = _table(rows)
+    ledger = _read(run / "privacy_ledger.json") or {}
+    sites = ledger.get("sites") or {}
+    if sites:
+        last = [[site, f"{rows_[-1]['epsilon']:.3f}", len(rows_)] for site, rows_ in sites.items()]
+        out += "<p>Each site's lifetime epsilon after the run:</p>"
+        out += _table(last, ["site", "epsilon (lifetime)", "rounds trained"])
+    return out
+
+
+def _audits(run: Path) -> str:
+    parts = []
+    egress = _read(run / "egress_audit.json")
+    if egress is None:
+        parts.append("<p>Egress audit: not run (<code>fedreplay audit egress RUN_DIR</code>).</p>")
+    else:
+        deviations = egress.get("deviations") or []
+        verdict = "nothing left a site that the protocol does not allow"
+        css = "ok" if not deviations and egress.get("logs") else "bad"
+        if deviations:
+            verdict = f"{len(deviations)} deviation(s) from the protocol"
+        parts.append(f'<p class="{css}">Egress audit: {html.escape(verdict)}.</p>')
+    model = _read(run / "audit" / "audit.json")
+    if model is None:
+        parts.append("<p>Model audit: not run (<code>fedreplay audit models RUN_DIR</code>).</p>")
+    else:
+        rows = [
+            [name, f"{d.get('auc', float('nan')):.3f}"]
+            for name, d in (model.get("attacks") or {}).items()
+        ]
+        parts.append("<p>Model audit (membership inference):</p>" + _table(rows, ["attack", "AUC"]))
+        if model.get("max_epsilon_lower_bound") is not None:
+            bound = float(model["max_epsilon_lower_bound"])
+            parts.append(f"<p>Empirical epsilon lower bound: {bound:.2f}</p>")
+    return "\n".join(parts)
+
+
+def _config(run: Path) -> str:
+    cfg = _read(run / "config.json") or {}
+    rows = []
+    for key, value in cfg.items():
+        if isinstance(value, dict):
+            rows += [[f"{key}.{k}", v] for k, v in value.items()]
+        else:
+            rows.append([key, value])
+    return _table(rows)
+
+
+def write_run_report(run_dir: str | Path) -> Path:
+    """Write ``report.html`` into the run folder; returns its path."""
+    run = Path(run_dir)
+    summary = _read(run / "summary.json")
+    if summary is None:
+        raise ValueError(f"{run} has no readable summary.json: not a finished run folder")
+    title = f"{summary.get('experiment', run.name)}: {summary.get('method')}"
+    body = [
+        f"<h1>{html.escape(title)}</h1><p>{html.escape(str(run))}</p>",
+        "<h2>Outcome</h2>",
+        _outcome(summary),
+        "<h2>Accuracy matrix</h2>",
+        _matrix(summary),
+        "<h2>Figures</h2>",
+        *(_figure(run / name, cap) for name, cap in FIGURES if (run / name).is_file()),
+        "<h2>Privacy</h2>",
+        _privacy(run, summary),
+        "<h2>Audits</h2>",
+        _audits(run),
+        "<h2>Configuration</h2>",
+        _config(run),
+    ]
+    page = (
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+        f"<title>{html.escape(title)}</title><style>{STYLE}</style></head><body>"
+        + "\n".join(body)
+        + "</body></html>\n"
+    )
+    path = run / REPORT
+    atomic_write_text(path, page)
+    return path

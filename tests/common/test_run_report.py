@@ -1,0 +1,77 @@
+"""The run report: one self-contained HTML page per run folder (common/run_report.py)."""
+
+import base64
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from client.client_app import app as client_app
+from common.audit.cli import audit_egress
+from common.config import load_config
+from common.results import load_summary
+from common.run_report import REPORT, write_run_report
+from server.federation import FederatedRun
+from server.inprocess import InProcessGrid
+
+
+class Page(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.images: list[str] = []
+        self.links: list[str] = []
+        self.tags: set[str] = set()
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.add(tag)
+        for name, value in attrs:
+            if name == "src" and value:
+                self.images.append(value)
+            if name in ("href", "src") and value and not value.startswith("data:"):
+                self.links.append(value)
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+
+
+def parse(path: Path) -> Page:
+    page = Page()
+    page.feed(path.read_text(encoding="utf-8"))
+    return page
+
+
+def test_every_run_writes_a_page_that_needs_no_network(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FEDREPLAY_SITE_DIR", str(tmp_path / "sites"))
+    cfg = load_config(
+        {
+            "train.iterations": 10,
+            "tasks.num-tasks": 2,
+            "fed.num-sites": 2,
+            "eval.generator-quality": False,
+            "output-dir": str(tmp_path / "runs"),
+        }
+    )
+    grid = InProcessGrid(client_app, cfg.to_run_config(), num_nodes=2)
+    run = FederatedRun(cfg).run(grid).path
+    page = parse(run / REPORT)
+    assert "script" not in page.tags and page.links == [], "nothing to fetch from a network"
+    assert len(page.images) >= 4  # curves, matrix, rounds, samples
+    for src in page.images:
+        assert src.startswith("data:image/png;base64,")
+        assert base64.b64decode(src.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
+    text = " ".join(page.text)
+    summary = load_summary(run)
+    assert f"{100 * summary['final_average_accuracy']:.1f}%" in text
+    assert "Egress audit: not run" in text and "No differential privacy" in text
+    # after the egress audit, the page says what it found
+    audit_egress(run, sites_dir=tmp_path / "sites", run_id=None)
+    text = " ".join(parse(write_run_report(run)).text)
+    assert "nothing left a site that the protocol does not allow" in text
+
+
+def test_a_folder_without_a_summary_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"no readable summary\.json"):
+        write_run_report(tmp_path)
