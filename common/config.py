@@ -113,10 +113,13 @@ class GeneratorConfig:
     hidden: int
     latent_dim: int
     arch: str = "mlp"  # mlp | conv
+    kl_weight: float = 1.0  # VAE: weight of the KL term (1 = the ELBO)
 
     def __post_init__(self) -> None:
         _choice("generator.kind", self.kind, GENERATORS)
         _choice("generator.arch", self.arch, ("mlp", "conv"))
+        if not 0.0 < self.kl_weight <= 1.0:  # NaN fails too
+            raise ConfigError(f"generator.kl-weight={self.kl_weight!r} must be in (0, 1]")
         if self.arch == "conv" and self.kind != "gan":
             raise ConfigError(
                 "generator.arch='conv' is built for generator.kind='gan' only (no conv VAE yet)"

@@ -53,8 +53,12 @@ class VAEDecoder(Generator):
         return torch.sigmoid(self.logits(z, labels))
 
 
-def vae_loss(encoder: VAEEncoder, decoder: VAEDecoder, x: Tensor, labels: Tensor) -> Tensor:
-    """Per-sample negative ELBO (B,): Bernoulli reconstruction + KL to N(0, I)."""
+def vae_loss(
+    encoder: VAEEncoder, decoder: VAEDecoder, x: Tensor, labels: Tensor, kl_weight: float = 1.0
+) -> Tensor:
+    """Per-sample negative ELBO (B,): Bernoulli reconstruction + KL to N(0, I), the KL
+    weighted by ``kl_weight`` (1: the ELBO; below 1 a beta-VAE that keeps using its code
+    where the KL would collapse it, e.g. on the 8x8 digits)."""
     mu, logvar = encoder(x, labels)
     z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
     recon = (
@@ -63,4 +67,4 @@ def vae_loss(encoder: VAEEncoder, decoder: VAEDecoder, x: Tensor, labels: Tensor
         .sum(1)
     )
     kl = -0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(1)
-    return recon + kl
+    return recon + kl_weight * kl

@@ -44,8 +44,10 @@ class VAETrainer:
         *,
         lr: float,
         make_stepper: StepperFactory = plain,
+        kl_weight: float = 1.0,
     ) -> None:
         self.decoder, self.encoder = decoder, encoder
+        self.kl_weight = kl_weight
         self.model = nn.ModuleDict({"encoder": encoder, "decoder": decoder})
         opt = torch.optim.Adam(self.model.parameters(), lr=lr, betas=(0.9, 0.999))
         self.stepper = make_stepper(opt, self.model)
@@ -55,10 +57,11 @@ class VAETrainer:
     ) -> dict[str, float]:
         def public() -> Tensor:
             assert replay is not None
-            return (1 - ratio) * vae_loss(self.encoder, self.decoder, replay.x, replay.y).mean()
+            loss = vae_loss(self.encoder, self.decoder, replay.x, replay.y, self.kl_weight)
+            return (1 - ratio) * loss.mean()
 
         loss = self.stepper.step(
-            private=lambda: vae_loss(self.encoder, self.decoder, x, y),
+            private=lambda: vae_loss(self.encoder, self.decoder, x, y, self.kl_weight),
             public=public if replay is not None else None,
             private_weight=ratio,
         )

@@ -126,7 +126,13 @@ class Learner:
     ) -> GenerativeTrainer:
         lr = self.cfg.train.generator_lr
         if isinstance(self.generator, VAEDecoder) and isinstance(self.critic, VAEEncoder):
-            return VAETrainer(self.generator, self.critic, lr=lr, make_stepper=make_stepper)
+            return VAETrainer(
+                self.generator,
+                self.critic,
+                lr=lr,
+                make_stepper=make_stepper,
+                kl_weight=self.cfg.generator.kl_weight,
+            )
         if isinstance(self.generator, GAN_GENERATORS) and isinstance(self.critic, DISCRIMINATORS):
             return GANTrainer(
                 self.generator,

@@ -134,3 +134,11 @@ def test_gan_options_are_checked() -> None:
     with pytest.raises(ConfigError, match=r"train\.gan-loss"):
         load_config({"train.gan-loss": "hinge"})
     assert load_config({"generator.kind": "gan", "train.gan-loss": "wgan-gp"}).train.gan_loss
+
+
+@pytest.mark.parametrize("bad", [0.0, -1.0, 1.5, float("nan")])
+def test_kl_weight_must_be_in_the_unit_interval(bad: float) -> None:
+    from common.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"generator\.kl-weight"):
+        load_config({"generator.kl-weight": bad})
