@@ -2,8 +2,9 @@
 
 Reads each run folder's ``summary.json``; a folder without a valid, completed summary is
 listed as FAILED (never skipped) and makes the exit code 1. Writes ``comparison.md``,
-``comparison.json`` and ``comparison.png`` into ``--out``, prints the table and, as the
-last line, the output folder.
+``comparison.json``, ``comparison.png`` and ``comparison.html`` (one self-contained page:
+the table, the curves and every run's samples side by side) into ``--out``, prints the
+table and, as the last line, the output folder.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 
 from common.plots import plot_accuracy_curves
 from common.results import dumps_json, load_summary
+from common.run_report import comparison_page
 
 GLOB_CHARS = "*?["
 
@@ -140,6 +142,11 @@ def write(runs: Sequence[RunResult], out: Path) -> str:
             label = r.name if r.name not in curves else f"{r.name} ({r.path})"
             curves[label] = r.summary["average_accuracy_per_task"]
     plot_accuracy_curves(curves, out / "comparison.png", title="Average accuracy per task")
+    lines = [line.strip("|").split("|") for line in text.splitlines()]
+    header, rows = [c.strip() for c in lines[0]], [[c.strip() for c in r] for r in lines[2:]]
+    figures = [(out / "comparison.png", "Average accuracy after each task")]
+    figures += [(Path(r.path) / "samples.png", f"{r.name}: generated samples") for r in runs]
+    (out / "comparison.html").write_text(comparison_page(header, rows, figures), encoding="utf-8")
     return text
 
 

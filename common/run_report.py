@@ -168,12 +168,25 @@ def write_run_report(run_dir: str | Path) -> Path:
         "<h2>Configuration</h2>",
         _config(run),
     ]
-    page = (
+    path = run / REPORT
+    atomic_write_text(path, html_page(title, body))
+    return path
+
+
+def html_page(title: str, body: list[str]) -> str:
+    """A self-contained page: inline style, no scripts, nothing to fetch."""
+    return (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
         f"<title>{html.escape(title)}</title><style>{STYLE}</style></head><body>"
         + "\n".join(body)
         + "</body></html>\n"
     )
-    path = run / REPORT
-    atomic_write_text(path, page)
-    return path
+
+
+def comparison_page(
+    header: list[str], rows: list[list[Any]], figures: list[tuple[Path, str]]
+) -> str:
+    """Several runs side by side (``fedreplay compare``): the table, then the figures."""
+    body = ["<h1>Run comparison</h1>", _table(rows, header), "<h2>Figures</h2>"]
+    body += [_figure(path, caption) for path, caption in figures if path.is_file()]
+    return html_page("Run comparison", body)

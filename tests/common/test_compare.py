@@ -59,6 +59,9 @@ def test_compare_all_ok(runs: Path, tmp_path: Path, capsys: pytest.CaptureFixtur
     assert [r["status"] for r in records] == ["ok", "ok"]
     with Image.open(out / "comparison.png") as im:
         assert im.format == "PNG" and im.size[0] > 200
+    page = (out / "comparison.html").read_text()
+    assert "<script" not in page and "http" not in page  # opens without a network
+    assert page.count("data:image/png;base64,") >= 1 and "dgr-" in page and "85.0%" in page
 
 
 def test_compare_reports_failures(
