@@ -131,7 +131,7 @@ class Learner:
                 self.critic,
                 lr=lr,
                 make_stepper=make_stepper,
-                kl_weight=self.cfg.generator.kl_weight,
+                kl_weight=self.cfg.generator.kl_weight_for(self.cfg.data.name),
             )
         if isinstance(self.generator, GAN_GENERATORS) and isinstance(self.critic, DISCRIMINATORS):
             return GANTrainer(

@@ -142,3 +142,11 @@ def test_kl_weight_must_be_in_the_unit_interval(bad: float) -> None:
 
     with pytest.raises(ConfigError, match=r"generator\.kl-weight"):
         load_config({"generator.kl-weight": bad})
+
+
+def test_kl_weight_auto_is_for_the_digits_demo_only() -> None:
+    cfg = load_config({})
+    assert cfg.generator.kl_weight == "auto"
+    assert cfg.generator.kl_weight_for("digits") == 0.25
+    assert cfg.generator.kl_weight_for("retinamnist") == cfg.generator.kl_weight_for("mnist") == 1
+    assert load_config({"generator.kl-weight": 0.5}).generator.kl_weight_for("digits") == 0.5
