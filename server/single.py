@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,7 +24,6 @@ from common.config import (
     load_config,
     parse_overrides,
     read_overrides,
-    run_config_of,
 )
 from common.privacy.ledger import BudgetExceeded, PrivacyStateError
 from common.results import RunFolder
@@ -38,19 +35,15 @@ from server.console import configure_logging
 from server.federation import FederatedRun
 from server.finish import RunFailed
 from server.inprocess import InProcessGrid
-
-OUTPUT_DIR_ENV = "FEDREPLAY_OUTPUT_DIR"
+from server.launch.launcher import output_base, resume_overrides
 
 
 def single_site_config(cfg: ExperimentConfig) -> ExperimentConfig:
     """The config of a federation of one: one site, started at once; a relative
     ``output-dir`` is resolved here (against ``$FEDREPLAY_OUTPUT_DIR``, else the current
     directory), as ``fedreplay run`` resolves it."""
-    out = Path(cfg.output_dir or "runs").expanduser()
-    if not out.is_absolute():
-        out = Path(os.environ.get(OUTPUT_DIR_ENV, "") or Path.cwd()).expanduser() / out
     fed = dataclasses.replace(cfg.fed, num_sites=1, min_sites=1, fraction_train=1.0)
-    return dataclasses.replace(cfg, fed=fed, output_dir=str(out.absolute()))
+    return dataclasses.replace(cfg, fed=fed, output_dir=str(output_base(None, cfg.output_dir)))
 
 
 def run_single_site(cfg: ExperimentConfig, *, site_id: str = "single") -> RunFolder:
@@ -109,7 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.resume:
             if args.config or args.overrides:
                 raise ValueError("--resume uses the run's own config: no --config or --set")
-            cfg = resume_config(Path(args.resume))
+            cfg = load_config(resume_overrides(Path(args.resume)))
         else:
             cfg = config_from_args(args.config, " ".join(args.overrides))
     except (ValueError, OSError) as exc:
@@ -122,13 +115,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 3
     assert run.path.is_dir()  # its path was the last line printed (server.finish)
     return 0
-
-
-def resume_config(run_dir: Path) -> ExperimentConfig:
-    """The run's own config (its ``config.json``) with ``fed.resume`` set."""
-    path = run_dir.expanduser().absolute()
-    flat = run_config_of(json.loads((path / "config.json").read_text(encoding="utf-8")))
-    return load_config({**flat, "fed.resume": str(path), "output-dir": str(path.parent)})
 
 
 if __name__ == "__main__":
