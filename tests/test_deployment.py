@@ -12,28 +12,20 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pytest
 from flwr.app import Context, RecordDict
 
 sys.path.insert(0, str(Path(__file__).parent))  # tests/flower_helpers.py (importlib mode)
 from flower_helpers import (
-    BIN,
     REPO,
     TINY,
+    LoopbackDeployment,
     check_completed_run,
     clean_env,
-    free_port,
-    kill_leftovers,
-    process_tree,
     run_script,
     shared_data,
-    start,
-    stop_group,
-    wait_for_port,
 )
 
 from client.client_app import _site
@@ -43,93 +35,30 @@ from common.config import default_run_config, load_config
 SITES = 2
 
 
-@dataclass
-class Deployment:
-    connection: str
-    flwr_home: Path
-    superlink_port: int
-    logs: Path
-    procs: list[Any] = field(default_factory=list)
-
-    def log_tail(self, chars: int = 3000) -> str:
-        out = []
-        for log in sorted(self.logs.glob("*.log")):
-            out.append(f"--- {log.name}\n{log.read_text(errors='replace')[-chars:]}")
-        return "\n".join(out)
-
-
 @pytest.fixture
-def deployment(tmp_path: Path) -> Iterator[Deployment]:
+def deployment(tmp_path: Path) -> Iterator[LoopbackDeployment]:
     data = shared_data()
     if not (data / "MNIST" / "raw").is_dir():
         pytest.fail(f"real test data not found at {data}; set FEDREPLAY_TEST_DATA")
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    port = free_port()
-    flwr_home = tmp_path / "flwr-home"
-    flwr_home.mkdir()
-    (flwr_home / "config.toml").write_text(
-        '[superlink]\ndefault = "local"\n\n[superlink.local]\naddress = ":local:"\n\n'
-        f'[superlink.e2e]\naddress = "127.0.0.1:{port}"\ninsecure = true\n',
-        encoding="utf-8",
+    # The ServerApp (central evaluation) finds MNIST through the SuperLink's environment;
+    # the sites only through their node config's data-root.
+    dep = LoopbackDeployment(
+        tmp_path,
+        server_env={
+            "FEDREPLAY_DATA_ROOT": str(data),
+            "FEDREPLAY_CACHE": str(tmp_path / "cache-server"),
+        },
     )
-    dep = Deployment("e2e", flwr_home, port, logs)
-    opened = []
     try:
-        # The ServerApp (central evaluation) finds MNIST through the SuperLink's environment.
-        server_env = clean_env(
-            FLWR_HOME=str(flwr_home),
-            FEDREPLAY_DATA_ROOT=str(data),
-            FEDREPLAY_CACHE=str(tmp_path / "cache-server"),
-        )
-        cmd = [
-            str(BIN / "flower-superlink"),
-            "--insecure",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--disable-runtime-dependency-installation",
-        ]
-        proc, fh = start(cmd, env=server_env, log=logs / "superlink.log", cwd=tmp_path)
-        dep.procs.append(proc)
-        opened.append(fh)
-        wait_for_port(port, 45, proc)
         for pid in range(SITES):
-            site_env = clean_env(
-                FLWR_HOME=str(tmp_path / f"flwr-home-site{pid}"),
-                FEDREPLAY_CACHE=str(tmp_path / f"cache-site{pid}"),
-            )
-            node_config = f'data-root="{data}" partition-id={pid} num-partitions={SITES}'
-            cmd = [
-                str(BIN / "flower-supernode"),
-                "--insecure",
-                "--superlink",
-                f"127.0.0.1:{port}",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(free_port()),
-                "--node-config",
-                node_config,
-                "--max-wait-time",
-                "60",
-            ]
-            proc, fh = start(cmd, env=site_env, log=logs / f"supernode{pid}.log", cwd=tmp_path)
-            dep.procs.append(proc)
-            opened.append(fh)
+            dep.start_site(pid, num=SITES, node_config=f'data-root="{data}"')
         yield dep
     finally:
-        tree = process_tree([p.pid for p in dep.procs])
-        for proc in reversed(dep.procs):  # SuperNodes first, then the SuperLink
-            stop_group(proc, grace=10)
-        kill_leftovers(tree)
-        for fh in opened:
-            fh.close()
+        dep.close()
 
 
 @pytest.mark.slow
-def test_two_supernodes_two_tasks(deployment: Deployment, tmp_path: Path) -> None:
+def test_two_supernodes_two_tasks(deployment: LoopbackDeployment, tmp_path: Path) -> None:
     runs = tmp_path / "runs"
     overrides = f"{TINY} data.name='mnist'"
     result = run_script(
