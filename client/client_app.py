@@ -78,7 +78,9 @@ def train(msg: Message, context: Context) -> Message:
         return _reply(msg, context, site, wire.array_record(cached.scholar), cached.metrics)
     bytes_down = wire.record_bytes(msg.content)
 
-    wire.load_scholar(msg.content.array_records[wire.SCHOLAR], site.solver, site.generator)
+    wire.load_scholar(
+        msg.content.array_records[wire.SCHOLAR], site.solver, site.generator, adopt_shapes=True
+    )
     critic = store.critic()
     if critic is not None:
         site.load_critic_state(critic)
@@ -128,7 +130,9 @@ def evaluate(msg: Message, context: Context) -> Message:
     """Federated evaluation: the global solver on this site's own test data of seen tasks."""
     site = _site(context)
     config = msg.content.config_records[wire.CONFIG]
-    wire.load_scholar(msg.content.array_records[wire.SCHOLAR], site.solver, site.generator)
+    wire.load_scholar(
+        msg.content.array_records[wire.SCHOLAR], site.solver, site.generator, adopt_shapes=True
+    )
     metrics = site.evaluate(wire.config_int(config, "task"))
     content = RecordDict({wire.METRICS: wire.metrics_record(metrics)})
     wire.check_message(content, protocol.EVALUATE_REPLY)

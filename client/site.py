@@ -20,7 +20,8 @@ import torch
 from common.config import ExperimentConfig
 from common.device import select_device
 from common.metrics import accuracy
-from common.models import build_generator, build_solver
+from common.models import build_solver, generator_from_state
+from common.models.dgm import DGMGenerator
 from common.privacy.release import evaluation_allowed, released
 from common.privacy.session import PrivacySession, privacy_root
 from common.replay import ReplayPayload
@@ -90,8 +91,7 @@ class Site:
         solver.load_state_dict(payload.solver)
         gens = []
         for state in payload.generators:
-            gen = build_generator(self.cfg.generator, shape, k)
-            gen.load_state_dict(state)
+            gen = generator_from_state(self.cfg, shape, k, state)
             gens.append(gen.to(self.device).eval().requires_grad_(False))
         return ReplaySource(
             solver.to(self.device).eval().requires_grad_(False),
@@ -121,7 +121,14 @@ class Site:
         client-level) the metrics are only those :mod:`common.privacy.release` allows."""
         if not 0 <= task < len(self.stream):
             raise ValueError(f"task {task} is outside this stream's 0..{len(self.stream) - 1}")
-        if task > 0 and self.cfg.method == "dgr" and (payload is None or payload.task != task):
+        generator = self.learner.generator
+        if isinstance(generator, DGMGenerator) and generator.current_task != task:
+            raise ValueError(
+                f"task {task}, but the server's DGM generator has masks for "
+                f"{generator.current_task} finished tasks (it must have {task})"
+            )
+        needs_replay = self.cfg.method in ("dgr", "dgm")
+        if task > 0 and needs_replay and (payload is None or payload.task != task):
             have = "none" if payload is None else f"task {payload.task}"
             raise ValueError(f"task {task} needs the replay payload for task {task}; have {have}")
         rng = torch.Generator().manual_seed(seed)
@@ -144,12 +151,19 @@ class Site:
             iterations=iterations,
             seed=seed,
             dp=prepared.plan if prepared is not None else None,
+            task_span=self._task_span(task, server_round),
         )
         out = {k.replace("_", "-"): v for k, v in metrics.items()}
         if prepared is not None:
             prepared.check()
             out.update(prepared.metrics)
         return released(out, self.cfg)
+
+    def _task_span(self, task: int, server_round: int) -> tuple[float, float]:
+        """The share of task ``task`` this round covers (DGM anneals its masks over it)."""
+        per_task = self.cfg.fed.rounds_per_task
+        k = min(max(server_round - task * per_task, 1), per_task)  # the task's round, 1-based
+        return (k - 1) / per_task, k / per_task
 
     def evaluate(self, task: int) -> dict[str, float]:
         """Accuracy of the current solver on this site's test data of tasks 0..task.

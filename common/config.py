@@ -23,13 +23,14 @@ from typing import Any
 Scalar = bool | int | float | str
 PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
 
-METHODS = ("dgr", "none", "exact", "joint")
+METHODS = ("dgr", "dgm", "none", "exact", "joint")
+DGM_VARIANTS = ("activations", "weights")
 SCENARIOS = ("class", "domain", "permuted")
 PARTITIONS = ("iid", "dirichlet", "classes")
 GENERATORS = ("vae", "gan")
 SOLVERS = ("mlp", "cnn")
 REPLAY_MODES = ("global", "ensemble")
-REPLAY_LABELS = ("hard", "soft")
+REPLAY_LABELS = ("hard", "soft", "condition")
 ACCOUNTANTS = ("rdp", "prv")
 COMPOSITIONS = ("auto", "per-task", "sequential")
 EVAL_MODES = ("central", "federated", "both")
@@ -140,6 +141,23 @@ class GeneratorConfig:
         if str(self.kl_weight) == "auto":
             return 0.25 if dataset == "digits" else 1.0
         return float(self.kl_weight)
+
+
+@dataclass(frozen=True)
+class DGMConfig:
+    """Dynamic Generative Memory (method = "dgm"; common.models.dgm)."""
+
+    variant: str  # activations (DGMa) | weights (DGMw)
+    s_max: float  # the masks' final scale (HAT's s_max)
+    sparsity: float  # weight of the regulariser on newly claimed capacity
+    growth: bool  # grow each layer by what a finished task reserved
+
+    def __post_init__(self) -> None:
+        _choice("dgm.variant", self.variant, DGM_VARIANTS)
+        _positive("dgm.s-max", self.s_max)
+        if self.s_max < 1:
+            raise ConfigError(f"dgm.s-max={self.s_max!r} must be >= 1")
+        _positive("dgm.sparsity", self.sparsity, allow_zero=True)
 
 
 @dataclass(frozen=True)
@@ -348,6 +366,7 @@ class ExperimentConfig:
     tasks: TasksConfig
     solver: SolverConfig
     generator: GeneratorConfig
+    dgm: DGMConfig
     train: TrainConfig
     replay: ReplayConfig
     fed: FedConfig
@@ -371,6 +390,8 @@ class ExperimentConfig:
             )
         if self.dp.enabled and self.dp.client_level:
             raise ConfigError("dp.enabled (sample-level) and dp.client-level: choose one")
+        if self.method == "dgm":
+            self._check_dgm()
         if self.dp.client_level and self.replay.mode == "ensemble" and self.uses_generator:
             raise ConfigError(
                 "dp.client-level with replay.mode='ensemble' would send every site's own, "
@@ -402,6 +423,29 @@ class ExperimentConfig:
         if not self.device == "auto" and not self.device.startswith(("cpu", "cuda", "mps")):
             raise ConfigError(f"device={self.device!r} must be auto, cpu, cuda, cuda:N or mps")
 
+    def _check_dgm(self) -> None:
+        if self.generator.kind != "gan" or self.generator.arch != "conv":
+            raise ConfigError(
+                "method='dgm' masks a convolutional AC-GAN generator: set generator.kind='gan' "
+                f"and generator.arch='conv' (got {self.generator.kind!r}, {self.generator.arch!r})"
+            )
+        if self.tasks.scenario != "class":
+            raise ConfigError(
+                f"method='dgm' is class-incremental (a task's classes pick its mask); "
+                f"tasks.scenario={self.tasks.scenario!r} is not supported"
+            )
+        if self.dp.client_level:
+            raise ConfigError(
+                "method='dgm' with dp.client-level: the noised average would blur the masks "
+                "that protect finished tasks; use sample-level DP (dp.enabled)"
+            )
+        if self.replay.mode != "global":
+            raise ConfigError(
+                "method='dgm' replays from its one generator, whose masks protect every task "
+                f"(not an ensemble of sites' generators): set replay.mode='global' (got "
+                f"{self.replay.mode!r})"
+            )
+
     @property
     def aggregation_rule(self) -> str:
         """``fed.aggregation`` resolved: ``auto`` is ``trimmed-mean``, or under client-level
@@ -412,7 +456,7 @@ class ExperimentConfig:
 
     @property
     def uses_generator(self) -> bool:
-        return self.method == "dgr"
+        return self.method in ("dgr", "dgm")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -440,6 +484,7 @@ _SECTIONS: dict[str, type] = {
     "tasks": TasksConfig,
     "solver": SolverConfig,
     "generator": GeneratorConfig,
+    "dgm": DGMConfig,
     "train": TrainConfig,
     "replay": ReplayConfig,
     "fed": FedConfig,

@@ -100,10 +100,14 @@ SOLVER = Part(
 )
 GENERATOR = Part(
     "generator",
-    present="methods with a generator (dgr)",
+    present="methods with a generator (dgr, dgm)",
     aggregation="as the solver; replay.mode=ensemble also keeps every site's bounded "
-    "generator of the task as replay for all sites",
-    validation="as the solver",
+    "generator of the task as replay for all sites. DGM: weights reserved by finished tasks "
+    "and the mask state (usage bit sets, class -> task) stay the server's "
+    "(server.mask_aggregation); the current task's mask embeddings are averaged, and at the "
+    "task's end the server binarises them and grows the generator (common.models.growth)",
+    validation="as the solver (DGM: against the server's generator, grown at every task "
+    "boundary; a site takes the server's shapes, the server never takes a site's)",
     privacy="its critic (VAE encoder / GAN discriminator) trains on records under DP-SGD; "
     "the generator is released as post-processing",
 )

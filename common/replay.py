@@ -1,8 +1,9 @@
 """Replay sources, passed explicitly to training (never hidden in a hook).
 
 - :class:`GenerativeReplay`: DGR; inputs from frozen generator(s), labels from the frozen
-  previous solver. Several generators with weights make an ensemble (federated
-  ``replay.mode = ensemble``: one generator per site of the finished task).
+  previous solver (or the labels the generator was conditioned on: ``condition``).
+  Several generators with weights make an ensemble (federated ``replay.mode = ensemble``:
+  one generator per site of the finished task).
 - :class:`ExactReplay`: stored real data of earlier tasks (the ER reference). Only ever
   used at the site that holds the data.
 """
@@ -146,6 +147,8 @@ class GenerativeReplay:
         logits = full[:, classes.to(device)]  # (n, |seen|): previous classes only
         y = classes.to(device)[logits.argmax(1)]
         soft = None
+        if self.labels == "condition":  # the label the conditional generator drew it for
+            return ReplayBatch(x, cond.to(device), None)
         if self.labels == "soft":
             soft = torch.zeros_like(full)
             soft[:, classes.to(device)] = F.softmax(logits / self.temperature, dim=1)

@@ -78,8 +78,20 @@ def split_record(record: ArrayRecord) -> dict[str, dict[str, torch.Tensor]]:
     return parts
 
 
-def load_module(module: nn.Module, state: Mapping[str, torch.Tensor], *, what: str) -> None:
-    """Strict load with an error that says which model and which keys do not fit."""
+def load_module(
+    module: nn.Module, state: Mapping[str, torch.Tensor], *, what: str, adopt_shapes: bool = False
+) -> None:
+    """Strict load with an error that says which model and which keys do not fit.
+
+    ``adopt_shapes``: a model whose shapes are part of its state (a DGM generator, grown by
+    the server at task boundaries) first takes the shapes of ``state``. Only for what the
+    server sends a site; what a site sends is checked against the server's own shapes."""
+    if adopt_shapes:
+        from common.models.dgm import DGMGenerator
+        from common.models.growth import fit_state
+
+        if isinstance(module, DGMGenerator):
+            fit_state(module, state)
     own = module.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
@@ -92,14 +104,20 @@ def load_module(module: nn.Module, state: Mapping[str, torch.Tensor], *, what: s
     module.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})
 
 
-def load_scholar(record: ArrayRecord, solver: nn.Module, generator: nn.Module | None) -> None:
+def load_scholar(
+    record: ArrayRecord,
+    solver: nn.Module,
+    generator: nn.Module | None,
+    *,
+    adopt_shapes: bool = False,
+) -> None:
     parts = split_record(record)
     extra = set(parts) - {"solver", "generator"}
     if extra or "solver" not in parts or (generator is not None) != ("generator" in parts):
         raise WireError(f"scholar record has parts {sorted(parts)}, expected solver[+generator]")
     load_module(solver, parts["solver"], what="solver")
     if generator is not None:
-        load_module(generator, parts["generator"], what="generator")
+        load_module(generator, parts["generator"], what="generator", adopt_shapes=adopt_shapes)
 
 
 def check_scholar_arrays(

@@ -29,7 +29,9 @@ from common.data.types import TaskStream
 from common.device import seed_everything, select_device
 from common.evaluator import train_evaluator
 from common.metrics import AccuracyMatrix, evaluate_tasks, per_task_generator_quality
-from common.models import build_generator, build_solver
+from common.models import build_generator, build_solver, generator_from_state
+from common.models.dgm import DGMGenerator
+from common.models.growth import grow_
 from common.replay import GenerativeReplay, ReplayPayload
 from common.results import RunFolder
 from server.aggregation import Bounds
@@ -74,7 +76,7 @@ class FederatedRun:
         k, shape = self.stream.num_classes, self.stream.shape
         self.solver = build_solver(cfg.solver, shape, k).to(self.device)
         self.generator = (
-            build_generator(cfg.generator, shape, k).to(self.device) if cfg.uses_generator else None
+            build_generator(cfg, shape, k).to(self.device) if cfg.uses_generator else None
         )
         self.central = cfg.fed.evaluate in ("central", "both")
         self.fedreplay = FedReplay(
@@ -108,6 +110,7 @@ class FederatedRun:
         self.rounds: list[dict[str, Any]] = []
         self.quality: list[list[float]] = []  # the aggregated generator, after each task
         self.replay_quality: list[list[float]] = []  # what sites replay, after each task
+        self.generator_sizes: list[dict[str, int]] = []  # DGM: capacity after each task
         self.final_payload: ReplayPayload | None = None  # what would be replayed next
         self.task = 0
         self.nodes_seen: set[int] = set()
@@ -142,6 +145,8 @@ class FederatedRun:
             self.folder, ckpt = self._resume()
             first_task, done = ckpt.task, ckpt.task_rounds
             arrays = wire.array_record({k: v.numpy() for k, v in ckpt.arrays.items()})
+            # the reference every reply is checked against takes the checkpoint's shapes
+            wire.load_scholar(arrays, self.solver, self.generator, adopt_shapes=True)
             payload = ReplayPayload.from_dict(ckpt.payload) if ckpt.payload else None
         else:
             self.folder = RunFolder.create(resolve_output_dir(cfg.output_dir), cfg.experiment)
@@ -168,8 +173,8 @@ class FederatedRun:
                 self.evaluator = train_evaluator(stream, device=self.device, seed=cfg.seed)
             for t in range(first_task, len(stream)):
                 self._learn_task(grid, t, arrays, payload, done, ckpt if t == first_task else None)
-                arrays, done = self.arrays, 0
                 payload = self._end_task(t)
+                arrays, done = self.arrays, 0  # (DGM: the grown generator)
                 self._checkpoint(task=t + 1, task_rounds=0, payload=payload)
             return finish_run(self, [t * R for t in range(len(stream))])
 
@@ -245,6 +250,8 @@ class FederatedRun:
             log.warning("task %d: no site update was accepted; the scholar is unchanged", t + 1)
         accs = self._task_accuracies(t)
         self.matrix.record(t, accs)
+        if isinstance(self.generator, DGMGenerator):
+            self._consolidate(t, self.generator)
         payload = self._payload(t + 1)  # the frozen scholar(s) after task t
         self.final_payload = payload
         if self.evaluator is not None and self.generator is not None:
@@ -269,6 +276,27 @@ class FederatedRun:
         )
         return payload
 
+    def _consolidate(self, t: int, generator: DGMGenerator) -> None:
+        """DGM at the boundary of task ``t``: binarise the (aggregated) masks into the
+        usage sets, grow by what they reserved, and make the grown generator the global
+        model (and the reference every site's reply is checked against)."""
+        task = self.stream.tasks[t]
+        claimed = generator.end_task(list(task.classes))
+        before = generator.widths
+        if self.cfg.dgm.growth:
+            grow_(generator, claimed)
+        size = generator.capacity()
+        self.generator_sizes.append(size)
+        self.arrays = wire.scholar_record(self.solver, generator)
+        log.info(
+            "DGM after task %d: reserved %s, widths %s -> %s, %d parameters",
+            t + 1,
+            ", ".join(f"{k} +{n}" for k, n in claimed.items()),
+            before,
+            generator.widths,
+            size["parameters"],
+        )
+
     # --- run state ---------------------------------------------------------------------------
     def _checkpoint(self, *, task: int, task_rounds: int, payload: ReplayPayload | None) -> None:
         RunCheckpoint(
@@ -283,6 +311,7 @@ class FederatedRun:
             matrix=self.matrix.rows,
             quality=self.quality,
             replay_quality=self.replay_quality,
+            generator_sizes=self.generator_sizes,
             nodes_seen=sorted(self.nodes_seen),
             elapsed_s=self.elapsed(),
             flower_runs=self.flower_runs,
@@ -300,6 +329,7 @@ class FederatedRun:
         self.run_key, self.rounds = ckpt.run_key, list(ckpt.rounds)
         self.matrix.rows = [list(r) for r in ckpt.matrix]
         self.quality, self.replay_quality = ckpt.quality, ckpt.replay_quality
+        self.generator_sizes = list(ckpt.generator_sizes)
         self.nodes_seen |= set(ckpt.nodes_seen)
         self.elapsed_before, self.flower_runs = ckpt.elapsed_s, list(ckpt.flower_runs)
         set_rng_state(ckpt.rng)
@@ -335,8 +365,7 @@ class FederatedRun:
         """The payload as the sites replay it (the mixture, for ``ensemble``)."""
         gens = []
         for state in payload.generators:
-            gen = build_generator(self.cfg.generator, self.stream.shape, self.stream.num_classes)
-            gen.load_state_dict(state)
+            gen = generator_from_state(self.cfg, self.stream.shape, self.stream.num_classes, state)
             gens.append(gen.to(self.device).eval())
         return GenerativeReplay(
             gens,

@@ -124,6 +124,8 @@ def finish_run(self: FederatedRun, boundaries: list[int]) -> RunFolder:
         extra["replay_quality_per_task"] = self.replay_quality
     if self.quality:
         extra["aggregated_generator_quality"] = self.quality[-1]
+    if self.generator_sizes:  # DGM: the generator's size and use after every task
+        extra["generator_sizes"] = self.generator_sizes
     wall = self.elapsed()
     extra["wall_time_per_round_s"] = wall / max(len(self.rounds), 1)
     summary = build_summary(

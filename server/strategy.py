@@ -37,9 +37,11 @@ from flwr.serverapp.strategy.strategy_utils import sample_nodes
 from torch import nn
 
 from common import protocol, wire
+from common.models.dgm import DGMGenerator
 from common.replay import ReplayPayload
 from server.aggregation import AggregationError, Bounds, aggregate, bounded_model
 from server.client_dp import ClientLevelDP
+from server.mask_aggregation import keep_reserved
 from server.site_owners import SiteOwners
 from server.site_registry import SiteRegistry
 
@@ -288,6 +290,8 @@ class FedReplay(FedAvg):
             parts = wire.split_record(content.array_records[wire.SCHOLAR])
             partition = int(reply.metrics.get("partition-id", 0))
             self.site_updates[reply.key] = (record.server_round, partition, parts)
+        if isinstance(self.generator_template, DGMGenerator):  # finished tasks are the server's
+            arrays = keep_reserved(current, arrays, self.generator_template)
         out = ArrayRecord({k: wire.Array(v) for k, v in arrays.items()})  # type: ignore[arg-type]
         return out, _weighted_metrics([c for _, c in accepted])
 

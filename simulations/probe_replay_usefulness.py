@@ -74,7 +74,7 @@ def probe(
     seed: int,
 ) -> Row:
     """The run's MLP trained on ``per_class`` samples per class of its final generator."""
-    generator = build_generator(cfg.generator, stream.shape, stream.num_classes)
+    generator = build_generator(cfg, stream.shape, stream.num_classes)
     state = torch.load(run / "final_models.pt", map_location="cpu", weights_only=True)
     generator.load_state_dict(state["generator"])
     labels = torch.arange(stream.num_classes).repeat_interleave(per_class)

@@ -39,7 +39,12 @@ from common.audit import (
     loss_attack,
     write_report,
 )
-from common.audit.egress_check import EgressReport, check_egress, compare_with_server
+from common.audit.egress_check import (
+    EgressReport,
+    check_egress,
+    compare_with_server,
+    registered_architectures,
+)
 from common.audit.generator_leaks import nearest_sample_distance
 from common.audit.lira import TrainFn
 from common.config import ExperimentConfig, load_config
@@ -49,7 +54,12 @@ from common.data.types import Shape, Split, TaskStream, concat
 from common.device import select_device
 from common.egress import run_dir as egress_run_dir
 from common.evaluator import train_fresh_solver
-from common.models import build_generator, build_solver
+from common.models import (
+    build_generator,
+    build_solver,
+    generator_from_state,
+    load_generator_state,
+)
 from common.results import RunFolder
 from common.sitedata import SiteIdentity, site_records
 from common.sitestate import site_dir
@@ -127,12 +137,14 @@ def audit_egress(
         if other != run_id:
             logs += find_egress_logs(sites_dir, other)[1]
     stream = build_stream(cfg)
+    summary = _read_json(run_dir / "summary.json")
     report = check_egress(
         logs,
         cfg=cfg,
         shape=stream.shape,
         num_classes=stream.num_classes,
         runs=resumed if run_id in resumed else None,
+        architectures=registered_architectures(cfg, stream.shape, stream.num_classes, summary),
     )
     if (run_dir / "rounds.jsonl").is_file():
         compare_with_server(report, RunFolder(run_dir).read_jsonl("rounds.jsonl"))
@@ -167,7 +179,10 @@ def make_train_fn(
 
 
 def _model(module: nn.Module, parts: dict[str, Any], part: str = "solver") -> nn.Module:
-    module.load_state_dict(parts[part])
+    if part == "generator":  # a DGM generator takes the update's (grown) shapes
+        load_generator_state(module, parts[part])
+    else:
+        module.load_state_dict(parts[part])
     return module
 
 
@@ -235,8 +250,7 @@ def audit_models(
     solver.to(device).eval()
     generator = None
     if models.get("generator") is not None:
-        generator = build_generator(cfg.generator, shape, k)
-        generator.load_state_dict(models["generator"])
+        generator = generator_from_state(cfg, shape, k, models["generator"])
         generator.to(device).eval()
     updates = site_updates_by_partition(run_dir)
     num_shadows = shadows or (4 if quick else 8)
@@ -268,7 +282,7 @@ def audit_models(
             own = f"site's round-{updates[pid]['round']} update"
             solvers[f"solver ({own})"] = _model(build_solver(cfg.solver, shape, k), updates[pid])
             if "generator" in updates[pid]:
-                gen = build_generator(cfg.generator, shape, k)
+                gen = build_generator(cfg, shape, k)
                 generators[f"generator ({own})"] = _model(gen, updates[pid], "generator")
         for name, model in solvers.items():
             model.to(device).eval()
@@ -322,7 +336,7 @@ def audit_models(
         if generator is not None and cfg.replay.mode == "global":
             gen_targets["generator (global)"] = generator
         if site in updates and "generator" in updates[site]:
-            gen = build_generator(cfg.generator, shape, k)
+            gen = build_generator(cfg, shape, k)
             own = f"generator (site {site}'s round-{updates[site]['round']} update)"
             gen_targets[own] = _model(gen, updates[site], "generator")
         for name, target in gen_targets.items():  # GAN-Leaks distance as the canary score

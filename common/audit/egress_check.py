@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,8 @@ from common.config import RELEASABLE_METRICS, ExperimentConfig
 from common.data.types import Shape
 from common.egress import EgressLog
 from common.models import build_generator, build_solver
+from common.models.dgm import DGMGenerator
+from common.models.growth import widen_
 from common.privacy.ledger import check_site_id
 from common.privacy.release import (
     DP_METRICS,
@@ -120,16 +122,35 @@ class EgressReport:
 
 
 def expected_tensors(
-    cfg: ExperimentConfig, shape: Shape, num_classes: int
+    cfg: ExperimentConfig,
+    shape: Shape,
+    num_classes: int,
+    *,
+    widths: tuple[int, int] | None = None,
 ) -> dict[str, tuple[int, ...]]:
-    """Name -> shape of every tensor a train reply must carry for this config."""
+    """Name -> shape of every tensor a train reply must carry for this config (a DGM
+    generator: at ``widths``, the shapes the server gave it after some task)."""
     out = {
         f"solver.{k}": tuple(v.shape)
         for k, v in build_solver(cfg.solver, shape, num_classes).state_dict().items()
     }
     if cfg.uses_generator:
-        gen = build_generator(cfg.generator, shape, num_classes)
+        gen = build_generator(cfg, shape, num_classes)
+        if widths is not None and isinstance(gen, DGMGenerator):
+            widen_(gen, widths)
         out.update({f"generator.{k}": tuple(v.shape) for k, v in gen.state_dict().items()})
+    return out
+
+
+def registered_architectures(
+    cfg: ExperimentConfig, shape: Shape, num_classes: int, summary: Mapping[str, Any]
+) -> list[dict[str, tuple[int, ...]]]:
+    """Every architecture the run's server registered: the initial one, and for DGM the
+    grown generator after every task (``generator_sizes`` of the run's summary)."""
+    out = [expected_tensors(cfg, shape, num_classes)]
+    for size in summary.get("generator_sizes") or []:
+        widths = (int(size["c1"]), int(size["c2"]))
+        out.append(expected_tensors(cfg, shape, num_classes, widths=widths))
     return out
 
 
@@ -145,7 +166,18 @@ def _is_number(value: object) -> bool:
     return ok and math.isfinite(value)  # type: ignore[arg-type]
 
 
-def _tensor_problems(tensors: list[Mapping[str, Any]], expected: Mapping[str, tuple]) -> list[str]:
+Expected = Mapping[str, tuple] | Sequence[Mapping[str, tuple]]
+
+
+def _tensor_problems(tensors: list[Mapping[str, Any]], expected: Expected) -> list[str]:
+    """Problems against the registered architecture that fits best (none: one fits)."""
+    if isinstance(expected, Mapping):
+        return _problems_against(tensors, expected)
+    found = [_problems_against(tensors, e) for e in expected]
+    return min(found, key=len) if found else ["no registered architecture"]
+
+
+def _problems_against(tensors: list[Mapping[str, Any]], expected: Mapping[str, tuple]) -> list[str]:
     problems = []
     names = [str(t.get("name")) for t in tensors]
     extra = sorted(set(names) - set(expected))
@@ -194,7 +226,7 @@ def _site_problems(values: Mapping[str, Any]) -> list[str]:
 
 def message_problems(
     entry: Mapping[str, Any],
-    expected: Mapping[str, tuple],
+    expected: Expected,
     cfg: ExperimentConfig | None = None,
 ) -> list[str]:
     """Everything wrong with one logged message (empty: it is allowed); with ``cfg``, the
@@ -232,10 +264,13 @@ def check_egress(
     shape: Shape,
     num_classes: int,
     runs: Iterable[int] | None = None,
+    architectures: Sequence[Mapping[str, tuple]] | None = None,
 ) -> EgressReport:
     """Compare every message of every log with the protocol (see the module docstring).
-    The logs must be of one Flower run, or of the ``runs`` that worked on one resumed run."""
-    expected = expected_tensors(cfg, shape, num_classes)
+    The logs must be of one Flower run, or of the ``runs`` that worked on one resumed run.
+    ``architectures``: every one the run registered (:func:`registered_architectures`;
+    default: the config's initial one)."""
+    expected: Expected = architectures or expected_tensors(cfg, shape, num_classes)
     paths = sorted(Path(p) for p in log_paths)
     report = EgressReport(logs=[str(p) for p in paths])
     run_ids: set[int] = set()

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from torch import nn
 
-from common.config import GeneratorConfig, SolverConfig
+from common.config import ExperimentConfig, GeneratorConfig, SolverConfig
 from common.data.types import Shape
 from common.models.conv_gan import ConvDiscriminator, ConvGANGenerator
+from common.models.dgm import DGMGenerator
 from common.models.gan import Discriminator, GANGenerator
 from common.models.generator import Generator
 from common.models.solver import CNNSolver, MLPSolver
@@ -19,13 +20,27 @@ def build_solver(cfg: SolverConfig, shape: Shape, num_classes: int) -> nn.Module
     return CNNSolver(shape, num_classes, cfg.hidden)
 
 
-def build_generator(cfg: GeneratorConfig, shape: Shape, num_classes: int) -> Generator:
-    """The shared half of the generative model."""
-    if cfg.kind == "vae":
-        return VAEDecoder(shape, num_classes, cfg.hidden, cfg.latent_dim)
-    if cfg.arch == "conv":
-        return ConvGANGenerator(shape, num_classes, cfg.hidden, cfg.latent_dim)
-    return GANGenerator(shape, num_classes, cfg.hidden, cfg.latent_dim)
+def build_generator(
+    cfg: ExperimentConfig | GeneratorConfig, shape: Shape, num_classes: int
+) -> Generator:
+    """The shared half of the generative model (DGM: the masked conv generator)."""
+    gen = cfg if isinstance(cfg, GeneratorConfig) else cfg.generator
+    if isinstance(cfg, ExperimentConfig) and cfg.method == "dgm":
+        return DGMGenerator(
+            shape,
+            num_classes,
+            gen.hidden,
+            gen.latent_dim,
+            variant=cfg.dgm.variant,
+            s_max=cfg.dgm.s_max,
+            sparsity=cfg.dgm.sparsity,
+            seed=cfg.seed,
+        )
+    if gen.kind == "vae":
+        return VAEDecoder(shape, num_classes, gen.hidden, gen.latent_dim)
+    if gen.arch == "conv":
+        return ConvGANGenerator(shape, num_classes, gen.hidden, gen.latent_dim)
+    return GANGenerator(shape, num_classes, gen.hidden, gen.latent_dim)
 
 
 def build_critic(cfg: GeneratorConfig, shape: Shape, num_classes: int) -> nn.Module:
@@ -35,3 +50,24 @@ def build_critic(cfg: GeneratorConfig, shape: Shape, num_classes: int) -> nn.Mod
     if cfg.arch == "conv":
         return ConvDiscriminator(shape, num_classes, cfg.hidden)
     return Discriminator(shape, num_classes, cfg.hidden)
+
+
+def load_generator_state(generator: nn.Module, state: dict) -> None:  # type: ignore[type-arg]
+    """Load a generator's state dict; a DGM generator first takes the state's (grown) shapes."""
+    if isinstance(generator, DGMGenerator):
+        from common.models.growth import fit_state
+
+        fit_state(generator, state)
+    generator.load_state_dict(state)
+
+
+def generator_from_state(
+    cfg: ExperimentConfig,
+    shape: Shape,
+    num_classes: int,
+    state: dict,  # type: ignore[type-arg]
+) -> Generator:
+    """A generator built from config and loaded with ``state`` (replay payloads)."""
+    gen = build_generator(cfg, shape, num_classes)
+    load_generator_state(gen, state)
+    return gen

@@ -53,8 +53,9 @@ class Discriminator(nn.Module):
 
 def _conv_kinds() -> tuple[tuple[type[Generator], ...], tuple[type[nn.Module], ...]]:
     from common.models.conv_gan import ConvDiscriminator, ConvGANGenerator
+    from common.models.dgm import DGMGenerator
 
-    return (GANGenerator, ConvGANGenerator), (Discriminator, ConvDiscriminator)
+    return (GANGenerator, ConvGANGenerator, DGMGenerator), (Discriminator, ConvDiscriminator)
 
 
 GAN_GENERATORS, DISCRIMINATORS = _conv_kinds()  # every architecture of the AC-GAN

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from common.models.dgm import DGMGenerator
 from common.models.generator import Generator
 from common.models.vae import VAEDecoder, VAEEncoder, vae_loss
 from common.replay import ReplayBatch
@@ -187,8 +188,15 @@ class GANTrainer:
             g_loss = adversarial + F.cross_entropy(aux, fakes_y)
             if spread is not None:
                 g_loss = g_loss + self.diversity / (spread.mean() + 1e-5)
+            plastic = self.generator if isinstance(self.generator, DGMGenerator) else None
+            if plastic is not None:  # DGM: claim little free capacity
+                g_loss = g_loss + plastic.regulariser()
             g_loss.backward()
+            if plastic is not None:  # finished tasks' weights stay exactly as they are
+                plastic.protect_()
             self.g_opt.step()
+            if plastic is not None:
+                plastic.after_step_()
             for p in self.discriminator.parameters():
                 p.requires_grad_(True)
         return {"loss_discriminator": d_loss, "loss_generator": float(g_loss.detach())}

@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 from common.config import ExperimentConfig
 from common.data.types import Shape, Split, Task, concat
 from common.models import Generator, build_critic, build_generator, build_solver
+from common.models.dgm import DGMGenerator
 from common.models.gan import DISCRIMINATORS, GAN_GENERATORS
 from common.models.vae import VAEDecoder, VAEEncoder
 from common.privacy.dp_step import DPPlan, dp_stepper_factory
@@ -86,7 +87,9 @@ def replay_for(
     if cfg.method == "exact":
         return ExactReplay(concat([task.train for task in tasks[:t]]), rng=rng)
     if previous is None or not previous.generators:
-        raise ValueError(f"method 'dgr' at task {t} needs the previous scholar to replay from")
+        raise ValueError(
+            f"method {cfg.method!r} at task {t} needs the previous scholar to replay from"
+        )
     return GenerativeReplay(
         previous.generators,
         previous.solver,
@@ -114,7 +117,7 @@ class Learner:
         self.generator: Generator | None = None
         self.critic: nn.Module | None = None
         if cfg.uses_generator:
-            self.generator = build_generator(cfg.generator, shape, num_classes).to(device)
+            self.generator = build_generator(cfg, shape, num_classes).to(device)
             self.critic = build_critic(cfg.generator, shape, num_classes).to(device)
 
     @property
@@ -158,6 +161,7 @@ class Learner:
         dp: DPPlan | None = None,
         desc: str = "",
         progress: bool = False,
+        task_span: tuple[float, float] = (0.0, 1.0),
     ) -> dict[str, float]:
         """``iterations`` updates of the solver (and of the generator, for DGR) on
         ``real`` mixed with ``replay`` at importance ``r`` for the current data.
@@ -170,6 +174,11 @@ class Learner:
         then the solver learns the current task's classes (from the configuration, never
         from which classes the site holds) from the generator's samples, plus replay: the
         solver never sees a real record, so under DP only the generator's steps are private.
+
+        DGM (``method = "dgm"``): the generator learns the current task's classes from real
+        data alone (its masks protect the finished tasks), its masks' scale annealed over
+        ``task_span``, the share of the task this call covers; the solver learns real data
+        plus replay as in DGR.
         """
         cfg = self.cfg
         rng = torch.Generator().manual_seed(seed)
@@ -214,6 +223,10 @@ class Learner:
             steps = max(iterations, gen_steps)
             schedule = [(it < iterations, it < gen_steps) for it in range(steps)]
         gen_batches = real_batches()
+        dgm = self.generator if isinstance(self.generator, DGMGenerator) else None
+        if dgm is not None:
+            old = set(replay.classes) if replay is not None else set()
+            classes = torch.tensor([c for c in classes_seen if c not in old])
         sums: dict[str, float] = {}
         start = time.perf_counter()
         self.solver.train()
@@ -239,7 +252,12 @@ class Learner:
                 sums["loss_solver"] = sums.get("loss_solver", 0.0) + loss
             if gen_trainer is not None and generator_turn:
                 gx, gy = (v.to(self.device) for v in next(gen_batches))
-                for key, value in gen_trainer.step(gx, gy, rb, ratio, classes).items():
+                gen_replay, gen_ratio = rb, ratio
+                if dgm is not None:  # the current task only; s annealed over the task
+                    begin, end = task_span
+                    dgm.anneal(begin + (end - begin) * (it + 1) / max(gen_steps, 1))
+                    gen_replay, gen_ratio = None, 1.0
+                for key, value in gen_trainer.step(gx, gy, gen_replay, gen_ratio, classes).items():
                     sums[key] = sums.get(key, 0.0) + value
             if progress and it % 50 == 0:
                 bar.set_postfix({k: f"{v / (it + 1):.3f}" for k, v in sums.items()})

@@ -1,5 +1,6 @@
 """The one configuration source: pyproject defaults, overrides, validation, round trip."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -150,3 +151,30 @@ def test_kl_weight_auto_is_for_the_digits_demo_only() -> None:
     assert cfg.generator.kl_weight_for("digits") == 0.25
     assert cfg.generator.kl_weight_for("retinamnist") == cfg.generator.kl_weight_for("mnist") == 1
     assert load_config({"generator.kl-weight": 0.5}).generator.kl_weight_for("digits") == 0.5
+
+
+DGM_OK = {
+    "method": "dgm",
+    "generator.kind": "gan",
+    "generator.arch": "conv",
+    "replay.mode": "global",
+}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"generator.kind": "vae", "generator.arch": "mlp"}, "generator.kind='gan'"),
+        ({"generator.arch": "mlp"}, "generator.arch='conv'"),
+        ({"tasks.scenario": "permuted"}, "class-incremental"),
+        ({"replay.mode": "ensemble"}, "replay.mode='global'"),
+        ({"dgm.variant": "neurons"}, "dgm.variant"),
+        ({"dgm.s-max": 0.5}, "dgm.s-max"),
+        ({"dgm.sparsity": -1.0}, "dgm.sparsity"),
+        ({"dp.client-level": True, "dp.delta": 1e-5}, "client-level"),
+    ],
+)
+def test_dgm_options_are_checked(overrides: dict, message: str) -> None:
+    assert load_config(DGM_OK).uses_generator
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config({**DGM_OK, **overrides})

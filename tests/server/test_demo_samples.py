@@ -19,7 +19,7 @@ def spread(tmp_path: Path, **overrides: object) -> float:
     )
     run = run_single_site(cfg)
     stream = build_stream(cfg)
-    gen = build_generator(cfg.generator, stream.shape, stream.num_classes)
+    gen = build_generator(cfg, stream.shape, stream.num_classes)
     gen.load_state_dict(torch.load(run.path / "final_models.pt", weights_only=True)["generator"])
     ratios = []
     for task in stream.tasks:
