@@ -71,3 +71,26 @@ def test_cli_rejects_a_bad_override_before_doing_anything(
     assert main(["--set", "train.iteration=3", "--set", f"output-dir='{tmp_path}'"]) == 2
     assert "did you mean 'train.iterations'" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("variant", ["activations", "weights"])
+def test_dgm_beats_fine_tuning_on_two_mnist_tasks(
+    tmp_path: Path, real_data_root: Path, variant: str
+) -> None:
+    """DGM's generator learns each task alone (masks protect task 1) and still replays it."""
+    common = {"data.name": "mnist", "train.iterations": 200, "generator.hidden": 16}
+    none = final_accuracy(tmp_path, real_data_root, method="none", **common)
+    dgm = final_accuracy(
+        tmp_path,
+        real_data_root,
+        method="dgm",
+        **{
+            "dgm.variant": variant,
+            "generator.kind": "gan",
+            "generator.arch": "conv",
+            "replay.mode": "global",
+            "replay.labels": "condition",
+        },
+        **common,
+    )
+    assert dgm > none + 0.3, f"dgm ({variant}) {dgm:.3f} vs none {none:.3f}"
