@@ -102,7 +102,7 @@ def train(msg: Message, context: Context) -> Message:
     critic = site.critic_state()
     if critic is not None:
         store.save_critic(critic)
-    scholar = wire.scholar_record(site.solver, site.generator)
+    scholar = wire.scholar_record(site.solver, site.generator, packed=True)  # DGM: free part
     metrics.update({"bytes-down": float(bytes_down), "bytes-up": float(wire.record_bytes(scholar))})
     metrics["partition-id"] = float(site.identity.partition_id)
     # before it is sent: a site killed after sending answers a repeated instruction the same

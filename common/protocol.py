@@ -103,8 +103,10 @@ GENERATOR = Part(
     present="methods with a generator (dgr, dgm)",
     aggregation="as the solver; replay.mode=ensemble also keeps every site's bounded "
     "generator of the task as replay for all sites. DGM: weights reserved by finished tasks "
-    "and the mask state (usage bit sets, class -> task) stay the server's "
-    "(server.mask_aggregation); the current task's mask embeddings are averaged, and at the "
+    "and the mask state (usage bit sets, class -> task) stay the server's and do not travel "
+    "up: a site sends only the elements free in the task, packed (common.wire."
+    "packed_generator; the server fills in its own before validation, server."
+    "mask_aggregation); the current task's mask embeddings are averaged, and at the "
     "task's end the server binarises them and grows the generator (common.models.growth)",
     validation="as the solver (DGM: against the server's generator, grown at every task "
     "boundary; a site takes the server's shapes, the server never takes a site's)",

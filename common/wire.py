@@ -30,6 +30,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 from torch import nn
 
 from common import protocol
+from common.models.dgm import DGMGenerator
 from common.privacy.ledger import check_site_id
 from common.replay import ReplayPayload
 
@@ -55,12 +56,81 @@ def module_arrays(prefix: str, module: nn.Module) -> dict[str, Array]:
     }
 
 
-def scholar_record(solver: nn.Module, generator: nn.Module | None) -> ArrayRecord:
-    """Solver and generator as one ArrayRecord with ``solver.``/``generator.`` keys."""
+def scholar_record(
+    solver: nn.Module, generator: nn.Module | None, *, packed: bool = False
+) -> ArrayRecord:
+    """Solver and generator as one ArrayRecord with ``solver.``/``generator.`` keys.
+
+    ``packed`` (what a site sends): of a DGM generator only the elements that can change
+    in the current task travel (:func:`packed_generator`); other generators travel whole."""
     arrays = module_arrays("solver", solver)
     if generator is not None:
-        arrays.update(module_arrays("generator", generator))
+        arrays.update(packed_generator(generator) if packed else module_arrays(GEN, generator))
     return ArrayRecord(arrays)  # type: ignore[arg-type]
+
+
+GEN = protocol.GENERATOR.name
+
+
+def _frozen(generator: nn.Module) -> dict[str, torch.Tensor]:
+    return generator.frozen_elements() if isinstance(generator, DGMGenerator) else {}
+
+
+def packed_generator(generator: nn.Module) -> dict[str, Array]:
+    """Masked transfer: per state key, the elements free in the current task, flattened in
+    row-major order; a key whose every element is frozen (reserved by finished tasks, or
+    mask state) does not travel. Without frozen elements: the whole state."""
+    frozen = _frozen(generator)
+    out = {}
+    for name, t in generator.state_dict().items():
+        value, f = t.detach().cpu().float(), frozen.get(name)
+        if f is None:
+            out[f"{GEN}.{name}"] = Array(value.numpy().copy())
+        elif not bool(f.all()):
+            out[f"{GEN}.{name}"] = Array(value[~f.cpu()].numpy().copy())
+    return out
+
+
+def packed_shapes(generator: nn.Module) -> dict[str, tuple[int, ...]]:
+    """Wire key -> shape of every generator array a site sends (:func:`packed_generator`)."""
+    return {k: tuple(a.shape) for k, a in packed_generator(generator).items()}
+
+
+def unpack_scholar(record: ArrayRecord, generator: nn.Module | None) -> ArrayRecord:
+    """A site's reply with its packed generator made whole: frozen elements from
+    ``generator`` (the server's own), the sent values in the free places. A WireError
+    names any generator array whose key, dtype or number of values does not fit."""
+    frozen = _frozen(generator) if generator is not None else {}
+    if not frozen:
+        return record
+    assert generator is not None
+    out = {k: v for k, v in record.items() if protocol.part_of(k) != GEN}
+    expected = set(packed_shapes(generator))
+    sent = {k for k in record if protocol.part_of(k) == GEN}
+    if sent != expected:
+        raise WireError(
+            f"packed generator: missing {sorted(expected - sent)[:5]}, "
+            f"not expected {sorted(sent - expected)[:5]}"
+        )
+    for name, ref in generator.state_dict().items():
+        key, f = f"{GEN}.{name}", frozen.get(name)
+        full = ref.detach().cpu().float().numpy().copy()
+        if f is None or not bool(f.all()):
+            values = record[key].numpy()
+            if values.dtype != np.float32:
+                raise WireError(f"array {key!r} has dtype {values.dtype}, expected float32")
+            if f is None:
+                full = values
+            else:
+                free = ~f.cpu().numpy()
+                if values.shape != (int(free.sum()),):
+                    raise WireError(
+                        f"packed {key!r} has shape {list(values.shape)}, expected "
+                        f"[{int(free.sum())}]: the elements free in this task"
+                    )
+                full[free] = values
+        out[key] = Array(np.ascontiguousarray(full))
+    return ArrayRecord(out)  # type: ignore[arg-type]
 
 
 def split_record(record: ArrayRecord) -> dict[str, dict[str, torch.Tensor]]:

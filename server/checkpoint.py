@@ -49,6 +49,7 @@ class RunCheckpoint:
     quality: list[list[float]] = field(default_factory=list)
     replay_quality: list[list[float]] = field(default_factory=list)
     generator_sizes: list[dict[str, int]] = field(default_factory=list)  # DGM, per task
+    upload_shapes: list[dict[str, list[int]]] = field(default_factory=list)  # DGM, per task
     nodes_seen: list[int] = field(default_factory=list)
     elapsed_s: float = 0.0  # wall time of the run before this process
     flower_runs: list[int] = field(default_factory=list)  # Flower run ids that worked on it

@@ -111,6 +111,8 @@ class FederatedRun:
         self.quality: list[list[float]] = []  # the aggregated generator, after each task
         self.replay_quality: list[list[float]] = []  # what sites replay, after each task
         self.generator_sizes: list[dict[str, int]] = []  # DGM: capacity after each task
+        # DGM: shapes of the (packed) generator arrays a site sends, per task
+        self.upload_shapes: list[dict[str, list[int]]] = []
         self.final_payload: ReplayPayload | None = None  # what would be replayed next
         self.task = 0
         self.nodes_seen: set[int] = set()
@@ -191,6 +193,9 @@ class FederatedRun:
         cfg, R = self.cfg, self.cfg.fed.rounds_per_task
         self.task = t
         self.fedreplay.begin_task(payload, round_offset=t * R + done)
+        if isinstance(self.generator, DGMGenerator) and len(self.upload_shapes) == t:
+            shapes = wire.packed_shapes(self.generator)
+            self.upload_shapes.append({k: list(v) for k, v in shapes.items()})
         if ckpt is not None:
             self.fedreplay.restore(ckpt.strategy)
         self.arrays = arrays
@@ -312,6 +317,7 @@ class FederatedRun:
             quality=self.quality,
             replay_quality=self.replay_quality,
             generator_sizes=self.generator_sizes,
+            upload_shapes=self.upload_shapes,
             nodes_seen=sorted(self.nodes_seen),
             elapsed_s=self.elapsed(),
             flower_runs=self.flower_runs,
@@ -330,6 +336,7 @@ class FederatedRun:
         self.matrix.rows = [list(r) for r in ckpt.matrix]
         self.quality, self.replay_quality = ckpt.quality, ckpt.replay_quality
         self.generator_sizes = list(ckpt.generator_sizes)
+        self.upload_shapes = list(ckpt.upload_shapes)
         self.nodes_seen |= set(ckpt.nodes_seen)
         self.elapsed_before, self.flower_runs = ckpt.elapsed_s, list(ckpt.flower_runs)
         set_rng_state(ckpt.rng)

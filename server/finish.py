@@ -126,6 +126,7 @@ def finish_run(self: FederatedRun, boundaries: list[int]) -> RunFolder:
         extra["aggregated_generator_quality"] = self.quality[-1]
     if self.generator_sizes:  # DGM: the generator's size and use after every task
         extra["generator_sizes"] = self.generator_sizes
+        extra["generator_upload_shapes"] = self.upload_shapes  # what sites sent, per task
     wall = self.elapsed()
     extra["wall_time_per_round_s"] = wall / max(len(self.rounds), 1)
     summary = build_summary(

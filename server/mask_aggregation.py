@@ -1,12 +1,12 @@
 """Masked aggregation of a DGM generator: what finished tasks reserved is the server's.
 
 Sites train only free weights (their gradients of reserved weights are zero) and the
-current task's mask embeddings. An honest site's update is therefore zero wherever a
-finished task reserved a weight, and the mask state (usage bit sets, class -> task map,
-number of finished tasks) never changes within a task. The server does not take a site's
-word for that: after the round's rule has combined the bounded updates, every reserved
-weight and all mask state are put back to the server's own values, so a hostile or broken
-site cannot move what finished tasks use (their samples stay exactly as they were). The
+current task's mask embeddings, and send only those (:func:`common.wire.packed_generator`);
+the server fills in its own reserved weights and mask state (usage bit sets, class -> task
+map, number of finished tasks) before validation (:func:`common.wire.unpack_scholar`), so
+a site cannot move what finished tasks use. After the round's rule has combined the
+bounded updates, :func:`keep_reserved` puts every frozen element back to the server's own
+bits once more (a mean of equal float32 values need not round back to the same bits). The
 averaged embeddings of the current task are what the server binarises at the task's end
 (:meth:`common.models.dgm.DGMGenerator.end_task`): the federated mask aggregation.
 """
@@ -25,17 +25,9 @@ PREFIX = f"{protocol.GENERATOR.name}."
 
 
 def frozen_elements(generator: DGMGenerator) -> dict[str, np.ndarray]:
-    """Wire key -> boolean array, True where the element is the server's (reserved weight,
-    or mask state), for every array of the generator that holds any."""
-    out: dict[str, np.ndarray] = {}
-    scales = generator.reserved_scale()
-    trainable = {name for name, _ in generator.named_parameters()}
-    for name, value in generator.state_dict().items():
-        if name in scales:
-            out[PREFIX + name] = (scales[name] == 0).cpu().numpy()
-        elif name not in trainable:  # buffers: usage sets, class -> task, tasks done
-            out[PREFIX + name] = np.ones(tuple(value.shape), dtype=bool)
-    return out
+    """Wire key -> boolean array, True where the element is the server's (a reserved weight,
+    or mask state)."""
+    return {PREFIX + k: v.cpu().numpy() for k, v in generator.frozen_elements().items()}
 
 
 def keep_reserved(
@@ -48,12 +40,3 @@ def keep_reserved(
         if frozen.any():
             out[key] = np.where(frozen, current[key], aggregated[key]).astype(np.float32)
     return out
-
-
-def free_share(generator: DGMGenerator) -> float:
-    """The share of the generator's values that change within a task (free weights and
-    the current embeddings): what a masked transfer would need to send."""
-    frozen = frozen_elements(generator)
-    total = sum(v.numel() for v in generator.state_dict().values())
-    fixed = sum(int(f.sum()) for f in frozen.values())
-    return (total - fixed) / max(total, 1)

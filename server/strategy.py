@@ -371,9 +371,11 @@ class FedReplay(FedAvg):
         pid = metrics.get("partition-id", 0.0)
         if pid < 0 or pid != int(pid):
             raise wire.WireError(f"partition-id {pid!r} is not a non-negative integer")
-        wire.check_scholar_arrays(
-            content.array_records[wire.SCHOLAR], self.solver_template, self.generator_template
-        )
+        # a DGM generator travels packed (its free elements only): made whole with the
+        # server's own frozen elements before any check, bound or aggregation sees it
+        scholar = wire.unpack_scholar(content.array_records[wire.SCHOLAR], self.generator_template)
+        content.array_records[wire.SCHOLAR] = scholar
+        wire.check_scholar_arrays(scholar, self.solver_template, self.generator_template)
 
     # --- federated evaluation ------------------------------------------------------------
     def aggregate_evaluate(

@@ -146,11 +146,15 @@ def registered_architectures(
     cfg: ExperimentConfig, shape: Shape, num_classes: int, summary: Mapping[str, Any]
 ) -> list[dict[str, tuple[int, ...]]]:
     """Every architecture the run's server registered: the initial one, and for DGM the
-    grown generator after every task (``generator_sizes`` of the run's summary)."""
+    grown generator after every task (``generator_sizes`` of the run's summary) and the
+    packed generator sites send in every task (``generator_upload_shapes``)."""
     out = [expected_tensors(cfg, shape, num_classes)]
     for size in summary.get("generator_sizes") or []:
         widths = (int(size["c1"]), int(size["c2"]))
         out.append(expected_tensors(cfg, shape, num_classes, widths=widths))
+    solver = {k: v for k, v in out[0].items() if k.startswith("solver.")}
+    for packed in summary.get("generator_upload_shapes") or []:  # DGM: what sites send
+        out.append({**solver, **{k: tuple(v) for k, v in packed.items()}})
     return out
 
 

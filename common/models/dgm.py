@@ -54,6 +54,7 @@ class DGMGenerator(Generator):
         variant: str = "activations",
         s_max: float = 400.0,
         sparsity: float = 0.1,
+        embedding_lr: float = 0.02,
         seed: int = 0,
         widths: tuple[int, int] | None = None,
     ) -> None:
@@ -63,6 +64,7 @@ class DGMGenerator(Generator):
         if s_max < 1:
             raise ValueError(f"dgm.s-max={s_max!r} must be >= 1")
         self.variant, self.s_max, self.sparsity_weight, self.seed = variant, s_max, sparsity, seed
+        self.embedding_lr = embedding_lr
         self.h4, self.w4 = _base(shape)
         self.max_tasks = min(num_classes, masks.MAX_TASKS)
         self.s = s_max  # the current task's scale: annealed while it trains
@@ -144,6 +146,13 @@ class DGMGenerator(Generator):
         return torch.sigmoid(F.conv_transpose2d(h, w["out.weight"], w["out.bias"], 2, 1))
 
     # --- training hooks (common.training.generative calls these) ------------------------------
+    def param_groups(self, lr: float) -> list[dict[str, object]]:
+        """The optimiser's groups: weights at ``lr``, mask embeddings at their own rate (a
+        task of ~1000 steps must be able to move an embedding across its +-6 range)."""
+        emb = [p for n, p in self.named_parameters() if n.startswith("emb.")]
+        rest = [p for n, p in self.named_parameters() if not n.startswith("emb.")]
+        return [{"params": rest, "lr": lr}, {"params": emb, "lr": self.embedding_lr}]
+
     def anneal(self, progress: float) -> None:
         """Set s for ``progress`` in [0, 1] of the current task."""
         self.s = masks.annealed_scale(progress, self.s_max)
@@ -174,6 +183,18 @@ class DGMGenerator(Generator):
             for name, p in self.heads[u].named_parameters():
                 out[f"heads.{u}.{name}"] = torch.zeros_like(p)
         return out
+
+    def frozen_elements(self) -> dict[str, Tensor]:
+        """State key -> boolean tensor, True where the value cannot change within the
+        current task: weights reserved by finished tasks, and all mask state (buffers).
+        Keys without any such element are left out."""
+        out = {name: (scale == 0) for name, scale in self.reserved_scale().items()}
+        out.update({name: torch.ones_like(b, dtype=torch.bool) for name, b in self.named_buffers()})
+        if self.variant == "activations":  # later tasks' heads: untouched until their task
+            for u in range(self.current_task + 1, self.max_tasks):
+                for name, p in self.heads[u].named_parameters():
+                    out[f"heads.{u}.{name}"] = torch.ones_like(p, dtype=torch.bool)
+        return {k: v for k, v in out.items() if bool(v.any())}
 
     def protect_(self) -> None:
         """After backward: zero the gradients of reserved weights (bit-exact protection of

@@ -104,7 +104,12 @@ class GANTrainer:
         self.num_fakes = num_fakes
         betas = (0.5, 0.9) if self.wasserstein else (0.5, 0.999)  # WGAN-GP's usual Adam
         d_opt = torch.optim.Adam(discriminator.parameters(), lr=lr, betas=betas)
-        self.g_opt = torch.optim.Adam(generator.parameters(), lr=lr, betas=betas)
+        groups = (
+            generator.param_groups(lr)
+            if isinstance(generator, DGMGenerator)
+            else [{"params": list(generator.parameters())}]
+        )
+        self.g_opt = torch.optim.Adam(groups, lr=lr, betas=betas)
         self.d_stepper = make_stepper(d_opt, discriminator)
         self.rng = rng
 

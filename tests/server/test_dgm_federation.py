@@ -13,6 +13,8 @@ from client.client_app import app as client_app
 from common import wire
 from common.config import load_config
 from common.models import masks
+from common.models.dgm import DGMGenerator
+from common.models.growth import fit_state
 from common.results import load_summary
 from server.federation import FederatedRun
 from server.inprocess import InProcessGrid
@@ -38,6 +40,15 @@ def federate(tmp_path: Path, *, hook=None, nodes: int = 2, **overrides):
     grid = InProcessGrid(client_app, cfg.to_run_config(), num_nodes=nodes, reply_hook=hook)
     run = FederatedRun(cfg).run(grid)
     return run, grid
+
+
+def server_generator(msg: Message) -> DGMGenerator:
+    """The generator a train instruction carries, as the site rebuilds it."""
+    state = {k: torch.from_numpy(v.copy()) for k, v in generator_arrays(msg).items()}
+    gen = DGMGenerator((1, 8, 8), 10, 8, 8)
+    fit_state(gen, state)
+    gen.load_state_dict(state)
+    return gen
 
 
 def generator_arrays(msg: Message) -> dict[str, np.ndarray]:
@@ -111,3 +122,69 @@ def test_what_task_1_reserved_is_frozen_even_against_a_hostile_site(tmp_path: Pa
     # the hostile site was answered every round (bounded, not dropped)
     rounds = run.read_jsonl("rounds.jsonl")
     assert all(any(s["node_id"] == HOSTILE for s in r["sites"]) for r in rounds)
+
+
+def test_reserved_weights_and_mask_state_are_not_in_a_site_s_update(tmp_path: Path) -> None:
+    seen: list[tuple[Message, dict[str, np.ndarray]]] = []
+
+    def spy(sent: Message, reply: Message) -> Message:
+        if sent.metadata.message_type == "train":  # what the site sent, as it sent it
+            seen.append((sent, {k: v.copy() for k, v in generator_arrays(reply).items()}))
+        return reply
+
+    run, _ = federate(tmp_path, hook=spy)
+    checked = 0
+    for sent, up in seen:
+        gen = server_generator(sent)
+        frozen = gen.frozen_elements()
+        assert not any(k.startswith("usage_") or k == "class_task" for k in up)
+        for name, value in gen.state_dict().items():
+            f = frozen.get(name)
+            if f is None:
+                assert up[name].shape == tuple(value.shape)
+            elif bool(f.all()):
+                assert name not in up
+            else:  # only the free elements travel
+                assert up[name].shape == (int((~f).sum()),)
+                checked += int(f.sum())
+    assert checked > 0, "no reserved weight was ever left out"
+    rounds = run.read_jsonl("rounds.jsonl")
+    sent_bytes = [s["metrics"]["bytes-up"] for r in rounds for s in r["sites"]]
+    full = sum(a.nbytes for a in generator_arrays(seen[-1][0]).values())
+    solver = sum(
+        a.nbytes
+        for k, a in wire.numpy_arrays(seen[-1][0].content.array_records[wire.SCHOLAR]).items()
+        if k.startswith("solver.")
+    )
+    last_task = sent_bytes[-2:]  # the last task's round: most of the generator is reserved
+    assert max(last_task) < solver + 0.9 * full, (last_task, solver, full)
+
+
+def test_a_site_sending_its_whole_generator_is_rejected_with_the_reason(tmp_path: Path) -> None:
+    def unpacked(sent: Message, reply: Message) -> Message:
+        if sent.metadata.dst_node_id != HOSTILE or wire.SCHOLAR not in reply.content.array_records:
+            return reply
+        record = reply.content.array_records[wire.SCHOLAR]
+        for key, value in generator_arrays(sent).items():  # the whole server state back
+            record[f"generator.{key}"] = wire.Array(value)
+        return reply
+
+    run, _ = federate(tmp_path, hook=unpacked, nodes=3)
+    rounds = run.read_jsonl("rounds.jsonl")
+    reasons = [r["failures"].get(str(HOSTILE), "") for r in rounds]
+    assert all(reason.startswith("rejected: packed") for reason in reasons), reasons
+    assert load_summary(run.path)["status"] == "completed"  # the honest sites carried on
+
+
+def test_the_egress_audit_passes_a_dgm_run_with_grown_and_packed_shapes(
+    tmp_path: Path, monkeypatch
+) -> None:
+    from common import egress
+    from common.audit.cli import main as audit_main
+
+    sites = tmp_path / "sites"
+    monkeypatch.setenv(egress.SITE_DIR_ENV, str(sites))
+    run, _ = federate(tmp_path)
+    assert audit_main(["egress", str(run.path), "--sites-dir", str(sites)]) == 0
+    summary = load_summary(run.path)
+    assert len(summary["generator_upload_shapes"]) == 3
