@@ -128,10 +128,6 @@ class GeneratorConfig:
                 raise ConfigError(
                     f"generator.kl-weight={self.kl_weight!r} must be 'auto' or in (0, 1]"
                 )
-        if self.arch == "conv" and self.kind != "gan":
-            raise ConfigError(
-                "generator.arch='conv' is built for generator.kind='gan' only (no conv VAE yet)"
-            )
         _positive("generator.hidden", self.hidden)
         _positive("generator.latent-dim", self.latent_dim)
 

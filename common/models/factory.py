@@ -7,6 +7,7 @@ from torch import nn
 from common.config import ExperimentConfig, GeneratorConfig, SolverConfig
 from common.data.types import Shape
 from common.models.conv_gan import ConvDiscriminator, ConvGANGenerator
+from common.models.conv_vae import ConvVAEDecoder, ConvVAEEncoder
 from common.models.dgm import DGMGenerator
 from common.models.gan import Discriminator, GANGenerator
 from common.models.generator import Generator
@@ -38,6 +39,8 @@ def build_generator(
             seed=cfg.seed,
         )
     if gen.kind == "vae":
+        if gen.arch == "conv":
+            return ConvVAEDecoder(shape, num_classes, gen.hidden, gen.latent_dim)
         return VAEDecoder(shape, num_classes, gen.hidden, gen.latent_dim)
     if gen.arch == "conv":
         return ConvGANGenerator(shape, num_classes, gen.hidden, gen.latent_dim)
@@ -47,6 +50,8 @@ def build_generator(
 def build_critic(cfg: GeneratorConfig, shape: Shape, num_classes: int) -> nn.Module:
     """The private half: the VAE encoder or the GAN discriminator (never leaves a site)."""
     if cfg.kind == "vae":
+        if cfg.arch == "conv":
+            return ConvVAEEncoder(shape, num_classes, cfg.hidden, cfg.latent_dim)
         return VAEEncoder(shape, num_classes, cfg.hidden, cfg.latent_dim)
     if cfg.arch == "conv":
         return ConvDiscriminator(shape, num_classes, cfg.hidden)

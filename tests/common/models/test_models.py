@@ -20,7 +20,9 @@ def test_solver_outputs_logits_per_class(shape: tuple[int, int, int], arch: str)
 
 
 @pytest.mark.parametrize("shape", [*SHAPES, (3, 32, 32)])
-@pytest.mark.parametrize(("kind", "arch"), [("vae", "mlp"), ("gan", "mlp"), ("gan", "conv")])
+@pytest.mark.parametrize(
+    ("kind", "arch"), [("vae", "mlp"), ("vae", "conv"), ("gan", "mlp"), ("gan", "conv")]
+)
 def test_generator_samples_inputs_in_unit_range(
     shape: tuple[int, int, int], kind: str, arch: str
 ) -> None:
@@ -31,7 +33,9 @@ def test_generator_samples_inputs_in_unit_range(
     assert gen.training, "sample() must restore the training mode"
 
 
-@pytest.mark.parametrize(("kind", "gen_arch"), [("vae", "mlp"), ("gan", "mlp"), ("gan", "conv")])
+@pytest.mark.parametrize(
+    ("kind", "gen_arch"), [("vae", "mlp"), ("vae", "conv"), ("gan", "mlp"), ("gan", "conv")]
+)
 @pytest.mark.parametrize("arch", ["mlp", "cnn"])
 def test_every_module_that_sees_private_data_passes_opacus_validator(
     kind: str, gen_arch: str, arch: str
@@ -42,16 +46,15 @@ def test_every_module_that_sees_private_data_passes_opacus_validator(
         build_critic(GeneratorConfig(kind, 32, 8, arch=gen_arch), shape, 10),
     ]
     if kind == "vae":  # the decoder sees reconstructions of real data too
-        modules.append(
-            build_generator(GeneratorConfig(kind=kind, hidden=32, latent_dim=8), shape, 10)
-        )
+        modules.append(build_generator(GeneratorConfig(kind, 32, 8, arch=gen_arch), shape, 10))
     for module in modules:
         assert ModuleValidator.validate(module, strict=False) == []
         assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules())
 
 
-def test_vae_loss_is_per_sample_and_decreases_with_training() -> None:
-    cfg = GeneratorConfig(kind="vae", hidden=64, latent_dim=4)
+@pytest.mark.parametrize("arch", ["mlp", "conv"])
+def test_vae_loss_is_per_sample_and_decreases_with_training(arch: str) -> None:
+    cfg = GeneratorConfig(kind="vae", hidden=64, latent_dim=4, arch=arch)
     enc, dec = build_critic(cfg, (1, 8, 8), 2), build_generator(cfg, (1, 8, 8), 2)
     x = (torch.rand(32, 1, 8, 8) > 0.5).float()
     y = torch.randint(2, (32,))
