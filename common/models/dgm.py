@@ -53,7 +53,7 @@ class DGMGenerator(Generator):
         *,
         variant: str = "activations",
         s_max: float = 400.0,
-        sparsity: float = 0.1,
+        sparsity: float = 5.0,
         embedding_lr: float = 0.02,
         seed: int = 0,
         widths: tuple[int, int] | None = None,
