@@ -188,3 +188,16 @@ def test_the_egress_audit_passes_a_dgm_run_with_grown_and_packed_shapes(
     assert audit_main(["egress", str(run.path), "--sites-dir", str(sites)]) == 0
     summary = load_summary(run.path)
     assert len(summary["generator_upload_shapes"]) == 3
+
+
+def test_dgm_under_sample_level_dp_spends_and_reports_budget(tmp_path: Path, monkeypatch) -> None:
+    """The discriminator trains under DP-SGD; the masked generator is post-processing."""
+    monkeypatch.setenv("FEDREPLAY_SITE_DIR", str(tmp_path / "sites"))
+    monkeypatch.setenv("FEDREPLAY_SERVER_DIR", str(tmp_path / "server"))
+    dp = {"dp.enabled": True, "dp.min-records": 0, "dp.delta": 1e-5, "dp.target-epsilon": 8.0}
+    run, _ = federate(tmp_path, **{**dp, "tasks.num-tasks": 2})
+    summary = load_summary(run.path)
+    assert summary["status"] == "completed" and len(summary["generator_sizes"]) == 2
+    rounds = run.read_jsonl("rounds.jsonl")
+    eps = [s["metrics"]["dp-epsilon"] for r in rounds for s in r["sites"]]
+    assert len(eps) == 2 * len(rounds) and all(0 < e <= 8.0 + 1e-6 for e in eps)

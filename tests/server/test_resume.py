@@ -27,6 +27,13 @@ TINY = {
     "eval.generator-quality": False,
 }
 DP = {"dp.enabled": True, "dp.min-records": 0, "dp.delta": 1e-5, "dp.target-epsilon": 8.0}
+DGM = {  # the generator grows at the task boundary: a resumed run must take its shapes
+    "method": "dgm",
+    "generator.kind": "gan",
+    "generator.arch": "conv",
+    "generator.hidden": 8,
+    "replay.mode": "global",
+}
 
 
 class Killed(BaseException):
@@ -71,22 +78,24 @@ def ledger(sites: Path, site_id: str) -> list[dict]:
     return json.loads((sites / "privacy" / site_id / "ledger.json").read_text())["ledger"]
 
 
+@pytest.mark.parametrize("method", [{}, DGM], ids=["dgr", "dgm"])
 def test_a_resumed_run_equals_an_uninterrupted_one(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, method: dict
 ) -> None:
     use_dirs(monkeypatch, tmp_path / "a")
-    whole = load_summary(run(tmp_path / "a", run_id=1))
+    whole = load_summary(run(tmp_path / "a", run_id=1, **method))
 
     use_dirs(monkeypatch, tmp_path / "b")
-    folder = killed_run(tmp_path / "b", 3)  # mid task 2, after its replay was delivered
+    folder = killed_run(tmp_path / "b", 3, **method)  # mid task 2, its replay delivered
     assert not (folder / "summary.json").exists()
     key = RunCheckpoint.load(folder).run_key  # what the sites keyed their state by
-    resumed_path = run(tmp_path / "b", run_id=2, **{"fed.resume": str(folder)})
+    resumed_path = run(tmp_path / "b", run_id=2, **{"fed.resume": str(folder)}, **method)
     assert resumed_path == folder
     resumed = load_summary(folder)
     assert resumed["status"] == "completed"
     assert resumed["accuracy_matrix"] == whole["accuracy_matrix"]  # deterministic without DP
     assert resumed["flower_run_ids"] == [1, 2] and resumed["run_key"] == key
+    assert resumed.get("generator_sizes") == whole.get("generator_sizes")
     rounds = [json.loads(line) for line in (folder / "rounds.jsonl").read_text().splitlines()]
     assert [r["round"] for r in rounds] == [1, 2, 3, 4], "no round counted twice or lost"
     # the egress audit covers what left the sites under both Flower runs
