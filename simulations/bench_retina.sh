@@ -3,7 +3,7 @@
 # (tasks {0,1}, {2,3}, {4}), single site and 3 sites (IID), 3 seeds each: DGR with the conv
 # VAE and the conv AC-GAN against fine-tuning (none) and joint training. Small data: the
 # spread over seeds matters more than one run. Runs one after another.
-# Usage: bash simulations/bench_retina.sh [OUT_DIR] [sites...]   (default sites: 1 3)
+# Usage: [SEEDS="0 1 2"] bash simulations/bench_retina.sh [OUT_DIR] [sites...]   (default sites: 1 3)
 # Needs RetinaMNIST under $FEDREPLAY_DATA_ROOT (or data.download=true).
 set -uo pipefail
 out="${1:-runs/bench-retina}"; shift || true
@@ -17,7 +17,7 @@ declare -A methods=(
   [joint]="method='joint'"
 )
 for n in "${sites[@]}"; do
-  for seed in 0 1 2; do
+  for seed in ${SEEDS:-0 1 2}; do
     for name in dgr-convvae dgr-convgan none joint; do
       exp="retina-${n}sites-${name}-seed${seed}"
       echo "=== ${exp} ($(date -u +%H:%M:%S))"
