@@ -31,6 +31,7 @@ from torch import nn
 
 from common import protocol
 from common.models.dgm import DGMGenerator
+from common.models.growth import fit_state
 from common.privacy.ledger import check_site_id
 from common.replay import ReplayPayload
 
@@ -156,12 +157,8 @@ def load_module(
     ``adopt_shapes``: a model whose shapes are part of its state (a DGM generator, grown by
     the server at task boundaries) first takes the shapes of ``state``. Only for what the
     server sends a site; what a site sends is checked against the server's own shapes."""
-    if adopt_shapes:
-        from common.models.dgm import DGMGenerator
-        from common.models.growth import fit_state
-
-        if isinstance(module, DGMGenerator):
-            fit_state(module, state)
+    if adopt_shapes and isinstance(module, DGMGenerator):
+        fit_state(module, state)
     own = module.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
