@@ -106,14 +106,15 @@ def unpack_scholar(record: ArrayRecord, generator: nn.Module | None) -> ArrayRec
         return record
     assert generator is not None
     out = {k: v for k, v in record.items() if protocol.part_of(k) != GEN}
-    expected = set(packed_shapes(generator))
+    state = generator.state_dict()
+    expected = {f"{GEN}.{n}" for n in state if n not in frozen or not bool(frozen[n].all())}
     sent = {k for k in record if protocol.part_of(k) == GEN}
     if sent != expected:
         raise WireError(
             f"packed generator: missing {sorted(expected - sent)[:5]}, "
             f"not expected {sorted(sent - expected)[:5]}"
         )
-    for name, ref in generator.state_dict().items():
+    for name, ref in state.items():
         key, f = f"{GEN}.{name}", frozen.get(name)
         full = ref.detach().cpu().float().numpy().copy()
         if f is None or not bool(f.all()):

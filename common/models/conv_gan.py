@@ -23,6 +23,17 @@ def _base(shape: Shape) -> tuple[int, int]:
     return h // 4, w // 4
 
 
+def upsampler(channels: int, hidden: int, out_channels: int) -> list[nn.Module]:
+    """(channels, H/4, W/4) -> up x2 -> (hidden, H/2, W/2) -> up x2 -> (out_channels, H, W),
+    unbounded outputs: the conv generator's layers (the VAE's decoder adds no sigmoid)."""
+    return [
+        nn.LeakyReLU(0.2),
+        nn.ConvTranspose2d(channels, hidden, 4, stride=2, padding=1),  # (h, H/2, W/2)
+        nn.LeakyReLU(0.2),
+        nn.ConvTranspose2d(hidden, out_channels, 4, stride=2, padding=1),  # (C, H, W)
+    ]
+
+
 class ConvGANGenerator(Generator):
     """G(z, y): (B, Z), (B,) -> (B, C, H, W) in [0, 1].
 
@@ -35,13 +46,7 @@ class ConvGANGenerator(Generator):
         self.h4, self.w4 = _base(shape)
         self.channels = 2 * hidden
         self.project = nn.Linear(latent_dim + num_classes, self.channels * self.h4 * self.w4)
-        self.net = nn.Sequential(
-            nn.LeakyReLU(0.2),
-            nn.ConvTranspose2d(self.channels, hidden, 4, stride=2, padding=1),  # (h, H/2, W/2)
-            nn.LeakyReLU(0.2),
-            nn.ConvTranspose2d(hidden, c, 4, stride=2, padding=1),  # (C, H, W)
-            nn.Sigmoid(),
-        )
+        self.net = nn.Sequential(*upsampler(self.channels, hidden, c), nn.Sigmoid())
 
     def forward(self, z: Tensor, labels: Tensor) -> Tensor:
         x = self.project(torch.cat([z, self.one_hot(labels)], dim=1))

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from common.data.types import Shape
-from common.models.conv_gan import _base
+from common.models.conv_gan import _base, upsampler
 from common.models.generator import Generator
 from common.models.vae import VAEDecoder, VAEEncoder
 
@@ -57,12 +57,7 @@ class ConvVAEDecoder(VAEDecoder):
         self.h4, self.w4 = _base(shape)
         self.channels = 2 * hidden
         self.project = nn.Linear(latent_dim + num_classes, self.channels * self.h4 * self.w4)
-        self.net = nn.Sequential(
-            nn.LeakyReLU(0.2),
-            nn.ConvTranspose2d(self.channels, hidden, 4, stride=2, padding=1),
-            nn.LeakyReLU(0.2),
-            nn.ConvTranspose2d(hidden, c, 4, stride=2, padding=1),
-        )
+        self.net = nn.Sequential(*upsampler(self.channels, hidden, c))
 
     def logits(self, z: Tensor, labels: Tensor) -> Tensor:
         x = self.project(torch.cat([z, self.one_hot(labels)], dim=1))

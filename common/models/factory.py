@@ -11,6 +11,7 @@ from common.models.conv_vae import ConvVAEDecoder, ConvVAEEncoder
 from common.models.dgm import DGMGenerator
 from common.models.gan import Discriminator, GANGenerator
 from common.models.generator import Generator
+from common.models.growth import fit_state
 from common.models.solver import CNNSolver, MLPSolver
 from common.models.vae import VAEDecoder, VAEEncoder
 
@@ -61,8 +62,6 @@ def build_critic(cfg: GeneratorConfig, shape: Shape, num_classes: int) -> nn.Mod
 def load_generator_state(generator: nn.Module, state: dict) -> None:  # type: ignore[type-arg]
     """Load a generator's state dict; a DGM generator first takes the state's (grown) shapes."""
     if isinstance(generator, DGMGenerator):
-        from common.models.growth import fit_state
-
         fit_state(generator, state)
     generator.load_state_dict(state)
 
