@@ -22,17 +22,44 @@ log = logging.getLogger("fedreplay.server")
 
 
 class RunFailed(RuntimeError):
-    """The run ended without a single accepted site update: it failed (its folder holds
-    ``summary.json`` with ``status: failed`` and the reason)."""
+    """The run ended without learning what it was meant to (see :func:`failure_reason`):
+    its folder holds ``summary.json`` with ``status: failed`` and the reason."""
 
     def __init__(self, message: str, run: RunFolder) -> None:
         super().__init__(message)
         self.run = run
 
 
+def failure_reason(rounds: list[dict]) -> str | None:
+    """Why a run failed, or None. It failed when no site update was accepted in any round
+    (every site failed, was refused or had nothing to train on), or when a whole task
+    went by without an accepted update while sites failed or the aggregate was refused:
+    that task was never learned. (A task every site sat out, e.g. under ``dp.min-records``,
+    without failures, is not a failure.)"""
+
+    def reasons(rs: list[dict]) -> str:
+        found = sorted({v for r in rs for v in r["failures"].values()})
+        found += sorted({r["aggregate_refused"] for r in rs if r["aggregate_refused"]})
+        return f"; failures: {'; '.join(found[:3])}" if found else ""
+
+    if not any(r["accepted"] for r in rounds):
+        return f"no site update was accepted in any of {len(rounds)} rounds" + reasons(rounds)
+    lost = [
+        t
+        for t in sorted({r["task"] for r in rounds})
+        if not any(r["accepted"] for r in rounds if r["task"] == t)
+        and any(r["failures"] or r["aggregate_refused"] for r in rounds if r["task"] == t)
+    ]
+    if lost:
+        in_lost = [r for r in rounds if r["task"] in lost]
+        tasks = ", ".join(str(t + 1) for t in lost)
+        return f"no site update was accepted in task {tasks}" + reasons(in_lost)
+    return None
+
+
 def finish_run(self: FederatedRun, boundaries: list[int]) -> RunFolder:
     """Plots, final models, privacy report, audit files and ``summary.json`` of a run
-    whose tasks are all done; a run in which no site update was accepted raises
+    whose tasks are all done; a failed run (:func:`failure_reason`) raises
     :class:`RunFailed` (its summary says ``failed``)."""
     run = self.folder
     cfg, stream = self.cfg, self.stream
@@ -138,15 +165,10 @@ def finish_run(self: FederatedRun, boundaries: list[int]) -> RunFolder:
         experiment=cfg.experiment,
         extra=extra,
     )
-    # every site failed, was refused or had nothing to train on
-    if not any(r["accepted"] for r in self.rounds):
-        reasons = sorted({v for r in self.rounds for v in r["failures"].values()})
-        reasons += sorted({r["aggregate_refused"] for r in self.rounds if r["aggregate_refused"]})
+    reason = failure_reason(self.rounds)
+    if reason:
         summary["status"] = "failed"
-        summary["failure_reason"] = (
-            f"no site update was accepted in any of {len(self.rounds)} rounds"
-            + (f"; failures: {'; '.join(reasons[:3])}" if reasons else "")
-        )
+        summary["failure_reason"] = reason
     run.write_summary(summary)
     write_run_report(run.path)  # report.html: the page to open (fedreplay report redoes it)
     print(summary_line(summary), flush=True)

@@ -169,6 +169,36 @@ def test_a_dead_site_is_logged_once(tmp_path: Path, caplog: pytest.LogCaptureFix
     assert all("Node Unavailable" in r["failures"]["1001"] for r in run.read_jsonl("rounds.jsonl"))
 
 
+def test_a_task_no_site_survived_fails_the_run(tmp_path: Path) -> None:
+    """Every site crashes during task 2: task 1 was learned, task 2 never was. The run
+    used to end 'completed' with task 2 at 0% (it failed only when *no* round at all
+    was accepted)."""
+    from flwr.app import Message
+    from flwr.app.error import Error
+
+    from server.finish import RunFailed
+
+    def crash_in_task_2(sent, reply):
+        config = sent.content.config_records.get(wire.CONFIG)
+        if (
+            config is not None
+            and int(config["task"]) == 1
+            and sent.metadata.message_type == "train"
+        ):
+            return Message(Error(code=0, reason="RuntimeError: out of memory"), reply_to=sent)
+        return reply
+
+    cfg = load_config({**SMALL, "output-dir": str(tmp_path)})
+    grid = InProcessGrid(client_app, cfg.to_run_config(), num_nodes=3, reply_hook=crash_in_task_2)
+    with pytest.raises(RunFailed, match="no site update was accepted in task 2") as failed:
+        FederatedRun(cfg).run(grid)
+    summary = failed.value.run.read_json("summary.json")
+    assert summary["status"] == "failed"
+    assert "out of memory" in summary["failure_reason"]
+    rounds = failed.value.run.read_jsonl("rounds.jsonl")
+    assert [r["accepted"] for r in rounds] == [True, True, False, False]
+
+
 def test_too_few_sites_within_the_start_timeout_is_a_clear_error(tmp_path: Path) -> None:
     from server.strategy import SitesMissing
 
