@@ -36,6 +36,7 @@ COMPOSITIONS = ("auto", "per-task", "sequential")
 EVAL_MODES = ("central", "federated", "both")
 AGGREGATIONS = ("fedavg", "median", "trimmed-mean", "krum", "multikrum", "bulyan")
 SOLVER_DATA = ("real", "synthetic")
+PRECISIONS = ("fp32", "bf16")
 # Under DP a site sends only what the protocol needs (common.privacy.release); these
 # metrics, computed on private data and not covered by DP, are sent only when named in
 # dp.release-metrics ("evaluation": federated evaluation on the site's own test data).
@@ -168,9 +169,11 @@ class TrainConfig:
     gan_diversity: float  # weight of the GAN generator's mode-seeking term (0 = off)
     gan_loss: str  # bce (non-saturating; trains under DP-SGD) | wgan-gp (not under DP)
     solver_data: str  # real | synthetic: what the solver learns the current task from
+    precision: str  # fp32 | bf16: bf16 = matrix products in bfloat16 (autocast), weights fp32
 
     def __post_init__(self) -> None:
         _choice("train.solver-data", self.solver_data, SOLVER_DATA)
+        _choice("train.precision", self.precision, PRECISIONS)
         _positive("train.iterations", self.iterations)
         _positive("train.batch-size", self.batch_size)
         _positive("train.lr", self.lr)
@@ -385,6 +388,13 @@ class ExperimentConfig:
                 "train.gan-loss='wgan-gp' with dp.enabled: the gradient penalty differentiates "
                 "the discriminator's gradient, which Opacus's per-sample gradients do not "
                 "support; use train.gan-loss='bce' under DP"
+            )
+        if self.dp.enabled and self.train.precision != "fp32":
+            raise ConfigError(
+                f"train.precision={self.train.precision!r} with dp.enabled: DP-SGD's clipping "
+                "bound holds only for per-sample gradient norms computed exactly; bfloat16 "
+                "rounds them, so a clipped gradient could exceed dp.max-grad-norm. Use "
+                "train.precision='fp32' under DP"
             )
         if self.dp.enabled and self.dp.client_level:
             raise ConfigError("dp.enabled (sample-level) and dp.client-level: choose one")

@@ -11,6 +11,7 @@ from common.data.types import Shape, Split, TaskStream, concat
 from common.models import build_solver
 from common.training.batches import shuffled_batches
 from common.training.losses import classification_loss
+from common.training.optim import adam
 
 
 def train_evaluator(
@@ -74,7 +75,7 @@ def fit_solver(
 ) -> nn.Module:
     """Plain supervised training (Adam, shuffled batches); returns the model in eval mode."""
     model.to(device).train()
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    opt = adam(model.parameters(), lr=lr)
     batches = shuffled_batches(data, batch_size, rng=torch.Generator().manual_seed(seed))
     for _ in range(iterations):
         x, y = (v.to(device) for v in next(batches))

@@ -134,7 +134,8 @@ class GenerativeReplay:
         for k, gen in enumerate(self.generators):
             rows = (which == k).nonzero(as_tuple=True)[0]
             if rows.numel():
-                x[rows.to(device)] = gen.sample(cond[rows], generator=self.rng).to(device)
+                drawn = gen.sample(cond[rows], generator=self.rng)  # bf16 under autocast
+                x[rows.to(device)] = drawn.to(device=device, dtype=x.dtype)
         return x
 
     @torch.no_grad()

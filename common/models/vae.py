@@ -59,7 +59,7 @@ def vae_loss(
     """Per-sample negative ELBO (B,): Bernoulli reconstruction + KL to N(0, I), the KL
     weighted by ``kl_weight`` (1: the ELBO; below 1 a beta-VAE that keeps using its code
     where the KL would collapse it, e.g. on the 8x8 digits)."""
-    mu, logvar = encoder(x, labels)
+    mu, logvar = (v.float() for v in encoder(x, labels))  # fp32 KL under bf16 autocast
     z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
     recon = (
         F.binary_cross_entropy_with_logits(decoder.logits(z, labels), x, reduction="none")

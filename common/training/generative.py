@@ -18,6 +18,7 @@ from common.models.generator import Generator
 from common.models.vae import VAEDecoder, VAEEncoder, vae_loss
 from common.replay import ReplayBatch
 from common.training.losses import mean_or_zero
+from common.training.optim import adam
 from common.training.step import PlainStepper, Stepper
 
 StepperFactory = Callable[[torch.optim.Optimizer, nn.Module], Stepper]
@@ -50,19 +51,29 @@ class VAETrainer:
         self.decoder, self.encoder = decoder, encoder
         self.kl_weight = kl_weight
         self.model = nn.ModuleDict({"encoder": encoder, "decoder": decoder})
-        opt = torch.optim.Adam(self.model.parameters(), lr=lr, betas=(0.9, 0.999))
+        opt = adam(self.model.parameters(), lr=lr)
         self.stepper = make_stepper(opt, self.model)
 
     def step(
         self, x: Tensor, y: Tensor, replay: ReplayBatch | None, ratio: float, classes: Tensor
     ) -> dict[str, float]:
+        enc, dec, kl = self.encoder, self.decoder, self.kl_weight
+        if replay is not None and isinstance(self.stepper, PlainStepper):
+            n = x.shape[0]  # without DP: real and replayed rows in one forward pass
+
+            def joint() -> Tensor:
+                losses = vae_loss(enc, dec, torch.cat([x, replay.x]), torch.cat([y, replay.y]), kl)
+                return ratio * losses[:n].mean() + (1 - ratio) * losses[n:].mean()
+
+            loss = self.stepper.step(private=joint, public=None, private_weight=1.0)
+            return {"loss_generator": loss}
+
         def public() -> Tensor:
             assert replay is not None
-            loss = vae_loss(self.encoder, self.decoder, replay.x, replay.y, self.kl_weight)
-            return (1 - ratio) * loss.mean()
+            return (1 - ratio) * vae_loss(enc, dec, replay.x, replay.y, kl).mean()
 
         loss = self.stepper.step(
-            private=lambda: vae_loss(self.encoder, self.decoder, x, y, self.kl_weight),
+            private=lambda: vae_loss(enc, dec, x, y, kl),
             public=public if replay is not None else None,
             private_weight=ratio,
         )
@@ -103,13 +114,13 @@ class GANTrainer:
         # (Poisson sampling), and fakes shape un-noised terms of the discriminator's step.
         self.num_fakes = num_fakes
         betas = (0.5, 0.9) if self.wasserstein else (0.5, 0.999)  # WGAN-GP's usual Adam
-        d_opt = torch.optim.Adam(discriminator.parameters(), lr=lr, betas=betas)
+        d_opt = adam(discriminator.parameters(), lr=lr, betas=betas)
         groups = (
             generator.param_groups(lr)
             if isinstance(generator, DGMGenerator)
             else [{"params": list(generator.parameters())}]
         )
-        self.g_opt = torch.optim.Adam(groups, lr=lr, betas=betas)
+        self.g_opt = adam(groups, lr=lr, betas=betas)
         self.d_stepper = make_stepper(d_opt, discriminator)
         self.rng = rng
 

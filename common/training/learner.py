@@ -22,7 +22,7 @@ from common.models.dgm import DGMGenerator
 from common.models.gan import DISCRIMINATORS, GAN_GENERATORS
 from common.models.vae import VAEDecoder, VAEEncoder
 from common.privacy.dp_step import DPPlan, dp_stepper_factory
-from common.replay import ExactReplay, GenerativeReplay, Replay
+from common.replay import ExactReplay, GenerativeReplay, Replay, ReplayBatch
 from common.scholar import Scholar
 from common.training.batches import poisson_batches, shuffled_batches
 from common.training.generative import (
@@ -33,6 +33,8 @@ from common.training.generative import (
     plain,
 )
 from common.training.losses import classification_loss, replay_loss
+from common.training.optim import adam
+from common.training.step import PlainStepper, Stepper
 
 
 @dataclass(frozen=True)
@@ -149,6 +151,39 @@ class Learner:
             )
         raise TypeError("generator and critic kinds do not match")
 
+    def _solver_update(
+        self,
+        stepper: Stepper,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        rb: ReplayBatch | None,
+        ratio: float,
+    ) -> float:
+        """One solver update: real ``(x, y)`` at importance ``ratio``, replay ``rb`` at
+        ``1 - ratio``. Without DP (a plain stepper) real and replayed rows share one
+        forward pass (the same loss; the models have no BatchNorm); under DP the real rows
+        are the clipped, noised part and replay is added after."""
+        if rb is not None and isinstance(stepper, PlainStepper):
+            n = x.shape[0]
+
+            def joint() -> torch.Tensor:
+                logits = self.solver(torch.cat([x, rb.x]))  # (n + m, K)
+                real = classification_loss(logits[:n], y).mean()
+                replayed = replay_loss(logits[n:], rb.y, rb.soft, 2.0).mean()
+                return ratio * real + (1 - ratio) * replayed
+
+            return stepper.step(private=joint, public=None, private_weight=1.0)
+
+        def public() -> torch.Tensor:
+            assert rb is not None
+            return (1 - ratio) * replay_loss(self.solver(rb.x), rb.y, rb.soft, 2.0).mean()
+
+        return stepper.step(
+            private=lambda: classification_loss(self.solver(x), y),
+            public=public if rb is not None else None,
+            private_weight=ratio,
+        )
+
     def train(
         self,
         real: Split,
@@ -199,7 +234,7 @@ class Learner:
                 dp, expected_batch_size=round(dp.sample_rate * len(real))
             )
         synthetic = cfg.train.solver_data == "synthetic"
-        solver_opt = torch.optim.Adam(self.solver.parameters(), lr=cfg.train.lr, betas=(0.9, 0.999))
+        solver_opt = adam(self.solver.parameters(), lr=cfg.train.lr)
         # a solver that learns from the generator alone is post-processing: no DP step
         solver_step = (
             plain(solver_opt, self.solver) if synthetic else make_stepper(solver_opt, self.solver)
@@ -231,36 +266,28 @@ class Learner:
         start = time.perf_counter()
         self.solver.train()
         bar = tqdm(schedule, desc=desc, disable=not progress, leave=False)
-        for it, (solver_turn, generator_turn) in enumerate(bar):
-            rb = replay.sample(replay_n).to(self.device) if replay is not None else None
-            if solver_turn:
-                x, y = (v.to(self.device) for v in next(solver_batches))
-
-                def public(rb=rb) -> torch.Tensor:
-                    assert rb is not None
-                    loss = replay_loss(self.solver(rb.x), rb.y, rb.soft, 2.0).mean()
-                    return (1 - ratio) * loss
-
-                def private(x: torch.Tensor = x, y: torch.Tensor = y) -> torch.Tensor:
-                    return classification_loss(self.solver(x), y)
-
-                loss = solver_step.step(
-                    private=private,
-                    public=public if rb is not None else None,
-                    private_weight=ratio,
-                )
-                sums["loss_solver"] = sums.get("loss_solver", 0.0) + loss
-            if gen_trainer is not None and generator_turn:
-                gx, gy = (v.to(self.device) for v in next(gen_batches))
-                gen_replay, gen_ratio = rb, ratio
-                if dgm is not None:  # the current task only; s annealed over the task
-                    begin, end = task_span
-                    dgm.anneal(begin + (end - begin) * (it + 1) / max(gen_steps, 1))
-                    gen_replay, gen_ratio = None, 1.0
-                for key, value in gen_trainer.step(gx, gy, gen_replay, gen_ratio, classes).items():
-                    sums[key] = sums.get(key, 0.0) + value
-            if progress and it % 50 == 0:
-                bar.set_postfix({k: f"{v / (it + 1):.3f}" for k, v in sums.items()})
+        # train.precision = "bf16": matrix products in bfloat16, weights and losses in fp32
+        bf16 = cfg.train.precision == "bf16"
+        # no weight cache: a cached bf16 copy would outlive the optimiser steps
+        with torch.autocast(self.device.type, torch.bfloat16, enabled=bf16, cache_enabled=False):
+            for it, (solver_turn, generator_turn) in enumerate(bar):
+                rb = replay.sample(replay_n).to(self.device) if replay is not None else None
+                if solver_turn:
+                    x, y = (v.to(self.device) for v in next(solver_batches))
+                    loss = self._solver_update(solver_step, x, y, rb, ratio)
+                    sums["loss_solver"] = sums.get("loss_solver", 0.0) + loss
+                if gen_trainer is not None and generator_turn:
+                    gx, gy = (v.to(self.device) for v in next(gen_batches))
+                    gen_replay, gen_ratio = rb, ratio
+                    if dgm is not None:  # the current task only; s annealed over the task
+                        begin, end = task_span
+                        dgm.anneal(begin + (end - begin) * (it + 1) / max(gen_steps, 1))
+                        gen_replay, gen_ratio = None, 1.0
+                    losses = gen_trainer.step(gx, gy, gen_replay, gen_ratio, classes)
+                    for key, value in losses.items():
+                        sums[key] = sums.get(key, 0.0) + value
+                if progress and it % 50 == 0:
+                    bar.set_postfix({k: f"{v / (it + 1):.3f}" for k, v in sums.items()})
         solver_step.close()
         if gen_trainer is not None:
             gen_trainer.close()

@@ -48,6 +48,11 @@ def test_unknown_key_names_the_closest_match() -> None:
         ({"tasks.scenario": "domain"}, "tasks.datasets"),
         ({"dp.accountant": "gdp"}, "dp.accountant"),
         ({"device": "tpu"}, "device"),
+        ({"train.precision": "fp16"}, "train.precision"),
+        (
+            {"train.precision": "bf16", "dp.enabled": True, "dp.delta": 1e-5},
+            "clipping bound holds only",
+        ),
     ],
 )
 def test_bad_values_are_rejected_with_the_key(overrides: dict, message: str) -> None:

@@ -42,3 +42,40 @@ def test_plain_step_weights_private_and_public_parts() -> None:
     )
     # grad = 0.25 * 2(w-1) + 0.5 * 2(w+1) at w=0 -> -0.5 + 1.0 = 0.5
     assert float(w.detach()) == pytest.approx(-0.5)
+
+
+class SeparateStepper:
+    """A plain step that is not a PlainStepper: the learner's separate (DP-shaped) path."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer) -> None:
+        self.inner = PlainStepper(optimizer)
+
+    def step(self, *, private, public, private_weight) -> float:
+        return self.inner.step(private=private, public=public, private_weight=private_weight)
+
+
+def test_one_forward_over_real_and_replay_is_the_same_update_as_two() -> None:
+    """Without DP the solver sees real and replayed rows in one forward pass; the update
+    must equal the separate one that DP needs (real part, then replay part)."""
+    from common.replay import ReplayBatch
+    from common.training.learner import Learner
+
+    cfg = load_config({"solver.hidden": 32, "method": "none"})
+    stream = build_stream(cfg)
+    joint, separate = (
+        Learner(cfg, shape=stream.shape, num_classes=stream.num_classes, device=torch.device("cpu"))
+        for _ in range(2)
+    )
+    separate.solver.load_state_dict(joint.solver.state_dict())
+    before = [p.detach().clone() for p in joint.solver.parameters()]
+    x, y = stream.tasks[1].train.x[:16], stream.tasks[1].train.y[:16]
+    rb = ReplayBatch(stream.tasks[0].train.x[:24], stream.tasks[0].train.y[:24])
+    for learner, stepper in (
+        (joint, PlainStepper(torch.optim.SGD(joint.solver.parameters(), lr=0.5))),
+        (separate, SeparateStepper(torch.optim.SGD(separate.solver.parameters(), lr=0.5))),
+    ):
+        learner._solver_update(stepper, x, y, rb, 0.3)
+    pairs = zip(joint.solver.parameters(), separate.solver.parameters(), before, strict=True)
+    for p, q, p0 in pairs:
+        torch.testing.assert_close(p, q)
+        assert not torch.equal(p, p0)  # the step did move every parameter
