@@ -5,16 +5,20 @@ Flower's own INFO stream (strategy banners every task, every round's aggregated 
 each line twice) drowns the project's progress; while a run lasts it goes to
 ``<run folder>/flower.log`` and only Flower's warnings and errors stay on the console (so a
 crash is still seen, and ``fedreplay run`` still finds the error in the stream).
+``--verbose`` (``FEDREPLAY_VERBOSE=1`` in the ServerApp's environment) keeps Flower's full
+log on the console as well.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 FLOWER_LOG = "flower.log"
+VERBOSE_ENV = "FEDREPLAY_VERBOSE"  # "1": Flower's full log on the console too
 QUIET = ("Federated evaluation will be skipped",)  # said at every task's start, by design
 
 
@@ -41,13 +45,15 @@ def configure_logging() -> None:
 
 @contextmanager
 def flower_log_in(folder: Path) -> Iterator[Path]:
-    """Flower's log into ``folder/flower.log``; its console handlers keep warnings only."""
+    """Flower's log into ``folder/flower.log``; its console handlers keep warnings only
+    (all of it with ``FEDREPLAY_VERBOSE=1``)."""
     logger = logging.getLogger("flwr")
     path = folder / FLOWER_LOG
     to_file = logging.FileHandler(path, encoding="utf-8")
     to_file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     quiet = _Quiet()
-    saved = [(h, h.level) for h in logger.handlers]
+    verbose = os.environ.get(VERBOSE_ENV) == "1"
+    saved = [] if verbose else [(h, h.level) for h in logger.handlers]
     propagate = logger.propagate
     logger.propagate = False  # a root handler (another library's basicConfig) echoes it all
     for handler, _ in saved:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,7 +32,7 @@ from common.sitedata import SiteIdentity, local_stream
 from common.sitestate import SITE_ID_KEY
 from common.training.learner import real_data_for
 from server.checkpoint import ResumeError
-from server.console import configure_logging
+from server.console import VERBOSE_ENV, configure_logging
 from server.federation import FederatedRun
 from server.finish import RunFailed
 from server.inprocess import InProcessGrid
@@ -92,11 +93,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--resume", metavar="RUN_DIR", help="resume a killed run")
     parser.add_argument("--no-progress", action="store_true", help="(kept for old commands)")
     parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="show Flower's full log on the console too (always in the run folder's flower.log)",
+    )
+    parser.add_argument(
         "--site-id",
         default="single",
         help="the site's stable id: its lifetime privacy ledger under dp.enabled",
     )
     args = parser.parse_args(argv)
+    if args.verbose:
+        os.environ[VERBOSE_ENV] = "1"
     configure_logging()
     try:
         if args.resume:

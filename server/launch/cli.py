@@ -105,6 +105,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "failure is still detected afterwards)",
     )
     p.add_argument(
+        "--verbose",
+        action="store_true",
+        help="show Flower's full log on the console too (it is always in the run folder's "
+        "flower.log); reaches the ServerApp of local runs",
+    )
+    p.add_argument(
         "--keep-flwr-home", action="store_true", help="keep the private FLWR_HOME (debugging)"
     )
     args = p.parse_args(argv)

@@ -28,6 +28,7 @@ from common.config import (
     read_overrides,
     run_config_of,
 )
+from server.console import VERBOSE_ENV
 from server.launch.processes import cmdline, superlink_pids
 
 REPO = Path(__file__).resolve().parents[2]  # the Flower app: pyproject.toml and the apps
@@ -181,6 +182,8 @@ class Launch:
         self.env = dict(os.environ)
         self.env[DISABLE_INSTALL_ENV] = "1"
         self.env["FLWR_HOME"] = str(self.flwr_home)
+        if args.verbose:
+            self.env[VERBOSE_ENV] = "1"
         bindir = str(Path(sys.executable).parent)
         self.env["PATH"] = bindir + os.pathsep + self.env.get("PATH", "")
         if self.private:
