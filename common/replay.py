@@ -28,6 +28,14 @@ class ReplayBatch:
     y: Tensor  # (n,) hard labels
     soft: Tensor | None = None  # (n, K) target probabilities (replay.labels = soft)
 
+    def split(self, n: int) -> tuple[ReplayBatch, ReplayBatch]:
+        """The first ``n`` rows and the rest."""
+        soft = (None, None) if self.soft is None else (self.soft[:n], self.soft[n:])
+        return (
+            ReplayBatch(self.x[:n], self.y[:n], soft[0]),
+            ReplayBatch(self.x[n:], self.y[n:], soft[1]),
+        )
+
     def to(self, device: torch.device) -> ReplayBatch:
         soft = self.soft.to(device) if self.soft is not None else None
         return ReplayBatch(self.x.to(device), self.y.to(device), soft)
@@ -86,9 +94,12 @@ class GenerativeReplay:
         temperature: float = 2.0,
         retries: int = 0,
         rng: torch.Generator | None = None,
+        prefetch: int = 1,
     ) -> None:
         if retries < 0:
             raise ValueError(f"retries={retries} must be >= 0")
+        if prefetch < 1:
+            raise ValueError(f"prefetch={prefetch} must be >= 1")
         if not generators:
             raise ValueError("GenerativeReplay needs at least one generator")
         if not classes:
@@ -104,6 +115,10 @@ class GenerativeReplay:
         self.temperature = temperature
         self.retries = retries
         self.rng = rng
+        # ``prefetch`` batches are drawn at once and served in turn: the same i.i.d.
+        # draws from frozen models, fewer and larger forward passes
+        self.prefetch = prefetch
+        self._buffer: ReplayBatch | None = None
 
     @torch.no_grad()
     def inputs(self, cond: Tensor) -> Tensor:
@@ -138,8 +153,18 @@ class GenerativeReplay:
                 x[rows.to(device)] = drawn.to(device=device, dtype=x.dtype)
         return x
 
-    @torch.no_grad()
     def sample(self, n: int) -> ReplayBatch:
+        """``n`` replayed examples (from a buffer of ``prefetch`` draws of ``n``)."""
+        if self.prefetch == 1:
+            return self._fresh(n)
+        if self._buffer is None or self._buffer.x.shape[0] < n:
+            self._buffer = self._fresh(n * self.prefetch)
+        batch, rest = self._buffer.split(n)
+        self._buffer = rest
+        return batch
+
+    @torch.no_grad()
+    def _fresh(self, n: int) -> ReplayBatch:
         classes = torch.tensor(self.classes)
         cond = classes[torch.randint(len(classes), (n,), generator=self.rng)]  # (n,)
         x = self.inputs(cond)

@@ -54,6 +54,9 @@ class ReplaySource:
         return ReplaySource(frozen.solver, gens, (1.0,) * len(gens), tuple(classes))
 
 
+REPLAY_PREFETCH = 8  # replay batches drawn per forward pass of the frozen models
+
+
 def synthetic_batches(
     generator: Generator, classes: Sequence[int], batch_size: int, *, rng: torch.Generator
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -100,6 +103,7 @@ def replay_for(
         labels=cfg.replay.labels,
         retries=cfg.replay.retries,
         rng=rng,
+        prefetch=REPLAY_PREFETCH,
     )
 
 

@@ -106,3 +106,33 @@ def test_retries_redraw_inputs_the_previous_solver_does_not_recognise() -> None:
     assert agree_fixed.mean() > 0.99
     with pytest.raises(ValueError, match="retries"):
         GenerativeReplay(gens, PixelSolver(), classes=[0], retries=-1)
+
+
+def test_prefetch_serves_fresh_batches_from_one_draw_of_several() -> None:
+    calls: list[int] = []
+
+    class Counting(ConstantGenerator):
+        def forward(self, z: Tensor, labels: Tensor) -> Tensor:
+            calls.append(labels.shape[0])
+            return super().forward(z, labels)
+
+    replay = GenerativeReplay(
+        [Counting()],
+        PixelSolver(),
+        classes=[0, 1, 2],
+        labels="soft",
+        prefetch=4,
+        rng=torch.Generator().manual_seed(0),
+    )
+    batches = [replay.sample(25) for _ in range(8)]
+    assert calls == [100, 100]  # two forward passes of 4 x 25 for 8 batches
+    for b in batches:
+        assert b.x.shape == (25, 1, 2, 2) and b.y.shape == (25,) and b.soft is not None
+        assert b.soft.shape == (25, 4)
+        assert torch.equal(b.y, (b.x.flatten(1)[:, 0] * 10).round().long())
+    replay.sample(10)  # the buffer is empty after 8 batches: a new draw of 4 x 10
+    replay.sample(30)  # 30 rows left, served from it
+    replay.sample(31)  # more than is left: a new draw
+    assert calls == [100, 100, 40, 124]
+    with pytest.raises(ValueError, match="prefetch"):
+        GenerativeReplay([Counting()], PixelSolver(), classes=[0], prefetch=0)
