@@ -1,6 +1,7 @@
 """The run report: one self-contained HTML page per run folder (common/run_report.py)."""
 
 import base64
+import os
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -41,10 +42,12 @@ def parse(path: Path) -> Page:
     return page
 
 
-def test_every_run_writes_a_page_that_needs_no_network(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("FEDREPLAY_SITE_DIR", str(tmp_path / "sites"))
+ARTIFACTS = Path(
+    os.environ.get("FEDREPLAY_TEST_ARTIFACTS", Path(__file__).parents[2] / "test-artifacts")
+)
+
+
+def small_run(tmp_path: Path) -> Path:
     cfg = load_config(
         {
             "train.iterations": 10,
@@ -55,7 +58,14 @@ def test_every_run_writes_a_page_that_needs_no_network(
         }
     )
     grid = InProcessGrid(client_app, cfg.to_run_config(), num_nodes=2)
-    run = FederatedRun(cfg).run(grid).path
+    return FederatedRun(cfg).run(grid).path
+
+
+def test_every_run_writes_a_page_that_needs_no_network(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FEDREPLAY_SITE_DIR", str(tmp_path / "sites"))
+    run = small_run(tmp_path)
     page = parse(run / REPORT)
     assert "script" not in page.tags and page.links == [], "nothing to fetch from a network"
     assert len(page.images) >= 4  # curves, matrix, rounds, samples
@@ -75,3 +85,54 @@ def test_every_run_writes_a_page_that_needs_no_network(
 def test_a_folder_without_a_summary_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"no readable summary\.json"):
         write_run_report(tmp_path)
+
+
+def test_the_page_renders_in_a_real_browser(tmp_path: Path) -> None:
+    """Headless chromium opens report.html: it loads, every image decodes, nothing is
+    logged as an error; the screenshot is kept (test-artifacts/, or
+    $FEDREPLAY_TEST_ARTIFACTS). CI installs chromium; elsewhere the test needs one."""
+    from browser import Browser, find_chromium
+
+    if find_chromium() is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI must have a browser: .ci/run installs Debian's chromium")
+        pytest.skip("no chromium installed (apt install chromium, or FEDREPLAY_BROWSER)")
+    run = small_run(tmp_path)
+    with Browser() as browser:
+        page = browser.open(run / REPORT)
+        title = page.evaluate("document.title")
+        images = page.images
+        text = page.evaluate("document.body.innerText")
+        shot = page.screenshot(ARTIFACTS / "report.png")
+        errors = page.errors
+    summary = load_summary(run)
+    assert title == f"{summary['experiment']}: {summary['method']}"
+    assert len(images) >= 4
+    assert all(src.startswith("data:image/png") for src, _, _ in images)
+    broken = [(src, ok, width) for src, ok, width in images if not ok or width == 0]
+    assert broken == [], f"images that did not load: {broken}"
+    assert errors == [], errors
+    assert f"{100 * summary['final_average_accuracy']:.1f}%" in text
+    png = shot.read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000, "an empty screenshot"
+
+
+def test_the_browser_check_sees_a_broken_image(tmp_path: Path) -> None:
+    """The browser test can fail: a page with a corrupt image and a script error."""
+    from browser import Browser, find_chromium
+
+    if find_chromium() is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI must have a browser: .ci/run installs Debian's chromium")
+        pytest.skip("no chromium installed (apt install chromium, or FEDREPLAY_BROWSER)")
+    bad = tmp_path / "bad.html"
+    bad.write_text(
+        '<html><body><img src="data:image/png;base64,AAAA">'
+        "<script>console.error('boom'); undefinedThing();</script></body></html>"
+    )
+    with Browser() as browser:
+        page = browser.open(bad)
+        images = page.images
+        errors = page.errors
+    assert images and images[0][2] == 0  # naturalWidth 0: not decoded
+    assert any("boom" in e for e in errors) and any("exception" in e for e in errors)
