@@ -1,0 +1,95 @@
+"""One configuration source, parsed once into typed, validated dataclasses.
+
+The defaults of every option live in ``[tool.flwr.app.config]`` of ``pyproject.toml``;
+Flower hands them (merged with ``--run-config`` overrides) to both apps as a flat
+``run_config`` with dotted keys (``data.name``). The single-site runner reads the same
+table and the same override files, so both paths share one schema.
+
+    cfg = load_config({"data.name": "mnist", "method": "none"})
+    cfg.data.name, cfg.train.iterations, cfg.replay.ratio_for(num_tasks_seen=3)
+
+- :mod:`common.config.sections`: one dataclass per section, the allowed values
+- :mod:`common.config.experiment`: :class:`ExperimentConfig`, checks across sections
+- :mod:`common.config.loading`: defaults, override files, ``--set`` strings, ``load_config``
+"""
+
+from common.config.experiment import ExperimentConfig, run_config_of
+from common.config.loading import (
+    default_run_config,
+    flatten,
+    load_config,
+    parse_overrides,
+    read_overrides,
+)
+from common.config.sections import (
+    ACCOUNTANTS,
+    AGGREGATIONS,
+    COMPOSITIONS,
+    DGM_VARIANTS,
+    EVAL_MODES,
+    GENERATORS,
+    METHODS,
+    PARTITIONS,
+    PRECISIONS,
+    PYPROJECT,
+    RELEASABLE_METRICS,
+    REPLAY_LABELS,
+    REPLAY_MODES,
+    SCENARIOS,
+    SOLVER_DATA,
+    SOLVERS,
+    AuditConfig,
+    ConfigError,
+    DataConfig,
+    DGMConfig,
+    DPConfig,
+    EvalConfig,
+    FedConfig,
+    GeneratorConfig,
+    PartitionConfig,
+    ReplayConfig,
+    Scalar,
+    SolverConfig,
+    TasksConfig,
+    TrainConfig,
+)
+
+__all__ = [
+    "ACCOUNTANTS",
+    "AGGREGATIONS",
+    "COMPOSITIONS",
+    "DGM_VARIANTS",
+    "EVAL_MODES",
+    "GENERATORS",
+    "METHODS",
+    "PARTITIONS",
+    "PRECISIONS",
+    "PYPROJECT",
+    "RELEASABLE_METRICS",
+    "REPLAY_LABELS",
+    "REPLAY_MODES",
+    "SCENARIOS",
+    "SOLVERS",
+    "SOLVER_DATA",
+    "AuditConfig",
+    "ConfigError",
+    "DGMConfig",
+    "DPConfig",
+    "DataConfig",
+    "EvalConfig",
+    "ExperimentConfig",
+    "FedConfig",
+    "GeneratorConfig",
+    "PartitionConfig",
+    "ReplayConfig",
+    "Scalar",
+    "SolverConfig",
+    "TasksConfig",
+    "TrainConfig",
+    "default_run_config",
+    "flatten",
+    "load_config",
+    "parse_overrides",
+    "read_overrides",
+    "run_config_of",
+]

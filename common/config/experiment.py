@@ -1,0 +1,157 @@
+"""The whole experiment's configuration: the sections, and the checks that span them."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from common.config.sections import (
+    METHODS,
+    AuditConfig,
+    ConfigError,
+    DataConfig,
+    DGMConfig,
+    DPConfig,
+    EvalConfig,
+    FedConfig,
+    GeneratorConfig,
+    PartitionConfig,
+    ReplayConfig,
+    Scalar,
+    SolverConfig,
+    TasksConfig,
+    TrainConfig,
+    _choice,
+)
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    experiment: str
+    seed: int
+    device: str
+    output_dir: str
+    method: str
+    data: DataConfig
+    tasks: TasksConfig
+    solver: SolverConfig
+    generator: GeneratorConfig
+    dgm: DGMConfig
+    train: TrainConfig
+    replay: ReplayConfig
+    fed: FedConfig
+    partition: PartitionConfig
+    dp: DPConfig
+    eval: EvalConfig
+    audit: AuditConfig
+
+    def __post_init__(self) -> None:
+        _choice("method", self.method, METHODS)
+        if self.dp.enabled and self.method == "exact":
+            raise ConfigError(
+                "method='exact' with dp.enabled: exact replay feeds stored real records "
+                "around DP-SGD's clipping and noise; use 'joint' or 'dgr' under DP"
+            )
+        if self.dp.enabled and self.train.gan_loss == "wgan-gp" and self.uses_generator:
+            raise ConfigError(
+                "train.gan-loss='wgan-gp' with dp.enabled: the gradient penalty differentiates "
+                "the discriminator's gradient, which Opacus's per-sample gradients do not "
+                "support; use train.gan-loss='bce' under DP"
+            )
+        if self.dp.enabled and self.train.precision != "fp32":
+            raise ConfigError(
+                f"train.precision={self.train.precision!r} with dp.enabled: DP-SGD's clipping "
+                "bound holds only for per-sample gradient norms computed exactly; bfloat16 "
+                "rounds them, so a clipped gradient could exceed dp.max-grad-norm. Use "
+                "train.precision='fp32' under DP"
+            )
+        if self.dp.enabled and self.dp.client_level:
+            raise ConfigError("dp.enabled (sample-level) and dp.client-level: choose one")
+        if self.method == "dgm":
+            self._check_dgm()
+        if self.dp.client_level and self.replay.mode == "ensemble" and self.uses_generator:
+            raise ConfigError(
+                "dp.client-level with replay.mode='ensemble' would send every site's own, "
+                "un-noised generator to all sites as replay: client-level DP covers only the "
+                "noised average. Use replay.mode='global' under client-level DP"
+            )
+        if self.dp.client_level and self.fed.aggregation not in ("auto", "fedavg"):
+            raise ConfigError(
+                f"dp.client-level with fed.aggregation={self.fed.aggregation!r}: client-level "
+                "DP's noise is calibrated to a clipped sum of updates; use fed.aggregation="
+                "'auto' (the clipped, noised mean; the clipping already bounds every site)"
+            )
+        if self.train.solver_data == "synthetic" and not self.uses_generator:
+            raise ConfigError(
+                "train.solver-data='synthetic' trains the solver on the site's own generator's "
+                "samples: it needs method='dgr' (a generator)"
+            )
+        private = self.dp.enabled or self.dp.client_level
+        if (
+            private
+            and self.fed.evaluate != "central"
+            and "evaluation" not in self.dp.released_metrics
+        ):
+            raise ConfigError(
+                f"fed.evaluate={self.fed.evaluate!r} under DP sends each site's accuracy on its "
+                "own private test data, un-noised; use fed.evaluate='central' or opt in with "
+                "dp.release-metrics='evaluation'"
+            )
+        if not self.device == "auto" and not self.device.startswith(("cpu", "cuda", "mps")):
+            raise ConfigError(f"device={self.device!r} must be auto, cpu, cuda, cuda:N or mps")
+
+    def _check_dgm(self) -> None:
+        if self.generator.kind != "gan" or self.generator.arch != "conv":
+            raise ConfigError(
+                "method='dgm' masks a convolutional AC-GAN generator: set generator.kind='gan' "
+                f"and generator.arch='conv' (got {self.generator.kind!r}, {self.generator.arch!r})"
+            )
+        if self.tasks.scenario != "class":
+            raise ConfigError(
+                f"method='dgm' is class-incremental (a task's classes pick its mask); "
+                f"tasks.scenario={self.tasks.scenario!r} is not supported"
+            )
+        if self.dp.client_level:
+            raise ConfigError(
+                "method='dgm' with dp.client-level: the noised average would blur the masks "
+                "that protect finished tasks; use sample-level DP (dp.enabled)"
+            )
+        if self.replay.mode != "global":
+            raise ConfigError(
+                "method='dgm' replays from its one generator, whose masks protect every task "
+                f"(not an ensemble of sites' generators): set replay.mode='global' (got "
+                f"{self.replay.mode!r})"
+            )
+
+    @property
+    def aggregation_rule(self) -> str:
+        """``fed.aggregation`` resolved: ``auto`` is ``trimmed-mean``, or under client-level
+        DP the clipped, noised mean (``dp-mean``, server.client_dp)."""
+        if self.dp.client_level:
+            return "dp-mean"
+        return "trimmed-mean" if self.fed.aggregation == "auto" else self.fed.aggregation
+
+    @property
+    def uses_generator(self) -> bool:
+        return self.method in ("dgr", "dgm")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_run_config(self) -> dict[str, Scalar]:
+        """Back to Flower's flat, dash-separated form (round-trips through load_config)."""
+        return run_config_of(self.to_dict())
+
+
+def run_config_of(d: Mapping[str, Any]) -> dict[str, Scalar]:
+    """A :meth:`ExperimentConfig.to_dict` (e.g. a run's ``config.json``) in Flower's flat,
+    dash-separated form."""
+    flat: dict[str, Scalar] = {}
+    for key, value in d.items():
+        if isinstance(value, Mapping):
+            for sub, v in value.items():
+                flat[f"{key}.{sub.replace('_', '-')}"] = v
+        else:
+            flat[key.replace("_", "-")] = value
+    return flat

@@ -1,0 +1,182 @@
+"""From ``[tool.flwr.app.config]`` defaults, override files and ``--set`` strings to one
+:class:`~common.config.experiment.ExperimentConfig`."""
+
+from __future__ import annotations
+
+import difflib
+import tomllib
+from collections.abc import Mapping
+from dataclasses import fields
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from common.config.experiment import ExperimentConfig
+from common.config.sections import (
+    PYPROJECT,
+    AuditConfig,
+    ConfigError,
+    DataConfig,
+    DGMConfig,
+    DPConfig,
+    EvalConfig,
+    FedConfig,
+    GeneratorConfig,
+    PartitionConfig,
+    ReplayConfig,
+    Scalar,
+    SolverConfig,
+    TasksConfig,
+    TrainConfig,
+)
+
+_SECTIONS: dict[str, type] = {
+    "data": DataConfig,
+    "tasks": TasksConfig,
+    "solver": SolverConfig,
+    "generator": GeneratorConfig,
+    "dgm": DGMConfig,
+    "train": TrainConfig,
+    "replay": ReplayConfig,
+    "fed": FedConfig,
+    "partition": PartitionConfig,
+    "dp": DPConfig,
+    "eval": EvalConfig,
+    "audit": AuditConfig,
+}
+
+
+def flatten(table: Mapping[str, Any], prefix: str = "") -> dict[str, Scalar]:
+    """Nested TOML tables to Flower's dotted keys: {"data": {"name": x}} -> {"data.name": x}."""
+    flat: dict[str, Scalar] = {}
+    for key, value in table.items():
+        full = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, prefix=f"{full}."))
+        else:
+            flat[full] = value
+    return flat
+
+
+@lru_cache(maxsize=4)
+def _defaults_from(path: Path) -> dict[str, Scalar]:
+    if not path.is_file():
+        raise ConfigError(
+            f"cannot find the configuration defaults: {path} does not exist. "
+            "Install fedreplay from its source tree (pip install -e .) or pass defaults explicitly."
+        )
+    with path.open("rb") as fh:
+        doc = tomllib.load(fh)
+    try:
+        table = doc["tool"]["flwr"]["app"]["config"]
+    except KeyError:
+        raise ConfigError(f"{path} has no [tool.flwr.app.config] table") from None
+    return flatten(table)
+
+
+def default_run_config(pyproject: Path = PYPROJECT) -> dict[str, Scalar]:
+    """The ``[tool.flwr.app.config]`` defaults as a flat dict (a fresh copy)."""
+    return dict(_defaults_from(pyproject))
+
+
+def read_overrides(path: str | Path) -> dict[str, Scalar]:
+    """An override file from simulations/: a TOML file with the app-config keys."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"override file {p} does not exist")
+    with p.open("rb") as fh:
+        try:
+            return flatten(tomllib.load(fh))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"override file {p} is not valid TOML: {exc}") from None
+
+
+def parse_overrides(text: str) -> dict[str, Scalar]:
+    """Parse ``"key=value other=2"`` (Flower's --run-config string syntax)."""
+    try:
+        return flatten(tomllib.loads("\n".join(_split_assignments(text))))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"cannot parse overrides {text!r}: {exc}") from None
+
+
+def _split_assignments(text: str) -> list[str]:
+    parts, current, quote = [], "", ""
+    for ch in text:
+        if ch in "\"'" and (not quote or quote == ch):
+            quote = "" if quote else ch
+        if ch.isspace() and not quote:
+            if current:
+                parts.append(current)
+            current = ""
+        else:
+            current += ch
+    if current:
+        parts.append(current)
+    return parts
+
+
+def _coerce(key: str, value: Any, default: Scalar) -> Scalar:
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+    elif isinstance(default, int):
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+    elif isinstance(default, float):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif isinstance(default, str) and isinstance(value, (str, int, float)):
+        if not isinstance(value, bool):
+            return str(value)
+    raise ConfigError(
+        f"{key}={value!r} has type {type(value).__name__}, expected {type(default).__name__}"
+    )
+
+
+def load_config(
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    defaults: Mapping[str, Scalar] | None = None,
+) -> ExperimentConfig:
+    """Merge ``overrides`` into the defaults and build the typed config.
+
+    ``overrides`` may be Flower's ``context.run_config`` (already complete) or a partial
+    dict; unknown keys are an error that names the closest known key.
+    """
+    base = dict(defaults) if defaults is not None else default_run_config()
+    merged = dict(base)
+    for key, value in flatten(overrides or {}).items():
+        if key not in base:
+            close = difflib.get_close_matches(key, list(base), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"unknown configuration key {key!r}{hint}")
+        merged[key] = _coerce(key, value, base[key])
+
+    top: dict[str, Any] = {}
+    sections: dict[str, dict[str, Any]] = {name: {} for name in _SECTIONS}
+    for key, value in merged.items():
+        head, _, rest = key.partition(".")
+        if rest and head in sections:
+            sections[head][rest.replace("-", "_")] = value
+        else:
+            top[key.replace("-", "_")] = value
+    built: dict[str, Any] = {}
+    for name, cls in _SECTIONS.items():
+        wanted = {f.name for f in fields(cls)}
+        missing = wanted - set(sections[name])
+        extra = set(sections[name]) - wanted
+        if missing or extra:
+            raise ConfigError(
+                f"[{name}] options do not match the schema: missing {sorted(missing)}, "
+                f"unexpected {sorted(extra)}"
+            )
+        built[name] = cls(**sections[name])
+    wanted_top = {f.name for f in fields(ExperimentConfig)} - set(_SECTIONS)
+    missing_top = wanted_top - set(top)
+    if missing_top:
+        raise ConfigError(f"missing top-level options {sorted(missing_top)}")
+    return ExperimentConfig(**{k: top[k] for k in wanted_top}, **built)
