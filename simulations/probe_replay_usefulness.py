@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from common.audit.cli import load_run_config
+from common.audit.run_folder import load_run_config
 from common.config import ExperimentConfig
 from common.data.streams import build_stream
 from common.data.types import Split, TaskStream, concat

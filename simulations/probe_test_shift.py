@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from common.audit import loss_attack
-from common.audit.cli import matched_members
+from common.audit.models_audit import matched_members
 from common.config import load_config
 from common.data.streams import build_stream
 from common.data.types import concat

@@ -55,9 +55,15 @@ from common.privacy import records as fp
 from common.privacy.accountant import Event, compute_epsilon, merged
 from common.privacy.calibrate import noise_for_budget
 from common.privacy.composition import PER_TASK, SEQUENTIAL
+from common.privacy.ledger_file import (
+    BACKUP,
+    LEDGER,
+    LOCK,
+    MARKER,
+    PrivacyStateError,
+    read_state,
+)
 
-STATE_VERSION = 3
-LEDGER, BACKUP, MARKER, LOCK = "ledger.json", "ledger.json.bak", "TRAINED", "ledger.lock"
 # A run left with less than this share of its target is refused: its noise would drown
 # every signal (the site is told what it spent and how to proceed).
 MIN_SHARE_LEFT = 0.1
@@ -67,10 +73,6 @@ Plan = Mapping[int, tuple[float, int]]  # task -> (sample rate, planned DP steps
 
 class BudgetExceeded(RuntimeError):
     """Training this round would spend more than the site's privacy budget."""
-
-
-class PrivacyStateError(RuntimeError):
-    """The saved privacy state is missing, unreadable or does not match this run."""
 
 
 def check_site_id(site_id: str) -> str:
@@ -136,70 +138,13 @@ class SiteLedger:
         fd = os.open(directory / LOCK, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
-            ledger = cls(directory, site_id, cls._load(directory, site_id, dp))
+            ledger = cls(directory, site_id, read_state(directory, site_id, dp))
             yield ledger
             if ledger.dirty:
                 ledger.save()
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
-
-    @staticmethod
-    def _load(directory: Path, site_id: str, dp: DPConfig | None) -> dict[str, Any]:
-        path = directory / LEDGER
-        if not path.is_file() and dp is None:
-            raise PrivacyStateError(f"site {site_id!r} has no privacy ledger at {path}")
-        if not path.is_file():
-            assert dp is not None
-            traces = [p.name for p in (directory / BACKUP, directory / MARKER) if p.exists()]
-            if traces:
-                raise PrivacyStateError(
-                    f"site {site_id!r} has trained before ({', '.join(traces)} in {directory}) "
-                    f"but its privacy ledger {path.name} is missing; refusing to start it from "
-                    f"epsilon 0. Restore the ledger (cp {BACKUP} {LEDGER} in that folder, or "
-                    "from your backups) and start the site again"
-                )
-            return SiteLedger._new_state(site_id, dp)
-        try:
-            state = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise PrivacyStateError(
-                f"privacy ledger {path} of site {site_id!r} is unreadable ({exc}); refusing "
-                f"to train rather than forget what this site has spent. Restore it from "
-                f"{BACKUP} in that folder or from your backups"
-            ) from None
-        if state.get("version") != STATE_VERSION:
-            raise PrivacyStateError(
-                f"privacy ledger {path} has format version {state.get('version')!r}; this "
-                f"fedreplay reads version {STATE_VERSION}; refusing to guess what was spent"
-            )
-        if state.get("site_id") != site_id:
-            raise PrivacyStateError(
-                f"privacy ledger {path} belongs to site {state.get('site_id')!r}, not {site_id!r}"
-            )
-        saved = (state["delta"], state["accountant"])
-        if dp is not None and saved != (dp.delta, dp.accountant):
-            raise PrivacyStateError(
-                f"site {site_id!r} accounts its lifetime at (delta, accountant) = {saved}; this "
-                f"run asks for {(dp.delta, dp.accountant)}. A site's delta and accountant are "
-                "fixed for its lifetime: set dp.delta and dp.accountant to the saved values"
-            )
-        return dict(state)
-
-    @staticmethod
-    def _new_state(site_id: str, dp: DPConfig) -> dict[str, Any]:
-        return {
-            "version": STATE_VERSION,
-            "site_id": site_id,
-            "created": time.time(),
-            "delta": dp.delta,
-            "accountant": dp.accountant,
-            "budget": dp.target_epsilon,
-            "budget_log": [],
-            "partitions": {},
-            "runs": {},
-            "ledger": [],
-        }
 
     # --- properties ---------------------------------------------------------------------
     @property

@@ -127,7 +127,7 @@ def test_egress_audit_finds_the_run_by_its_recorded_id(run_dir: Path, tmp_path: 
 
 
 def test_non_members_match_the_members_class_for_class() -> None:
-    from common.audit.cli import matched_members
+    from common.audit.models_audit import matched_members
     from common.data.types import Split
 
     # Members skewed to class 0, a held-out set skewed to class 1, class 2 missing there.
@@ -147,7 +147,7 @@ def test_non_members_match_the_members_class_for_class() -> None:
 
 
 def test_non_members_come_from_the_runs_holdout_when_it_has_one() -> None:
-    from common.audit.cli import audit_non_members
+    from common.audit.models_audit import audit_non_members
     from common.data.streams import build_stream
     from common.sitedata import SiteIdentity, local_stream
 

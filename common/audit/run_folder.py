@@ -1,0 +1,48 @@
+"""What the audits read from a finished run folder: its config, the sites' last updates,
+the canaries."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from common.config import ExperimentConfig, load_config
+
+CANARIES_FILE = "canaries.pt"
+SITE_UPDATES_FILE = "site_updates.pt"
+EGRESS_REPORT = "egress_audit.json"
+DEFAULT_CANARY_DELTA = 1e-5
+
+
+# --- the run folder ---------------------------------------------------------------------
+def site_updates_by_partition(run_dir: Path) -> dict[int, dict[str, Any]]:
+    """The last update each site sent (``site_updates.pt``, keyed by site id), by the
+    simulated data share it holds (the audits rebuild a site's records from it)."""
+    path = run_dir / SITE_UPDATES_FILE
+    if not path.is_file():
+        return {}
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    return {int(u["partition"]): u for u in saved.values()}
+
+
+def load_run_config(run_dir: Path, data_root: str | None = None) -> ExperimentConfig:
+    """The run's ``config.json`` back as an :class:`ExperimentConfig` (optionally another
+    data root: the auditor's copy of the data)."""
+    flat: dict[str, Any] = {}
+    for key, value in json.loads((run_dir / "config.json").read_text()).items():
+        if isinstance(value, dict):
+            flat.update({f"{key}.{k.replace('_', '-')}": v for k, v in value.items()})
+        else:
+            flat[key.replace("_", "-")] = value
+    cfg = load_config(flat)
+    if data_root:
+        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, root=data_root))
+    return cfg
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    return dict(json.loads(path.read_text())) if path.is_file() else {}

@@ -1,0 +1,81 @@
+"""The ledger's file: where it lives, its format version, reading and checking it.
+
+A missing ledger of a site that has trained before (its backup or ``TRAINED`` marker is
+there) is an error, never a fresh budget; an unreadable one, one of another format, site,
+delta or accountant likewise (:class:`PrivacyStateError`, with the fix named).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from common.config import DPConfig
+
+STATE_VERSION = 3
+LEDGER, BACKUP, MARKER, LOCK = "ledger.json", "ledger.json.bak", "TRAINED", "ledger.lock"
+
+
+class PrivacyStateError(RuntimeError):
+    """The saved privacy state is missing, unreadable or does not match this run."""
+
+
+def read_state(directory: Path, site_id: str, dp: DPConfig | None) -> dict[str, Any]:
+    """The saved ledger of ``site_id`` in ``directory``, checked; a new one for a site that
+    never trained (``dp`` given); an error naming the fix for anything else."""
+    path = directory / LEDGER
+    if not path.is_file() and dp is None:
+        raise PrivacyStateError(f"site {site_id!r} has no privacy ledger at {path}")
+    if not path.is_file():
+        assert dp is not None
+        traces = [p.name for p in (directory / BACKUP, directory / MARKER) if p.exists()]
+        if traces:
+            raise PrivacyStateError(
+                f"site {site_id!r} has trained before ({', '.join(traces)} in {directory}) "
+                f"but its privacy ledger {path.name} is missing; refusing to start it from "
+                f"epsilon 0. Restore the ledger (cp {BACKUP} {LEDGER} in that folder, or "
+                "from your backups) and start the site again"
+            )
+        return new_state(site_id, dp)
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PrivacyStateError(
+            f"privacy ledger {path} of site {site_id!r} is unreadable ({exc}); refusing "
+            f"to train rather than forget what this site has spent. Restore it from "
+            f"{BACKUP} in that folder or from your backups"
+        ) from None
+    if state.get("version") != STATE_VERSION:
+        raise PrivacyStateError(
+            f"privacy ledger {path} has format version {state.get('version')!r}; this "
+            f"fedreplay reads version {STATE_VERSION}; refusing to guess what was spent"
+        )
+    if state.get("site_id") != site_id:
+        raise PrivacyStateError(
+            f"privacy ledger {path} belongs to site {state.get('site_id')!r}, not {site_id!r}"
+        )
+    saved = (state["delta"], state["accountant"])
+    if dp is not None and saved != (dp.delta, dp.accountant):
+        raise PrivacyStateError(
+            f"site {site_id!r} accounts its lifetime at (delta, accountant) = {saved}; this "
+            f"run asks for {(dp.delta, dp.accountant)}. A site's delta and accountant are "
+            "fixed for its lifetime: set dp.delta and dp.accountant to the saved values"
+        )
+    return dict(state)
+
+
+def new_state(site_id: str, dp: DPConfig) -> dict[str, Any]:
+    return {
+        "version": STATE_VERSION,
+        "site_id": site_id,
+        "created": time.time(),
+        "delta": dp.delta,
+        "accountant": dp.accountant,
+        "budget": dp.target_epsilon,
+        "budget_log": [],
+        "partitions": {},
+        "runs": {},
+        "ledger": [],
+    }
