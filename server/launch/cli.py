@@ -79,13 +79,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="simulation: number of SuperNodes (default: fed.num-sites of the config); "
         "deployment: sets fed.num-sites and fed.min-sites (the run waits for that many)",
     )
-    p.add_argument(
-        "--cpus-per-site",
-        type=float,
-        default=1,
-        help="CPUs per simulated ClientApp (Ray's share: 0.4 runs 5 sites at once on 2 cores, "
-        "each with one thread)",
-    )
+    p.add_argument("--cpus-per-site", type=int, default=1, help="CPUs per simulated ClientApp")
     p.add_argument("--gpus-per-site", type=float, default=0.0, help="GPUs per ClientApp")
     p.add_argument(
         "--connection",
@@ -124,8 +118,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         p.error("--resume uses the run's own config: no --run-config, --set or --output-dir")
     if args.sites is not None and args.sites < 1:
         p.error("--sites must be >= 1")
-    if not 0 < args.cpus_per_site < float("inf"):
-        p.error("--cpus-per-site must be a number > 0")
+    if args.cpus_per_site < 1:
+        p.error("--cpus-per-site must be a whole number >= 1")
     if args.gpus_per_site < 0:
         p.error("--gpus-per-site must be >= 0")
     return args

@@ -224,7 +224,7 @@ class Launch:
             if int(merged["fed.min-sites"]) > sites:  # Flower would wait forever
                 say(f"fed.min-sites={merged['fed.min-sites']} > {sites} sites: using {sites}")
                 overrides["fed.min-sites"] = sites
-            resources = f"client-resources-num-cpus={args.cpus_per_site:g}"
+            resources = f"client-resources-num-cpus={args.cpus_per_site}"
             if args.gpus_per_site:
                 resources += f" client-resources-num-gpus={args.gpus_per_site}"
             federation = ["--federation-config", f"num-supernodes={sites} {resources}"]
