@@ -31,7 +31,6 @@ from common.evaluator import train_evaluator
 from common.metrics import AccuracyMatrix, evaluate_tasks, per_task_generator_quality
 from common.models import build_generator, build_solver, generator_from_state
 from common.models.dgm import DGMGenerator
-from common.models.growth import grow_
 from common.replay import GenerativeReplay, ReplayPayload
 from common.results import RunFolder
 from server.aggregation import Bounds
@@ -39,6 +38,7 @@ from server.checkpoint import ResumeError, RunCheckpoint, comparable, rng_state,
 from server.client_dp import ClientLevelDP
 from server.console import flower_log_in
 from server.finish import finish_run
+from server.mask_aggregation import consolidate
 from server.site_registry import SiteRegistry
 from server.strategy import FedReplay
 
@@ -282,25 +282,13 @@ class FederatedRun:
         return payload
 
     def _consolidate(self, t: int, generator: DGMGenerator) -> None:
-        """DGM at the boundary of task ``t``: binarise the (aggregated) masks into the
-        usage sets, grow by what they reserved, and make the grown generator the global
-        model (and the reference every site's reply is checked against)."""
-        task = self.stream.tasks[t]
-        claimed = generator.end_task(list(task.classes))
-        before = generator.widths
-        if self.cfg.dgm.growth:
-            grow_(generator, claimed)
-        size = generator.capacity()
+        """DGM at the boundary of task ``t`` (:func:`server.mask_aggregation.consolidate`);
+        the grown generator becomes the global model (and the reference every site's
+        reply is checked against)."""
+        classes = list(self.stream.tasks[t].classes)
+        size = consolidate(generator, classes, task=t, growth=self.cfg.dgm.growth)
         self.generator_sizes.append(size)
         self.arrays = wire.scholar_record(self.solver, generator)
-        log.info(
-            "DGM after task %d: reserved %s, widths %s -> %s, %d parameters",
-            t + 1,
-            ", ".join(f"{k} +{n}" for k, n in claimed.items()),
-            before,
-            generator.widths,
-            size["parameters"],
-        )
 
     # --- run state ---------------------------------------------------------------------------
     def _checkpoint(self, *, task: int, task_rounds: int, payload: ReplayPayload | None) -> None:

@@ -13,12 +13,16 @@ averaged embeddings of the current task are what the server binarises at the tas
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import logging
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
 from common import protocol
 from common.models.dgm import DGMGenerator
+from common.models.growth import grow_
+
+log = logging.getLogger("fedreplay.server")
 
 Arrays = dict[str, np.ndarray]
 PREFIX = f"{protocol.GENERATOR.name}."
@@ -40,3 +44,25 @@ def keep_reserved(
         if frozen.any():
             out[key] = np.where(frozen, current[key], aggregated[key]).astype(np.float32)
     return out
+
+
+def consolidate(
+    generator: DGMGenerator, classes: Sequence[int], *, task: int, growth: bool
+) -> dict[str, int]:
+    """The end of task ``task`` (its ``classes``): binarise the aggregated masks into the
+    usage sets, grow every layer by what they reserved (``growth``); returns the
+    generator's size after it (:meth:`~common.models.dgm.DGMGenerator.capacity`)."""
+    claimed = generator.end_task(list(classes))
+    before = generator.widths
+    if growth:
+        grow_(generator, claimed)
+    size = generator.capacity()
+    log.info(
+        "DGM after task %d: reserved %s, widths %s -> %s, %d parameters",
+        task + 1,
+        ", ".join(f"{k} +{n}" for k, n in claimed.items()),
+        before,
+        generator.widths,
+        size["parameters"],
+    )
+    return size
