@@ -80,6 +80,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "deployment: sets fed.num-sites and fed.min-sites (the run waits for that many)",
     )
     p.add_argument("--cpus-per-site", type=int, default=1, help="CPUs per simulated ClientApp")
+    p.add_argument(
+        "--parallel-sites",
+        type=int,
+        default=0,
+        help="simulation: train this many sites at once, whatever the machine's core count "
+        "(Ray is told there are parallel-sites x cpus-per-site CPUs; each site keeps "
+        "cpus-per-site threads); 0 = as many as the cores allow",
+    )
     p.add_argument("--gpus-per-site", type=float, default=0.0, help="GPUs per ClientApp")
     p.add_argument(
         "--connection",
@@ -120,6 +128,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         p.error("--sites must be >= 1")
     if args.cpus_per_site < 1:
         p.error("--cpus-per-site must be a whole number >= 1")
+    if args.parallel_sites < 0:
+        p.error("--parallel-sites must be >= 0 (0: as many as the cores allow)")
     if args.gpus_per_site < 0:
         p.error("--gpus-per-site must be >= 0")
     return args

@@ -225,6 +225,8 @@ class Launch:
                 say(f"fed.min-sites={merged['fed.min-sites']} > {sites} sites: using {sites}")
                 overrides["fed.min-sites"] = sites
             resources = f"client-resources-num-cpus={args.cpus_per_site}"
+            if args.parallel_sites:  # Ray runs as many actors as its CPU count allows
+                resources += f" init-args-num-cpus={args.parallel_sites * args.cpus_per_site}"
             if args.gpus_per_site:
                 resources += f" client-resources-num-gpus={args.gpus_per_site}"
             federation = ["--federation-config", f"num-supernodes={sites} {resources}"]
