@@ -15,6 +15,7 @@ one explicitly); CI installs Debian's ``chromium`` (.ci/run).
 from __future__ import annotations
 
 import base64
+import contextlib
 import itertools
 import json
 import os
@@ -115,6 +116,7 @@ class Browser:
         self.exe = exe
         self.profile = tempfile.mkdtemp(prefix="fedreplay-chromium-")
         self.proc: subprocess.Popen[str] | None = None
+        self.connections = contextlib.ExitStack()  # DevTools websockets, closed on exit
 
     def __enter__(self) -> Browser:
         self.proc = subprocess.Popen(
@@ -149,7 +151,8 @@ class Browser:
         with urllib.request.urlopen(f"http://{self.address}/json/list", timeout=30) as resp:
             targets = json.load(resp)
         target = next(t for t in targets if t.get("type") == "page")
-        page = Page(connect(target["webSocketDebuggerUrl"], max_size=None), itertools.count(1))
+        ws = self.connections.enter_context(connect(target["webSocketDebuggerUrl"], max_size=None))
+        page = Page(ws, itertools.count(1))
         for domain in ("Page", "Runtime", "Log", "Network"):
             page.call(f"{domain}.enable")
         page.call("Page.navigate", url=path.resolve().as_uri())
@@ -157,6 +160,7 @@ class Browser:
         return page
 
     def __exit__(self, *exc: object) -> None:
+        self.connections.close()
         if self.proc is not None:
             self.proc.terminate()
             try:
