@@ -42,6 +42,7 @@ from common.replay import ReplayPayload
 from server.aggregation import AggregationError, Bounds, aggregate, bounded_model
 from server.client_dp import ClientLevelDP
 from server.mask_aggregation import keep_reserved
+from server.round_metrics import per_task_accuracy, weighted_metrics
 from server.site_owners import SiteOwners
 from server.site_registry import SiteRegistry
 
@@ -293,7 +294,7 @@ class FedReplay(FedAvg):
         if isinstance(self.generator_template, DGMGenerator):  # finished tasks are the server's
             arrays = keep_reserved(current, arrays, self.generator_template)
         out = ArrayRecord({k: wire.Array(v) for k, v in arrays.items()})  # type: ignore[arg-type]
-        return out, _weighted_metrics([c for _, c in accepted])
+        return out, weighted_metrics([c for _, c in accepted])
 
     def _wait_for_sites(self, grid: Grid) -> None:
         """fed.min-sites within fed.start-timeout seconds, else SitesMissing."""
@@ -357,7 +358,7 @@ class FedReplay(FedAvg):
             self.client_dp.noise_multiplier,
         )
         arrays = ArrayRecord({k: wire.Array(released[k]) for k in keys})  # type: ignore[arg-type]
-        return arrays, _weighted_metrics(accepted)
+        return arrays, weighted_metrics(accepted)
 
     def _validate(self, content: RecordDict) -> None:
         wire.check_message(content, protocol.TRAIN_REPLY)  # the declared records only
@@ -392,34 +393,6 @@ class FedReplay(FedAvg):
                     )
         if not records:
             return None
-        merged = _per_task_accuracy(records)
+        merged = per_task_accuracy(records)
         self.evaluate_records[self.round_offset + server_round] = merged
         return MetricRecord(dict(merged))
-
-
-def _weighted_metrics(contents: list[RecordDict]) -> MetricRecord:
-    """Example-weighted mean of the metrics every reply has (keys may differ by site)."""
-    records = [wire.scalar_metrics(c.metric_records[wire.METRICS]) for c in contents]
-    weights = [r["num-examples"] for r in records]
-    common_keys = set.intersection(*(set(r) for r in records)) - {"num-examples"}
-    total = sum(weights)
-    out = {
-        k: sum(r[k] * w for r, w in zip(records, weights, strict=True)) / total
-        for k in sorted(common_keys)
-    }
-    out["num-examples"] = total
-    return MetricRecord(dict(out))
-
-
-def _per_task_accuracy(records: list[dict[str, float]]) -> dict[str, float]:
-    """Sites' per-task accuracies weighted by their per-task test examples."""
-    tasks = sorted(int(k.rsplit("-", 1)[1]) for k in records[0] if k.startswith("accuracy-task-"))
-    out: dict[str, float] = {}
-    for j in tasks:
-        n = sum(r.get(f"examples-task-{j}", 0.0) for r in records)
-        hits = sum(
-            r.get(f"accuracy-task-{j}", 0.0) * r.get(f"examples-task-{j}", 0.0) for r in records
-        )
-        out[f"accuracy-task-{j}"] = hits / n if n else 0.0
-    out["accuracy"] = sum(out.values()) / len(tasks) if tasks else 0.0
-    return out

@@ -1,0 +1,36 @@
+"""The metrics of a round, combined over the sites that answered: training metrics
+weighted by example counts, federated evaluation by per-task test examples."""
+
+from __future__ import annotations
+
+from flwr.app import MetricRecord, RecordDict
+
+from common import wire
+
+
+def weighted_metrics(contents: list[RecordDict]) -> MetricRecord:
+    """Example-weighted mean of the metrics every reply has (keys may differ by site)."""
+    records = [wire.scalar_metrics(c.metric_records[wire.METRICS]) for c in contents]
+    weights = [r["num-examples"] for r in records]
+    common_keys = set.intersection(*(set(r) for r in records)) - {"num-examples"}
+    total = sum(weights)
+    out = {
+        k: sum(r[k] * w for r, w in zip(records, weights, strict=True)) / total
+        for k in sorted(common_keys)
+    }
+    out["num-examples"] = total
+    return MetricRecord(dict(out))
+
+
+def per_task_accuracy(records: list[dict[str, float]]) -> dict[str, float]:
+    """Sites' per-task accuracies weighted by their per-task test examples."""
+    tasks = sorted(int(k.rsplit("-", 1)[1]) for k in records[0] if k.startswith("accuracy-task-"))
+    out: dict[str, float] = {}
+    for j in tasks:
+        n = sum(r.get(f"examples-task-{j}", 0.0) for r in records)
+        hits = sum(
+            r.get(f"accuracy-task-{j}", 0.0) * r.get(f"examples-task-{j}", 0.0) for r in records
+        )
+        out[f"accuracy-task-{j}"] = hits / n if n else 0.0
+    out["accuracy"] = sum(out.values()) / len(tasks) if tasks else 0.0
+    return out
