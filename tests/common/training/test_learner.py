@@ -79,3 +79,44 @@ def test_one_forward_over_real_and_replay_is_the_same_update_as_two() -> None:
     for p, q, p0 in pairs:
         torch.testing.assert_close(p, q)
         assert not torch.equal(p, p0)  # the step did move every parameter
+
+
+def test_synthetic_samples_the_global_solver_rejects_are_drawn_again() -> None:
+    """train.solver-data = "synthetic": a site's generator draws a class it hardly holds
+    badly (here: half the draws look like the other class); the judge (the global solver)
+    sends those back to be drawn again."""
+    from torch import Tensor, nn
+
+    from common.models.generator import Generator
+    from common.training.learner import synthetic_batches
+
+    class HalfWrong(Generator):
+        def __init__(self) -> None:
+            super().__init__((1, 1, 1), 4, latent_dim=1)
+            self.dummy = nn.Parameter(torch.zeros(1))
+
+        def forward(self, z: Tensor, labels: Tensor) -> Tensor:
+            wrong = z[:, 0] > 0  # half the codes give the other class's image
+            shown = torch.where(wrong, 5 - labels, labels)  # 2 <-> 3
+            return (shown.float() / 10).view(-1, 1, 1, 1)
+
+    class PixelJudge(nn.Module):
+        def forward(self, x: Tensor) -> Tensor:
+            value = x.flatten(1)[:, 0] * 10
+            return -((torch.arange(4).float() - value[:, None]) ** 2)
+
+    def wrong_share(judge: nn.Module | None, retries: int) -> float:
+        batches = synthetic_batches(
+            HalfWrong(),
+            [2, 3],
+            2000,
+            rng=torch.Generator().manual_seed(0),
+            judge=judge,
+            retries=retries,
+        )
+        x, y = next(batches)
+        return float(((x.flatten() * 10).round().long() != y).float().mean())
+
+    assert wrong_share(None, 6) == pytest.approx(0.5, abs=0.05)
+    assert wrong_share(PixelJudge(), 0) == pytest.approx(0.5, abs=0.05)
+    assert wrong_share(PixelJudge(), 6) < 0.02
