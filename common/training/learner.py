@@ -7,7 +7,6 @@ where the previous scholar comes from (its own snapshot, or the server's aggrega
 
 from __future__ import annotations
 
-import copy
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -59,21 +58,9 @@ REPLAY_PREFETCH = 8  # replay batches drawn per forward pass of the frozen model
 
 
 def synthetic_batches(
-    generator: Generator,
-    classes: Sequence[int],
-    batch_size: int,
-    *,
-    rng: torch.Generator,
-    judge: nn.Module | None = None,
-    retries: int = 0,
+    generator: Generator, classes: Sequence[int], batch_size: int, *, rng: torch.Generator
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Endless batches of the generator's samples of ``classes`` (uniform over them).
-
-    With a ``judge`` (a frozen solver: the global one this round started from) a sample the
-    judge does not put in its conditioning class, among ``classes``, is drawn again up to
-    ``retries`` times, then kept: a site's generator draws classes the site hardly holds
-    badly, and the global solver of the task's earlier rounds knows them from every site.
-    Post-processing of released models and the site's own private generator: no budget."""
+    """Endless batches of the generator's samples of ``classes`` (uniform over them)."""
     if not classes:
         raise ValueError("no classes to draw synthetic batches of")
     pool = torch.tensor(list(classes))
@@ -81,13 +68,6 @@ def synthetic_batches(
         labels = pool[torch.randint(len(pool), (batch_size,), generator=rng)]
         with torch.no_grad():
             x = generator.sample(labels, generator=rng)
-            for _ in range(retries if judge is not None else 0):
-                assert judge is not None
-                guess = pool.to(x.device)[judge(x)[:, pool.to(x.device)].argmax(1)]
-                bad = (guess != labels.to(x.device)).nonzero(as_tuple=True)[0]
-                if not bad.numel():
-                    break
-                x[bad] = generator.sample(labels[bad.cpu()], generator=rng).to(x.dtype)
         yield x, labels
 
 
@@ -272,15 +252,8 @@ class Learner:
                 raise ValueError("train.solver-data='synthetic' needs a generator")
             old = set(replay.classes) if replay is not None else set()
             current = [c for c in classes_seen if c not in old]
-            # the global solver this round started from judges the synthetic samples
-            judge = copy.deepcopy(self.solver).eval().requires_grad_(False)
             solver_batches = synthetic_batches(
-                self.generator,
-                current,
-                cfg.train.batch_size,
-                rng=rng,
-                judge=judge,
-                retries=cfg.replay.retries,
+                self.generator, current, cfg.train.batch_size, rng=rng
             )
             # (solver step?, generator step?) per iteration: the generator first
             schedule = [(False, True)] * gen_steps + [(True, False)] * iterations
