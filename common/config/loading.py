@@ -6,44 +6,23 @@ from __future__ import annotations
 import difflib
 import tomllib
 from collections.abc import Mapping
-from dataclasses import fields
+from dataclasses import fields, is_dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, get_type_hints
 
 from common.config.experiment import ExperimentConfig
-from common.config.sections import (
-    PYPROJECT,
-    AuditConfig,
-    ConfigError,
-    DataConfig,
-    DGMConfig,
-    DPConfig,
-    EvalConfig,
-    FedConfig,
-    GeneratorConfig,
-    PartitionConfig,
-    ReplayConfig,
-    Scalar,
-    SolverConfig,
-    TasksConfig,
-    TrainConfig,
-)
+from common.config.sections import PYPROJECT, ConfigError, Scalar
 
-_SECTIONS: dict[str, type] = {
-    "data": DataConfig,
-    "tasks": TasksConfig,
-    "solver": SolverConfig,
-    "generator": GeneratorConfig,
-    "dgm": DGMConfig,
-    "train": TrainConfig,
-    "replay": ReplayConfig,
-    "fed": FedConfig,
-    "partition": PartitionConfig,
-    "dp": DPConfig,
-    "eval": EvalConfig,
-    "audit": AuditConfig,
-}
+
+def _section_types() -> dict[str, type]:
+    """``{"data": DataConfig, ...}``: the sections are the dataclass-typed fields of
+    :class:`ExperimentConfig` (declared there once), in its order."""
+    hints = get_type_hints(ExperimentConfig)
+    return {f.name: hints[f.name] for f in fields(ExperimentConfig) if is_dataclass(hints[f.name])}
+
+
+_SECTIONS = _section_types()
 
 
 def flatten(table: Mapping[str, Any], prefix: str = "") -> dict[str, Scalar]:
