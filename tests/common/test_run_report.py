@@ -87,16 +87,23 @@ def test_a_folder_without_a_summary_is_refused(tmp_path: Path) -> None:
         write_run_report(tmp_path)
 
 
-def test_the_page_renders_in_a_real_browser(tmp_path: Path) -> None:
-    """Headless chromium opens report.html: it loads, every image decodes, nothing is
-    logged as an error; the screenshot is kept (test-artifacts/, or
-    $FEDREPLAY_TEST_ARTIFACTS). CI installs chromium; elsewhere the test needs one."""
-    from browser import Browser, find_chromium
+@pytest.fixture
+def chromium() -> None:
+    """A browser to drive: required in CI (.ci/run installs it), skipped elsewhere without."""
+    from browser import find_chromium
 
     if find_chromium() is None:
         if os.environ.get("CI"):
             pytest.fail("CI must have a browser: .ci/run installs Debian's chromium")
         pytest.skip("no chromium installed (apt install chromium, or FEDREPLAY_BROWSER)")
+
+
+def test_the_page_renders_in_a_real_browser(tmp_path: Path, chromium: None) -> None:
+    """Headless chromium opens report.html: it loads, every image decodes, nothing is
+    logged as an error; the screenshot is kept (test-artifacts/, or
+    $FEDREPLAY_TEST_ARTIFACTS). CI installs chromium; elsewhere the test needs one."""
+    from browser import Browser
+
     run = small_run(tmp_path)
     with Browser() as browser:
         page = browser.open(run / REPORT)
@@ -117,14 +124,10 @@ def test_the_page_renders_in_a_real_browser(tmp_path: Path) -> None:
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000, "an empty screenshot"
 
 
-def test_the_browser_check_sees_a_broken_image(tmp_path: Path) -> None:
+def test_the_browser_check_sees_a_broken_image(tmp_path: Path, chromium: None) -> None:
     """The browser test can fail: a page with a corrupt image and a script error."""
-    from browser import Browser, find_chromium
+    from browser import Browser
 
-    if find_chromium() is None:
-        if os.environ.get("CI"):
-            pytest.fail("CI must have a browser: .ci/run installs Debian's chromium")
-        pytest.skip("no chromium installed (apt install chromium, or FEDREPLAY_BROWSER)")
     bad = tmp_path / "bad.html"
     bad.write_text(
         '<html><body><img src="data:image/png;base64,AAAA">'
