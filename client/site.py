@@ -98,6 +98,7 @@ class Site:
             tuple(gens),
             payload.weights,
             payload.classes,
+            payload.generator_classes,
         )
 
     # --- work ---------------------------------------------------------------------------

@@ -102,7 +102,8 @@ GENERATOR = Part(
     "generator",
     present="methods with a generator (dgr, dgm)",
     aggregation="as the solver; replay.mode=ensemble also keeps every site's bounded "
-    "generator of the task as replay for all sites. DGM: weights reserved by finished tasks "
+    "generator of the task as replay for all sites (per-task: of every finished task, each "
+    "drawing its task's classes). DGM: weights reserved by finished tasks "
     "and the mask state (usage bit sets, class -> task) stay the server's and do not travel "
     "up: a site sends only the elements free in the task, packed (common.wire."
     "packed_generator; the server fills in its own before validation, server."

@@ -3,7 +3,8 @@
 - :class:`GenerativeReplay`: DGR; inputs from frozen generator(s), labels from the frozen
   previous solver (or the labels the generator was conditioned on: ``condition``).
   Several generators with weights make an ensemble (federated ``replay.mode = ensemble``:
-  one generator per site of the finished task).
+  one generator per site of the finished task; ``per-task``: one per site and finished
+  task, each drawing only its task's classes).
 - :class:`ExactReplay`: stored real data of earlier tasks (the ER reference). Only ever
   used at the site that holds the data.
 """
@@ -50,6 +51,9 @@ class ReplayPayload:
     generators: tuple[dict[str, Tensor], ...]
     weights: tuple[float, ...]
     classes: tuple[int, ...]
+    # the classes each generator draws (``replay.mode = per-task``); () = every generator
+    # draws every class
+    generator_classes: tuple[tuple[int, ...], ...] = ()
 
     def to_dict(self) -> dict[str, object]:
         """Plain containers of tensors and numbers (``torch.load(weights_only=True)``)."""
@@ -59,6 +63,7 @@ class ReplayPayload:
             "generators": [dict(g) for g in self.generators],
             "weights": list(self.weights),
             "classes": list(self.classes),
+            "generator_classes": [list(c) for c in self.generator_classes],
         }
 
     @staticmethod
@@ -69,6 +74,10 @@ class ReplayPayload:
             generators=tuple(dict(g) for g in d["generators"]),  # type: ignore[attr-defined]
             weights=tuple(float(w) for w in d["weights"]),  # type: ignore[attr-defined]
             classes=tuple(int(c) for c in d["classes"]),  # type: ignore[attr-defined]
+            generator_classes=tuple(
+                tuple(int(c) for c in cs)
+                for cs in d.get("generator_classes", [])  # type: ignore[attr-defined]
+            ),
         )
 
 
@@ -95,6 +104,7 @@ class GenerativeReplay:
         retries: int = 0,
         rng: torch.Generator | None = None,
         prefetch: int = 1,
+        generator_classes: Sequence[Sequence[int]] = (),
     ) -> None:
         if retries < 0:
             raise ValueError(f"retries={retries} must be >= 0")
@@ -111,6 +121,9 @@ class GenerativeReplay:
         self.solver = solver
         self.classes = tuple(int(c) for c in classes)
         self.weights = w / w.sum()
+        # (max class + 1, generators): row c = the mixture that draws class c, over the
+        # generators that cover c (None: every class from the one mixture ``weights``)
+        self.per_class = _per_class_weights(w, self.classes, generator_classes)
         self.labels = labels
         self.temperature = temperature
         self.retries = retries
@@ -143,7 +156,10 @@ class GenerativeReplay:
 
     def _draw(self, cond: Tensor) -> Tensor:
         n = cond.shape[0]
-        which = torch.multinomial(self.weights, n, replacement=True, generator=self.rng)
+        if self.per_class is None:
+            which = torch.multinomial(self.weights, n, replacement=True, generator=self.rng)
+        else:  # one draw per row from its class's mixture
+            which = torch.multinomial(self.per_class[cond], 1, generator=self.rng)[:, 0]
         device = next(self.solver.parameters()).device
         x = torch.empty(n, *self.generators[0].shape, device=device)
         for k, gen in enumerate(self.generators):
@@ -179,6 +195,28 @@ class GenerativeReplay:
             soft = torch.zeros_like(full)
             soft[:, classes.to(device)] = F.softmax(logits / self.temperature, dim=1)
         return ReplayBatch(x, y, soft)
+
+
+def _per_class_weights(
+    weights: Tensor, classes: tuple[int, ...], generator_classes: Sequence[Sequence[int]]
+) -> Tensor | None:
+    """Row c: generator k's share of class c's draws, ``weights[k]`` over the generators
+    whose classes include c, normalised. A class no generator covers is drawn from all."""
+    if not generator_classes:
+        return None
+    if len(generator_classes) != weights.numel():
+        raise ValueError(
+            f"{len(generator_classes)} class lists do not fit {weights.numel()} generators"
+        )
+    table = torch.zeros(max(classes) + 1, weights.numel())
+    for k, cs in enumerate(generator_classes):
+        unknown = set(cs) - set(classes)
+        if unknown:
+            raise ValueError(f"generator {k} draws classes {sorted(unknown)} not replayed")
+        table[list(cs), k] = weights[k]
+    uncovered = table.sum(1) <= 0
+    table[uncovered] = weights
+    return table / table.sum(1, keepdim=True)
 
 
 class ExactReplay:

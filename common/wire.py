@@ -218,6 +218,9 @@ def replay_records(payload: ReplayPayload) -> tuple[ArrayRecord, ConfigRecord]:
             "classes": [int(c) for c in payload.classes],
         }
     )
+    if payload.generator_classes:  # per-task replay: each generator's classes, flattened
+        meta["generator-classes"] = [int(c) for cs in payload.generator_classes for c in cs]
+        meta["generator-class-counts"] = [len(cs) for cs in payload.generator_classes]
     return ArrayRecord(arrays), meta  # type: ignore[arg-type]
 
 
@@ -230,13 +233,37 @@ def payload_from_records(arrays: ArrayRecord, meta: ConfigRecord) -> ReplayPaylo
             f"replay record has {len(gens)} generators, {len(weights)} weights, "
             f"solver {'present' if 'solver' in parts else 'missing'}"
         )
+    classes = tuple(int(c) for c in _as_list(meta["classes"]))
     return ReplayPayload(
         task=int(meta["task"]),  # type: ignore[arg-type]
         solver=parts["solver"],
         generators=tuple(parts[g] for g in gens),
         weights=weights,
-        classes=tuple(int(c) for c in _as_list(meta["classes"])),
+        classes=classes,
+        generator_classes=_generator_classes(meta, len(gens), classes),
     )
+
+
+def _generator_classes(
+    meta: ConfigRecord, num_generators: int, classes: tuple[int, ...]
+) -> tuple[tuple[int, ...], ...]:
+    """The per-generator class lists of a per-task payload (() when it has none)."""
+    if "generator-classes" not in meta:
+        return ()
+    flat = [int(c) for c in _as_list(meta["generator-classes"])]
+    counts = [int(n) for n in _as_list(meta.get("generator-class-counts", []))]
+    if len(counts) != num_generators or sum(counts) != len(flat) or min(counts, default=1) < 1:
+        raise WireError(
+            f"replay record's generator-class-counts {counts} do not fit {num_generators} "
+            f"generators and {len(flat)} classes"
+        )
+    if not set(flat) <= set(classes):
+        raise WireError(
+            f"replay record's generators draw classes {sorted(set(flat) - set(classes))} "
+            f"outside the replayed classes {list(classes)}"
+        )
+    ends = [sum(counts[: i + 1]) for i in range(len(counts))]
+    return tuple(tuple(flat[e - n : e]) for e, n in zip(ends, counts, strict=True))
 
 
 def _as_list(value: object) -> Sequence[float | int]:

@@ -369,6 +369,7 @@ class FederatedRun:
             weights=payload.weights,
             retries=self.cfg.replay.retries,
             rng=torch.Generator().manual_seed(self.cfg.seed),
+            generator_classes=payload.generator_classes,
         )
 
     def _payload(self, t: int) -> ReplayPayload | None:
@@ -377,6 +378,9 @@ class FederatedRun:
             return None
         classes = self.stream.classes_seen(t - 1)
         solver = {k: v.detach().cpu() for k, v in self.solver.state_dict().items()}
+        generator = {k: v.detach().cpu() for k, v in self.generator.state_dict().items()}
+        if self.cfg.replay.mode == "per-task":
+            return self._per_task_payload(t, solver, generator)
         if self.cfg.replay.mode == "ensemble" and self.fedreplay.task_generators:
             gens = self.fedreplay.task_generators
             return ReplayPayload(
@@ -386,8 +390,29 @@ class FederatedRun:
                 tuple(n for _, n in gens.values()),
                 classes,
             )
-        generator = {k: v.detach().cpu() for k, v in self.generator.state_dict().items()}
         return ReplayPayload(t, solver, (generator,), (1.0,), classes)
+
+    def _per_task_payload(
+        self, t: int, solver: dict[str, torch.Tensor], generator: dict[str, torch.Tensor]
+    ) -> ReplayPayload:
+        """``replay.mode = per-task``: the generators of tasks < t - 1 (the payload of task
+        t - 1) and every site's generator of task t - 1, each drawing its own task's
+        classes; a task no site's generator came back from is drawn by the global one."""
+        before = self.fedreplay.payload
+        gens, weights, owned = (
+            (list(before.generators), list(before.weights), list(before.generator_classes))
+            if before is not None
+            else ([], [], [])
+        )
+        task_classes = tuple(self.stream.tasks[t - 1].classes)
+        done = self.fedreplay.task_generators or {"global": (generator, 1.0)}
+        for state, weight in done.values():
+            gens.append(state)
+            weights.append(weight)
+            owned.append(task_classes)
+        return ReplayPayload(
+            t, solver, tuple(gens), tuple(weights), self.stream.classes_seen(t - 1), tuple(owned)
+        )
 
     def _task_accuracies(self, t: int) -> list[float]:
         if self.central:

@@ -95,11 +95,12 @@ def finish_run(self: FederatedRun, boundaries: list[int]) -> RunFolder:
             else None
         ),
     )
-    if self.final_payload is not None and cfg.replay.mode == "ensemble":
-        torch.save(  # the ensemble: every site's generator of the last task, weighted
-            {
+    if self.final_payload is not None and cfg.replay.mode in ("ensemble", "per-task"):
+        torch.save(  # the ensemble: every site's generator of the last task (per-task: of
+            {  # every task, with the classes each draws), weighted
                 "generators": list(self.final_payload.generators),
                 "weights": list(self.final_payload.weights),
+                "generator_classes": [list(c) for c in self.final_payload.generator_classes],
             },
             run.file("final_ensemble.pt"),
         )

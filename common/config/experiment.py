@@ -70,11 +70,17 @@ class ExperimentConfig:
             raise ConfigError("dp.enabled (sample-level) and dp.client-level: choose one")
         if self.method == "dgm":
             self._check_dgm()
-        if self.dp.client_level and self.replay.mode == "ensemble" and self.uses_generator:
+        if self.dp.client_level and self.replay.mode != "global" and self.uses_generator:
             raise ConfigError(
-                "dp.client-level with replay.mode='ensemble' would send every site's own, "
-                "un-noised generator to all sites as replay: client-level DP covers only the "
-                "noised average. Use replay.mode='global' under client-level DP"
+                f"dp.client-level with replay.mode={self.replay.mode!r} would send every "
+                "site's own, un-noised generator to all sites as replay: client-level DP "
+                "covers only the noised average. Use replay.mode='global' under client-level DP"
+            )
+        if self.replay.mode == "per-task" and self.tasks.scenario != "class":
+            raise ConfigError(
+                "replay.mode='per-task' keeps one generator per finished task, each drawing "
+                f"its task's classes: it needs tasks.scenario='class' (got "
+                f"{self.tasks.scenario!r}); use replay.mode='ensemble' or 'global'"
             )
         if self.dp.client_level and self.fed.aggregation not in ("auto", "fedavg"):
             raise ConfigError(

@@ -46,6 +46,7 @@ class ReplaySource:
     generators: tuple[Generator, ...]
     weights: tuple[float, ...]
     classes: tuple[int, ...]  # classes of the finished tasks
+    generator_classes: tuple[tuple[int, ...], ...] = ()  # per generator; () = all classes
 
     @staticmethod
     def from_scholar(scholar: Scholar, classes: Sequence[int]) -> ReplaySource:
@@ -104,6 +105,7 @@ def replay_for(
         retries=cfg.replay.retries,
         rng=rng,
         prefetch=REPLAY_PREFETCH,
+        generator_classes=previous.generator_classes,
     )
 
 
@@ -263,7 +265,10 @@ class Learner:
             schedule = [(it < iterations, it < gen_steps) for it in range(steps)]
         gen_batches = real_batches()
         dgm = self.generator if isinstance(self.generator, DGMGenerator) else None
-        if dgm is not None:
+        # replay.mode = per-task: finished tasks keep their own generators, so this one
+        # learns the current task's records alone (no generative replay into it)
+        per_task = cfg.replay.mode == "per-task"
+        if dgm is not None or per_task:
             old = set(replay.classes) if replay is not None else set()
             classes = torch.tensor([c for c in classes_seen if c not in old])
         sums: dict[str, float] = {}
@@ -286,6 +291,7 @@ class Learner:
                     if dgm is not None:  # the current task only; s annealed over the task
                         begin, end = task_span
                         dgm.anneal(begin + (end - begin) * (it + 1) / max(gen_steps, 1))
+                    if dgm is not None or per_task:  # the generator learns this task only
                         gen_replay, gen_ratio = None, 1.0
                     losses = gen_trainer.step(gx, gy, gen_replay, gen_ratio, classes)
                     for key, value in losses.items():

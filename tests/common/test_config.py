@@ -157,6 +157,12 @@ def test_kl_weight_auto_is_for_the_digits_demo_only() -> None:
     assert load_config({"generator.kl-weight": 0.5}).generator.kl_weight_for("digits") == 0.5
 
 
+def test_per_task_replay_needs_class_incremental_tasks() -> None:
+    assert load_config({"replay.mode": "per-task"}).replay.mode == "per-task"
+    with pytest.raises(ConfigError, match=re.escape("tasks.scenario='class'")):
+        load_config({"replay.mode": "per-task", "tasks.scenario": "permuted"})
+
+
 DGM_OK = {
     "method": "dgm",
     "generator.kind": "gan",

@@ -72,6 +72,38 @@ def test_ensemble_draws_from_generators_by_weight() -> None:
     assert share_second == pytest.approx(0.25, abs=0.03)
 
 
+def test_per_task_generators_draw_only_their_own_classes() -> None:
+    # generator k is the only one that may draw class k; offsets mark who drew a row
+    gens = [ConstantGenerator(0.0), ConstantGenerator(0.02), ConstantGenerator(0.04)]
+    replay = GenerativeReplay(
+        gens,
+        PixelSolver(),
+        classes=[0, 1, 2],
+        weights=[1.0, 1.0, 1.0],
+        generator_classes=[[0], [1], [1, 2]],
+        rng=torch.Generator().manual_seed(3),
+    )
+    cond = torch.tensor([0] * 300 + [1] * 3000 + [2] * 300)
+    offset = (replay.inputs(cond).flatten(1)[:, 0] * 10 - cond) * 50  # 0, 1 or 2: which drew
+    who = offset.round().long()
+    assert set(who[:300].tolist()) == {0}
+    assert set(who[-300:].tolist()) == {2}
+    # class 1 is shared by generators 1 and 2 at equal weight; generator 0 never draws it
+    assert set(who[300:3300].tolist()) == {1, 2}
+    assert float((who[300:3300] == 1).float().mean()) == pytest.approx(0.5, abs=0.04)
+
+
+def test_per_task_class_lists_must_fit_the_generators() -> None:
+    with pytest.raises(ValueError, match="class lists"):
+        GenerativeReplay(
+            [ConstantGenerator()], PixelSolver(), classes=[0, 1], generator_classes=[[0], [1]]
+        )
+    with pytest.raises(ValueError, match=r"classes \[3\] not replayed"):
+        GenerativeReplay(
+            [ConstantGenerator()], PixelSolver(), classes=[0, 1], generator_classes=[[3]]
+        )
+
+
 def test_bad_replay_setups_are_rejected() -> None:
     with pytest.raises(ValueError, match="at least one generator"):
         GenerativeReplay([], PixelSolver(), classes=[0])

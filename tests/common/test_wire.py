@@ -45,6 +45,30 @@ def test_replay_payload_round_trip_with_ensemble() -> None:
         assert torch.equal(back.generators[1][k], v)
 
 
+def test_per_task_payload_keeps_each_generators_classes() -> None:
+    solver, gen = models(0)
+    _, gen_b = models(2)
+    payload = ReplayPayload(
+        2,
+        solver.state_dict(),
+        (gen.state_dict(), gen_b.state_dict(), gen_b.state_dict()),
+        (1.0, 2.0, 3.0),
+        (0, 1, 2, 3),
+        ((0, 1), (2, 3), (2, 3)),
+    )
+    arrays, meta = wire.replay_records(payload)
+    assert wire.payload_from_records(arrays, meta).generator_classes == payload.generator_classes
+    assert ReplayPayload.from_dict(payload.to_dict()) == payload
+    # a payload whose lists do not add up, or draw a class not replayed, is refused
+    meta["generator-class-counts"] = [2, 2, 1]
+    with pytest.raises(wire.WireError, match="generator-class-counts"):
+        wire.payload_from_records(arrays, meta)
+    meta["generator-class-counts"] = [2, 2, 2]
+    meta["generator-classes"] = [0, 1, 2, 3, 2, 7]
+    with pytest.raises(wire.WireError, match=r"classes \[7\] outside"):
+        wire.payload_from_records(arrays, meta)
+
+
 def test_wrong_architecture_is_rejected_with_the_model_named() -> None:
     solver, gen = models(0)
     other = build_solver(SolverConfig("mlp", 32), SHAPE, 10)

@@ -199,6 +199,28 @@ def test_ensemble_mode_replays_every_sites_generator(tmp_path: Path) -> None:
     assert len(ensemble["generators"]) == len(ensemble["weights"]) == 2
 
 
+def test_per_task_mode_keeps_every_finished_tasks_generators(tmp_path: Path) -> None:
+    run, grid = federate(tmp_path, **{"replay.mode": "per-task", "tasks.num-tasks": 3})
+    payloads = {}
+    for m in grid.sent:
+        if wire.REPLAY in m.content.array_records:
+            p = wire.payload_from_records(
+                m.content.array_records[wire.REPLAY], m.content.config_records[wire.REPLAY_META]
+            )
+            payloads[p.task] = p
+    assert sorted(payloads) == [1, 2]
+    # task 1 replays task 0 from both sites' generators of task 0; task 2 keeps those two
+    # (unchanged) and adds both sites' generators of task 1, each drawing its own classes
+    assert payloads[1].generator_classes == ((0, 1), (0, 1))
+    assert payloads[2].generator_classes == ((0, 1), (0, 1), (2, 3), (2, 3))
+    assert payloads[2].classes == (0, 1, 2, 3)
+    for old, kept in zip(payloads[1].generators, payloads[2].generators[:2], strict=True):
+        assert all(torch.equal(old[k], kept[k]) for k in old)
+    ensemble = torch.load(run.path / "final_ensemble.pt", weights_only=True)
+    assert len(ensemble["generators"]) == 6 and ensemble["generator_classes"][-1] == [4, 5]
+    assert load_summary(run.path)["replay_mode"] == "per-task"
+
+
 def test_federated_evaluation_builds_the_matrix_without_server_data(tmp_path: Path) -> None:
     run, _ = federate(tmp_path, **{"fed.evaluate": "federated"})
     summary = load_summary(run.path)

@@ -162,10 +162,12 @@ def test_a_site_with_too_few_records_of_a_task_sits_it_out(tmp_path: Path, site_
     )
 
 
-def test_client_level_dp_with_ensemble_replay_is_refused() -> None:
-    """Ensemble replay would send every site's own un-noised generator to all sites."""
-    with pytest.raises(ValueError, match="ensemble"):
-        load_config({**TINY, **CLIENT, "replay.mode": "ensemble"})
+@pytest.mark.parametrize("mode", ["ensemble", "per-task"])
+def test_client_level_dp_with_ensemble_replay_is_refused(mode: str) -> None:
+    """Ensemble replay (of the last task or of every task) would send every site's own
+    un-noised generator to all sites."""
+    with pytest.raises(ValueError, match=f"replay.mode='{mode}'"):
+        load_config({**TINY, **CLIENT, "replay.mode": mode})
 
 
 def test_client_level_noise_follows_the_number_of_sites_sampled_not_replied() -> None:

@@ -79,3 +79,45 @@ def test_one_forward_over_real_and_replay_is_the_same_update_as_two() -> None:
     for p, q, p0 in pairs:
         torch.testing.assert_close(p, q)
         assert not torch.equal(p, p0)  # the step did move every parameter
+
+
+@pytest.mark.parametrize(("mode", "generator_replays"), [("ensemble", True), ("per-task", False)])
+def test_per_task_generator_learns_the_current_task_alone(mode: str, generator_replays: bool):
+    """replay.mode=per-task keeps finished tasks' own generators, so the new generator gets
+    no replay and conditions on the current task's classes only; the solver still replays."""
+    from common.replay import ExactReplay
+    from common.training.learner import Learner
+
+    cfg = load_config({"solver.hidden": 16, "generator.hidden": 16, "replay.mode": mode})
+    stream = build_stream(cfg)
+    learner = Learner(
+        cfg, shape=stream.shape, num_classes=stream.num_classes, device=torch.device("cpu")
+    )
+    seen: list[tuple[bool, list[int]]] = []
+
+    class Spy:
+        def step(self, x, y, replay, ratio, classes):
+            seen.append((replay is not None, sorted(classes.tolist())))
+            return {"loss_generator": 0.0}
+
+        def close(self) -> None:
+            pass
+
+    learner._generative_trainer = lambda rng, make_stepper: Spy()  # type: ignore[method-assign]
+    solver_replayed: list[bool] = []
+    update = learner._solver_update
+    learner._solver_update = lambda step, x, y, rb, ratio: (  # type: ignore[method-assign]
+        solver_replayed.append(rb is not None) or update(step, x, y, rb, ratio)
+    )
+    learner.train(
+        stream.tasks[1].train,
+        replay=ExactReplay(stream.tasks[0].train),
+        num_tasks_seen=2,
+        classes_seen=stream.classes_seen(1),
+        iterations=3,
+        seed=0,
+    )
+    assert seen and all(r == generator_replays for r, _ in seen)
+    expected = sorted(stream.classes_seen(1) if generator_replays else stream.tasks[1].classes)
+    assert all(c == expected for _, c in seen)
+    assert solver_replayed and all(solver_replayed)
