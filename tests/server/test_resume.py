@@ -105,6 +105,22 @@ def test_a_resumed_run_equals_an_uninterrupted_one(
     assert sum(s.by_type.get("train", 0) for s in report.sites.values()) >= 8
 
 
+def test_a_resumed_per_task_run_keeps_every_finished_tasks_generators(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """replay.mode=per-task: the replay of task 3 is the generators of tasks 1 and 2 with
+    the classes each draws; a run killed in task 3 must resume with all of them."""
+    per_task = {"replay.mode": "per-task", "tasks.num-tasks": 3}
+    use_dirs(monkeypatch, tmp_path / "a")
+    whole = load_summary(run(tmp_path / "a", run_id=1, **per_task))
+    use_dirs(monkeypatch, tmp_path / "b")
+    folder = killed_run(tmp_path / "b", 5, **per_task)  # mid task 3
+    payload = RunCheckpoint.load(folder).payload
+    assert payload is not None and payload["generator_classes"] == [[0, 1]] * 2 + [[2, 3]] * 2
+    run(tmp_path / "b", run_id=2, **{"fed.resume": str(folder)}, **per_task)
+    assert load_summary(folder)["accuracy_matrix"] == whole["accuracy_matrix"]
+
+
 @pytest.mark.parametrize("where", ["after the sites answered", "after aggregation"])
 def test_no_privacy_budget_is_spent_twice(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
