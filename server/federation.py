@@ -1,7 +1,7 @@
 """A federated continual-learning run: tasks in sequence, ``rounds-per-task`` rounds each.
 
-For every task the server (1) builds the replay payload from the finished tasks (the
-aggregated scholar in ``global`` mode, every site's generator in ``ensemble`` mode),
+For every task the server (1) builds the replay payload from the finished tasks
+(server.replay_payload: ``global``, ``ensemble`` or ``per-task``),
 (2) runs the FedReplay strategy for the task's rounds, (3) evaluates the global solver
 after every round on the test data of all tasks seen (central) and/or collects the sites'
 own evaluations (federated), and (4) writes everything to the run folder.
@@ -29,7 +29,7 @@ from common.data.types import TaskStream
 from common.device import seed_everything, select_device
 from common.evaluator import train_evaluator
 from common.metrics import AccuracyMatrix, evaluate_tasks, per_task_generator_quality
-from common.models import build_generator, build_solver, generator_from_state
+from common.models import build_generator, build_solver
 from common.models.dgm import DGMGenerator
 from common.replay import GenerativeReplay, ReplayPayload
 from common.results import RunFolder
@@ -39,6 +39,7 @@ from server.client_dp import ClientLevelDP
 from server.console import flower_log_in
 from server.finish import finish_run
 from server.mask_aggregation import consolidate
+from server.replay_payload import next_payload, replay_source
 from server.site_registry import SiteRegistry
 from server.strategy import FedReplay
 
@@ -357,61 +358,18 @@ class FederatedRun:
         )
 
     def _replay_source(self, payload: ReplayPayload) -> GenerativeReplay:
-        """The payload as the sites replay it (the mixture, for ``ensemble``)."""
-        gens = []
-        for state in payload.generators:
-            gen = generator_from_state(self.cfg, self.stream.shape, self.stream.num_classes, state)
-            gens.append(gen.to(self.device).eval())
-        return GenerativeReplay(
-            gens,
-            self.solver,
-            payload.classes,
-            weights=payload.weights,
-            retries=self.cfg.replay.retries,
-            rng=torch.Generator().manual_seed(self.cfg.seed),
-            generator_classes=payload.generator_classes,
-        )
+        return replay_source(self.cfg, self.stream, payload, self.solver, self.device)
 
     def _payload(self, t: int) -> ReplayPayload | None:
-        """What sites replay while learning task t (None when nothing is replayed)."""
-        if t == 0 or self.generator is None:
-            return None
-        classes = self.stream.classes_seen(t - 1)
-        solver = {k: v.detach().cpu() for k, v in self.solver.state_dict().items()}
-        generator = {k: v.detach().cpu() for k, v in self.generator.state_dict().items()}
-        if self.cfg.replay.mode == "per-task":
-            return self._per_task_payload(t, solver, generator)
-        if self.cfg.replay.mode == "ensemble" and self.fedreplay.task_generators:
-            gens = self.fedreplay.task_generators
-            return ReplayPayload(
-                t,
-                solver,
-                tuple(g for g, _ in gens.values()),
-                tuple(n for _, n in gens.values()),
-                classes,
-            )
-        return ReplayPayload(t, solver, (generator,), (1.0,), classes)
-
-    def _per_task_payload(
-        self, t: int, solver: dict[str, torch.Tensor], generator: dict[str, torch.Tensor]
-    ) -> ReplayPayload:
-        """``replay.mode = per-task``: the generators of tasks < t - 1 (the payload of task
-        t - 1) and every site's generator of task t - 1, each drawing its own task's
-        classes; a task no site's generator came back from is drawn by the global one."""
-        before = self.fedreplay.payload
-        gens, weights, owned = (
-            (list(before.generators), list(before.weights), list(before.generator_classes))
-            if before is not None
-            else ([], [], [])
-        )
-        task_classes = tuple(self.stream.tasks[t - 1].classes)
-        done = self.fedreplay.task_generators or {"global": (generator, 1.0)}
-        for state, weight in done.values():
-            gens.append(state)
-            weights.append(weight)
-            owned.append(task_classes)
-        return ReplayPayload(
-            t, solver, tuple(gens), tuple(weights), self.stream.classes_seen(t - 1), tuple(owned)
+        """What sites replay while learning task t (server.replay_payload)."""
+        return next_payload(
+            self.cfg,
+            self.stream,
+            t,
+            solver=self.solver,
+            generator=self.generator,
+            site_generators=self.fedreplay.task_generators,
+            previous=self.fedreplay.payload,
         )
 
     def _task_accuracies(self, t: int) -> list[float]:

@@ -1,0 +1,94 @@
+"""What sites replay at a task boundary, built by the server from released models only.
+
+- ``global``: the aggregated scholar's generator.
+- ``ensemble``: every site's (bounded) generator of the finished task, weighted by the
+  example counts the site declared.
+- ``per-task``: the payload of the task before (generators of every earlier task) plus
+  every site's generator of the finished task, each drawing only its own task's classes.
+
+The frozen solver of the finished task labels every replayed input in all three.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import Tensor, nn
+
+from common.config import ExperimentConfig
+from common.data.types import TaskStream
+from common.models import generator_from_state
+from common.replay import GenerativeReplay, ReplayPayload
+
+State = dict[str, Tensor]
+
+
+def next_payload(
+    cfg: ExperimentConfig,
+    stream: TaskStream,
+    t: int,
+    *,
+    solver: nn.Module,
+    generator: nn.Module | None,
+    site_generators: Mapping[str, tuple[State, float]],
+    previous: ReplayPayload | None,
+) -> ReplayPayload | None:
+    """The replay of tasks < ``t`` (None for task 0 or a method without a generator).
+
+    ``site_generators``: {site key: (its bounded generator of task t - 1, its weight)};
+    ``previous``: the payload sites replayed during task t - 1."""
+    if t == 0 or generator is None:
+        return None
+    classes = stream.classes_seen(t - 1)
+    solver_state = _cpu(solver)
+    global_state = _cpu(generator)
+    if cfg.replay.mode == "per-task":
+        gens = list(previous.generators) if previous is not None else []
+        weights = list(previous.weights) if previous is not None else []
+        owned = list(previous.generator_classes) if previous is not None else []
+        # a task no site's generator came back from is drawn by the global one
+        finished = site_generators or {"global": (global_state, 1.0)}
+        task_classes = tuple(stream.tasks[t - 1].classes)
+        for state, weight in finished.values():
+            gens.append(state)
+            weights.append(weight)
+            owned.append(task_classes)
+        return ReplayPayload(t, solver_state, tuple(gens), tuple(weights), classes, tuple(owned))
+    if cfg.replay.mode == "ensemble" and site_generators:
+        return ReplayPayload(
+            t,
+            solver_state,
+            tuple(g for g, _ in site_generators.values()),
+            tuple(w for _, w in site_generators.values()),
+            classes,
+        )
+    return ReplayPayload(t, solver_state, (global_state,), (1.0,), classes)
+
+
+def replay_source(
+    cfg: ExperimentConfig,
+    stream: TaskStream,
+    payload: ReplayPayload,
+    solver: nn.Module,
+    device: torch.device,
+) -> GenerativeReplay:
+    """The payload as the sites replay it (the mixture, for ``ensemble`` and ``per-task``),
+    for the server's own looks at it (replay quality, the samples grid)."""
+    gens = [
+        generator_from_state(cfg, stream.shape, stream.num_classes, state).to(device).eval()
+        for state in payload.generators
+    ]
+    return GenerativeReplay(
+        gens,
+        solver,
+        payload.classes,
+        weights=payload.weights,
+        retries=cfg.replay.retries,
+        rng=torch.Generator().manual_seed(cfg.seed),
+        generator_classes=payload.generator_classes,
+    )
+
+
+def _cpu(model: nn.Module) -> State:
+    return {k: v.detach().cpu() for k, v in model.state_dict().items()}
