@@ -23,6 +23,7 @@ record against the registered architectures (:func:`check_scholar_arrays`).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from itertools import accumulate
 
 import numpy as np
 import torch
@@ -262,7 +263,7 @@ def _generator_classes(
             f"replay record's generators draw classes {sorted(set(flat) - set(classes))} "
             f"outside the replayed classes {list(classes)}"
         )
-    ends = [sum(counts[: i + 1]) for i in range(len(counts))]
+    ends = accumulate(counts)
     return tuple(tuple(flat[e - n : e]) for e, n in zip(ends, counts, strict=True))
 
 

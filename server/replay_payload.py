@@ -42,28 +42,20 @@ def next_payload(
         return None
     classes = stream.classes_seen(t - 1)
     solver_state = _cpu(solver)
-    global_state = _cpu(generator)
-    if cfg.replay.mode == "per-task":
-        gens = list(previous.generators) if previous is not None else []
-        weights = list(previous.weights) if previous is not None else []
-        owned = list(previous.generator_classes) if previous is not None else []
-        # a task no site's generator came back from is drawn by the global one
-        finished = site_generators or {"global": (global_state, 1.0)}
-        task_classes = tuple(stream.tasks[t - 1].classes)
-        for state, weight in finished.values():
-            gens.append(state)
-            weights.append(weight)
-            owned.append(task_classes)
-        return ReplayPayload(t, solver_state, tuple(gens), tuple(weights), classes, tuple(owned))
-    if cfg.replay.mode == "ensemble" and site_generators:
-        return ReplayPayload(
-            t,
-            solver_state,
-            tuple(g for g, _ in site_generators.values()),
-            tuple(w for _, w in site_generators.values()),
-            classes,
-        )
-    return ReplayPayload(t, solver_state, (global_state,), (1.0,), classes)
+    if cfg.replay.mode == "global" or not site_generators:
+        # global mode, or a task no site's generator came back from: the global generator
+        finished: Mapping[str, tuple[State, float]] = {"global": (_cpu(generator), 1.0)}
+    else:
+        finished = site_generators
+    gens = tuple(g for g, _ in finished.values())
+    weights = tuple(w for _, w in finished.values())
+    if cfg.replay.mode != "per-task":
+        return ReplayPayload(t, solver_state, gens, weights, classes)
+    owned = (tuple(stream.tasks[t - 1].classes),) * len(gens)
+    if previous is not None:  # the generators of every earlier task stay, unchanged
+        gens, weights = previous.generators + gens, previous.weights + weights
+        owned = previous.generator_classes + owned
+    return ReplayPayload(t, solver_state, gens, weights, classes, owned)
 
 
 def replay_source(

@@ -265,10 +265,10 @@ class Learner:
             schedule = [(it < iterations, it < gen_steps) for it in range(steps)]
         gen_batches = real_batches()
         dgm = self.generator if isinstance(self.generator, DGMGenerator) else None
-        # replay.mode = per-task: finished tasks keep their own generators, so this one
-        # learns the current task's records alone (no generative replay into it)
-        per_task = cfg.replay.mode == "per-task"
-        if dgm is not None or per_task:
+        # DGM's masks, or replay.mode = per-task (finished tasks keep their own generators),
+        # protect the past: the generator learns the current task's records alone
+        own_task_only = dgm is not None or cfg.replay.mode == "per-task"
+        if own_task_only:
             old = set(replay.classes) if replay is not None else set()
             classes = torch.tensor([c for c in classes_seen if c not in old])
         sums: dict[str, float] = {}
@@ -291,7 +291,7 @@ class Learner:
                     if dgm is not None:  # the current task only; s annealed over the task
                         begin, end = task_span
                         dgm.anneal(begin + (end - begin) * (it + 1) / max(gen_steps, 1))
-                    if dgm is not None or per_task:  # the generator learns this task only
+                    if own_task_only:
                         gen_replay, gen_ratio = None, 1.0
                     losses = gen_trainer.step(gx, gy, gen_replay, gen_ratio, classes)
                     for key, value in losses.items():
