@@ -70,6 +70,8 @@ class ExperimentConfig:
             raise ConfigError("dp.enabled (sample-level) and dp.client-level: choose one")
         if self.method == "dgm":
             self._check_dgm()
+        if self.solver.arch == "discriminator":
+            self._check_discriminator_solver()
         if self.dp.client_level and self.replay.mode != "global" and self.uses_generator:
             raise ConfigError(
                 f"dp.client-level with replay.mode={self.replay.mode!r} would send every "
@@ -128,6 +130,24 @@ class ExperimentConfig:
                 "method='dgm' replays from its one generator, whose masks protect every task "
                 f"(not an ensemble of sites' generators): set replay.mode='global' (got "
                 f"{self.replay.mode!r})"
+            )
+
+    def _check_discriminator_solver(self) -> None:
+        if not (self.uses_generator and self.generator.kind == "gan"):
+            raise ConfigError(
+                "solver.arch='discriminator' classifies with the AC-GAN discriminator's "
+                "auxiliary head: it needs method='dgr' or 'dgm' with generator.kind='gan' "
+                f"(got method={self.method!r}, generator.kind={self.generator.kind!r})"
+            )
+        if self.generator.arch != "conv":
+            raise ConfigError(
+                "solver.arch='discriminator' is the convolutional discriminator: set "
+                f"generator.arch='conv' (got {self.generator.arch!r})"
+            )
+        if self.train.solver_data == "synthetic":
+            raise ConfigError(
+                "solver.arch='discriminator' learns as the GAN's critic, from real data: "
+                "train.solver-data='synthetic' does not apply; use 'real'"
             )
 
     @property

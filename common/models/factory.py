@@ -12,13 +12,15 @@ from common.models.dgm import DGMGenerator
 from common.models.gan import Discriminator, GANGenerator
 from common.models.generator import Generator
 from common.models.growth import fit_state
-from common.models.solver import CNNSolver, MLPSolver
+from common.models.solver import CNNSolver, DiscriminatorSolver, MLPSolver
 from common.models.vae import VAEDecoder, VAEEncoder
 
 
 def build_solver(cfg: SolverConfig, shape: Shape, num_classes: int) -> nn.Module:
     if cfg.arch == "mlp":
         return MLPSolver(shape, num_classes, cfg.hidden)
+    if cfg.arch == "discriminator":  # the AC-GAN's critic, width solver.hidden
+        return DiscriminatorSolver(shape, num_classes, cfg.hidden)
     return CNNSolver(shape, num_classes, cfg.hidden)
 
 
@@ -49,7 +51,8 @@ def build_generator(
 
 
 def build_critic(cfg: GeneratorConfig, shape: Shape, num_classes: int) -> nn.Module:
-    """The private half: the VAE encoder or the GAN discriminator (never leaves a site)."""
+    """The private half: the VAE encoder or the GAN discriminator (never leaves a site;
+    with ``solver.arch = "discriminator"`` the learner takes the solver's instead)."""
     if cfg.kind == "vae":
         if cfg.arch == "conv":
             return ConvVAEEncoder(shape, num_classes, cfg.hidden, cfg.latent_dim)

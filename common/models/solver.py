@@ -6,6 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from common.data.types import Shape
+from common.models.conv_gan import ConvDiscriminator
 
 
 class MLPSolver(nn.Module):
@@ -51,3 +52,18 @@ class CNNSolver(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:  # (B, C, H, W) -> (B, K) logits
         return self.head(self.features(x))
+
+
+class DiscriminatorSolver(nn.Module):
+    """The AC-GAN discriminator as the solver (DGM's option, Ostapenko et al. 2019): its
+    auxiliary class head is the classifier (``solver.arch = "discriminator"``).
+
+    The learner trains it as the GAN's critic, on real data plus replay of the finished
+    tasks' classes, so the critic is not private to the site: it travels as the solver."""
+
+    def __init__(self, shape: Shape, num_classes: int, hidden: int = 32) -> None:
+        super().__init__()
+        self.discriminator = ConvDiscriminator(shape, num_classes, hidden)
+
+    def forward(self, x: Tensor) -> Tensor:  # (B, C, H, W) -> (B, K) logits of the aux head
+        return self.discriminator(x)[1]

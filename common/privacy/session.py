@@ -38,8 +38,11 @@ def privacy_root() -> Path:
 
 
 def private_solver_steps(cfg: ExperimentConfig, iterations: int) -> int:
-    """Solver steps that touch real records: none when it learns from synthetic data."""
-    return 0 if cfg.train.solver_data == "synthetic" else iterations
+    """Solver steps that touch real records: none when it learns from synthetic data, none
+    of its own when the solver is the discriminator (its steps are the critic's)."""
+    if cfg.train.solver_data == "synthetic" or cfg.solver.arch == "discriminator":
+        return 0
+    return iterations
 
 
 def private_generator_steps(cfg: ExperimentConfig, iterations: int) -> int:

@@ -17,7 +17,7 @@ from common.models.dgm import DGMGenerator
 from common.models.generator import Generator
 from common.models.vae import VAEDecoder, VAEEncoder, vae_loss
 from common.replay import ReplayBatch
-from common.training.losses import mean_or_zero
+from common.training.losses import mean_or_zero, replay_loss
 from common.training.optim import adam
 from common.training.step import PlainStepper, Stepper
 
@@ -99,6 +99,7 @@ class GANTrainer:
         num_fakes: int = 64,
         loss: str = "bce",
         gp_weight: float = 10.0,
+        replay_aux_only: bool = False,
     ) -> None:
         if num_fakes < 1:
             raise ValueError(f"num_fakes={num_fakes!r} must be >= 1")
@@ -108,6 +109,9 @@ class GANTrainer:
             raise ValueError(f"loss={loss!r} must be 'bce' or 'wgan-gp'")
         self.generator, self.discriminator = generator, discriminator
         self.diversity = diversity
+        # True: replay teaches the auxiliary classifier only (the generator learns the
+        # current task alone: DGM, per-task replay), as much as every finished task
+        self.replay_aux_only = replay_aux_only
         self.wasserstein, self.gp_weight = loss == "wgan-gp", gp_weight
         self.fake: Tensor | None = None  # this step's fakes (the gradient penalty pairs them)
         # A fixed number of fakes per step: under DP the real batch's size is private
@@ -172,14 +176,23 @@ class GANTrainer:
         fake = self.generator(z, fake_y)
         self.fake = fake
 
+        aux_only = self.replay_aux_only and replay is not None
+        # aux-only replay: the real batch keeps its full weight (the GAN learns from it) and
+        # the replayed classes weigh (1 - r) / r against it, DGR's mixture for the classifier
+        real_weight = 1.0 if aux_only else ratio
+
         def public() -> Tensor:
             loss = mean_or_zero(self._d_fake_terms(fake.detach()))
-            if replay is not None:
+            if replay is not None and aux_only:
+                _, aux = self.discriminator(replay.x)
+                replayed = replay_loss(aux, replay.y, replay.soft, 2.0).mean()
+                loss = loss + (1 - ratio) / ratio * replayed
+            elif replay is not None:
                 loss = loss + (1 - ratio) * self._d_terms(replay.x, replay.y).mean()
             return loss
 
         d_loss = self.d_stepper.step(
-            private=lambda: self._d_terms(x, y), public=public, private_weight=ratio
+            private=lambda: self._d_terms(x, y), public=public, private_weight=real_weight
         )
         # Generator step: D is only read (no per-sample hooks, no gradient for D).
         with self.d_stepper.public_context():

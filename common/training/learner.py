@@ -20,6 +20,7 @@ from common.data.types import Shape, Split, Task, concat
 from common.models import Generator, build_critic, build_generator, build_solver
 from common.models.dgm import DGMGenerator
 from common.models.gan import DISCRIMINATORS, GAN_GENERATORS
+from common.models.solver import DiscriminatorSolver
 from common.models.vae import VAEDecoder, VAEEncoder
 from common.privacy.dp_step import DPPlan, dp_stepper_factory
 from common.replay import ExactReplay, GenerativeReplay, Replay, ReplayBatch
@@ -127,6 +128,14 @@ class Learner:
         if cfg.uses_generator:
             self.generator = build_generator(cfg, shape, num_classes).to(device)
             self.critic = build_critic(cfg.generator, shape, num_classes).to(device)
+            if isinstance(self.solver, DiscriminatorSolver):  # the critic is the solver
+                self.critic = self.solver.discriminator
+
+    @property
+    def critic_is_solver(self) -> bool:
+        """True when the discriminator classifies (``solver.arch = "discriminator"``):
+        it trains as the critic and travels as the solver, so nothing stays private."""
+        return isinstance(self.solver, DiscriminatorSolver)
 
     @property
     def scholar(self) -> Scholar:
@@ -154,8 +163,15 @@ class Learner:
                 diversity=self.cfg.train.gan_diversity,
                 num_fakes=self.cfg.train.batch_size,
                 loss=self.cfg.train.gan_loss,
+                replay_aux_only=self._own_task_only,
             )
         raise TypeError("generator and critic kinds do not match")
+
+    @property
+    def _own_task_only(self) -> bool:
+        """DGM's masks, or replay.mode = per-task (finished tasks keep their own
+        generators), protect the past: the generator learns the current task alone."""
+        return isinstance(self.generator, DGMGenerator) or self.cfg.replay.mode == "per-task"
 
     def _solver_update(
         self,
@@ -240,11 +256,16 @@ class Learner:
                 dp, expected_batch_size=round(dp.sample_rate * len(real))
             )
         synthetic = cfg.train.solver_data == "synthetic"
-        solver_opt = adam(self.solver.parameters(), lr=cfg.train.lr)
-        # a solver that learns from the generator alone is post-processing: no DP step
-        solver_step = (
-            plain(solver_opt, self.solver) if synthetic else make_stepper(solver_opt, self.solver)
-        )
+        # the discriminator as the solver learns in the critic's steps: no steps of its own
+        solver_step: Stepper | None = None
+        if not self.critic_is_solver:
+            solver_opt = adam(self.solver.parameters(), lr=cfg.train.lr)
+            # a solver that learns from the generator alone is post-processing: no DP step
+            solver_step = (
+                plain(solver_opt, self.solver)
+                if synthetic
+                else make_stepper(solver_opt, self.solver)
+            )
         gen_trainer = (
             self._generative_trainer(rng, make_stepper) if self.generator is not None else None
         )
@@ -263,12 +284,12 @@ class Learner:
             solver_batches = real_batches()
             steps = max(iterations, gen_steps)
             schedule = [(it < iterations, it < gen_steps) for it in range(steps)]
+            if solver_step is None:
+                schedule = [(False, True)] * gen_steps
         gen_batches = real_batches()
         dgm = self.generator if isinstance(self.generator, DGMGenerator) else None
-        # DGM's masks, or replay.mode = per-task (finished tasks keep their own generators),
-        # protect the past: the generator learns the current task's records alone
-        own_task_only = dgm is not None or cfg.replay.mode == "per-task"
-        if own_task_only:
+        own_task_only = self._own_task_only
+        if own_task_only:  # the generator draws the current task's classes alone
             old = set(replay.classes) if replay is not None else set()
             classes = torch.tensor([c for c in classes_seen if c not in old])
         sums: dict[str, float] = {}
@@ -281,7 +302,7 @@ class Learner:
         with torch.autocast(self.device.type, torch.bfloat16, enabled=bf16, cache_enabled=False):
             for it, (solver_turn, generator_turn) in enumerate(bar):
                 rb = replay.sample(replay_n).to(self.device) if replay is not None else None
-                if solver_turn:
+                if solver_turn and solver_step is not None:
                     x, y = (v.to(self.device) for v in next(solver_batches))
                     loss = self._solver_update(solver_step, x, y, rb, ratio)
                     sums["loss_solver"] = sums.get("loss_solver", 0.0) + loss
@@ -291,14 +312,15 @@ class Learner:
                     if dgm is not None:  # the current task only; s annealed over the task
                         begin, end = task_span
                         dgm.anneal(begin + (end - begin) * (it + 1) / max(gen_steps, 1))
-                    if own_task_only:
-                        gen_replay, gen_ratio = None, 1.0
+                    if own_task_only and not self.critic_is_solver:
+                        gen_replay, gen_ratio = None, 1.0  # (else replay teaches its aux head)
                     losses = gen_trainer.step(gx, gy, gen_replay, gen_ratio, classes)
                     for key, value in losses.items():
                         sums[key] = sums.get(key, 0.0) + value
                 if progress and it % 50 == 0:
                     bar.set_postfix({k: f"{v / (it + 1):.3f}" for k, v in sums.items()})
-        solver_step.close()
+        if solver_step is not None:
+            solver_step.close()
         if gen_trainer is not None:
             gen_trainer.close()
         metrics = {

@@ -46,3 +46,21 @@ def test_a_solver_learning_from_synthetic_data_spends_only_the_generators_steps(
     assert all(row["steps"] == 10 for row in ledger["ledger"]), "generator steps only"
     summary = load_summary(Path(capsys.readouterr().out.strip().splitlines()[-1]))
     assert 3.5 < summary["dp_epsilon"] <= 4.0
+
+
+def test_the_discriminator_as_solver_spends_only_the_critics_steps(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """solver.arch='discriminator': the critic's DP steps are the solver's, counted once
+    (the run also checks that the steps taken are the steps recorded)."""
+    monkeypatch.setenv("FEDREPLAY_SITE_DIR", str(tmp_path / "sites"))
+    monkeypatch.setenv("FEDREPLAY_SERVER_DIR", str(tmp_path / "server"))
+    sets = (
+        f"{ARGS} method='dgm' replay.mode='global' generator.kind='gan' generator.arch='conv' "
+        f"solver.arch='discriminator' output-dir='{tmp_path / 'runs'}'"
+    )
+    assert main(["--no-progress", "--set", sets]) == 0
+    ledger = json.loads((tmp_path / "sites" / "privacy" / "single" / "ledger.json").read_text())
+    assert [row["steps"] for row in ledger["ledger"]] == [10, 10], "critic steps only"
+    summary = load_summary(Path(capsys.readouterr().out.strip().splitlines()[-1]))
+    assert 3.5 < summary["dp_epsilon"] <= 4.0
