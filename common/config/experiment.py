@@ -59,6 +59,12 @@ class ExperimentConfig:
                 "the discriminator's gradient, which Opacus's per-sample gradients do not "
                 "support; use train.gan-loss='bce' under DP"
             )
+        if self.dp.enabled and self.train.gan_labels == "real" and self.uses_generator:
+            raise ConfigError(
+                "train.gan-labels='real' with dp.enabled: the generator would learn from the "
+                "real batch's labels directly, not only through the DP-trained discriminator "
+                "(its privacy is post-processing); use 'uniform' or 'auto' under DP"
+            )
         if self.dp.enabled and self.train.precision != "fp32":
             raise ConfigError(
                 f"train.precision={self.train.precision!r} with dp.enabled: DP-SGD's clipping "

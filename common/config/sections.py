@@ -17,6 +17,7 @@ PARTITIONS = ("iid", "dirichlet", "classes")
 GENERATORS = ("vae", "gan")
 SOLVERS = ("mlp", "cnn", "discriminator")
 REPLAY_MODES = ("global", "ensemble", "per-task")
+GAN_LABELS = ("auto", "uniform", "real")
 REPLAY_LABELS = ("hard", "soft", "condition")
 ACCOUNTANTS = ("rdp", "prv")
 COMPOSITIONS = ("auto", "per-task", "sequential")
@@ -155,6 +156,7 @@ class TrainConfig:
     generator_iterations: int
     gan_diversity: float  # weight of the GAN generator's mode-seeking term (0 = off)
     gan_loss: str  # bce (non-saturating; trains under DP-SGD) | wgan-gp (not under DP)
+    gan_labels: str  # auto | uniform | real: the labels the GAN's fakes are drawn for
     solver_data: str  # real | synthetic: what the solver learns the current task from
     precision: str  # fp32 | bf16: bf16 = matrix products in bfloat16 (autocast), weights fp32
 
@@ -168,6 +170,7 @@ class TrainConfig:
         _positive("train.generator-iterations", self.generator_iterations, allow_zero=True)
         _positive("train.gan-diversity", self.gan_diversity, allow_zero=True)
         _choice("train.gan-loss", self.gan_loss, ("bce", "wgan-gp"))
+        _choice("train.gan-labels", self.gan_labels, GAN_LABELS)
 
     def generator_steps(self, iterations: int | None = None) -> int:
         """Generator updates per round: its own setting, else as many as the solver's."""

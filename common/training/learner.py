@@ -289,6 +289,11 @@ class Learner:
         gen_batches = real_batches()
         dgm = self.generator if isinstance(self.generator, DGMGenerator) else None
         own_task_only = self._own_task_only
+        # train.gan-labels: "real" draws the fakes for the real batch's labels (a site
+        # without a class does not train it); never under DP, where labels are private
+        real_labels = cfg.train.gan_labels == "real" or (
+            cfg.train.gan_labels == "auto" and own_task_only and dp is None
+        )
         if own_task_only:  # the generator draws the current task's classes alone
             old = set(replay.classes) if replay is not None else set()
             classes = torch.tensor([c for c in classes_seen if c not in old])
@@ -314,7 +319,12 @@ class Learner:
                         dgm.anneal(begin + (end - begin) * (it + 1) / max(gen_steps, 1))
                     if own_task_only and not self.critic_is_solver:
                         gen_replay, gen_ratio = None, 1.0  # (else replay teaches its aux head)
-                    losses = gen_trainer.step(gx, gy, gen_replay, gen_ratio, classes)
+                    fake_classes = classes
+                    if real_labels:  # the fakes' labels follow the real batch (+ replay's)
+                        fake_classes = gy
+                        if gen_replay is not None and not own_task_only:
+                            fake_classes = torch.cat([gy, gen_replay.y])
+                    losses = gen_trainer.step(gx, gy, gen_replay, gen_ratio, fake_classes)
                     for key, value in losses.items():
                         sums[key] = sums.get(key, 0.0) + value
                 if progress and it % 50 == 0:

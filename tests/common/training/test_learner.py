@@ -97,7 +97,7 @@ def test_per_task_generator_learns_the_current_task_alone(mode: str, generator_r
 
     class Spy:
         def step(self, x, y, replay, ratio, classes):
-            seen.append((replay is not None, sorted(classes.tolist())))
+            seen.append((replay is not None, sorted(set(classes.tolist()))))
             return {"loss_generator": 0.0}
 
         def close(self) -> None:
@@ -121,3 +121,50 @@ def test_per_task_generator_learns_the_current_task_alone(mode: str, generator_r
     expected = sorted(stream.classes_seen(1) if generator_replays else stream.tasks[1].classes)
     assert all(c == expected for _, c in seen)
     assert solver_replayed and all(solver_replayed)
+
+
+@pytest.mark.parametrize("gan_labels", ["auto", "uniform"])
+def test_a_site_without_a_class_does_not_train_its_conditioning(gan_labels: str) -> None:
+    """train.gan-labels: with the real batch's labels ("auto" for a generator that learns
+    its own task, without DP) a site that holds no record of class 1 leaves the generator's
+    input weights for class 1 exactly as they were (federated averaging then does not pull
+    class 1 towards what this site's discriminator knows); drawn uniformly, it trains them."""
+    from common.data.types import Split
+    from common.training.learner import Learner
+
+    cfg = load_config(
+        {
+            "method": "dgr",
+            "replay.mode": "per-task",
+            "generator.kind": "gan",
+            "generator.arch": "conv",
+            "generator.hidden": 8,
+            "generator.latent-dim": 8,
+            "solver.hidden": 16,
+            "train.gan-labels": gan_labels,
+        }
+    )
+    stream = build_stream(cfg)
+    task = stream.tasks[0]
+    only_0 = task.train.y == task.classes[0]
+    real = Split.from_tensors(task.train.x[only_0], task.train.y[only_0])
+    lrn = Learner(
+        cfg, shape=stream.shape, num_classes=stream.num_classes, device=torch.device("cpu")
+    )
+    column = cfg.generator.latent_dim + task.classes[1]  # the one-hot input of class 1
+    before = lrn.generator.project.weight[:, column].detach().clone()
+    lrn.train(real, replay=None, num_tasks_seen=1, classes_seen=task.classes, iterations=20, seed=0)
+    after = lrn.generator.project.weight[:, column].detach()
+    if gan_labels == "auto":
+        torch.testing.assert_close(after, before, rtol=0, atol=0)
+    else:
+        assert not torch.equal(after, before)
+
+
+def test_real_gan_labels_are_refused_under_dp() -> None:
+    from common.config import ConfigError
+
+    with pytest.raises(ConfigError, match="gan-labels='real' with dp"):
+        load_config(
+            {"train.gan-labels": "real", "dp.enabled": True, "dp.delta": 1e-5, "method": "dgr"}
+        )
