@@ -20,13 +20,18 @@ import torch
 from common.config import ExperimentConfig
 from common.device import select_device
 from common.metrics import accuracy
-from common.models import build_solver, generator_from_state
 from common.models.dgm import DGMGenerator
 from common.privacy.release import evaluation_allowed, released
 from common.privacy.session import PrivacySession, privacy_root
 from common.replay import ReplayPayload
 from common.sitedata import SiteIdentity, local_stream
-from common.training.learner import Learner, ReplaySource, real_data_for, replay_for
+from common.training.learner import (
+    Learner,
+    ReplaySource,
+    real_data_for,
+    replay_for,
+    source_from_payload,
+)
 
 DATA_ROOT_KEY = "data-root"
 
@@ -90,19 +95,7 @@ class Site:
         if payload is None:
             return None
         shape, k = self.stream.shape, self.stream.num_classes
-        solver = build_solver(self.cfg.solver, shape, k)
-        solver.load_state_dict(payload.solver)
-        gens = []
-        for state in payload.generators:
-            gen = generator_from_state(self.cfg, shape, k, state)
-            gens.append(gen.to(self.device).eval().requires_grad_(False))
-        return ReplaySource(
-            solver.to(self.device).eval().requires_grad_(False),
-            tuple(gens),
-            payload.weights,
-            payload.classes,
-            payload.generator_classes,
-        )
+        return source_from_payload(self.cfg, shape, k, payload, self.device)
 
     # --- work ---------------------------------------------------------------------------
     def privacy(self) -> PrivacySession:

@@ -18,8 +18,8 @@ from torch import Tensor, nn
 
 from common.config import ExperimentConfig
 from common.data.types import TaskStream
-from common.models import generator_from_state
 from common.replay import GenerativeReplay, ReplayPayload
+from common.training.learner import source_from_payload
 
 State = dict[str, Tensor]
 
@@ -67,18 +67,15 @@ def replay_source(
 ) -> GenerativeReplay:
     """The payload as the sites replay it (the mixture, for ``ensemble`` and ``per-task``),
     for the server's own looks at it (replay quality, the samples grid)."""
-    gens = [
-        generator_from_state(cfg, stream.shape, stream.num_classes, state).to(device).eval()
-        for state in payload.generators
-    ]
+    source = source_from_payload(cfg, stream.shape, stream.num_classes, payload, device)
     return GenerativeReplay(
-        gens,
+        source.generators,
         solver,
-        payload.classes,
-        weights=payload.weights,
+        source.classes,
+        weights=source.weights,
         retries=cfg.replay.retries,
         rng=torch.Generator().manual_seed(cfg.seed),
-        generator_classes=payload.generator_classes,
+        generator_classes=source.generator_classes,
     )
 
 

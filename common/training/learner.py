@@ -19,11 +19,12 @@ from common.config import ExperimentConfig
 from common.data.types import Shape, Split, Task, concat
 from common.models import Generator, build_critic, build_generator, build_solver
 from common.models.dgm import DGMGenerator
+from common.models.factory import generator_from_state
 from common.models.gan import DISCRIMINATORS, GAN_GENERATORS
 from common.models.solver import DiscriminatorSolver
 from common.models.vae import VAEDecoder, VAEEncoder
 from common.privacy.dp_step import DPPlan, dp_stepper_factory
-from common.replay import ExactReplay, GenerativeReplay, Replay, ReplayBatch
+from common.replay import ExactReplay, GenerativeReplay, Replay, ReplayBatch, ReplayPayload
 from common.scholar import Scholar
 from common.training.batches import poisson_batches, shuffled_batches
 from common.training.generative import (
@@ -54,6 +55,30 @@ class ReplaySource:
         frozen = scholar.frozen()
         gens = (frozen.generator,) if frozen.generator is not None else ()
         return ReplaySource(frozen.solver, gens, (1.0,) * len(gens), tuple(classes))
+
+
+def source_from_payload(
+    cfg: ExperimentConfig,
+    shape: Shape,
+    num_classes: int,
+    payload: ReplayPayload,
+    device: torch.device,
+) -> ReplaySource:
+    """The frozen models a replay payload describes (the one constructor the sites and the
+    server use)."""
+    solver = build_solver(cfg.solver, shape, num_classes)
+    solver.load_state_dict(payload.solver)
+    gens = tuple(
+        generator_from_state(cfg, shape, num_classes, state).to(device).eval().requires_grad_(False)
+        for state in payload.generators
+    )
+    return ReplaySource(
+        solver.to(device).eval().requires_grad_(False),
+        gens,
+        payload.weights,
+        payload.classes,
+        payload.generator_classes,
+    )
 
 
 REPLAY_PREFETCH = 8  # replay batches drawn per forward pass of the frozen models
