@@ -119,7 +119,9 @@ PART_NAMES = tuple(p.name for p in PARTS)
 
 STAYS_AT_SITE = (
     "the data and its fingerprints",
-    "the critic (VAE encoder / GAN discriminator)",
+    "the critic (VAE encoder / GAN discriminator), except with "
+    '`solver.arch = "discriminator"`, where the discriminator is the solver and travels '
+    "as the `solver` part",
     "optimizer state",
     "the privacy ledger",
     "the replay cache and last reply (client.site_store)",
