@@ -201,3 +201,25 @@ def test_dgm_under_sample_level_dp_spends_and_reports_budget(tmp_path: Path, mon
     rounds = run.read_jsonl("rounds.jsonl")
     eps = [s["metrics"]["dp-epsilon"] for r in rounds for s in r["sites"]]
     assert len(eps) == 2 * len(rounds) and all(0 < e <= 8.0 + 1e-6 for e in eps)
+
+
+def test_the_discriminator_as_solver_travels_as_the_solver_and_is_averaged(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """solver.arch='discriminator': the discriminator is the solver part of every train
+    message and reply (validated, averaged, audited like any solver); no site keeps a
+    critic file of its own."""
+    from common import egress
+    from common.audit.cli import main as audit_main
+
+    sites = tmp_path / "sites"
+    monkeypatch.setenv(egress.SITE_DIR_ENV, str(sites))
+    monkeypatch.setenv("FEDREPLAY_SITE_DIR", str(sites))
+    run, grid = federate(tmp_path, **{"solver.arch": "discriminator", "solver.hidden": 8})
+    assert load_summary(run.path)["status"] == "completed"
+    sent = train_messages(grid, 1)[0].content.array_records[wire.SCHOLAR]
+    solver_keys = {k for k in sent if k.startswith("solver.")}
+    assert "solver.discriminator.aux.weight" in solver_keys
+    assert "solver.discriminator.source.weight" in solver_keys, "the whole critic travels"
+    assert not list(sites.rglob("critic.pt")), "nothing of the critic stays private"
+    assert audit_main(["egress", str(run.path), "--sites-dir", str(sites)]) == 0
