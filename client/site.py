@@ -81,14 +81,13 @@ class Site:
     # --- state that stays ------------------------------------------------------------
     def critic_state(self) -> dict[str, torch.Tensor] | None:
         """The private critic's state (None: no critic, or it is the solver and travels)."""
-        critic = self.learner.critic
-        if critic is None or self.learner.critic_is_solver:
-            return None
-        return {k: v.cpu() for k, v in critic.state_dict().items()}
+        critic = self.learner.private_critic
+        return None if critic is None else {k: v.cpu() for k, v in critic.state_dict().items()}
 
     def load_critic_state(self, state: Mapping[str, torch.Tensor]) -> None:
-        if self.learner.critic is not None and not self.learner.critic_is_solver:
-            self.learner.critic.load_state_dict(dict(state))
+        critic = self.learner.private_critic
+        if critic is not None:
+            critic.load_state_dict(dict(state))
 
     def replay_source(self, payload: ReplayPayload | None) -> ReplaySource | None:
         """Frozen models built from the server's payload (None before the first boundary)."""

@@ -152,15 +152,22 @@ class Learner:
         self.critic: nn.Module | None = None
         if cfg.uses_generator:
             self.generator = build_generator(cfg, shape, num_classes).to(device)
-            self.critic = build_critic(cfg.generator, shape, num_classes).to(device)
-            if isinstance(self.solver, DiscriminatorSolver):  # the critic is the solver
-                self.critic = self.solver.discriminator
+            self.critic = (
+                self.solver.discriminator  # the critic is the solver
+                if isinstance(self.solver, DiscriminatorSolver)
+                else build_critic(cfg.generator, shape, num_classes).to(device)
+            )
 
     @property
     def critic_is_solver(self) -> bool:
         """True when the discriminator classifies (``solver.arch = "discriminator"``):
         it trains as the critic and travels as the solver, so nothing stays private."""
         return isinstance(self.solver, DiscriminatorSolver)
+
+    @property
+    def private_critic(self) -> nn.Module | None:
+        """The critic that stays at the site (None: none, or it is the solver)."""
+        return None if self.critic_is_solver else self.critic
 
     @property
     def scholar(self) -> Scholar:
@@ -307,10 +314,9 @@ class Learner:
             schedule = [(False, True)] * gen_steps + [(True, False)] * iterations
         else:
             solver_batches = real_batches()
-            steps = max(iterations, gen_steps)
-            schedule = [(it < iterations, it < gen_steps) for it in range(steps)]
-            if solver_step is None:
-                schedule = [(False, True)] * gen_steps
+            solver_steps = iterations if solver_step is not None else 0
+            steps = max(solver_steps, gen_steps)
+            schedule = [(it < solver_steps, it < gen_steps) for it in range(steps)]
         gen_batches = real_batches()
         dgm = self.generator if isinstance(self.generator, DGMGenerator) else None
         own_task_only = self._own_task_only
@@ -332,7 +338,8 @@ class Learner:
         with torch.autocast(self.device.type, torch.bfloat16, enabled=bf16, cache_enabled=False):
             for it, (solver_turn, generator_turn) in enumerate(bar):
                 rb = replay.sample(replay_n).to(self.device) if replay is not None else None
-                if solver_turn and solver_step is not None:
+                if solver_turn:
+                    assert solver_step is not None  # no solver turns without a solver step
                     x, y = (v.to(self.device) for v in next(solver_batches))
                     loss = self._solver_update(solver_step, x, y, rb, ratio)
                     sums["loss_solver"] = sums.get("loss_solver", 0.0) + loss
