@@ -168,3 +168,43 @@ def test_real_gan_labels_are_refused_under_dp() -> None:
         load_config(
             {"train.gan-labels": "real", "dp.enabled": True, "dp.delta": 1e-5, "method": "dgr"}
         )
+
+
+def test_under_dp_the_fakes_never_follow_the_private_labels() -> None:
+    """train.gan-labels = "auto" under DP: the generator's fakes are drawn for every class
+    of the task (from the configuration), even at a site whose records hold one class, so
+    the generator learns nothing from private labels outside the DP-trained critic."""
+    from common.data.types import Split
+    from common.privacy.dp_step import DPPlan
+    from common.training.learner import Learner
+
+    cfg = load_config({"solver.hidden": 16, "generator.hidden": 16, "replay.mode": "per-task"})
+    stream = build_stream(cfg)
+    task = stream.tasks[0]
+    only_0 = task.train.y == task.classes[0]
+    real = Split.from_tensors(task.train.x[only_0], task.train.y[only_0])
+    learner = Learner(
+        cfg, shape=stream.shape, num_classes=stream.num_classes, device=torch.device("cpu")
+    )
+    drawn: list[set[int]] = []
+
+    class Spy:
+        def step(self, x, y, replay, ratio, classes):
+            drawn.append(set(classes.tolist()))
+            return {"loss_generator": 0.0}
+
+        def close(self) -> None:
+            pass
+
+    learner._generative_trainer = lambda rng, make_stepper: Spy()  # type: ignore[method-assign]
+    plan = DPPlan(1.0, 1.0, 0.5, on_step=lambda: None)
+    learner.train(
+        real,
+        replay=None,
+        num_tasks_seen=1,
+        classes_seen=task.classes,
+        iterations=3,
+        seed=0,
+        dp=plan,
+    )
+    assert drawn and all(d == set(task.classes) for d in drawn), drawn
