@@ -20,6 +20,7 @@ from client.site import Site, SiteIdentity, apply_node_config
 from client.site_store import CachedReply, SiteStore, instruction_digest
 from common import egress, protocol, wire
 from common.config import ExperimentConfig, load_config
+from common.models.dgm import DGMGenerator
 from common.sitestate import site_dir
 
 log = logging.getLogger("fedreplay.client")
@@ -70,17 +71,18 @@ def train(msg: Message, context: Context) -> Message:
     server_round = wire.config_int(config, "server-round")
     run_key = wire.config_str(config, wire.RUN_KEY)
     store = SiteStore(site_dir(), site_id=site.identity.site_id, run_key=run_key)
-    global_arrays = wire.numpy_arrays(msg.content.array_records[wire.SCHOLAR])
-    digest = instruction_digest(dict(config), global_arrays, run_key=run_key)
+    scholar_in = _whole_scholar(msg, store, site)  # DGM: may come packed
+    # the instruction as a whole, however it travelled: a resumed server sends whole what
+    # it had sent packed, and must get the same reply
+    plain = {k: v for k, v in config.items() if k != wire.GENERATOR_BASE}
+    digest = instruction_digest(plain, wire.numpy_arrays(scholar_in), run_key=run_key)
     cached = store.reply_for(digest)
     if cached is not None:
         log.info("round %d: answered before; sending the same reply again", server_round)
         return _reply(msg, context, site, wire.array_record(cached.scholar), cached.metrics)
     bytes_down = wire.record_bytes(msg.content)
 
-    wire.load_scholar(
-        msg.content.array_records[wire.SCHOLAR], site.solver, site.generator, adopt_shapes=True
-    )
+    wire.load_scholar(scholar_in, site.solver, site.generator, adopt_shapes=True)
     critic = store.critic()
     if critic is not None:
         site.load_critic_state(critic)
@@ -108,6 +110,30 @@ def train(msg: Message, context: Context) -> Message:
     # before it is sent: a site killed after sending answers a repeated instruction the same
     store.save_reply(CachedReply(server_round, digest, wire.numpy_arrays(scholar), metrics))
     return _reply(msg, context, site, scholar, metrics)
+
+
+def _whole_scholar(msg: Message, store: SiteStore, site: Site) -> ArrayRecord:
+    """The instruction's global scholar, whole. DGM within a task: the server may send only
+    the generator's free elements (``generator-base`` in the config: the digest of the
+    frozen ones), filled in from the whole generator this site keeps from earlier in the
+    task; a whole DGM generator is kept for that."""
+    record = msg.content.array_records[wire.SCHOLAR]
+    config = msg.content.config_records[wire.CONFIG]
+    if wire.GENERATOR_BASE in config:
+        if site.generator is None:
+            raise wire.WireError("a packed generator was sent to a site of a method without one")
+        base = store.generator_base()
+        return wire.unpack_with_base(
+            record,
+            None if base is None else wire.array_record(base),
+            site.generator,
+            digest=wire.config_str(config, wire.GENERATOR_BASE),
+        )
+    if isinstance(site.generator, DGMGenerator):
+        store.save_generator_base(
+            {k: v for k, v in wire.numpy_arrays(record).items() if protocol.part_of(k) == wire.GEN}
+        )
+    return record
 
 
 def _reply(

@@ -6,6 +6,9 @@ is per run and dies with it), so what a site needs from one round to the next li
 
 - ``critic.pt``: the critic (VAE encoder / GAN discriminator); it never leaves the site.
 - ``replay.pt``: the replay payload of the current task, as received once per task.
+- ``generator_base.pt`` (DGM): the whole generator as last received; within a task the
+  server then sends only its free elements (masked transfer down) and the site fills in
+  the frozen ones from here (:func:`common.wire.unpack_with_base`).
 - ``reply.pt``: the last reply this site sent and the digest of the instruction it answered.
   When the same instruction arrives again (the server was killed after the site answered
   and resumed from the round before) the site sends that reply again instead of training
@@ -93,6 +96,15 @@ class SiteStore:
 
     def save_replay(self, payload: ReplayPayload) -> None:
         atomic_torch_save(payload.to_dict(), self.path / "replay.pt")
+
+    # --- the whole generator last received (DGM) ------------------------------------------
+    def generator_base(self) -> dict[str, np.ndarray] | None:
+        d = self._load("generator_base.pt")
+        return None if d is None else {k: v.numpy() for k, v in d.items()}
+
+    def save_generator_base(self, arrays: Mapping[str, np.ndarray]) -> None:
+        state = {k: torch.from_numpy(np.array(v)) for k, v in arrays.items()}
+        atomic_torch_save(state, self.path / "generator_base.pt")
 
     # --- the last reply ----------------------------------------------------------------------
     def reply_for(self, digest: str) -> CachedReply | None:

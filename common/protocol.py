@@ -74,7 +74,9 @@ class MessageSpec:
 
 
 SCHOLAR = Record("scholar", ARRAY, "the parts below: global models down, trained models up")
-TRAIN_CONFIG = Record("config", CONFIG, "task, iterations, seed, server-round, run-key")
+TRAIN_CONFIG = Record(
+    "config", CONFIG, "task, iterations, seed, server-round, run-key[, generator-base]"
+)
 EVAL_CONFIG = Record("config", CONFIG, "task")
 REPLAY = Record("replay", ARRAY, "frozen solver + generator(s) of the finished tasks")
 REPLAY_META = Record("replay-meta", CONFIG, "task, ensemble weights, classes replayed")
@@ -107,7 +109,11 @@ GENERATOR = Part(
     "and the mask state (usage bit sets, class -> task) stay the server's and do not travel "
     "up: a site sends only the elements free in the task, packed (common.wire."
     "packed_generator; the server fills in its own before validation, server."
-    "mask_aggregation); the current task's mask embeddings are averaged, and at the "
+    "mask_aggregation). Down, a site gets the generator whole in its first round of a "
+    "task and after a failure, else packed the same way with the digest of the frozen "
+    "elements it must hold (config `generator-base`; common.wire.unpack_with_base; "
+    "a site without them refuses the round and gets the whole generator next round); "
+    "the current task's mask embeddings are averaged, and at the "
     "task's end the server binarises them and grows the generator (common.models.growth)",
     validation="as the solver (DGM: against the server's generator, grown at every task "
     "boundary; a site takes the server's shapes, the server never takes a site's)",

@@ -5,6 +5,7 @@ A train message (server -> site) carries
 
     "scholar"     ArrayRecord  solver.<param>, generator.<param>   (global models)
     "config"      ConfigRecord task, task-round, server-round, num-tasks-seen, ...
+                               (DGM: generator-base when the generator is packed)
     "replay"      ArrayRecord  solver.<param>, generator.<k>.<param>  (once per task and site)
     "replay-meta" ConfigRecord task, weights, classes
 
@@ -30,6 +31,7 @@ import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 from torch import nn
 
+from common import masked_transfer as masked
 from common import protocol
 from common.models.dgm import DGMGenerator
 from common.models.growth import fit_state
@@ -44,6 +46,7 @@ REPLAY_META = protocol.REPLAY_META.name
 METRICS = protocol.METRICS.name
 SITE = protocol.SITE.name
 SITE_ID = "site-id"
+GENERATOR_BASE = "generator-base"  # train config: the generator travels packed (its digest)
 SCHOLAR_PARTS = protocol.PART_NAMES
 
 
@@ -74,23 +77,22 @@ def scholar_record(
 GEN = protocol.GENERATOR.name
 
 
-def _frozen(generator: nn.Module) -> dict[str, torch.Tensor]:
-    return generator.frozen_elements() if isinstance(generator, DGMGenerator) else {}
+def _generator_state(record: ArrayRecord) -> dict[str, np.ndarray]:
+    return {k.split(".", 1)[1]: v.numpy() for k, v in record.items() if protocol.part_of(k) == GEN}
+
+
+def _with_generator(record: ArrayRecord, state: Mapping[str, np.ndarray]) -> ArrayRecord:
+    out = {k: v for k, v in record.items() if protocol.part_of(k) != GEN}
+    out.update({f"{GEN}.{n}": Array(np.ascontiguousarray(v)) for n, v in state.items()})
+    return ArrayRecord(out)  # type: ignore[arg-type]
 
 
 def packed_generator(generator: nn.Module) -> dict[str, Array]:
-    """Masked transfer: per state key, the elements free in the current task, flattened in
-    row-major order; a key whose every element is frozen (reserved by finished tasks, or
-    mask state) does not travel. Without frozen elements: the whole state."""
-    frozen = _frozen(generator)
-    out = {}
-    for name, t in generator.state_dict().items():
-        value, f = t.detach().cpu().float(), frozen.get(name)
-        if f is None:
-            out[f"{GEN}.{name}"] = Array(value.numpy().copy())
-        elif not bool(f.all()):
-            out[f"{GEN}.{name}"] = Array(value[~f.cpu()].numpy().copy())
-    return out
+    """Masked transfer (:mod:`common.masked_transfer`): of a DGM generator the elements free
+    in the current task, per key flattened; keys frozen everywhere (reserved by finished
+    tasks, mask state) do not travel. Other generators: the whole state."""
+    packed = masked.pack(masked.module_state(generator), masked.frozen_of(generator))
+    return {f"{GEN}.{n}": Array(v) for n, v in packed.items()}
 
 
 def packed_shapes(generator: nn.Module) -> dict[str, tuple[int, ...]]:
@@ -98,42 +100,72 @@ def packed_shapes(generator: nn.Module) -> dict[str, tuple[int, ...]]:
     return {k: tuple(a.shape) for k, a in packed_generator(generator).items()}
 
 
+def pack_scholar(record: ArrayRecord, generator: nn.Module | None) -> ArrayRecord:
+    """Masked transfer down: the global scholar with its DGM generator cut to the free
+    elements (``generator``, the server's, says which), for a site that holds the frozen
+    ones (:func:`unpack_with_base`). Without frozen elements: ``record`` itself."""
+    frozen = masked.frozen_of(generator)
+    if not frozen:
+        return record
+    return _with_generator(record, masked.pack(_generator_state(record), frozen))
+
+
+def frozen_digest(record: ArrayRecord, generator: nn.Module | None) -> str:
+    """Digest of the frozen generator elements in ``record`` ("" without any)."""
+    try:
+        return masked.frozen_digest(_generator_state(record), masked.frozen_of(generator))
+    except masked.PackError as exc:
+        raise WireError(str(exc)) from None
+
+
 def unpack_scholar(record: ArrayRecord, generator: nn.Module | None) -> ArrayRecord:
-    """A site's reply with its packed generator made whole: frozen elements from
-    ``generator`` (the server's own), the sent values in the free places. A WireError
-    names any generator array whose key, dtype or number of values does not fit."""
-    frozen = _frozen(generator) if generator is not None else {}
+    """A packed scholar made whole: frozen elements from ``generator`` (the receiver's
+    own), the sent values in the free places. A WireError names any generator array whose
+    key, dtype or number of values does not fit."""
+    frozen = masked.frozen_of(generator)
     if not frozen:
         return record
     assert generator is not None
-    out = {k: v for k, v in record.items() if protocol.part_of(k) != GEN}
-    state = generator.state_dict()
-    expected = {f"{GEN}.{n}" for n in state if n not in frozen or not bool(frozen[n].all())}
-    sent = {k for k in record if protocol.part_of(k) == GEN}
-    if sent != expected:
+    reference = masked.module_state(generator)
+    try:
+        return _with_generator(record, masked.unpack(_generator_state(record), reference, frozen))
+    except masked.PackError as exc:
+        raise WireError(str(exc)) from None
+
+
+def packed_instruction(
+    arrays: ArrayRecord, config: ConfigRecord, generator: nn.Module | None
+) -> tuple[ArrayRecord, ConfigRecord] | None:
+    """The train instruction's scholar and config for a site that holds the task's frozen
+    generator elements (the config names their digest); None when nothing is frozen."""
+    digest = frozen_digest(arrays, generator)
+    if not digest:
+        return None
+    return pack_scholar(arrays, generator), ConfigRecord({**dict(config), GENERATOR_BASE: digest})
+
+
+def unpack_with_base(
+    record: ArrayRecord, base: ArrayRecord | None, generator: nn.Module, *, digest: str
+) -> ArrayRecord:
+    """A packed instruction made whole at a site: ``base`` is the whole generator the site
+    received earlier in the task, ``generator`` the site's module (it takes the base's
+    shapes and masks). A WireError when the site holds no base, or one whose frozen
+    elements are not the server's (``digest``): the server then sends it whole."""
+    if base is None:
         raise WireError(
-            f"packed generator: missing {sorted(expected - sent)[:5]}, "
-            f"not expected {sorted(sent - expected)[:5]}"
+            "the server sent the generator packed (free elements only), but this site holds "
+            "no whole generator of the task to fill in the frozen ones; it needs the whole "
+            "generator (the server sends it in the next round)"
         )
-    for name, ref in state.items():
-        key, f = f"{GEN}.{name}", frozen.get(name)
-        full = ref.detach().cpu().float().numpy().copy()
-        if f is None or not bool(f.all()):
-            values = record[key].numpy()
-            if values.dtype != np.float32:
-                raise WireError(f"array {key!r} has dtype {values.dtype}, expected float32")
-            if f is None:
-                full = values
-            else:
-                free = ~f.cpu().numpy()
-                if values.shape != (int(free.sum()),):
-                    raise WireError(
-                        f"packed {key!r} has shape {list(values.shape)}, expected "
-                        f"[{int(free.sum())}]: the elements free in this task"
-                    )
-                full[free] = values
-        out[key] = Array(np.ascontiguousarray(full))
-    return ArrayRecord(out)  # type: ignore[arg-type]
+    state = {k: torch.from_numpy(np.array(v)) for k, v in _generator_state(base).items()}
+    load_module(generator, state, what="stored generator", adopt_shapes=True)
+    held = frozen_digest(base, generator)
+    if held != digest:
+        raise WireError(
+            f"the generator this site holds has frozen elements {held[:12]}..., the server's "
+            f"packed instruction assumes {digest[:12]}...: it needs the whole generator"
+        )
+    return unpack_scholar(record, generator)
 
 
 def split_record(record: ArrayRecord) -> dict[str, dict[str, torch.Tensor]]:

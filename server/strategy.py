@@ -118,6 +118,10 @@ class FedReplay(FedAvg):
         self.payload_records: tuple[ArrayRecord, ConfigRecord] | None = None
         self.served: set[int] = set()  # nodes holding the current payload
         self.pending: set[int] = set()  # nodes the payload was just sent to
+        # DGM: nodes that hold the task's frozen generator elements (they get the free ones
+        # only), and those sent the whole generator this round
+        self.holders: set[int] = set()
+        self.sent_whole: set[int] = set()
         # {site key: (its bounded generator of this task, its weight)}: the ensemble
         self.task_generators: dict[str, tuple[dict[str, torch.Tensor], float]] = {}
         self.round_records: list[RoundRecord] = []
@@ -132,6 +136,7 @@ class FedReplay(FedAvg):
         self.payload = payload
         self.payload_records = wire.replay_records(payload) if payload is not None else None
         self.served, self.pending = set(), set()
+        self.holders, self.sent_whole = set(), set()  # a new task: new frozen elements
         self.task_generators = {}
         self.declared = {}
         self.round_offset = round_offset
@@ -178,8 +183,14 @@ class FedReplay(FedAvg):
         messages: list[Message] = []
         self.instructions = messages  # their ids, once sent, attribute the SuperLink's errors
         self.pending = set()
+        packed = wire.packed_instruction(arrays, round_config, self.generator_template)
+        self.sent_whole = set()
         for node_id in node_ids:
             content = RecordDict({wire.SCHOLAR: arrays, wire.CONFIG: round_config})
+            if packed is not None and node_id in self.holders:
+                content = RecordDict({wire.SCHOLAR: packed[0], wire.CONFIG: packed[1]})
+            elif packed is not None:
+                self.sent_whole.add(node_id)
             if self.payload_records is not None and node_id not in self.served:
                 content[wire.REPLAY], content[wire.REPLAY_META] = self.payload_records
                 self.pending.add(node_id)
@@ -187,10 +198,13 @@ class FedReplay(FedAvg):
                 Message(content=content, message_type=MessageType.TRAIN, dst_node_id=node_id)
             )
         log.info(
-            "round %d: %d sites sampled, replay sent to %d",
+            "round %d: %d sites sampled, replay sent to %d%s",
             global_round,
             len(node_ids),
             len(self.pending),
+            ""
+            if packed is None
+            else f", generator packed to {len(node_ids) - len(self.sent_whole)}",
         )
         return messages
 
@@ -222,6 +236,8 @@ class FedReplay(FedAvg):
                 continue
             if node in self.pending:
                 self.served.add(node)
+            if node in self.sent_whole:
+                self.holders.add(node)
             reply = SiteReply(node, metrics, None, site_id)
             record.replies.append(reply)
             if metrics.get("num-examples", 0.0) > 0:
@@ -229,6 +245,7 @@ class FedReplay(FedAvg):
         missing = set(record.sampled) - {r.node_id for r in record.replies} - set(record.failures)
         for node in missing:
             record.failures[node] = "no reply before the round timeout"
+        self.holders -= set(record.failures)  # it may have lost the generator: whole next time
         self._log_failures(record)
         if self.registry is not None:
             self.registry.save()

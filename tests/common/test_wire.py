@@ -119,3 +119,63 @@ def test_a_reply_may_only_declare_a_site_id_the_ledger_would_accept() -> None:
         with pytest.raises(wire.WireError, match="site-id"):
             declared(bad)
     assert wire.site_id_of(RecordDict({})) is None
+
+
+def _dgm_after_one_task():
+    """A DGM generator whose task 1 reserved part of it (trained a little, consolidated,
+    grown), then trained a little on task 2."""
+    from common.models.growth import grow_
+    from tests.common.models.test_dgm import make, train
+
+    gen = make("activations")
+    train(gen, [0, 1])
+    grow_(gen, gen.end_task([0, 1]))
+    train(gen, [2, 3], steps=3, seed=2)
+    return gen
+
+
+def test_a_packed_instruction_is_made_whole_exactly_from_the_site_s_base() -> None:
+    gen = _dgm_after_one_task()
+    solver = build_solver(SolverConfig(arch="mlp", hidden=16), (1, 28, 28), 10)
+    whole = wire.scholar_record(solver, gen)
+    base = ArrayRecord({k: v for k, v in whole.items() if k.startswith("generator.")})
+    packed = wire.pack_scholar(whole, gen)
+    assert wire.record_bytes(packed) < 0.9 * wire.record_bytes(whole), "nothing was left out"
+    assert not any(k.startswith("generator.usage_") for k in packed), "mask state travelled"
+    site_gen = make_site_generator()
+    digest = wire.frozen_digest(whole, gen)
+    out = wire.unpack_with_base(packed, base, site_gen, digest=digest)
+    assert sorted(out) == sorted(whole)
+    for key in whole:
+        assert np.array_equal(out[key].numpy(), whole[key].numpy()), key
+
+
+def make_site_generator():
+    from tests.common.models.test_dgm import make
+
+    return make("activations")  # a fresh site: the base gives it the shapes and masks
+
+
+def test_a_packed_instruction_without_the_right_base_is_refused_not_guessed() -> None:
+    gen = _dgm_after_one_task()
+    solver = build_solver(SolverConfig(arch="mlp", hidden=16), (1, 28, 28), 10)
+    whole = wire.scholar_record(solver, gen)
+    packed, digest = wire.pack_scholar(whole, gen), wire.frozen_digest(whole, gen)
+    with pytest.raises(wire.WireError, match="holds no whole generator"):
+        wire.unpack_with_base(packed, None, make_site_generator(), digest=digest)
+    # a base whose one reserved weight differs from the server's
+    reserved = {n: f for n, f in gen.frozen_elements().items() if not n.startswith("usage")}
+    name, f = next((n, f) for n, f in reserved.items() if "weight" in n and not bool(f.all()))
+    stale = {k: v.numpy().copy() for k, v in whole.items() if k.startswith("generator.")}
+    stale[f"generator.{name}"][f.numpy()] += 1e-3
+    with pytest.raises(wire.WireError, match="needs the whole generator"):
+        wire.unpack_with_base(
+            packed, wire.array_record(stale), make_site_generator(), digest=digest
+        )
+
+
+def test_models_without_frozen_elements_travel_whole_down() -> None:
+    gen = build_generator(GeneratorConfig(kind="vae", hidden=16, latent_dim=4), (1, 28, 28), 10)
+    solver = build_solver(SolverConfig(arch="mlp", hidden=16), (1, 28, 28), 10)
+    whole = wire.scholar_record(solver, gen)
+    assert wire.pack_scholar(whole, gen) is whole and wire.frozen_digest(whole, gen) == ""

@@ -56,13 +56,20 @@ def generator_arrays(msg: Message) -> dict[str, np.ndarray]:
     return {k[10:]: v.numpy() for k, v in record.items() if k.startswith("generator.")}
 
 
-def train_messages(grid: InProcessGrid, task: int) -> list[Message]:
+def train_messages(grid: InProcessGrid, task: int, *, packed: bool = False) -> list[Message]:
+    """The task's train instructions that carry the whole generator (``packed``: those
+    that carry only its free elements, for sites that hold the rest)."""
     return [
         m
         for m in grid.sent
         if m.metadata.message_type == "train"
         and int(m.content.config_records[wire.CONFIG]["task"]) == task
+        and is_packed(m) == packed
     ]
+
+
+def is_packed(msg: Message) -> bool:
+    return wire.GENERATOR_BASE in msg.content.config_records[wire.CONFIG]
 
 
 def test_sites_and_server_agree_on_the_grown_shapes(tmp_path: Path) -> None:
@@ -80,6 +87,7 @@ def test_sites_and_server_agree_on_the_grown_shapes(tmp_path: Path) -> None:
         fc = {generator_arrays(m)["fc.weight"].shape for m in sent}
         c1, _ = widths[task - 1]
         assert fc == {(c1 * 2 * 2, 8 + 10)}, fc  # digits 8x8: (c1 x 2 x 2, z + classes)
+        assert len(train_messages(grid, task, packed=True)) == 2  # round 2: both sites hold it
     # ... and the final models too
     final = torch.load(run.path / "final_models.pt", weights_only=True)["generator"]
     assert final["up.weight"].shape[:2] == widths[-1]
@@ -134,8 +142,12 @@ def test_reserved_weights_and_mask_state_are_not_in_a_site_s_update(tmp_path: Pa
 
     run, _ = federate(tmp_path, hook=spy)
     checked = 0
+    whole: dict[int, DGMGenerator] = {}  # task -> its generator as sent whole
     for sent, up in seen:
-        gen = server_generator(sent)
+        task = int(sent.content.config_records[wire.CONFIG]["task"])
+        if not is_packed(sent):
+            whole[task] = server_generator(sent)
+        gen = whole[task]  # a packed instruction: the frozen elements are the task's
         frozen = gen.frozen_elements()
         assert not any(k.startswith("usage_") or k == "class_task" for k in up)
         for name, value in gen.state_dict().items():
@@ -150,7 +162,7 @@ def test_reserved_weights_and_mask_state_are_not_in_a_site_s_update(tmp_path: Pa
     assert checked > 0, "no reserved weight was ever left out"
     rounds = run.read_jsonl("rounds.jsonl")
     sent_bytes = [s["metrics"]["bytes-up"] for r in rounds for s in r["sites"]]
-    full = sum(a.nbytes for a in generator_arrays(seen[-1][0]).values())
+    full = sum(t.numel() * 4 for t in whole[max(whole)].state_dict().values())
     solver = sum(
         a.nbytes
         for k, a in wire.numpy_arrays(seen[-1][0].content.array_records[wire.SCHOLAR]).items()
@@ -158,6 +170,59 @@ def test_reserved_weights_and_mask_state_are_not_in_a_site_s_update(tmp_path: Pa
     )
     last_task = sent_bytes[-2:]  # the last task's round: most of the generator is reserved
     assert max(last_task) < solver + 0.9 * full, (last_task, solver, full)
+
+
+def test_within_a_task_only_the_free_generator_elements_travel_down(tmp_path: Path) -> None:
+    """Masked transfer down: after a site has the task's generator whole, the server sends
+    it only the free elements (and no mask state); the site fills in the rest itself."""
+    run, grid = federate(tmp_path, **{"fed.rounds-per-task": 3})
+    assert load_summary(run.path)["status"] == "completed"
+    for task in (1, 2):
+        whole, packed = train_messages(grid, task), train_messages(grid, task, packed=True)
+        assert len(whole) == 2 and len(packed) == 4  # round 1 whole, rounds 2-3 packed
+        gen = server_generator(whole[0])
+        frozen = gen.frozen_elements()
+        for msg in packed:
+            sent = generator_arrays(msg)
+            assert not any(k.startswith("usage_") or k == "class_task" for k in sent)
+            for name, f in frozen.items():
+                assert name not in sent if bool(f.all()) else sent[name].size == int((~f).sum())
+    rounds = run.read_jsonl("rounds.jsonl")
+    assert all(r["accepted"] and not r["failures"] for r in rounds)
+    down = {
+        (r["round"], s["node_id"]): s["metrics"]["bytes-down"] for r in rounds for s in r["sites"]
+    }
+    for r in (8, 9):  # task 3, rounds 2 and 3 against its round 1 (round 7, replay aside)
+        for node in {n for (_, n) in down}:
+            assert down[(r, node)] < down[(7, node)], (r, node, down)
+
+
+def test_a_site_that_lost_its_generator_is_refused_the_packed_one_then_sent_it_whole(
+    tmp_path: Path, monkeypatch
+) -> None:
+    sites = tmp_path / "sites"
+    monkeypatch.setenv("FEDREPLAY_SITE_DIR", str(sites))
+
+    def forget(sent: Message, reply: Message) -> Message:
+        """Every site loses its stored generator right after answering round 1."""
+        if int(sent.content.config_records[wire.CONFIG]["server-round"]) == 1:
+            for f in sites.rglob("generator_base.pt"):
+                f.unlink()
+        return reply
+
+    run, grid = federate(tmp_path, hook=forget, **{"fed.rounds-per-task": 3, "tasks.num-tasks": 1})
+    rounds = run.read_jsonl("rounds.jsonl")
+    assert [r["round"] for r in rounds] == [1, 2, 3]
+    assert rounds[0]["accepted"] and not rounds[0]["failures"]
+    reasons = list(rounds[1]["failures"].values())
+    assert len(reasons) == 2 and all("no whole generator" in r for r in reasons), reasons
+    assert rounds[2]["accepted"] and not rounds[2]["failures"]  # sent whole again
+    assert [is_packed(m) for m in train_messages(grid, 0) + train_messages(grid, 0, packed=True)]
+    third = [
+        m for m in grid.sent if int(m.content.config_records[wire.CONFIG]["server-round"]) == 3
+    ]
+    assert len(third) == 2 and not any(is_packed(m) for m in third)
+    assert load_summary(run.path)["status"] == "completed"
 
 
 def test_a_site_sending_its_whole_generator_is_rejected_with_the_reason(tmp_path: Path) -> None:

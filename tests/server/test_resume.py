@@ -155,6 +155,23 @@ def test_no_privacy_budget_is_spent_twice(
     assert not any(s.get("quarantined") for s in registry["sites"].values())
 
 
+def test_a_dgm_round_answered_packed_is_not_paid_again_when_resent_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DGM: round 4 (task 2's second round) goes packed to sites holding the generator; the
+    resumed server holds no such list and sends it whole. The same instruction all the
+    same: each site answers with its earlier reply and spends nothing twice."""
+    sites = use_dirs(monkeypatch, tmp_path)
+    folder = killed_run(tmp_path, 4, **DP, **DGM)
+    summary = load_summary(run(tmp_path, run_id=2, **DP, **DGM, **{"fed.resume": str(folder)}))
+    assert summary["status"] == "completed"
+    for site in ("site-0", "site-1"):
+        assert [r["round"] for r in ledger(sites, site)] == [1, 2, 3, 4], "round 4 paid twice"
+    rounds = [json.loads(line) for line in (folder / "rounds.jsonl").read_text().splitlines()]
+    assert rounds[-1]["round"] == 4 and not rounds[-1]["failures"], rounds[-1]["failures"]
+    assert len(rounds[-1]["sites"]) == 2  # the site that had answered answered again
+
+
 def test_a_site_that_lost_its_state_pays_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
