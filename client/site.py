@@ -148,6 +148,7 @@ class Site:
             seed=seed,
             dp=prepared.plan if prepared is not None else None,
             task_span=self._task_span(task, server_round),
+            class_counts=prepared.histogram if prepared is not None else None,
         )
         out = {k.replace("_", "-"): v for k, v in metrics.items()}
         if prepared is not None:

@@ -101,6 +101,14 @@ class ExperimentConfig:
                 "train.solver-data='synthetic' trains the solver on the site's own generator's "
                 "samples: it needs method='dgr' (a generator)"
             )
+        if self.dp.class_histogram and not (
+            self.dp.enabled and self.train.solver_data == "synthetic"
+        ):
+            raise ConfigError(
+                "dp.class-histogram weights the classes a site's solver draws from its own "
+                "generator by a DP count of its records: it needs dp.enabled and "
+                "train.solver-data='synthetic'"
+            )
         private = self.dp.enabled or self.dp.client_level
         if (
             private

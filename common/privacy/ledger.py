@@ -191,8 +191,11 @@ class SiteLedger:
         plan: Plan,
         run_target: float,
         max_grad_norm: float,
+        histograms: bool = False,
     ) -> None:
-        """Declare a run's partitions (once; later calls check they did not change)."""
+        """Declare a run's partitions (once; later calls check they did not change).
+        ``histograms``: every planned task also releases one noised class count
+        (dp.class-histogram), planned as one more step at sampling rate 1."""
         if composition not in (PER_TASK, SEQUENTIAL):
             raise ValueError(f"composition {composition!r} is not {PER_TASK!r} or {SEQUENTIAL!r}")
         if run_target > self.budget * (1 + 1e-12):
@@ -230,8 +233,24 @@ class SiteLedger:
             "target_epsilon": run_target,
             "max_grad_norm": max_grad_norm,
             "plan": {str(t): list(e) for t, e in sorted(plan.items())},
+            "histograms": {} if histograms else None,  # task -> its noised class counts
             "partitions": run_parts,
         }
+        self.dirty = True
+
+    def class_histogram(self, run_key: str, task: int) -> list[float] | None:
+        """The noised class counts of ``task`` released in this run (None: not yet)."""
+        found = (self.state["runs"][run_key].get("histograms") or {}).get(str(task))
+        return None if found is None else [float(c) for c in found]
+
+    def record_class_histogram(self, run_key: str, task: int, counts: list[float]) -> None:
+        """Keep a released histogram (spent with :meth:`spend` in the same transaction)."""
+        histograms = self.state["runs"][run_key].get("histograms")
+        if histograms is None:
+            raise PrivacyStateError(f"run {run_key} did not plan class histograms")
+        if str(task) in histograms:
+            raise PrivacyStateError(f"task {task}'s class histogram was already released")
+        histograms[str(task)] = [float(c) for c in counts]
         self.dirty = True
 
     def _place(self, recs: np.ndarray) -> str:
@@ -276,11 +295,10 @@ class SiteLedger:
         group = {
             k: p for k, p in run["partitions"].items() if self._live(p["lifetime"]) == lifetime
         }
-        plan = [
-            tuple(e)
-            for t, e in run["plan"].items()
-            if run_partition_of(int(t), run["composition"]) in group
-        ]
+        tasks = [t for t in run["plan"] if run_partition_of(int(t), run["composition"]) in group]
+        plan = [tuple(run["plan"][t]) for t in tasks]
+        if run.get("histograms") is not None:  # a Gaussian count of each task's records
+            plan += [(1.0, 1)] * len(tasks)
         prior = self.partitions[lifetime].history
         spent = self._eps(prior)
         if spent >= run["target_epsilon"] * (1 - MIN_SHARE_LEFT):

@@ -26,6 +26,7 @@ from common.data.types import Task
 from common.privacy.calibrate import planned_events
 from common.privacy.composition import PER_TASK, check_composition, composition_for
 from common.privacy.dp_step import DPPlan
+from common.privacy.histogram import EVENT_SAMPLE_RATE, noised_class_counts
 from common.privacy.ledger import SiteLedger, check_site_id
 from common.privacy.records import record_digests, union
 from common.sitestate import site_dir
@@ -59,6 +60,8 @@ class PreparedRound:
     recorded_steps: int
     metrics: dict[str, float]
     taken: list[int] = field(default_factory=lambda: [0])
+    # dp.class-histogram: the task's noised class counts (released once per task)
+    histogram: dict[int, float] | None = None
 
     def check(self) -> None:
         """More steps than were recorded would be a leak: fail loudly."""
@@ -140,10 +143,20 @@ class PrivacySession:
                 plan=self.plan(),
                 run_target=cfg.dp.target_epsilon,
                 max_grad_norm=cfg.dp.max_grad_norm,
+                histograms=cfg.dp.class_histogram,
             )
             sigma = ledger.noise_multiplier(run_key, task)
             events = [(sigma, q, n) for n in (iterations, generator_steps) if n]
+            histogram = ledger.class_histogram(run_key, task) if cfg.dp.class_histogram else None
+            release = cfg.dp.class_histogram and histogram is None
+            if release:  # once per task: one Gaussian mechanism, spent before it exists
+                events.append((sigma, EVENT_SAMPLE_RATE, 1))
             ledger.spend(run_key, task=task, events=events, server_round=server_round)
+            if release:
+                labels = real_data_for(cfg.method, self.tasks, task).y
+                noised = noised_class_counts(labels, self.tasks[task].classes, sigma=sigma)
+                ledger.record_class_histogram(run_key, task, list(noised.values()))
+                histogram = list(noised.values())
             metrics = ledger.metrics(run_key)
         taken = [0]
 
@@ -152,4 +165,6 @@ class PrivacySession:
 
         # DPPlan's defaults: fresh secret generators for the Poisson masks and the noise
         plan = DPPlan(sigma, cfg.dp.max_grad_norm, q, on_step=count)
-        return PreparedRound(plan, iterations + generator_steps, metrics, taken)
+        classes = self.tasks[task].classes
+        counts = None if histogram is None else dict(zip(classes, histogram, strict=True))
+        return PreparedRound(plan, iterations + generator_steps, metrics, taken, counts)
