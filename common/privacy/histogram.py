@@ -10,7 +10,8 @@ Privacy: adding or removing one record changes one count by one (L2 sensitivity 
 counts plus N(0, sigma^2) noise per class is the Gaussian mechanism with noise multiplier
 sigma: in the accountant, one step at sampling rate 1. The ledger plans it with the task's
 DP-SGD steps (calibrated together, same sigma) and records it before the counts exist;
-the noise comes from a fresh secret generator (:mod:`common.privacy.randomness`). The
+the noise comes from a fresh secret generator (:mod:`common.privacy.randomness`), each
+value a sum of 4 Gaussians as in Opacus' secure mode. The
 counts stay at the site; what it releases (its solver) is post-processing of them.
 """
 
@@ -32,7 +33,8 @@ def noised_class_counts(
     if sigma <= 0:
         raise ValueError(f"sigma={sigma!r}: the histogram's noise must be positive")
     gen = secret_generator()
-    noise = torch.randn(len(classes), generator=gen, dtype=torch.float64) * sigma
+    # as Opacus' secure mode: each value a sum of 4 Gaussians (against floating-point attacks)
+    noise = torch.randn(4, len(classes), generator=gen, dtype=torch.float64).sum(0) * sigma / 2
     return {
         int(c): float((labels == c).sum().item()) + float(z)
         for c, z in zip(classes, noise, strict=True)
