@@ -12,6 +12,7 @@ from client.site import Site, SiteIdentity
 from common.config import ConfigError, load_config
 from common.privacy.histogram import class_weights, noised_class_counts
 from common.replay import ReplayPayload
+from common.training import learner
 from common.training.learner import synthetic_batches
 
 HIST = {
@@ -78,6 +79,14 @@ def test_released_once_per_task_planned_and_within_the_budget(
     the steps), each task's ledger holds exactly one step at sampling rate 1, and the
     second round of a task uses the counts released in the first."""
     monkeypatch.setenv("FEDREPLAY_SITE_DIR", str(tmp_path))
+    drawn: list = []  # the class weights the solver's synthetic batches were drawn with
+    real_batches = learner.synthetic_batches
+
+    def spy(*args, **kwargs):
+        drawn.append(kwargs.get("weights"))
+        return real_batches(*args, **kwargs)
+
+    monkeypatch.setattr(learner, "synthetic_batches", spy)
     cfg = load_config(HIST)
     site = Site(cfg, SiteIdentity(0, 2))
     spent, payload = [], None
@@ -103,3 +112,6 @@ def test_released_once_per_task_planned_and_within_the_budget(
             [run["partitions"][f"task-{t}"]["noise_multiplier"], 1.0, 1]
         ]
         assert len(run["histograms"][t]) == 2  # the task's two classes
+    expected = [class_weights(dict(enumerate(run["histograms"]["0"])), [0, 1])] * 2
+    expected += [class_weights(dict(zip([2, 3], run["histograms"]["1"], strict=True)), [2, 3])] * 2
+    assert drawn == expected  # every round's solver drew by its task's released counts
