@@ -41,6 +41,7 @@ from common.models.dgm import DGMGenerator
 from common.replay import ReplayPayload
 from server.aggregation import AggregationError, Bounds, aggregate, bounded_model
 from server.client_dp import ClientLevelDP
+from server.deliveries import Deliveries
 from server.mask_aggregation import keep_reserved
 from server.round_metrics import per_task_accuracy, weighted_metrics
 from server.site_owners import SiteOwners
@@ -116,12 +117,9 @@ class FedReplay(FedAvg):
         self.round_offset = 0  # rounds of earlier tasks (start() counts from 1 per task)
         self.payload: ReplayPayload | None = None
         self.payload_records: tuple[ArrayRecord, ConfigRecord] | None = None
-        self.served: set[int] = set()  # nodes holding the current payload
-        self.pending: set[int] = set()  # nodes the payload was just sent to
-        # DGM: nodes that hold the task's frozen generator elements (they get the free ones
-        # only), and those sent the whole generator this round
-        self.holders: set[int] = set()
-        self.sent_whole: set[int] = set()
+        self.replay_sent = Deliveries()  # nodes holding the task's replay payload
+        # DGM: nodes holding the task's frozen generator elements (they get the free ones)
+        self.generator_sent = Deliveries()
         # {site key: (its bounded generator of this task, its weight)}: the ensemble
         self.task_generators: dict[str, tuple[dict[str, torch.Tensor], float]] = {}
         self.round_records: list[RoundRecord] = []
@@ -135,8 +133,8 @@ class FedReplay(FedAvg):
         """Called by the run before each task: the replay every site must receive."""
         self.payload = payload
         self.payload_records = wire.replay_records(payload) if payload is not None else None
-        self.served, self.pending = set(), set()
-        self.holders, self.sent_whole = set(), set()  # a new task: new frozen elements
+        self.replay_sent.reset()
+        self.generator_sent.reset()  # a new task: new frozen elements
         self.task_generators = {}
         self.declared = {}
         self.round_offset = round_offset
@@ -182,18 +180,18 @@ class FedReplay(FedAvg):
         self.round_records.append(RoundRecord(global_round, sampled=list(node_ids)))
         messages: list[Message] = []
         self.instructions = messages  # their ids, once sent, attribute the SuperLink's errors
-        self.pending = set()
+        self.replay_sent.begin_round()
+        self.generator_sent.begin_round()
         packed = wire.packed_instruction(arrays, round_config, self.generator_template)
-        self.sent_whole = set()
         for node_id in node_ids:
             content = RecordDict({wire.SCHOLAR: arrays, wire.CONFIG: round_config})
-            if packed is not None and node_id in self.holders:
+            if packed is not None and self.generator_sent.holds(node_id):
                 content = RecordDict({wire.SCHOLAR: packed[0], wire.CONFIG: packed[1]})
             elif packed is not None:
-                self.sent_whole.add(node_id)
-            if self.payload_records is not None and node_id not in self.served:
+                self.generator_sent.send(node_id)
+            if self.payload_records is not None and not self.replay_sent.holds(node_id):
                 content[wire.REPLAY], content[wire.REPLAY_META] = self.payload_records
-                self.pending.add(node_id)
+                self.replay_sent.send(node_id)
             messages.append(
                 Message(content=content, message_type=MessageType.TRAIN, dst_node_id=node_id)
             )
@@ -201,10 +199,10 @@ class FedReplay(FedAvg):
             "round %d: %d sites sampled, replay sent to %d%s",
             global_round,
             len(node_ids),
-            len(self.pending),
+            len(self.replay_sent.sent),
             ""
             if packed is None
-            else f", generator packed to {len(node_ids) - len(self.sent_whole)}",
+            else f", generator packed to {len(node_ids) - len(self.generator_sent.sent)}",
         )
         return messages
 
@@ -234,10 +232,8 @@ class FedReplay(FedAvg):
             if refused is not None:
                 record.failures[node] = f"rejected: {refused}"
                 continue
-            if node in self.pending:
-                self.served.add(node)
-            if node in self.sent_whole:
-                self.holders.add(node)
+            self.replay_sent.confirm(node)
+            self.generator_sent.confirm(node)
             reply = SiteReply(node, metrics, None, site_id)
             record.replies.append(reply)
             if metrics.get("num-examples", 0.0) > 0:
@@ -245,7 +241,7 @@ class FedReplay(FedAvg):
         missing = set(record.sampled) - {r.node_id for r in record.replies} - set(record.failures)
         for node in missing:
             record.failures[node] = "no reply before the round timeout"
-        self.holders -= set(record.failures)  # it may have lost the generator: whole next time
+        self.generator_sent.forget(set(record.failures))  # it may have lost it: whole next time
         self._log_failures(record)
         if self.registry is not None:
             self.registry.save()
