@@ -155,8 +155,8 @@ class PrivacySession:
             if release:
                 labels = real_data_for(cfg.method, self.tasks, task).y
                 noised = noised_class_counts(labels, self.tasks[task].classes, sigma=sigma)
-                ledger.record_class_histogram(run_key, task, list(noised.values()))
-                histogram = list(noised.values())
+                histogram = list(noised.values())  # in the task's class order
+                ledger.record_class_histogram(run_key, task, histogram)
             metrics = ledger.metrics(run_key)
         taken = [0]
 
