@@ -123,15 +123,27 @@ def test_per_task_generator_learns_the_current_task_alone(mode: str, generator_r
     assert solver_replayed and all(solver_replayed)
 
 
+def one_class_site(cfg):  # type: ignore[no-untyped-def]
+    """The first task, this site's records of its first class only, and a fresh learner."""
+    from common.data.types import Split
+    from common.training.learner import Learner
+
+    stream = build_stream(cfg)
+    task = stream.tasks[0]
+    only_0 = task.train.y == task.classes[0]
+    real = Split.from_tensors(task.train.x[only_0], task.train.y[only_0])
+    learner = Learner(
+        cfg, shape=stream.shape, num_classes=stream.num_classes, device=torch.device("cpu")
+    )
+    return task, real, learner
+
+
 @pytest.mark.parametrize("gan_labels", ["auto", "uniform"])
 def test_a_site_without_a_class_does_not_train_its_conditioning(gan_labels: str) -> None:
     """train.gan-labels: with the real batch's labels ("auto" for a generator that learns
     its own task, without DP) a site that holds no record of class 1 leaves the generator's
     input weights for class 1 exactly as they were (federated averaging then does not pull
     class 1 towards what this site's discriminator knows); drawn uniformly, it trains them."""
-    from common.data.types import Split
-    from common.training.learner import Learner
-
     cfg = load_config(
         {
             "method": "dgr",
@@ -144,13 +156,7 @@ def test_a_site_without_a_class_does_not_train_its_conditioning(gan_labels: str)
             "train.gan-labels": gan_labels,
         }
     )
-    stream = build_stream(cfg)
-    task = stream.tasks[0]
-    only_0 = task.train.y == task.classes[0]
-    real = Split.from_tensors(task.train.x[only_0], task.train.y[only_0])
-    lrn = Learner(
-        cfg, shape=stream.shape, num_classes=stream.num_classes, device=torch.device("cpu")
-    )
+    task, real, lrn = one_class_site(cfg)
     column = cfg.generator.latent_dim + task.classes[1]  # the one-hot input of class 1
     before = lrn.generator.project.weight[:, column].detach().clone()
     lrn.train(real, replay=None, num_tasks_seen=1, classes_seen=task.classes, iterations=20, seed=0)
@@ -174,18 +180,10 @@ def test_under_dp_the_fakes_never_follow_the_private_labels() -> None:
     """train.gan-labels = "auto" under DP: the generator's fakes are drawn for every class
     of the task (from the configuration), even at a site whose records hold one class, so
     the generator learns nothing from private labels outside the DP-trained critic."""
-    from common.data.types import Split
     from common.privacy.dp_step import DPPlan
-    from common.training.learner import Learner
 
     cfg = load_config({"solver.hidden": 16, "generator.hidden": 16, "replay.mode": "per-task"})
-    stream = build_stream(cfg)
-    task = stream.tasks[0]
-    only_0 = task.train.y == task.classes[0]
-    real = Split.from_tensors(task.train.x[only_0], task.train.y[only_0])
-    learner = Learner(
-        cfg, shape=stream.shape, num_classes=stream.num_classes, device=torch.device("cpu")
-    )
+    task, real, learner = one_class_site(cfg)
     drawn: list[set[int]] = []
 
     class Spy:
