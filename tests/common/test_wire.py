@@ -123,7 +123,7 @@ def test_a_reply_may_only_declare_a_site_id_the_ledger_would_accept() -> None:
 
 def _dgm_after_one_task():
     """A DGM generator whose task 1 reserved part of it (trained a little, consolidated,
-    grown), then trained a little on task 2."""
+    grown), then trained a little on task 2, and the whole scholar record holding it."""
     from common.models.growth import grow_
     from tests.common.models.test_dgm import make, train
 
@@ -131,13 +131,18 @@ def _dgm_after_one_task():
     train(gen, [0, 1])
     grow_(gen, gen.end_task([0, 1]))
     train(gen, [2, 3], steps=3, seed=2)
-    return gen
+    solver = build_solver(SolverConfig(arch="mlp", hidden=16), (1, 28, 28), 10)
+    return gen, wire.scholar_record(solver, gen)
+
+
+def make_site_generator():
+    from tests.common.models.test_dgm import make
+
+    return make("activations")  # a fresh site: the base gives it the shapes and masks
 
 
 def test_a_packed_instruction_is_made_whole_exactly_from_the_site_s_base() -> None:
-    gen = _dgm_after_one_task()
-    solver = build_solver(SolverConfig(arch="mlp", hidden=16), (1, 28, 28), 10)
-    whole = wire.scholar_record(solver, gen)
+    gen, whole = _dgm_after_one_task()
     base = ArrayRecord({k: v for k, v in whole.items() if k.startswith("generator.")})
     packed = wire.pack_scholar(whole, gen)
     assert wire.record_bytes(packed) < 0.9 * wire.record_bytes(whole), "nothing was left out"
@@ -150,16 +155,8 @@ def test_a_packed_instruction_is_made_whole_exactly_from_the_site_s_base() -> No
         assert np.array_equal(out[key].numpy(), whole[key].numpy()), key
 
 
-def make_site_generator():
-    from tests.common.models.test_dgm import make
-
-    return make("activations")  # a fresh site: the base gives it the shapes and masks
-
-
 def test_a_packed_instruction_without_the_right_base_is_refused_not_guessed() -> None:
-    gen = _dgm_after_one_task()
-    solver = build_solver(SolverConfig(arch="mlp", hidden=16), (1, 28, 28), 10)
-    whole = wire.scholar_record(solver, gen)
+    gen, whole = _dgm_after_one_task()
     packed, digest = wire.pack_scholar(whole, gen), wire.frozen_digest(whole, gen)
     with pytest.raises(wire.WireError, match="holds no whole generator"):
         wire.unpack_with_base(packed, None, make_site_generator(), digest=digest)
