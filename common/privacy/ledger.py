@@ -55,6 +55,7 @@ from common.privacy import records as fp
 from common.privacy.accountant import Event, compute_epsilon, merged
 from common.privacy.calibrate import noise_for_budget
 from common.privacy.composition import PER_TASK, SEQUENTIAL
+from common.privacy.histogram import EVENT_SAMPLE_RATE as HISTOGRAM_SAMPLE_RATE
 from common.privacy.ledger_file import (
     BACKUP,
     LEDGER,
@@ -298,7 +299,7 @@ class SiteLedger:
         tasks = [t for t in run["plan"] if run_partition_of(int(t), run["composition"]) in group]
         plan = [tuple(run["plan"][t]) for t in tasks]
         if run.get("histograms") is not None:  # a Gaussian count of each task's records
-            plan += [(1.0, 1)] * len(tasks)
+            plan += [(HISTOGRAM_SAMPLE_RATE, 1)] * len(tasks)
         prior = self.partitions[lifetime].history
         spent = self._eps(prior)
         if spent >= run["target_epsilon"] * (1 - MIN_SHARE_LEFT):
