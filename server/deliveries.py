@@ -30,5 +30,6 @@ class Deliveries:
             self.held.add(node)
 
     def forget(self, nodes: set[int]) -> None:
-        """These nodes may have lost it (a failed round): send it again."""
+        """These nodes may have lost it (a failed round): send it again (a site that still
+        holds it overwrites it with the same)."""
         self.held -= nodes

@@ -241,7 +241,9 @@ class FedReplay(FedAvg):
         missing = set(record.sampled) - {r.node_id for r in record.replies} - set(record.failures)
         for node in missing:
             record.failures[node] = "no reply before the round timeout"
-        self.generator_sent.forget(set(record.failures))  # it may have lost it: whole next time
+        # a failed site may have lost what it held: the replay and the whole generator again
+        self.replay_sent.forget(set(record.failures))
+        self.generator_sent.forget(set(record.failures))
         self._log_failures(record)
         if self.registry is not None:
             self.registry.save()

@@ -136,6 +136,33 @@ def test_lost_reply_means_replay_is_sent_again(tmp_path: Path) -> None:
     assert deliveries[(1001, 1)] == 1
 
 
+def test_a_site_that_lost_its_replay_fails_one_round_then_gets_it_again(
+    tmp_path: Path, monkeypatch
+) -> None:
+    sites = tmp_path / "sites"
+    monkeypatch.setenv("FEDREPLAY_SITE_DIR", str(sites))
+
+    lost: list[Path] = []
+
+    def forget(sent: Message, reply: Message) -> Message:
+        """Every site loses its stored replay right after answering task 2's first round."""
+        if int(sent.content.config_records[wire.CONFIG]["server-round"]) == 4:
+            for f in sites.rglob("replay.pt"):
+                f.unlink()
+                lost.append(f)
+        return reply
+
+    run, grid = federate(tmp_path, hook=forget, **{"fed.rounds-per-task": 3})
+    rounds = run.read_jsonl("rounds.jsonl")
+    assert len(lost) == 2
+    assert [r["round"] for r in rounds] == [1, 2, 3, 4, 5, 6]
+    reasons = list(rounds[4]["failures"].values())
+    assert len(reasons) == 2 and all("needs the replay payload" in r for r in reasons), reasons
+    assert rounds[5]["accepted"] and not rounds[5]["failures"]  # the replay came again
+    assert replay_deliveries(grid) == Counter({(n, 1): 2 for n in grid.node_ids})
+    assert load_summary(run.path)["status"] == "completed"
+
+
 @pytest.mark.parametrize(
     "attack", ["extra-array", "nan", "wrong-shape", "nan-partition-id", "inf-metric"]
 )
