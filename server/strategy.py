@@ -24,7 +24,6 @@ Differences from :class:`flwr.serverapp.strategy.FedAvg`:
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -43,6 +42,7 @@ from server.aggregation import AggregationError, Bounds, aggregate, bounded_mode
 from server.client_dp import ClientLevelDP
 from server.deliveries import Deliveries
 from server.mask_aggregation import keep_reserved
+from server.reply_checks import check_train_reply
 from server.round_metrics import per_task_accuracy, weighted_metrics
 from server.site_owners import SiteOwners
 from server.site_registry import SiteRegistry
@@ -218,7 +218,9 @@ class FedReplay(FedAvg):
                 record.failures[node] = f"error reply: {msg.error.reason}"
                 continue
             try:
-                self._validate(msg.content)
+                check_train_reply(
+                    msg.content, solver=self.solver_template, generator=self.generator_template
+                )
             except (wire.WireError, KeyError) as exc:
                 record.failures[node] = f"rejected: {exc}"
                 continue
@@ -374,24 +376,6 @@ class FedReplay(FedAvg):
         )
         arrays = ArrayRecord({k: wire.Array(released[k]) for k in keys})  # type: ignore[arg-type]
         return arrays, weighted_metrics(accepted)
-
-    def _validate(self, content: RecordDict) -> None:
-        wire.check_message(content, protocol.TRAIN_REPLY)  # the declared records only
-        wire.site_id_of(content)  # a malformed site record is a WireError
-        metrics = wire.scalar_metrics(content.metric_records[wire.METRICS])
-        for key, value in metrics.items():
-            if not math.isfinite(value):
-                raise wire.WireError(f"metric {key!r} is {value!r}, not a finite number")
-        if metrics.get("num-examples", -1.0) < 0:
-            raise wire.WireError("reply metrics lack a non-negative num-examples")
-        pid = metrics.get("partition-id", 0.0)
-        if pid < 0 or pid != int(pid):
-            raise wire.WireError(f"partition-id {pid!r} is not a non-negative integer")
-        # a DGM generator travels packed (its free elements only): made whole with the
-        # server's own frozen elements before any check, bound or aggregation sees it
-        scholar = wire.unpack_scholar(content.array_records[wire.SCHOLAR], self.generator_template)
-        content.array_records[wire.SCHOLAR] = scholar
-        wire.check_scholar_arrays(scholar, self.solver_template, self.generator_template)
 
     # --- federated evaluation ------------------------------------------------------------
     def aggregate_evaluate(

@@ -11,7 +11,7 @@ from common.audit.egress_check import ALLOWED_RECORDS
 from common.config import load_config
 from server.federation import FederatedRun
 from server.inprocess import InProcessGrid
-from server.strategy import FedReplay
+from server.reply_checks import check_train_reply
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -83,13 +83,6 @@ def test_the_server_refuses_an_undeclared_record() -> None:
     from common.models import build_solver
 
     solver = build_solver(load_config({}).solver, (1, 8, 8), 10)
-    strategy = FedReplay(
-        solver=solver,
-        generator=None,
-        fraction_train=1.0,
-        min_train_nodes=1,
-        min_available_nodes=1,
-    )
     content = RecordDict(
         {
             wire.SCHOLAR: wire.scholar_record(solver, None),
@@ -99,4 +92,4 @@ def test_the_server_refuses_an_undeclared_record() -> None:
         }
     )
     with pytest.raises(wire.WireError, match=r"not allowed \['critic'\]"):
-        strategy._validate(content)
+        check_train_reply(content, solver=solver, generator=None)

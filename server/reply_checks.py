@@ -1,0 +1,34 @@
+"""What the server checks of a site's training reply before anything reads it: only the
+declared records, finite metrics, a sane count and partition id, and every array of the
+scholar with the registered keys, shapes and dtypes (a DGM generator made whole first)."""
+
+from __future__ import annotations
+
+import math
+
+from flwr.app import RecordDict
+from torch import nn
+
+from common import protocol, wire
+
+
+def check_train_reply(
+    content: RecordDict, *, solver: nn.Module, generator: nn.Module | None
+) -> None:
+    """Raise :class:`wire.WireError` naming what is wrong. A packed DGM generator (its free
+    elements only) is replaced in ``content`` by the whole one, made with the server's own
+    frozen elements, before any check, bound or aggregation sees it."""
+    wire.check_message(content, protocol.TRAIN_REPLY)  # the declared records only
+    wire.site_id_of(content)  # a malformed site record is a WireError
+    metrics = wire.scalar_metrics(content.metric_records[wire.METRICS])
+    for key, value in metrics.items():
+        if not math.isfinite(value):
+            raise wire.WireError(f"metric {key!r} is {value!r}, not a finite number")
+    if metrics.get("num-examples", -1.0) < 0:
+        raise wire.WireError("reply metrics lack a non-negative num-examples")
+    pid = metrics.get("partition-id", 0.0)
+    if pid < 0 or pid != int(pid):
+        raise wire.WireError(f"partition-id {pid!r} is not a non-negative integer")
+    scholar = wire.unpack_scholar(content.array_records[wire.SCHOLAR], generator)
+    content.array_records[wire.SCHOLAR] = scholar
+    wire.check_scholar_arrays(scholar, solver, generator)
