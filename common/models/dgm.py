@@ -227,6 +227,10 @@ class DGMGenerator(Generator):
                 claimed[k] = int(masks.reserved(self.usage(k)).sum()) - before
             self.class_task[torch.tensor(classes, dtype=torch.long)] = float(t)
             self.tasks_done.add_(1)
+            if self.variant == "activations" and t + 1 < self.max_tasks:
+                # the next task's head starts as this task's (forward transfer): a fresh
+                # random head draws grey noise that the trained discriminator rejects outright
+                self.heads[t + 1].load_state_dict(self.heads[t].state_dict())
             g = torch.Generator().manual_seed(self.seed * 1000 + t + 1)
             for e in self.emb.values():
                 e.copy_(torch.randn(e.shape, generator=g))

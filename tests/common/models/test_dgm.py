@@ -162,3 +162,19 @@ def test_a_task_past_the_mask_budget_or_an_unknown_variant_is_refused() -> None:
     gen.end_task([1])
     with pytest.raises(ValueError, match="2 tasks"):
         gen.end_task([1])
+
+
+def test_dgma_s_next_task_starts_from_the_finished_task_s_head_and_leaves_it_alone() -> None:
+    gen = make("activations")
+    train(gen, [0, 1])
+    before = fixed_draw(gen, [0, 1])
+    head = {k: v.clone() for k, v in gen.heads[0].state_dict().items()}
+    untouched = {k: v.clone() for k, v in gen.heads[2].state_dict().items()}
+    grow_(gen, gen.end_task([0, 1]))
+    c2 = head["weight"].shape[0]  # the head's input channels before growth
+    for k, v in gen.heads[1].state_dict().items():
+        torch.testing.assert_close(v[:c2] if k == "weight" else v, head[k])
+    train(gen, [2, 3])
+    torch.testing.assert_close(fixed_draw(gen, [0, 1]), before)
+    for k, v in gen.heads[2].state_dict().items():  # later tasks' heads: as they were
+        torch.testing.assert_close(v[: untouched[k].shape[0]], untouched[k])
