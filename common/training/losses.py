@@ -15,12 +15,14 @@ def classification_loss(logits: Tensor, y: Tensor) -> Tensor:
 def distillation_loss(logits: Tensor, soft: Tensor, temperature: float = 2.0) -> Tensor:
     """Soft-target cross-entropy per sample (B,), scaled by T^2 (Hinton et al. 2015).
 
-    ``soft`` (B, K) is zero outside the classes the previous solver knew; those logits
-    are left out of the student's softmax too.
+    ``soft`` (B, K) is zero outside the classes the previous solver knew. The student's
+    softmax runs over all K classes, so a replayed input is also pushed away from the
+    classes learnt since: restricted to the old classes (as this was until 2026-12-03),
+    nothing kept the new classes' logits down on old inputs and class-incremental DGM
+    fell to 0% on every earlier task.
     """
-    known = soft.sum(0) > 0  # (K,)
-    log_p = F.log_softmax(logits[:, known] / temperature, dim=1)
-    return -(soft[:, known] * log_p).sum(1) * temperature**2
+    log_p = F.log_softmax(logits / temperature, dim=1)
+    return -(soft * log_p).sum(1) * temperature**2
 
 
 def replay_loss(logits: Tensor, y: Tensor, soft: Tensor | None, temperature: float) -> Tensor:
