@@ -4,8 +4,8 @@ Differences from :class:`flwr.serverapp.strategy.FedAvg`:
 
 - ``configure_train`` attaches the replay payload of the current task (frozen models of
   the finished tasks) to the messages of sites that do not have it yet; a site is marked
-  as served once it replied successfully, so a lost message means a resend, not a site
-  training without replay.
+  as served once it replied successfully, and unmarked when a round of its fails, so a
+  lost message or a lost replay file means a resend, not a site training without replay.
 - ``aggregate_train`` validates every reply against the registered architectures
   (wrong keys, shapes, dtypes, NaN/inf are rejected and logged), ignores sites that had
   no data, bounds every site's influence and applies ``fed.aggregation``
