@@ -11,8 +11,12 @@ gradients of wide linear layers is what makes plain DP-SGD slow on CPU). The sec
 is the gradient of the replay/fake-sample loss: computed with Opacus' hooks disabled, from models
 that are already private (post-processing), so it needs no clipping or noise, and it
 changes neither the sampling of real records nor what the accountant must count. It is
-clipped as a whole to the same norm C, so that the importance ratio weighs both parts in
-the same units (unclipped, a VAE's replay gradient would be ~100x the private one). Every
+clipped as a whole to the same norm C, so that both parts are in the same units (unclipped,
+a VAE's replay gradient would be ~100x the private one). The replay weight 1 - r sits inside
+the public loss, before the clipping: a replay gradient above C / (1 - r) is cut back to C
+whatever r is, so replay can outweigh the private part's r C in late tasks. Weighting after
+the clipping (the ratio kept exactly) was measured worse under DP (docs/results.md,
+"Aggregation, replay weighting, soft labels and a recognition mixture under DP"). Every
 call of :meth:`DPStepper.step` is one subsampled Gaussian mechanism: ``on_step`` records it.
 """
 
