@@ -105,6 +105,8 @@ class GenerativeReplay:
         rng: torch.Generator | None = None,
         prefetch: int = 1,
         generator_classes: Sequence[Sequence[int]] = (),
+        mixture: str = "weights",
+        probe: int = 64,
     ) -> None:
         if retries < 0:
             raise ValueError(f"retries={retries} must be >= 0")
@@ -132,6 +134,10 @@ class GenerativeReplay:
         # draws from frozen models, fewer and larger forward passes
         self.prefetch = prefetch
         self._buffer: ReplayBatch | None = None
+        if mixture == "recognition" and len(self.generators) > 1:
+            self.per_class = self._recognition_weights(probe)
+        elif mixture not in ("weights", "recognition"):
+            raise ValueError(f"mixture={mixture!r}; known: weights, recognition")
 
     @torch.no_grad()
     def inputs(self, cond: Tensor) -> Tensor:
@@ -153,6 +159,33 @@ class GenerativeReplay:
                     break
                 x[bad] = self._draw(cond[bad.cpu()])
         return x
+
+    @torch.no_grad()
+    def _recognition_weights(self, probe: int) -> Tensor:
+        """Row c: generator k's share of class c's draws, its mixture weight times the
+        fraction of ``probe`` of its samples of c that the previous solver reads as c,
+        normalised (a class no generator draws recognisably keeps the mixture weights).
+        A site that hardly saw a class then leaves its draws to the sites that can draw
+        it: post-processing of released models only, like ``retries``."""
+        if probe < 1:
+            raise ValueError(f"probe={probe} must be >= 1")
+        base = self.per_class
+        if base is None:
+            base = self.weights.expand(max(self.classes) + 1, -1).clone()
+        table = base.clone()
+        classes = torch.tensor(self.classes)
+        device = next(self.solver.parameters()).device
+        for c in self.classes:
+            cond = torch.full((probe,), c, dtype=torch.long)
+            for k, gen in enumerate(self.generators):
+                if base[c, k] <= 0:
+                    continue
+                x = gen.sample(cond, generator=self.rng).to(device=device, dtype=torch.float32)
+                guess = classes.to(device)[self.solver(x)[:, classes.to(device)].argmax(1)]
+                table[c, k] = base[c, k] * (guess == c).float().mean().cpu()
+        dead = table.sum(1) <= 0
+        table[dead] = base[dead]
+        return table / table.sum(1, keepdim=True).clamp_min(1e-12)
 
     def _draw(self, cond: Tensor) -> Tensor:
         n = cond.shape[0]

@@ -76,6 +76,7 @@ def replay_source(
         retries=cfg.replay.retries,
         rng=torch.Generator().manual_seed(cfg.seed),
         generator_classes=source.generator_classes,
+        mixture=cfg.replay.mixture,
     )
 
 

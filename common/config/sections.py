@@ -19,6 +19,7 @@ SOLVERS = ("mlp", "cnn", "discriminator")
 REPLAY_MODES = ("global", "ensemble", "per-task")
 GAN_LABELS = ("auto", "uniform", "real")
 REPLAY_LABELS = ("hard", "soft", "condition")
+REPLAY_MIXTURES = ("weights", "recognition")
 ACCOUNTANTS = ("rdp", "prv")
 COMPOSITIONS = ("auto", "per-task", "sequential")
 EVAL_MODES = ("central", "federated", "both")
@@ -184,9 +185,11 @@ class ReplayConfig:
     labels: str
     retries: int
     mode: str
+    mixture: str
 
     def __post_init__(self) -> None:
         _choice("replay.mode", self.mode, REPLAY_MODES)
+        _choice("replay.mixture", self.mixture, REPLAY_MIXTURES)
         _positive("replay.retries", self.retries, allow_zero=True)
         _choice("replay.labels", self.labels, REPLAY_LABELS)
         _positive("replay.batch-size", self.batch_size, allow_zero=True)

@@ -144,6 +144,7 @@ def replay_for(
         rng=rng,
         prefetch=REPLAY_PREFETCH,
         generator_classes=previous.generator_classes,
+        mixture=cfg.replay.mixture,
     )
 
 
