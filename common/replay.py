@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from common.config.sections import REPLAY_MIXTURES
 from common.data.types import Split
 from common.models.generator import Generator
 
@@ -110,6 +111,10 @@ class GenerativeReplay:
     ) -> None:
         if retries < 0:
             raise ValueError(f"retries={retries} must be >= 0")
+        if mixture not in REPLAY_MIXTURES:
+            raise ValueError(f"mixture={mixture!r}; known: {', '.join(REPLAY_MIXTURES)}")
+        if probe < 1:
+            raise ValueError(f"probe={probe} must be >= 1")
         if prefetch < 1:
             raise ValueError(f"prefetch={prefetch} must be >= 1")
         if not generators:
@@ -136,8 +141,6 @@ class GenerativeReplay:
         self._buffer: ReplayBatch | None = None
         if mixture == "recognition" and len(self.generators) > 1:
             self.per_class = self._recognition_weights(probe)
-        elif mixture not in ("weights", "recognition"):
-            raise ValueError(f"mixture={mixture!r}; known: weights, recognition")
 
     @torch.no_grad()
     def inputs(self, cond: Tensor) -> Tensor:
@@ -150,15 +153,18 @@ class GenerativeReplay:
         class with inputs of another. This is post-processing of released models only.
         """
         x = self._draw(cond)
-        if self.retries:
-            classes = torch.tensor(self.classes, device=x.device)
-            for _ in range(self.retries):
-                guess = classes[self.solver(x)[:, classes].argmax(1)]
-                bad = (guess != cond.to(x.device)).nonzero(as_tuple=True)[0]
-                if not bad.numel():
-                    break
-                x[bad] = self._draw(cond[bad.cpu()])
+        for _ in range(self.retries):
+            bad = (~self._recognised(x, cond)).nonzero(as_tuple=True)[0]
+            if not bad.numel():
+                break
+            x[bad] = self._draw(cond[bad.cpu()])
         return x
+
+    def _recognised(self, x: Tensor, cond: Tensor) -> Tensor:
+        """(n,) bool: the previous solver, choosing among the replayed classes, reads row i
+        of ``x`` as ``cond[i]``."""
+        classes = torch.tensor(self.classes, device=x.device)
+        return classes[self.solver(x)[:, classes].argmax(1)] == cond.to(x.device)
 
     @torch.no_grad()
     def _recognition_weights(self, probe: int) -> Tensor:
@@ -167,13 +173,10 @@ class GenerativeReplay:
         normalised (a class no generator draws recognisably keeps the mixture weights).
         A site that hardly saw a class then leaves its draws to the sites that can draw
         it: post-processing of released models only, like ``retries``."""
-        if probe < 1:
-            raise ValueError(f"probe={probe} must be >= 1")
         base = self.per_class
         if base is None:
             base = self.weights.expand(max(self.classes) + 1, -1).clone()
         table = base.clone()
-        classes = torch.tensor(self.classes)
         device = next(self.solver.parameters()).device
         for c in self.classes:
             cond = torch.full((probe,), c, dtype=torch.long)
@@ -181,8 +184,7 @@ class GenerativeReplay:
                 if base[c, k] <= 0:
                     continue
                 x = gen.sample(cond, generator=self.rng).to(device=device, dtype=torch.float32)
-                guess = classes.to(device)[self.solver(x)[:, classes.to(device)].argmax(1)]
-                table[c, k] = base[c, k] * (guess == c).float().mean().cpu()
+                table[c, k] = base[c, k] * self._recognised(x, cond).float().mean().cpu()
         dead = table.sum(1) <= 0
         table[dead] = base[dead]
         return table / table.sum(1, keepdim=True).clamp_min(1e-12)

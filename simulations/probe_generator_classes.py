@@ -21,7 +21,8 @@ import torch
 from common.audit.run_folder import load_run_config
 from common.data.streams import build_stream
 from common.evaluator import train_evaluator
-from common.models import build_generator, build_solver
+from common.models import build_solver
+from common.models.factory import generator_from_state
 
 CPU = torch.device("cpu")
 
@@ -46,9 +47,7 @@ def main() -> None:
     print("generator  class  reference reads (share)  run's solver reads the class")
     with torch.no_grad():
         for k, state in enumerate(ensemble["generators"]):
-            gen = build_generator(cfg, stream.shape, stream.num_classes)
-            gen.load_state_dict(state)
-            gen.eval()
+            gen = generator_from_state(cfg, stream.shape, stream.num_classes, state).eval()
             for c in classes:
                 x = gen.sample(torch.full((args.per_class,), c), generator=rng)
                 counts = torch.bincount(reference(x).argmax(1), minlength=stream.num_classes)
