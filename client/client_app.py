@@ -47,12 +47,15 @@ def _guarded(
     return wrapper
 
 
-def _site(context: Context) -> Site:
+def _identity(context: Context) -> tuple[ExperimentConfig, SiteIdentity]:
     cfg: ExperimentConfig = apply_node_config(
         load_config(dict(context.run_config)), context.node_config
     )
-    identity = SiteIdentity.from_node_config(context.node_config, cfg.fed.num_sites)
-    return Site(cfg, identity)
+    return cfg, SiteIdentity.from_node_config(context.node_config, cfg.fed.num_sites)
+
+
+def _site(context: Context) -> Site:
+    return Site(*_identity(context))
 
 
 @app.train()
@@ -162,4 +165,15 @@ def evaluate(msg: Message, context: Context) -> Message:
     metrics = site.evaluate(wire.config_int(config, "task"))
     content = RecordDict({wire.METRICS: wire.metrics_record(metrics)})
     wire.check_message(content, protocol.EVALUATE_REPLY)
+    return egress.logged(Message(content=content, reply_to=msg), context)
+
+
+@app.query()
+@_guarded
+def query(msg: Message, context: Context) -> Message:
+    """Which site this node holds, so that the server samples sites by id (a resumed run
+    trains the sites the run it continues would have): the site id and nothing else."""
+    _, identity = _identity(context)  # no data is read
+    content = RecordDict({wire.SITE: wire.site_record(identity.site_id)})
+    wire.check_message(content, protocol.SITE_REPLY)
     return egress.logged(Message(content=content, reply_to=msg), context)

@@ -89,8 +89,20 @@ TRAIN_INSTRUCTION = MessageSpec(
 TRAIN_REPLY = MessageSpec("train", "site -> server", (SCHOLAR, METRICS, SITE))
 EVALUATE_INSTRUCTION = MessageSpec("evaluate", "server -> site", (SCHOLAR, EVAL_CONFIG))
 EVALUATE_REPLY = MessageSpec("evaluate", "site -> server", (METRICS,))
-MESSAGES = (TRAIN_INSTRUCTION, TRAIN_REPLY, EVALUATE_INSTRUCTION, EVALUATE_REPLY)
-REPLIES = {m.message_type: m for m in (TRAIN_REPLY, EVALUATE_REPLY)}  # what may leave a site
+# which site a node holds, asked before sampling sites by id (server.site_sampling)
+SITE_QUERY = MessageSpec("query", "server -> site", ())
+QUERY_HOLDS = "nothing: asks which site the node holds (before sites are sampled by id)"
+SITE_REPLY = MessageSpec("query", "site -> server", (SITE,))
+MESSAGES = (
+    TRAIN_INSTRUCTION,
+    TRAIN_REPLY,
+    EVALUATE_INSTRUCTION,
+    EVALUATE_REPLY,
+    SITE_QUERY,
+    SITE_REPLY,
+)
+# what may leave a site
+REPLIES = {m.message_type: m for m in (TRAIN_REPLY, EVALUATE_REPLY, SITE_REPLY)}
 
 SOLVER = Part(
     "solver",
@@ -149,6 +161,8 @@ def describe() -> str:
         "|---|---|---|---|---|",
     ]
     for m in MESSAGES:
+        if not m.allowed:
+            lines.append(f"| {m.message_type} | {m.direction} | (none) | | {QUERY_HOLDS} |")
         for r in m.required:
             lines.append(
                 f"| {m.message_type} | {m.direction} | `{r.name}` | {r.kind} | {r.holds} |"

@@ -5,7 +5,8 @@ after every task's evaluation, holds everything the run reads back: where it is 
 rounds of it done), the global scholar, the replay of the task in progress, what the
 strategy collected in the task (the ensemble's generators, declared counts, sites' last
 updates), the round log, the accuracy matrix, generator quality, the run key the sites
-keyed their state and ledgers by, and the server's public random state.
+keyed their state and ledgers by, the key the server samples sites by (never sent to a
+site) and the server's public random state.
 
 Resuming (``fed.resume = RUN_DIR``, ``fedreplay run --resume RUN_DIR``) restarts from the
 last completed round: no round is counted twice, and a site asked again for a round it
@@ -54,6 +55,7 @@ class RunCheckpoint:
     elapsed_s: float = 0.0  # wall time of the run before this process
     flower_runs: list[int] = field(default_factory=list)  # Flower run ids that worked on it
     rng: dict[str, Any] = field(default_factory=dict)
+    sampling_key: str = ""  # the run's key for sampling sites (server.site_sampling)
 
     def save(self, folder: Path) -> Path:
         path = folder / CHECKPOINT

@@ -94,6 +94,7 @@ class FederatedRun:
             ),
             registry=SiteRegistry() if cfg.dp.enabled else None,
             start_timeout=cfg.fed.start_timeout,
+            query_timeout=cfg.fed.round_timeout or 300.0,
             bounds=(  # client-level DP's clipped, noised mean replaces the rule
                 None
                 if cfg.dp.client_level
@@ -157,6 +158,7 @@ class FederatedRun:
             # unique per run (an in-process grid's run id is always 1), kept on resume: sites
             # key their state and privacy ledger entries by it
             self.run_key = f"{self.run_id}-{secrets.token_hex(4)}"
+            self.fedreplay.sampler.key = secrets.token_hex(16)  # the server's own
             ckpt, first_task, done = None, 0, 0
             arrays = wire.scholar_record(self.solver, self.generator)
             payload = None
@@ -295,6 +297,7 @@ class FederatedRun:
     def _checkpoint(self, *, task: int, task_rounds: int, payload: ReplayPayload | None) -> None:
         RunCheckpoint(
             run_key=self.run_key,
+            sampling_key=self.fedreplay.sampler.key,
             config=comparable(self.cfg),
             task=task,
             task_rounds=task_rounds,
@@ -322,6 +325,7 @@ class FederatedRun:
         if folder.file("summary.json").is_file():
             raise ResumeError(f"{path} has finished (summary.json exists): nothing to resume")
         self.run_key, self.rounds = ckpt.run_key, list(ckpt.rounds)
+        self.fedreplay.sampler.key = ckpt.sampling_key or secrets.token_hex(16)
         self.matrix.rows = [list(r) for r in ckpt.matrix]
         self.quality, self.replay_quality = ckpt.quality, ckpt.replay_quality
         self.generator_sizes = list(ckpt.generator_sizes)

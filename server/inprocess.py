@@ -41,11 +41,16 @@ class InProcessGrid(Grid):
         node_configs: list[dict[str, Any]] | None = None,
         reply_hook: ReplyHook | None = None,
         run_id: int = 1,
+        node_ids: list[int] | None = None,
     ) -> None:
         self.client_app = client_app
         self.reply_hook = reply_hook
         self._ids = itertools.count(1)
-        self.node_ids = [1000 + i for i in range(num_nodes)]
+        # node i holds node_configs[i] (default: partition i); a restarted federation may
+        # number the same sites otherwise
+        self.node_ids = list(node_ids) if node_ids else [1000 + i for i in range(num_nodes)]
+        if len(self.node_ids) != num_nodes:
+            raise ValueError(f"{len(self.node_ids)} node ids for {num_nodes} nodes")
         configs = node_configs or [
             {"partition-id": i, "num-partitions": num_nodes} for i in range(num_nodes)
         ]

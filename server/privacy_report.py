@@ -6,7 +6,7 @@ the server collects the ``dp-*`` metrics the sites reported into ``privacy_ledge
 plots epsilon over rounds. Client-level DP: the server's own releases
 (:mod:`server.client_dp`) are accounted here with RDP, one Gaussian mechanism of noise
 multiplier sigma per released round and no sampling amplification (which sites train is
-chosen with the public seed, so sampling is not secret).
+chosen by a key in the server's run folder, server.site_sampling: not secret enough to count).
 """
 
 from __future__ import annotations
@@ -125,7 +125,7 @@ def write_privacy_report(
             {
                 "scope": CLIENT_SCOPE,
                 "accountant": "rdp",
-                "sampling": "none assumed (q = 1): sites are sampled with the public seed",
+                "sampling": "none assumed (q = 1): sites are sampled by a key in the run folder",
                 "noise_multiplier": dp.client_noise_multiplier,
                 "clip_norm": dp.client_clip_norm,
                 "delta": delta,

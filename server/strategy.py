@@ -13,7 +13,8 @@ Differences from :class:`flwr.serverapp.strategy.FedAvg`:
   the previous model), and keeps each site's latest *bounded* generator of the task for
   the ``ensemble`` replay mode.
 - ``fed.min-sites`` is the number of sites needed to *start*; later rounds go on with the
-  sites that are connected (a dead site does not stall the run).
+  sites that are connected (a dead site does not stall the run); with
+  ``fed.fraction-train < 1`` sites are sampled by site id (:mod:`server.site_sampling`).
 - Per-site metrics of every round are kept in ``round_records`` for the run's log.
 - With ``client_dp`` (client-level DP), the accepted updates are clipped, summed, divided
   by the number of sites sampled and noised (:mod:`server.client_dp`), after validation.
@@ -24,7 +25,6 @@ Differences from :class:`flwr.serverapp.strategy.FedAvg`:
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -46,12 +46,9 @@ from server.reply_checks import check_train_reply
 from server.round_metrics import per_task_accuracy, weighted_metrics
 from server.site_owners import SiteOwners
 from server.site_registry import SiteRegistry
+from server.site_sampling import SiteSampler, wait_for_sites
 
 log = logging.getLogger("fedreplay.server")
-
-
-class SitesMissing(RuntimeError):
-    """Fewer than fed.min-sites sites connected within fed.start-timeout."""
 
 
 @dataclass
@@ -91,6 +88,7 @@ class FedReplay(FedAvg):
         registry: SiteRegistry | None = None,
         bounds: Bounds | None = None,
         start_timeout: float = 0.0,
+        query_timeout: float = 300.0,
     ) -> None:
         super().__init__(
             fraction_train=fraction_train,
@@ -108,6 +106,7 @@ class FedReplay(FedAvg):
         self.started = False  # fed.min-sites is waited for once, at the start
         self.start_timeout = start_timeout  # seconds; 0 = wait as long as it takes
         self.sites = SiteOwners()  # which node presents which site id
+        self.sampler = SiteSampler(query_timeout=query_timeout)  # key: set by the run
         self.instructions: list[Message] = []  # the round's messages to sites
         self.reported: dict[int, str] = {}  # node -> kind of failure already logged
         # {site key: num-examples it declared on its first reply of the task}
@@ -163,16 +162,18 @@ class FedReplay(FedAvg):
         # fed.min-sites must connect before the first round; afterwards a round goes on
         # with the sites that are connected (a dead site must not stall the run)
         if not self.started and self.start_timeout > 0:
-            self._wait_for_sites(grid)
+            wait_for_sites(grid, self.min_available_nodes, timeout=self.start_timeout)
         self.sites.connected = set(grid.get_node_ids())
         num_nodes = int(len(self.sites.connected) * self.fraction_train)
         wanted = self.min_train_nodes if not self.started else 1
         sample_size = max(num_nodes, wanted)
-        node_ids, _ = sample_nodes(
+        _, connected = sample_nodes(
             grid, self.min_available_nodes if not self.started else 1, sample_size
         )
         self.started = True
         global_round = self.round_offset + server_round
+        # by site id, not node id: a resumed run samples the sites the run it continues would
+        node_ids = self.sampler.choose(grid, connected, sample_size, server_round=global_round)
         self.current_arrays = arrays
         round_config = ConfigRecord(
             {**dict(config), "server-round": global_round, wire.RUN_KEY: self.run_key}
@@ -234,6 +235,8 @@ class FedReplay(FedAvg):
             if refused is not None:
                 record.failures[node] = f"rejected: {refused}"
                 continue
+            if site_id is not None:
+                self.sampler.learn(node, site_id)
             self.replay_sent.confirm(node)
             self.generator_sent.confirm(node)
             reply = SiteReply(node, metrics, None, site_id)
@@ -312,17 +315,6 @@ class FedReplay(FedAvg):
             arrays = keep_reserved(current, arrays, self.generator_template)
         out = ArrayRecord({k: wire.Array(v) for k, v in arrays.items()})  # type: ignore[arg-type]
         return out, weighted_metrics([c for _, c in accepted])
-
-    def _wait_for_sites(self, grid: Grid) -> None:
-        """fed.min-sites within fed.start-timeout seconds, else SitesMissing."""
-        deadline = time.monotonic() + self.start_timeout
-        while len(list(grid.get_node_ids())) < self.min_available_nodes:
-            if time.monotonic() > deadline:
-                raise SitesMissing(
-                    f"{len(list(grid.get_node_ids()))} of fed.min-sites={self.min_available_nodes}"
-                    f" sites connected after fed.start-timeout={self.start_timeout:g} s"
-                )
-            time.sleep(1.0)
 
     def _log_failures(self, record: RoundRecord) -> None:
         """Each failure once under the site's id (a dead site is not logged every round;

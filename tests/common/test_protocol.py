@@ -40,6 +40,7 @@ def test_the_egress_audit_reads_the_declaration() -> None:
     assert {
         "train": protocol.TRAIN_REPLY.allowed,
         "evaluate": protocol.EVALUATE_REPLY.allowed,
+        "query": protocol.SITE_REPLY.allowed,
     } == ALLOWED_RECORDS
 
 
@@ -55,19 +56,22 @@ def test_what_travels_is_what_is_declared(tmp_path: Path) -> None:
         {
             "train.iterations": 5,
             "tasks.num-tasks": 2,
-            "fed.num-sites": 2,
+            "fed.num-sites": 3,
+            "fed.fraction-train": 0.67,  # 2 of 3 sampled: the server asks who is who
+            "fed.min-sites": 2,
             "fed.evaluate": "both",
             "eval.generator-quality": False,
             "output-dir": str(tmp_path),
         }
     )
-    grid = InProcessGrid(client_app, cfg.to_run_config(), num_nodes=2, reply_hook=spy)
+    grid = InProcessGrid(client_app, cfg.to_run_config(), num_nodes=3, reply_hook=spy)
     FederatedRun(cfg).run(grid)
     specs = {
         "train": (protocol.TRAIN_INSTRUCTION, protocol.TRAIN_REPLY),
         "evaluate": (protocol.EVALUATE_INSTRUCTION, protocol.EVALUATE_REPLY),
+        "query": (protocol.SITE_QUERY, protocol.SITE_REPLY),
     }
-    assert {s.metadata.message_type for s, _ in seen} == {"train", "evaluate"}
+    assert {s.metadata.message_type for s, _ in seen} == {"train", "evaluate", "query"}
     for sent, reply in seen:
         down, up = specs[sent.metadata.message_type]
         assert down.problems(wire.records_of(sent.content)) == []

@@ -209,7 +209,7 @@ def test_a_task_no_site_survived_fails_the_run(tmp_path: Path) -> None:
 
 
 def test_too_few_sites_within_the_start_timeout_is_a_clear_error(tmp_path: Path) -> None:
-    from server.strategy import SitesMissing
+    from server.site_sampling import SitesMissing
 
     cfg = load_config(
         {**SMALL, "output-dir": str(tmp_path), "fed.min-sites": 3, "fed.start-timeout": 1.0}

@@ -15,6 +15,7 @@ from server import federation
 from server.checkpoint import CHECKPOINT, ResumeError, RunCheckpoint
 from server.federation import FederatedRun
 from server.inprocess import InProcessGrid
+from server.site_sampling import ranked
 
 TINY = {
     "train.iterations": 10,
@@ -207,3 +208,38 @@ def test_resume_refuses_what_it_cannot_resume(
     run(tmp_path, run_id=2, **{"fed.resume": str(folder)})
     with pytest.raises(ResumeError, match="has finished"):
         run(tmp_path, run_id=3, **{"fed.resume": str(folder)})
+
+
+def test_a_resumed_run_samples_the_sites_the_uninterrupted_one_would(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """fed.fraction-train < 1: the restarted federation numbers its nodes otherwise (new
+    SuperNodes, another order), yet every round trains the sites the run's sampling key
+    ranks first, before and after the crash, and every site's ledger holds exactly the
+    rounds it was sampled for: no site spends on a round it would not have, none twice."""
+    four = {**TINY, **DP, "fed.num-sites": 4, "fed.fraction-train": 0.5, "fed.min-sites": 2}
+    sites = use_dirs(monkeypatch, tmp_path)
+
+    def federation(node_ids: list[int], partitions: list[int], **kw) -> None:
+        cfg = load_config({**four, "output-dir": str(tmp_path / "runs"), **kw.pop("o", {})})
+        configs = [{"partition-id": p, "num-partitions": 4} for p in partitions]
+        grid = InProcessGrid(
+            client_app, cfg.to_run_config(), num_nodes=4, node_configs=configs,
+            node_ids=node_ids, **kw,
+        )  # fmt: skip
+        FederatedRun(cfg).run(grid)
+
+    with pytest.raises(Killed):
+        federation([1000, 1001, 1002, 1003], [0, 1, 2, 3], run_id=1, reply_hook=kill_when_round(3))
+    (folder,) = (tmp_path / "runs").iterdir()
+    key = RunCheckpoint.load(folder).sampling_key
+    assert len(key) == 32
+    federation([77, 5, 3000, 12], [2, 0, 3, 1], run_id=2, o={"fed.resume": str(folder)})
+    assert load_summary(folder)["status"] == "completed"
+    names = [f"site-{i}" for i in range(4)]
+    expected = [set(ranked(names, key=key, server_round=r)[:2]) for r in range(1, 5)]
+    lines = (folder / "rounds.jsonl").read_text().splitlines()
+    assert [{s["site_id"] for s in json.loads(line)["sites"]} for line in lines] == expected
+    for site in names:
+        rounds = [r for r in range(1, 5) if site in expected[r - 1]]
+        assert [row["round"] for row in ledger(sites, site)] == rounds, site
