@@ -24,7 +24,8 @@ from common.data.streams import build_stream
 from common.data.types import Split
 from common.evaluator import train_fresh_solver
 from common.metrics import evaluate_tasks
-from common.models import build_generator, build_solver
+from common.models import build_solver
+from common.models.factory import generator_from_state
 from common.models.generator import Generator
 from common.replay import GenerativeReplay
 
@@ -60,9 +61,8 @@ def main() -> None:
     ensemble = torch.load(args.run / "final_ensemble.pt", weights_only=True)
     gens = []
     for state in ensemble["generators"]:
-        gen = build_generator(cfg, stream.shape, stream.num_classes)
-        gen.load_state_dict(state)
-        gens.append(gen.eval())
+        # takes the state's shapes: a grown DGM generator loads too
+        gens.append(generator_from_state(cfg, stream.shape, stream.num_classes, state).eval())
     solver = build_solver(cfg.solver, stream.shape, stream.num_classes)
     solver.load_state_dict(torch.load(args.run / "final_models.pt", weights_only=True)["solver"])
     solver.eval()
