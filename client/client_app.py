@@ -120,7 +120,7 @@ def _whole_scholar(msg: Message, store: SiteStore, site: Site) -> ArrayRecord:
     the generator's free elements (``generator-base`` in the config: the digest of the
     frozen ones), filled in from the whole generator this site keeps from earlier in the
     task; a whole DGM generator is kept for that."""
-    record = msg.content.array_records[wire.SCHOLAR]
+    record = wire.scholar_of(msg.content)
     config = msg.content.config_records[wire.CONFIG]
     if wire.GENERATOR_BASE in config:
         if site.generator is None:
@@ -144,7 +144,7 @@ def _reply(
 ) -> Message:
     content = RecordDict(
         {
-            wire.SCHOLAR: scholar,
+            **wire.part_records(scholar),
             wire.METRICS: wire.metrics_record(metrics),
             wire.SITE: wire.site_record(site.identity.site_id),
         }
@@ -159,9 +159,7 @@ def evaluate(msg: Message, context: Context) -> Message:
     """Federated evaluation: the global solver on this site's own test data of seen tasks."""
     site = _site(context)
     config = msg.content.config_records[wire.CONFIG]
-    wire.load_scholar(
-        msg.content.array_records[wire.SCHOLAR], site.solver, site.generator, adopt_shapes=True
-    )
+    wire.load_scholar(wire.scholar_of(msg.content), site.solver, None)  # the solver only
     metrics = site.evaluate(wire.config_int(config, "task"))
     content = RecordDict({wire.METRICS: wire.metrics_record(metrics)})
     wire.check_message(content, protocol.EVALUATE_REPLY)

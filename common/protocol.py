@@ -1,9 +1,9 @@
 """What travels between sites and server, declared once.
 
 Every message of the protocol is a :class:`MessageSpec` (which records it carries, of which
-kind, which are optional) and every model that travels is a :class:`Part` of the scholar
-record (which way it goes, how the server aggregates and bounds it, how it is validated,
-its privacy role). The readers of this declaration:
+kind, which are optional) and every model that travels is a :class:`Part` of the scholar,
+in an array record of its own (which way it goes, how the server aggregates and bounds it,
+how it is validated, its privacy role). The readers of this declaration:
 
 - :mod:`common.wire` encodes the records and parts under these names;
 - :mod:`server.strategy` checks a reply's records against :data:`TRAIN_REPLY` before any
@@ -31,11 +31,13 @@ class Record:
     name: str
     kind: str  # array | metric | config
     holds: str
+    when: str = ""  # for an optional record: when it travels
 
 
 @dataclass(frozen=True)
 class Part:
-    """A model inside the scholar record, under ``<name>.<parameter>`` keys."""
+    """A model of the scholar: it travels as the array record ``<name>``, under
+    ``<name>.<parameter>`` keys."""
 
     name: str
     present: str  # when it travels
@@ -73,21 +75,39 @@ class MessageSpec:
         return out
 
 
-SCHOLAR = Record("scholar", ARRAY, "the parts below: global models down, trained models up")
+# the scholar travels as one record per part (below), keys ``<part>.<parameter>``
+SOLVER_RECORD = Record(
+    "solver", ARRAY, "the solver part: the global model down, the site's trained one up"
+)
+GENERATOR_RECORD = Record(
+    "generator",
+    ARRAY,
+    "the generator part: the global model down, the site's trained one up (DGM: packed)",
+    when="methods with a generator; not in evaluate",
+)
 TRAIN_CONFIG = Record(
     "config", CONFIG, "task, iterations, seed, server-round, run-key[, generator-base]"
 )
 EVAL_CONFIG = Record("config", CONFIG, "task")
-REPLAY = Record("replay", ARRAY, "frozen solver + generator(s) of the finished tasks")
-REPLAY_META = Record("replay-meta", CONFIG, "task, ensemble weights, classes replayed")
+REPLAY = Record(
+    "replay", ARRAY, "frozen solver + generator(s) of the finished tasks", when="once per task"
+)
+REPLAY_META = Record(
+    "replay-meta", CONFIG, "task, ensemble weights, classes replayed", when="once per task"
+)
 METRICS = Record("metrics", METRIC, "num-examples and the metrics common.privacy.release allows")
 SITE = Record("site", CONFIG, "site-id: the stable id the site's ledger and state are kept under")
 
 TRAIN_INSTRUCTION = MessageSpec(
-    "train", "server -> site", (SCHOLAR, TRAIN_CONFIG), optional=(REPLAY, REPLAY_META)
+    "train",
+    "server -> site",
+    (SOLVER_RECORD, TRAIN_CONFIG),
+    optional=(GENERATOR_RECORD, REPLAY, REPLAY_META),
 )
-TRAIN_REPLY = MessageSpec("train", "site -> server", (SCHOLAR, METRICS, SITE))
-EVALUATE_INSTRUCTION = MessageSpec("evaluate", "server -> site", (SCHOLAR, EVAL_CONFIG))
+TRAIN_REPLY = MessageSpec(
+    "train", "site -> server", (SOLVER_RECORD, METRICS, SITE), optional=(GENERATOR_RECORD,)
+)
+EVALUATE_INSTRUCTION = MessageSpec("evaluate", "server -> site", (SOLVER_RECORD, EVAL_CONFIG))
 EVALUATE_REPLY = MessageSpec("evaluate", "site -> server", (METRICS,))
 # which site a node holds, asked before sampling sites by id (server.site_sampling)
 SITE_QUERY = MessageSpec("query", "server -> site", ())
@@ -134,6 +154,8 @@ GENERATOR = Part(
 )
 PARTS = (SOLVER, GENERATOR)
 PART_NAMES = tuple(p.name for p in PARTS)
+PART_RECORDS = (SOLVER_RECORD, GENERATOR_RECORD)  # a part's record carries its name
+assert tuple(r.name for r in PART_RECORDS) == PART_NAMES
 
 STAYS_AT_SITE = (
     "the data and its fingerprints",
@@ -148,7 +170,7 @@ STAYS_AT_SITE = (
 
 
 def part_of(key: str) -> str:
-    """The part an array of the scholar record belongs to: ``solver.fc.weight`` -> ``solver``."""
+    """The part an array of the scholar belongs to: ``solver.fc.weight`` -> ``solver``."""
     return key.split(".", 1)[0]
 
 
@@ -169,10 +191,10 @@ def describe() -> str:
             )
         for r in m.optional:
             lines.append(
-                f"| {m.message_type} | {m.direction} | `{r.name}` (once per task) | {r.kind} "
+                f"| {m.message_type} | {m.direction} | `{r.name}` ({r.when}) | {r.kind} "
                 f"| {r.holds} |"
             )
-    lines += ["", "## Parts of the scholar record", ""]
+    lines += ["", "## Parts of the scholar (each travels as its own record)", ""]
     lines += ["| part | travels | aggregation | validation | privacy |", "|---|---|---|---|---|"]
     for p in PARTS:
         lines.append(

@@ -1,24 +1,11 @@
 """The wire format between sites and server: the only core module that imports flwr.
-It encodes what :mod:`common.protocol` declares.
+It encodes what :mod:`common.protocol` declares (records, parts; docs/protocol.md).
 
-A train message (server -> site) carries
-
-    "scholar"     ArrayRecord  solver.<param>, generator.<param>   (global models)
-    "config"      ConfigRecord task, task-round, server-round, num-tasks-seen, ...
-                               (DGM: generator-base when the generator is packed)
-    "replay"      ArrayRecord  solver.<param>, generator.<k>.<param>  (once per task and site)
-    "replay-meta" ConfigRecord task, weights, classes
-
-and a reply (site -> server) carries
-
-    "scholar"     ArrayRecord  solver.<param>, generator.<param>   (trained locally)
-    "metrics"     MetricRecord num-examples, losses, train-time-s, bytes-down, ...
-    "site"        ConfigRecord site-id (the stable id the site's privacy ledger is kept under)
-
-Nothing else may leave a site: the critic (VAE encoder / GAN discriminator), optimizer
-state, privacy state and data stay in the site's ``Context.state``. Every array that
-travels is float32 and its key names the model it belongs to, so a receiver can check a
-record against the registered architectures (:func:`check_scholar_arrays`).
+The scholar travels as one array record per part, ``solver`` and ``generator``, each with
+its own ``<part>.<parameter>`` keys (:func:`part_records`); a receiver joins them into
+one record (:func:`scholar_of`) and checks it against the registered architectures
+(:func:`check_scholar_arrays`). Every array that travels is float32. Nothing else may
+leave a site: the critic, optimizer state, privacy state and data stay at the site.
 """
 
 from __future__ import annotations
@@ -39,7 +26,6 @@ from common.privacy.ledger import check_site_id
 from common.replay import ReplayPayload
 
 # record and part names: declared in common.protocol
-SCHOLAR = protocol.SCHOLAR.name
 CONFIG = protocol.TRAIN_CONFIG.name
 REPLAY = protocol.REPLAY.name
 REPLAY_META = protocol.REPLAY_META.name
@@ -52,6 +38,32 @@ SCHOLAR_PARTS = protocol.PART_NAMES
 
 class WireError(ValueError):
     """A record does not match what the protocol allows."""
+
+
+def part_records(record: ArrayRecord) -> dict[str, ArrayRecord]:
+    """The scholar's arrays as one record per part present (keys kept whole)."""
+    parts: dict[str, dict[str, Array]] = {}
+    for key, array in record.items():
+        parts.setdefault(protocol.part_of(key), {})[key] = array
+    unknown = sorted(set(parts) - set(SCHOLAR_PARTS))
+    if unknown:
+        raise WireError(f"arrays of no declared part: {unknown}")
+    return {name: ArrayRecord(arrays) for name, arrays in parts.items()}  # type: ignore[arg-type]
+
+
+def scholar_of(content: RecordDict) -> ArrayRecord:
+    """The part records of a message joined into one record; a WireError when there is
+    none, or a record carries another part's arrays."""
+    arrays: dict[str, Array] = {}
+    for name in SCHOLAR_PARTS:
+        if name in content.array_records:
+            for key, array in content.array_records[name].items():
+                if protocol.part_of(key) != name:
+                    raise WireError(f"record {name!r} carries {key!r}, of another part")
+                arrays[key] = array
+    if not arrays:
+        raise WireError(f"the message carries no scholar part ({', '.join(SCHOLAR_PARTS)})")
+    return ArrayRecord(arrays)  # type: ignore[arg-type]
 
 
 def module_arrays(prefix: str, module: nn.Module) -> dict[str, Array]:

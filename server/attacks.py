@@ -36,8 +36,8 @@ Hook = Callable[[Message, Message], Message | None]
 
 
 def _update(sent: Message, reply: Message, fn: Callable[[str, np.ndarray, np.ndarray], np.ndarray]):
-    start = sent.content.array_records[wire.SCHOLAR]
-    arrays = reply.content.array_records[wire.SCHOLAR]
+    start = wire.scholar_of(sent.content)
+    arrays = wire.scholar_of(reply.content)
     return ArrayRecord(
         {  # type: ignore[arg-type]
             k: Array(np.asarray(fn(k, start[k].numpy(), a.numpy()), dtype=np.float32))
@@ -51,7 +51,7 @@ def attack_reply(name: str, sent: Message, reply: Message, *, victim: tuple[str,
     if reply.has_error():
         return reply
     content = reply.content
-    arrays = content.array_records[wire.SCHOLAR]
+    arrays = wire.scholar_of(content)
     metrics = dict(content.metric_records[wire.METRICS].items())
     site = dict(content.config_records[wire.SITE].items()) if wire.SITE in content else {}
     rng = np.random.default_rng(0)
@@ -79,7 +79,7 @@ def attack_reply(name: str, sent: Message, reply: Message, *, victim: tuple[str,
         metrics["num-examples"] = 1e9
     elif name == "count-inf":
         metrics["num-examples"] = float("inf")
-    records: dict[str, object] = {wire.SCHOLAR: arrays, wire.METRICS: MetricRecord(metrics)}  # type: ignore[arg-type]
+    records: dict[str, object] = {**wire.part_records(arrays), wire.METRICS: MetricRecord(metrics)}  # type: ignore[arg-type]
     if site:
         records[wire.SITE] = ConfigRecord(site)  # type: ignore[arg-type]
     return Message(RecordDict(records), reply_to=sent)  # type: ignore[arg-type]
@@ -92,7 +92,7 @@ def hostile_hook(name: str, *, node_id: int, victim: tuple[str, int] = ("site-0"
     def hook(sent: Message, reply: Message) -> Message | None:
         if sent.metadata.dst_node_id != node_id or reply.has_error():
             return reply
-        if wire.SCHOLAR not in reply.content.array_records:  # an evaluate reply
+        if sent.metadata.message_type != "train":  # an evaluate or query reply
             return reply
         return attack_reply(name, sent, reply, victim=victim)
 

@@ -29,6 +29,6 @@ def check_train_reply(
     pid = metrics.get("partition-id", 0.0)
     if pid < 0 or pid != int(pid):
         raise wire.WireError(f"partition-id {pid!r} is not a non-negative integer")
-    scholar = wire.unpack_scholar(content.array_records[wire.SCHOLAR], generator)
-    content.array_records[wire.SCHOLAR] = scholar
+    scholar = wire.unpack_scholar(wire.scholar_of(content), generator)
+    content.array_records.update(wire.part_records(scholar))
     wire.check_scholar_arrays(scholar, solver, generator)

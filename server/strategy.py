@@ -96,7 +96,7 @@ class FedReplay(FedAvg):
             min_train_nodes=min_train_nodes,
             min_evaluate_nodes=min_train_nodes if fraction_evaluate > 0 else 0,
             min_available_nodes=min_available_nodes,
-            arrayrecord_key=wire.SCHOLAR,
+            arrayrecord_key=protocol.SOLVER.name,  # evaluation: the solver alone travels
             configrecord_key=wire.CONFIG,
         )
         self.solver_template, self.generator_template = solver, generator
@@ -185,9 +185,9 @@ class FedReplay(FedAvg):
         self.generator_sent.begin_round()
         packed = wire.packed_instruction(arrays, round_config, self.generator_template)
         for node_id in node_ids:
-            content = RecordDict({wire.SCHOLAR: arrays, wire.CONFIG: round_config})
+            content = RecordDict({**wire.part_records(arrays), wire.CONFIG: round_config})
             if packed is not None and self.generator_sent.holds(node_id):
-                content = RecordDict({wire.SCHOLAR: packed[0], wire.CONFIG: packed[1]})
+                content = RecordDict({**wire.part_records(packed[0]), wire.CONFIG: packed[1]})
             elif packed is not None:
                 self.generator_sent.send(node_id)
             if self.payload_records is not None and not self.replay_sent.holds(node_id):
@@ -267,7 +267,7 @@ class FedReplay(FedAvg):
         assert self.current_arrays is not None
         keys = list(self.current_arrays.keys())
         current = {k: self.current_arrays[k].numpy() for k in keys}
-        replies = [{k: c.array_records[wire.SCHOLAR][k].numpy() for k in keys} for _, c in accepted]
+        replies = [{k: wire.scholar_of(c)[k].numpy() for k in keys} for _, c in accepted]
         counts = [r.metrics["num-examples"] for r, _ in accepted]
         declared = []
         for reply, _ in accepted:  # the count a site declared on joining the task is its cap
@@ -308,7 +308,7 @@ class FedReplay(FedAvg):
                 reply.generator = generator
                 self.task_generators[reply.key] = (generator, report.weight)
             # the privacy audit's view of a site's release (what it sent, un-bounded)
-            parts = wire.split_record(content.array_records[wire.SCHOLAR])
+            parts = wire.split_record(wire.scholar_of(content))
             partition = int(reply.metrics.get("partition-id", 0))
             self.site_updates[reply.key] = (record.server_round, partition, parts)
         if isinstance(self.generator_template, DGMGenerator):  # finished tasks are the server's
@@ -355,7 +355,7 @@ class FedReplay(FedAvg):
         assert self.client_dp is not None and self.current_arrays is not None
         keys = list(self.current_arrays.keys())
         current = {k: self.current_arrays[k].numpy() for k in keys}
-        replies = [{k: c.array_records[wire.SCHOLAR][k].numpy() for k in keys} for c in accepted]
+        replies = [{k: wire.scholar_of(c)[k].numpy() for k in keys} for c in accepted]
         released, norms = self.client_dp.release(current, replies, num_sampled=num_sampled)
         log.info(
             "client-level DP: %d of %d sampled updates (norms %s) clipped to %.3g, noise "
@@ -370,6 +370,13 @@ class FedReplay(FedAvg):
         return arrays, weighted_metrics(accepted)
 
     # --- federated evaluation ------------------------------------------------------------
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        """Only the solver travels: it is what a site evaluates."""
+        solver = wire.part_records(arrays)[protocol.SOLVER.name]
+        return super().configure_evaluate(server_round, solver, config, grid)
+
     def aggregate_evaluate(
         self, server_round: int, replies: Iterable[Message]
     ) -> MetricRecord | None:

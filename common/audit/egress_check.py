@@ -2,12 +2,14 @@
 
 Allowed per message (see :mod:`common.wire`):
 
-* ``train`` replies: records exactly ``{scholar, metrics, site}`` (``site``: one site-id
-  string); ``scholar`` an array record
-  with exactly the ``solver.<param>`` (and, for DGR, ``generator.<param>``) tensors of
-  the registered architectures, each float32 with the registered shape; ``metrics`` only
-  finite scalar numbers named in :data:`TRAIN_METRICS`, and under DP only those
-  :mod:`common.privacy.release` allows (losses and timings only when opted in);
+* ``train`` replies: records ``{solver, metrics, site}`` and, for methods with a
+  generator, ``generator`` (``site``: one site-id string); the part records together
+  hold exactly the ``solver.<param>`` (and ``generator.<param>``) tensors of the
+  registered architectures, each in its own part's record, float32, the registered
+  shape; ``metrics`` only finite scalar numbers named in :data:`TRAIN_METRICS`, and
+  under DP only those :mod:`common.privacy.release` allows (losses and timings only when
+  opted in);
+* ``query`` replies: records exactly ``{site}``;
 * ``evaluate`` replies: records exactly ``{metrics}`` with names in :data:`EVAL_METRICS`
   or matching :data:`EVAL_PATTERNS` (``accuracy-task-<j>``, ``examples-task-<j>``); under DP
   only when ``dp.release-metrics`` names ``evaluation``.
@@ -40,7 +42,7 @@ from common.privacy.release import (
     allowed_train_metrics,
     evaluation_allowed,
 )
-from common.protocol import REPLIES
+from common.protocol import REPLIES, part_of
 
 # message type -> record name -> kind: what common.protocol allows to leave a site
 ALLOWED_RECORDS: dict[str, dict[str, str]] = {t: m.allowed for t, m in REPLIES.items()}
@@ -242,10 +244,14 @@ def message_problems(
     if mtype == "evaluate" and cfg is not None and not evaluation_allowed(cfg):
         return ["federated evaluation under DP without dp.release-metrics='evaluation'"]
     records = entry.get("records") or []
-    names = [r.get("name") for r in records]
+    names = [str(r.get("name")) for r in records]
+    required = {r.name for r in REPLIES[mtype].required}
     problems = []
-    if sorted(map(str, names)) != sorted(allowed):
-        problems.append(f"records {sorted(map(str, names))}, expected exactly {sorted(allowed)}")
+    if len(set(names)) != len(names) or not required <= set(names) <= set(allowed):
+        problems.append(
+            f"records {sorted(names)}: required {sorted(required)}, allowed {sorted(allowed)}"
+        )
+    tensors: list[Mapping[str, Any]] = []  # of every part record: one scholar
     for rec in records:
         name, kind = rec.get("name"), rec.get("kind")
         if name not in allowed:
@@ -253,11 +259,17 @@ def message_problems(
         if kind != allowed[name]:
             problems.append(f"record {name!r} is a {kind} record, expected {allowed[name]}")
         elif kind == "array":
-            problems += _tensor_problems(rec.get("tensors") or [], expected)
+            part = list(rec.get("tensors") or [])
+            others = [str(t.get("name")) for t in part if part_of(str(t.get("name"))) != name]
+            if others:
+                problems.append(f"record {name!r} carries tensors of another part: {others[:5]}")
+            tensors += part
         elif kind == "config":
             problems += _site_problems(rec.get("values") or {})
         else:
             problems += _metric_problems(mtype, rec.get("values") or {}, cfg)
+    if any(r.get("kind") == "array" for r in records):
+        problems += _tensor_problems(tensors, expected)
     return problems
 
 

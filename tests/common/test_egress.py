@@ -71,7 +71,7 @@ def test_entry_describes_every_record_with_hashes_and_bytes() -> None:
     weights = np.arange(6, dtype=np.float32).reshape(2, 3)
     content = RecordDict(
         {
-            "scholar": ArrayRecord({"solver.w": Array(weights)}),  # type: ignore[dict-item]
+            "solver": ArrayRecord({"solver.w": Array(weights)}),  # type: ignore[dict-item]
             "metrics": MetricRecord({"loss": float("nan"), "num-examples": 3.0}),
             "config": ConfigRecord({"note": "hi", "blob": b"\x00\x01"}),
         }
@@ -80,7 +80,7 @@ def test_entry_describes_every_record_with_hashes_and_bytes() -> None:
         content, node_id=5, partition_id=1, run_id=9, message_type="train", reply_to="m3"
     )
     records = {r["name"]: r for r in entry["records"]}
-    tensor = records["scholar"]["tensors"][0]
+    tensor = records["solver"]["tensors"][0]
     assert tensor == {
         "name": "solver.w",
         "shape": [2, 3],
@@ -114,7 +114,7 @@ def test_checker_flags_what_the_protocol_does_not_allow() -> None:
     ok = {
         "message_type": "train",
         "records": [
-            {"name": "scholar", "kind": "array", "tensors": [tensor]},
+            {"name": "solver", "kind": "array", "tensors": [tensor]},
             {"name": "metrics", "kind": "metric", "values": {"num-examples": 3.0}},
             {"name": "site", "kind": "config", "values": {"site-id": "site-0"}},
         ],
@@ -124,7 +124,7 @@ def test_checker_flags_what_the_protocol_does_not_allow() -> None:
         "message_type": "train",
         "records": [
             {
-                "name": "scholar",
+                "name": "solver",
                 "kind": "array",
                 "tensors": [
                     {**tensor, "dtype": "float64", "bytes": 48},
@@ -138,9 +138,13 @@ def test_checker_flags_what_the_protocol_does_not_allow() -> None:
     problems = " | ".join(message_problems(wrong, expected))
     assert "site record must hold one site-id string" in problems
     assert "dtype float64" in problems and "critic.w" in problems and "config record" in problems
-    assert message_problems({"message_type": "query"}, expected) == [
-        "message type 'query' may not leave a site"
+    assert "record 'solver' carries tensors of another part: ['critic.w']" in problems
+    assert message_problems({"message_type": "telemetry"}, expected) == [
+        "message type 'telemetry' may not leave a site"
     ]
+    query = {"message_type": "query", "records": [ok["records"][2]]}  # the site id alone
+    assert message_problems(query, expected) == []
+    assert message_problems({**query, "records": ok["records"]}, expected)  # nothing more
     evaluate = {
         "message_type": "evaluate",
         "records": [
@@ -170,9 +174,11 @@ def test_every_reply_is_logged_and_passes_the_audit(tmp_path, monkeypatch) -> No
         assert {e["node_id"] for e in logged} == {node}
         assert all(e["egress_dir"] == str(sites) for e in logged)
         for entry, reply in zip(logged, sent, strict=True):  # the hashes are of what was sent
-            if wire.SCHOLAR in reply.content:
-                arrays = reply.content.array_records[wire.SCHOLAR]
-                hashes = {t["name"]: t["sha256"] for t in entry["records"][0]["tensors"]}
+            if "solver" in reply.content:
+                arrays = wire.scholar_of(reply.content)
+                hashes = {
+                    t["name"]: t["sha256"] for r in entry["records"] for t in r.get("tensors", [])
+                }
                 assert hashes == {
                     k: hashlib.sha256(np.ascontiguousarray(a.numpy()).tobytes()).hexdigest()
                     for k, a in arrays.items()
@@ -188,14 +194,14 @@ def test_every_reply_is_logged_and_passes_the_audit(tmp_path, monkeypatch) -> No
 
 def test_smuggled_array_is_logged_and_fails_the_audit(tmp_path, monkeypatch) -> None:
     def smuggle(reply: Message, pid: int) -> None:
-        if pid == 1 and wire.SCHOLAR in reply.content:
-            reply.content.array_records[wire.SCHOLAR]["data.rows"] = Array(
+        if pid == 1 and "solver" in reply.content:  # into the solver's record
+            reply.content.array_records["solver"]["data.rows"] = Array(
                 np.zeros((8, 64), np.float32)
             )
 
     tamper(monkeypatch, smuggle)
     run, sites, replies = federate(tmp_path, monkeypatch)
-    assert any("data.rows" in r.content.array_records.get(wire.SCHOLAR, {}) for _, r in replies)
+    assert any("data.rows" in r.content.array_records.get("solver", {}) for _, r in replies)
     code, report = audit(run.path, sites, "--run-id", "7")
     assert code == 1 and not report["ok"]
     bad = [d for d in report["deviations"] if "data.rows" in d["problem"]]
@@ -253,7 +259,7 @@ def test_under_dp_only_protocol_metrics_may_leave() -> None:
         return {
             "message_type": "train",
             "records": [
-                {"name": "scholar", "kind": "array", "tensors": [tensor]},
+                {"name": "solver", "kind": "array", "tensors": [tensor]},
                 {"name": "metrics", "kind": "metric", "values": metrics},
                 {"name": "site", "kind": "config", "values": {"site-id": "site-0"}},
             ],

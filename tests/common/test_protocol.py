@@ -22,16 +22,18 @@ def test_docs_hold_the_declaration() -> None:
 
 def test_a_message_spec_names_what_is_wrong() -> None:
     spec = protocol.TRAIN_REPLY
-    ok = {"scholar": "array", "metrics": "metric", "site": "config"}
+    ok = {"solver": "array", "metrics": "metric", "site": "config"}
     assert spec.problems(ok) == []
-    (missing,) = spec.problems({"scholar": "array", "metrics": "metric"})
+    assert spec.problems({**ok, "generator": "array"}) == []  # a part of its own, optional
+    (missing,) = spec.problems({"solver": "array", "metrics": "metric"})
     assert "missing ['site']" in missing
     (extra,) = spec.problems({**ok, "critic": "array"})
     assert "not allowed ['critic']" in extra
     (kind,) = spec.problems({**ok, "site": "array"})
     assert "'site' is a array record, expected config" in kind
     # a once-per-task record is allowed down, never up
-    assert protocol.TRAIN_INSTRUCTION.problems({"scholar": "array", "config": "config"}) == []
+    assert protocol.TRAIN_INSTRUCTION.problems({"solver": "array", "config": "config"}) == []
+    assert "generator" not in protocol.EVALUATE_INSTRUCTION.allowed  # the solver alone
     assert "replay" in protocol.TRAIN_INSTRUCTION.allowed
     assert "replay" not in spec.allowed
 
@@ -76,9 +78,11 @@ def test_what_travels_is_what_is_declared(tmp_path: Path) -> None:
         down, up = specs[sent.metadata.message_type]
         assert down.problems(wire.records_of(sent.content)) == []
         assert up.problems(wire.records_of(reply.content)) == []
-        if wire.SCHOLAR in reply.content.array_records:
-            parts = {protocol.part_of(k) for k in reply.content.array_records[wire.SCHOLAR]}
-            assert parts <= set(protocol.PART_NAMES)
+        for name in set(reply.content.array_records) & set(protocol.PART_NAMES):
+            # each part in its own record
+            assert {protocol.part_of(k) for k in reply.content.array_records[name]} == {name}
+        if sent.metadata.message_type == "evaluate":  # the solver alone goes to evaluation
+            assert set(sent.content.array_records) == {"solver"}
 
 
 def test_the_server_refuses_an_undeclared_record() -> None:
@@ -89,7 +93,7 @@ def test_the_server_refuses_an_undeclared_record() -> None:
     solver = build_solver(load_config({}).solver, (1, 8, 8), 10)
     content = RecordDict(
         {
-            wire.SCHOLAR: wire.scholar_record(solver, None),
+            **wire.part_records(wire.scholar_record(solver, None)),
             wire.METRICS: wire.metrics_record({"num-examples": 1.0}),
             wire.SITE: wire.site_record("site-0"),
             "critic": ArrayRecord(),

@@ -52,8 +52,8 @@ def server_generator(msg: Message) -> DGMGenerator:
 
 
 def generator_arrays(msg: Message) -> dict[str, np.ndarray]:
-    record = msg.content.array_records[wire.SCHOLAR]
-    return {k[10:]: v.numpy() for k, v in record.items() if k.startswith("generator.")}
+    record = msg.content.array_records["generator"]  # the generator part's own record
+    return {k[10:]: v.numpy() for k, v in record.items()}
 
 
 def train_messages(grid: InProcessGrid, task: int, *, packed: bool = False) -> list[Message]:
@@ -96,10 +96,10 @@ def test_sites_and_server_agree_on_the_grown_shapes(tmp_path: Path) -> None:
 def test_what_task_1_reserved_is_frozen_even_against_a_hostile_site(tmp_path: Path) -> None:
     def shift_everything(sent: Message, reply: Message) -> Message:
         """Node HOSTILE adds 0.5 to every generator value it sends, reserved ones too."""
-        if sent.metadata.dst_node_id != HOSTILE or wire.SCHOLAR not in reply.content.array_records:
+        if sent.metadata.dst_node_id != HOSTILE or "generator" not in reply.content.array_records:
             return reply
-        record = reply.content.array_records[wire.SCHOLAR]
-        for key in [k for k in record if k.startswith("generator.")]:
+        record = reply.content.array_records["generator"]
+        for key in list(record):
             record[key] = wire.Array(record[key].numpy() + np.float32(0.5))
         return reply
 
@@ -164,9 +164,7 @@ def test_reserved_weights_and_mask_state_are_not_in_a_site_s_update(tmp_path: Pa
     sent_bytes = [s["metrics"]["bytes-up"] for r in rounds for s in r["sites"]]
     full = sum(t.numel() * 4 for t in whole[max(whole)].state_dict().values())
     solver = sum(
-        a.nbytes
-        for k, a in wire.numpy_arrays(seen[-1][0].content.array_records[wire.SCHOLAR]).items()
-        if k.startswith("solver.")
+        a.nbytes for k, a in wire.numpy_arrays(seen[-1][0].content.array_records["solver"]).items()
     )
     last_task = sent_bytes[-2:]  # the last task's round: most of the generator is reserved
     assert max(last_task) < solver + 0.9 * full, (last_task, solver, full)
@@ -227,9 +225,9 @@ def test_a_site_that_lost_its_generator_is_refused_the_packed_one_then_sent_it_w
 
 def test_a_site_sending_its_whole_generator_is_rejected_with_the_reason(tmp_path: Path) -> None:
     def unpacked(sent: Message, reply: Message) -> Message:
-        if sent.metadata.dst_node_id != HOSTILE or wire.SCHOLAR not in reply.content.array_records:
+        if sent.metadata.dst_node_id != HOSTILE or "generator" not in reply.content.array_records:
             return reply
-        record = reply.content.array_records[wire.SCHOLAR]
+        record = reply.content.array_records["generator"]
         for key, value in generator_arrays(sent).items():  # the whole server state back
             record[f"generator.{key}"] = wire.Array(value)
         return reply
@@ -282,7 +280,7 @@ def test_the_discriminator_as_solver_travels_as_the_solver_and_is_averaged(
     monkeypatch.setenv("FEDREPLAY_SITE_DIR", str(sites))
     run, grid = federate(tmp_path, **{"solver.arch": "discriminator", "solver.hidden": 8})
     assert load_summary(run.path)["status"] == "completed"
-    sent = train_messages(grid, 1)[0].content.array_records[wire.SCHOLAR]
+    sent = wire.scholar_of(train_messages(grid, 1)[0].content)
     solver_keys = {k for k in sent if k.startswith("solver.")}
     assert "solver.discriminator.aux.weight" in solver_keys
     assert "solver.discriminator.source.weight" in solver_keys, "the whole critic travels"

@@ -75,10 +75,12 @@ def test_only_solver_and_generator_leave_a_site(tmp_path: Path) -> None:
 
     federate(tmp_path, hook=spy, **{"tasks.num-tasks": 1, "fed.rounds-per-task": 1})
     for reply in replies:
-        assert set(reply.content.keys()) == {wire.SCHOLAR, wire.METRICS, wire.SITE}
+        assert set(reply.content.keys()) == {"solver", "generator", wire.METRICS, wire.SITE}
         assert wire.site_id_of(reply.content) in {"site-0", "site-1"}
-        parts = {k.split(".", 1)[0] for k in reply.content.array_records[wire.SCHOLAR]}
-        assert parts == {"solver", "generator"}  # the VAE encoder stays at the site
+        for part in ("solver", "generator"):  # each part in its own record
+            assert {k.split(".", 1)[0] for k in reply.content.array_records[part]} == {part}
+        # the VAE encoder stays at the site
+        assert not any("encoder" in k for k in wire.scholar_of(reply.content))
 
 
 def test_failed_and_missing_replies_do_not_stop_the_round(tmp_path: Path) -> None:
@@ -170,7 +172,7 @@ def test_hostile_updates_are_rejected_before_aggregation(tmp_path: Path, attack:
     def hostile(sent: Message, reply: Message) -> Message:
         if sent.metadata.dst_node_id != 1001:
             return reply
-        arrays = dict(reply.content.array_records[wire.SCHOLAR].items())
+        arrays = dict(reply.content.array_records["solver"].items())  # the solver part
         key = next(iter(arrays))
         metrics = reply.content.metric_records[wire.METRICS]
         if attack in ("nan-partition-id", "inf-metric"):  # used to crash the ServerApp
@@ -179,7 +181,7 @@ def test_hostile_updates_are_rejected_before_aggregation(tmp_path: Path, attack:
                 float("nan") if attack == "nan-partition-id" else float("inf")
             )
             metrics = MetricRecord(values)
-        elif attack == "extra-array":
+        elif attack == "extra-array":  # smuggled into the solver's record
             arrays["data.rows"] = Array(np.zeros((8, 64), np.float32))
         elif attack == "nan":
             arrays[key] = Array(np.full(arrays[key].numpy().shape, np.nan, np.float32))
@@ -187,7 +189,8 @@ def test_hostile_updates_are_rejected_before_aggregation(tmp_path: Path, attack:
             arrays[key] = Array(np.zeros((3, 3), np.float32))
         content = RecordDict(
             {
-                wire.SCHOLAR: ArrayRecord(arrays),  # type: ignore[arg-type]
+                "solver": ArrayRecord(arrays),  # type: ignore[arg-type]
+                "generator": reply.content.array_records["generator"],
                 wire.METRICS: metrics,
             }
         )
@@ -279,7 +282,7 @@ def test_gan_generator_federates_and_its_discriminator_stays_home(
     assert all(v is not None for v in summary["accuracy_matrix"][1])
     assert replay_deliveries(grid) == Counter({(n, 1): 1 for n in grid.node_ids})
     for reply in replies:
-        keys = list(reply.content.array_records[wire.SCHOLAR])
+        keys = list(wire.scholar_of(reply.content))
         assert {k.split(".", 1)[0] for k in keys} == {"solver", "generator"}
         assert not any("discriminator" in k for k in keys)
     models = torch.load(run.path / "final_models.pt", weights_only=True)

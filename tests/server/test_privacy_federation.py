@@ -194,7 +194,7 @@ def test_client_level_dp_validates_before_it_clips(tmp_path: Path) -> None:
 
     def hostile(instruction, reply):
         if instruction.metadata.dst_node_id == 1000 and reply.has_content():
-            scholar = reply.content.array_records["scholar"]
+            scholar = reply.content.array_records["solver"]  # the solver part's record
             first = next(iter(scholar.keys()))
             scholar[first] = Array(np.zeros((3, 3), dtype=np.float32))
         return reply
