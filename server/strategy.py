@@ -28,6 +28,7 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.serverapp import Grid
@@ -49,6 +50,12 @@ from server.site_registry import SiteRegistry
 from server.site_sampling import SiteSampler, wait_for_sites
 
 log = logging.getLogger("fedreplay.server")
+
+
+def _scholar_arrays(content: RecordDict, keys: list[str]) -> dict[str, np.ndarray]:
+    """A reply's scholar under ``keys`` (its part records joined once, not once per key)."""
+    scholar = wire.scholar_of(content)
+    return {k: scholar[k].numpy() for k in keys}
 
 
 @dataclass
@@ -267,7 +274,7 @@ class FedReplay(FedAvg):
         assert self.current_arrays is not None
         keys = list(self.current_arrays.keys())
         current = {k: self.current_arrays[k].numpy() for k in keys}
-        replies = [{k: wire.scholar_of(c)[k].numpy() for k in keys} for _, c in accepted]
+        replies = [_scholar_arrays(c, keys) for _, c in accepted]
         counts = [r.metrics["num-examples"] for r, _ in accepted]
         declared = []
         for reply, _ in accepted:  # the count a site declared on joining the task is its cap
@@ -355,7 +362,7 @@ class FedReplay(FedAvg):
         assert self.client_dp is not None and self.current_arrays is not None
         keys = list(self.current_arrays.keys())
         current = {k: self.current_arrays[k].numpy() for k in keys}
-        replies = [{k: wire.scholar_of(c)[k].numpy() for k in keys} for c in accepted]
+        replies = [_scholar_arrays(c, keys) for c in accepted]
         released, norms = self.client_dp.release(current, replies, num_sampled=num_sampled)
         log.info(
             "client-level DP: %d of %d sampled updates (norms %s) clipped to %.3g, noise "

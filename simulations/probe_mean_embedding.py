@@ -41,23 +41,11 @@ from common.config.sections import SolverConfig
 from common.data.types import Split
 from common.evaluator import train_fresh_solver
 from common.metrics import evaluate_tasks
-from common.privacy.accountant import compute_epsilon
+from common.privacy.calibrate import noise_for_budget
 from common.privacy.randomness import secret_generator
 from common.sitedata import SiteIdentity, site_records
 
 CONFIG = "simulations/fed_mnist_dgr_dp_syn_eps1.toml"
-
-
-def sigma_for(epsilon: float, delta: float) -> float:
-    """Smallest noise multiplier of one Gaussian release (q = 1) within (epsilon, delta)."""
-    lo, hi = 0.1, 200.0
-    for _ in range(60):
-        mid = (lo + hi) / 2
-        if compute_epsilon([(mid, 1.0, 1)], delta=delta, kind="rdp") > epsilon:
-            lo = mid
-        else:
-            hi = mid
-    return hi
 
 
 class Features:
@@ -140,7 +128,13 @@ def main() -> None:
     stream = sites[0]
     shape, classes = stream.shape, stream.num_classes
     phi = Features(math.prod(shape), args.pairs, args.bandwidth, seed=args.seed)
-    sigma = sigma_for(args.epsilon, args.delta) if args.epsilon > 0 else 0.0
+    # one Gaussian release (q = 1, one step) per task: the task's whole budget
+    plan = [(1.0, 1)]
+    sigma = (
+        noise_for_budget(plan, target_epsilon=args.epsilon, delta=args.delta, accountant="rdp")
+        if args.epsilon > 0
+        else 0.0
+    )
     noise = secret_generator()
     from common.data.streams import build_stream  # the real test data of every task
 
