@@ -67,7 +67,14 @@ def test_what_travels_is_what_is_declared(tmp_path: Path) -> None:
         }
     )
     grid = InProcessGrid(client_app, cfg.to_run_config(), num_nodes=3, reply_hook=spy)
-    FederatedRun(cfg).run(grid)
+    run = FederatedRun(cfg)
+    run.run(grid)
+    # the key sites are sampled by never reaches a site (it could pick an id to rank first)
+    key = run.fedreplay.sampler.key
+    assert len(key) == 32
+    for sent, _ in seen:
+        for record in sent.content.config_records.values():
+            assert not any(key in str(v) for v in record.values())
     specs = {
         "train": (protocol.TRAIN_INSTRUCTION, protocol.TRAIN_REPLY),
         "evaluate": (protocol.EVALUATE_INSTRUCTION, protocol.EVALUATE_REPLY),
