@@ -85,7 +85,7 @@ def train(msg: Message, context: Context) -> Message:
         return _reply(msg, context, site, wire.array_record(cached.scholar), cached.metrics)
     bytes_down = wire.record_bytes(msg.content)
 
-    wire.load_scholar(scholar_in, site.solver, site.generator, adopt_shapes=True)
+    wire.load_scholar(scholar_in, site.solver, site.shared_generator, adopt_shapes=True)
     critic = store.critic()
     if critic is not None:
         site.load_critic_state(critic)
@@ -107,7 +107,9 @@ def train(msg: Message, context: Context) -> Message:
     critic = site.critic_state()
     if critic is not None:
         store.save_critic(critic)
-    scholar = wire.scholar_record(site.solver, site.generator, packed=True)  # DGM: free part
+    scholar = wire.scholar_record(site.solver, site.shared_generator, packed=True)  # DGM: free
+    if site.release is not None:  # generator.kind = "embedding": its release, not its generator
+        scholar = ArrayRecord({**scholar, **wire.embedding_arrays(site.release)})
     metrics.update({"bytes-down": float(bytes_down), "bytes-up": float(wire.record_bytes(scholar))})
     metrics["partition-id"] = float(site.identity.partition_id)
     # before it is sent: a site killed after sending answers a repeated instruction the same

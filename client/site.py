@@ -21,10 +21,13 @@ from common.config import ExperimentConfig
 from common.device import select_device
 from common.metrics import accuracy
 from common.models.dgm import DGMGenerator
+from common.models.embedding import features_for
+from common.privacy.embedding import release as embedding_release
 from common.privacy.release import evaluation_allowed, released
-from common.privacy.session import PrivacySession, privacy_root
+from common.privacy.session import PreparedRound, PrivacySession, privacy_root
 from common.replay import ReplayPayload
 from common.sitedata import SiteIdentity, local_stream
+from common.training.embedding import fit_to_release
 from common.training.learner import (
     Learner,
     ReplaySource,
@@ -59,6 +62,7 @@ class Site:
         self.cfg = cfg
         self.identity = identity
         self.device = select_device(cfg.device)
+        self.release: torch.Tensor | None = None  # generator.kind = "embedding": what it sent
         self.stream = local_stream(cfg, identity)
         with torch.random.fork_rng(devices=[]):  # identical initial critic at every site,
             torch.manual_seed(cfg.seed)  # without reseeding the process's global generator
@@ -139,6 +143,19 @@ class Site:
             )
             if prepared is None:  # too few records to train on privately: sit out
                 return {"num-examples": 0.0, "empty": 1.0}
+        class_counts = prepared.histogram if prepared is not None else None
+        if self.embedding_kind:  # release once per task, fit this site's generator to it
+            self.release = self._embedding_release(task, prepared)
+            class_counts = fit_to_release(
+                self.learner.generator,  # type: ignore[arg-type]
+                features_for(self.cfg, self.stream.shape),
+                self.release,
+                self.stream.tasks[task].classes,
+                steps=self.cfg.generator.fit_steps,
+                batch=self.cfg.generator.fit_batch,
+                lr=self.cfg.train.generator_lr,
+                seed=seed,
+            )
         metrics = self.learner.train(
             real,
             replay=replay,
@@ -148,13 +165,37 @@ class Site:
             seed=seed,
             dp=prepared.plan if prepared is not None else None,
             task_span=self._task_span(task, server_round),
-            class_counts=prepared.histogram if prepared is not None else None,
+            class_counts=class_counts,
         )
         out = {k.replace("_", "-"): v for k, v in metrics.items()}
         if prepared is not None:
             prepared.check()
             out.update(prepared.metrics)
         return released(out, self.cfg)
+
+    @property
+    def embedding_kind(self) -> bool:
+        """generator.kind = "embedding": the site releases an embedding, not a generator."""
+        return self.cfg.uses_generator and self.cfg.generator.kind == "embedding"
+
+    @property
+    def shared_generator(self) -> torch.nn.Module | None:
+        """The generator that travels between site and server (None: none travels; an
+        embedding site's generator is its own, fitted to its release, and stays)."""
+        return None if self.embedding_kind else self.learner.generator
+
+    def _embedding_release(self, task: int, prepared: PreparedRound | None) -> torch.Tensor:
+        """The task's release: from the ledger under DP (noised, spent once per task),
+        else the exact per-class sums (no DP: nothing is claimed)."""
+        if prepared is not None:
+            if prepared.embedding is None:
+                raise RuntimeError("the privacy session returned no embedding release")
+            return prepared.embedding
+        data = self.stream.tasks[task].train
+        features = features_for(self.cfg, self.stream.shape)
+        return embedding_release(
+            features, data.x, data.y, self.stream.tasks[task].classes, sigma=None
+        )
 
     def _task_span(self, task: int, server_round: int) -> tuple[float, float]:
         """The share of task ``task`` this round covers (DGM anneals its masks over it)."""

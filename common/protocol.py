@@ -85,6 +85,12 @@ GENERATOR_RECORD = Record(
     "the generator part: the global model down, the site's trained one up (DGM: packed)",
     when="methods with a generator; not in evaluate",
 )
+EMBEDDING_RECORD = Record(
+    "embedding",
+    ARRAY,
+    "the site's noised per-class sums of random features of the task (up only)",
+    when='generator.kind = "embedding"',
+)
 TRAIN_CONFIG = Record(
     "config", CONFIG, "task, iterations, seed, server-round, run-key[, generator-base]"
 )
@@ -105,7 +111,10 @@ TRAIN_INSTRUCTION = MessageSpec(
     optional=(GENERATOR_RECORD, REPLAY, REPLAY_META),
 )
 TRAIN_REPLY = MessageSpec(
-    "train", "site -> server", (SOLVER_RECORD, METRICS, SITE), optional=(GENERATOR_RECORD,)
+    "train",
+    "site -> server",
+    (SOLVER_RECORD, METRICS, SITE),
+    optional=(GENERATOR_RECORD, EMBEDDING_RECORD),
 )
 EVALUATE_INSTRUCTION = MessageSpec("evaluate", "server -> site", (SOLVER_RECORD, EVAL_CONFIG))
 EVALUATE_REPLY = MessageSpec("evaluate", "site -> server", (METRICS,))
@@ -152,9 +161,22 @@ GENERATOR = Part(
     privacy="its critic (VAE encoder / GAN discriminator) trains on records under DP-SGD; "
     "the generator is released as post-processing",
 )
-PARTS = (SOLVER, GENERATOR)
+EMBEDDING = Part(
+    "embedding",
+    present='generator.kind = "embedding", up only (key embedding.sums)',
+    aggregation="one release per site and task (the first one received), each class's row "
+    "cut to fed.update-clip x the median row norm of the task's releases (a hostile site "
+    "moves a class's target by a bounded amount), summed over sites; at the task's end the "
+    "server fits the task's generator to the sum (server.embedding_sum), which becomes "
+    "replay",
+    validation="shape (classes of the task, 2 generator.features + 1), float32, finite",
+    privacy="per-class sums of norm-1 random features (L2 sensitivity 1) plus secret "
+    "Gaussian noise, once per task, planned and recorded in the site's ledger before it "
+    "exists (common.privacy.embedding); its count coordinate is a noised class count",
+)
+PARTS = (SOLVER, GENERATOR, EMBEDDING)
 PART_NAMES = tuple(p.name for p in PARTS)
-PART_RECORDS = (SOLVER_RECORD, GENERATOR_RECORD)  # a part's record carries its name
+PART_RECORDS = (SOLVER_RECORD, GENERATOR_RECORD, EMBEDDING_RECORD)  # carries its part's name
 assert tuple(r.name for r in PART_RECORDS) == PART_NAMES
 
 STAYS_AT_SITE = (

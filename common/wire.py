@@ -180,6 +180,23 @@ def unpack_with_base(
     return unpack_scholar(record, generator)
 
 
+EMBEDDING_KEY = f"{protocol.EMBEDDING.name}.sums"
+
+
+def embedding_arrays(release: torch.Tensor) -> dict[str, Array]:
+    """A site's embedding release (classes of the task x features) as the part's arrays."""
+    return {EMBEDDING_KEY: Array(release.detach().cpu().float().numpy().copy())}
+
+
+def without_embedding(record: ArrayRecord) -> tuple[ArrayRecord, np.ndarray | None]:
+    """The scholar's models, and the embedding release apart (None: the reply has none)."""
+    keys = [k for k in record if protocol.part_of(k) == protocol.EMBEDDING.name]
+    if keys and keys != [EMBEDDING_KEY]:
+        raise WireError(f"the embedding part holds {sorted(keys)}, expected [{EMBEDDING_KEY!r}]")
+    rest = ArrayRecord({k: record[k] for k in record if k not in keys})  # type: ignore[arg-type]
+    return rest, (record[EMBEDDING_KEY].numpy() if keys else None)
+
+
 def split_record(record: ArrayRecord) -> dict[str, dict[str, torch.Tensor]]:
     """ArrayRecord -> {prefix: state_dict}; the prefix is everything before the last
     parameter path (``solver``, ``generator`` or ``generator.3``)."""

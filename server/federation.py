@@ -31,12 +31,15 @@ from common.evaluator import train_evaluator
 from common.metrics import AccuracyMatrix, evaluate_tasks, per_task_generator_quality
 from common.models import build_generator, build_solver
 from common.models.dgm import DGMGenerator
+from common.models.embedding import RandomFeatures, features_for
+from common.models.generator import Generator
 from common.replay import GenerativeReplay, ReplayPayload
 from common.results import RunFolder
 from server.aggregation import Bounds
 from server.checkpoint import ResumeError, RunCheckpoint, comparable, rng_state, set_rng_state
 from server.client_dp import ClientLevelDP
 from server.console import flower_log_in
+from server.embedding_sum import fit_task_generator
 from server.finish import finish_run
 from server.mask_aggregation import consolidate
 from server.replay_payload import next_payload, replay_source
@@ -80,9 +83,12 @@ class FederatedRun:
             build_generator(cfg, shape, k).to(self.device) if cfg.uses_generator else None
         )
         self.central = cfg.fed.evaluate in ("central", "both")
+        # generator.kind = "embedding": sites send releases, the server fits the generator
+        self.features = features_for(cfg, shape) if cfg.generator.kind == "embedding" else None
+        self.travelling = None if self.features is not None else self.generator
         self.fedreplay = FedReplay(
             solver=self.solver,
-            generator=self.generator,
+            generator=self.travelling,
             fraction_train=cfg.fed.fraction_train,
             min_train_nodes=cfg.fed.min_sites,
             min_available_nodes=cfg.fed.min_sites,
@@ -128,7 +134,7 @@ class FederatedRun:
 
     # --- evaluation ------------------------------------------------------------------------
     def _load(self, arrays: ArrayRecord) -> None:
-        wire.load_scholar(arrays, self.solver, self.generator)
+        wire.load_scholar(arrays, self.solver, self.travelling)
 
     def evaluate_central(self, local_round: int, arrays: ArrayRecord) -> MetricRecord | None:
         if local_round == 0 or not self.central:
@@ -150,7 +156,7 @@ class FederatedRun:
             first_task, done = ckpt.task, ckpt.task_rounds
             arrays = wire.array_record({k: v.numpy() for k, v in ckpt.arrays.items()})
             # the reference every reply is checked against takes the checkpoint's shapes
-            wire.load_scholar(arrays, self.solver, self.generator, adopt_shapes=True)
+            wire.load_scholar(arrays, self.solver, self.travelling, adopt_shapes=True)
             payload = ReplayPayload.from_dict(ckpt.payload) if ckpt.payload else None
         else:
             self.folder = RunFolder.create(resolve_output_dir(cfg.output_dir), cfg.experiment)
@@ -160,7 +166,7 @@ class FederatedRun:
             self.run_key = f"{self.run_id}-{secrets.token_hex(4)}"
             self.fedreplay.sampler.key = secrets.token_hex(16)  # the server's own
             ckpt, first_task, done = None, 0, 0
-            arrays = wire.scholar_record(self.solver, self.generator)
+            arrays = wire.scholar_record(self.solver, self.travelling)
             payload = None
         self.fedreplay.run_key = self.run_key
         self.flower_runs.append(self.run_id)
@@ -195,7 +201,10 @@ class FederatedRun:
         """The rounds of task ``t`` not ``done`` yet; ``self.arrays`` holds the result."""
         cfg, R = self.cfg, self.cfg.fed.rounds_per_task
         self.task = t
-        self.fedreplay.begin_task(payload, round_offset=t * R + done)
+        shape = None
+        if self.features is not None:  # the task's releases: classes x features
+            shape = (len(self.stream.tasks[t].classes), self.features.size)
+        self.fedreplay.begin_task(payload, round_offset=t * R + done, embedding_shape=shape)
         if isinstance(self.generator, DGMGenerator) and len(self.upload_shapes) == t:
             shapes = wire.packed_shapes(self.generator)
             self.upload_shapes.append({k: list(v) for k, v in shapes.items()})
@@ -260,6 +269,8 @@ class FederatedRun:
         self.matrix.record(t, accs)
         if isinstance(self.generator, DGMGenerator):
             self._consolidate(t, self.generator)
+        if self.features is not None and self.generator is not None:
+            self._fit_task_generator(t, self.generator, self.features)
         payload = self._payload(t + 1)  # the frozen scholar(s) after task t
         self.final_payload = payload
         if self.evaluator is not None and self.generator is not None:
@@ -292,6 +303,29 @@ class FederatedRun:
         size = consolidate(generator, classes, task=t, growth=self.cfg.dgm.growth)
         self.generator_sizes.append(size)
         self.arrays = wire.scholar_record(self.solver, generator)
+
+    def _fit_task_generator(self, t: int, generator: Generator, features: RandomFeatures) -> None:
+        """generator.kind = "embedding": the task's generator, fitted afresh to the sites'
+        bounded, summed releases (server.embedding_sum); per-task replay keeps it."""
+        cfg = self.cfg
+        with torch.random.fork_rng(devices=[]):  # a fresh, public initialisation per task
+            torch.manual_seed(cfg.seed + 1000 * t)
+            fresh = build_generator(cfg, self.stream.shape, self.stream.num_classes)
+        generator.load_state_dict(fresh.state_dict())
+        if not self.fedreplay.releases.by_site:
+            log.warning("task %d: no site released an embedding; its generator is unfitted", t + 1)
+            return
+        fit_task_generator(
+            generator,
+            features,
+            self.fedreplay.releases,
+            self.stream.tasks[t].classes,
+            weight_cap=cfg.fed.weight_cap,
+            steps=cfg.generator.fit_steps,
+            batch=cfg.generator.fit_batch,
+            lr=cfg.train.generator_lr,
+            seed=cfg.seed + 1000 * t,
+        )
 
     # --- run state ---------------------------------------------------------------------------
     def _checkpoint(self, *, task: int, task_rounds: int, payload: ReplayPayload | None) -> None:

@@ -81,4 +81,4 @@ def replay_source(
 
 
 def _cpu(model: nn.Module) -> State:
-    return {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}  # (a copy)

@@ -10,10 +10,15 @@ from flwr.app import RecordDict
 from torch import nn
 
 from common import protocol, wire
+from server.embedding_sum import check_release
 
 
 def check_train_reply(
-    content: RecordDict, *, solver: nn.Module, generator: nn.Module | None
+    content: RecordDict,
+    *,
+    solver: nn.Module,
+    generator: nn.Module | None,
+    embedding_shape: tuple[int, int] | None = None,
 ) -> None:
     """Raise :class:`wire.WireError` naming what is wrong. A packed DGM generator (its free
     elements only) is replaced in ``content`` by the whole one, made with the server's own
@@ -29,6 +34,9 @@ def check_train_reply(
     pid = metrics.get("partition-id", 0.0)
     if pid < 0 or pid != int(pid):
         raise wire.WireError(f"partition-id {pid!r} is not a non-negative integer")
-    scholar = wire.unpack_scholar(wire.scholar_of(content), generator)
+    scholar, release = wire.without_embedding(wire.scholar_of(content))
+    if release is not None:  # generator.kind = "embedding" (server.embedding_sum)
+        check_release(release, embedding_shape)
+    scholar = wire.unpack_scholar(scholar, generator)
     content.array_records.update(wire.part_records(scholar))
     wire.check_scholar_arrays(scholar, solver, generator)

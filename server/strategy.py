@@ -42,6 +42,7 @@ from common.replay import ReplayPayload
 from server.aggregation import AggregationError, Bounds, aggregate, bounded_model
 from server.client_dp import ClientLevelDP
 from server.deliveries import Deliveries
+from server.embedding_sum import EmbeddingReleases
 from server.mask_aggregation import keep_reserved
 from server.reply_checks import check_train_reply
 from server.round_metrics import per_task_accuracy, weighted_metrics
@@ -133,10 +134,20 @@ class FedReplay(FedAvg):
         # {site id: (round, partition id, {"solver": state, "generator": state})}: the last
         # update every site sent, for the privacy audit of what left each site
         self.site_updates: dict[str, tuple[int, int, dict[str, dict[str, torch.Tensor]]]] = {}
+        self.releases = EmbeddingReleases()  # generator.kind = "embedding": the task's
+        self.embedding_shape: tuple[int, int] | None = None
 
     # --- task boundaries ---------------------------------------------------------------
-    def begin_task(self, payload: ReplayPayload | None, round_offset: int) -> None:
-        """Called by the run before each task: the replay every site must receive."""
+    def begin_task(
+        self,
+        payload: ReplayPayload | None,
+        round_offset: int,
+        *,
+        embedding_shape: tuple[int, int] | None = None,
+    ) -> None:
+        """Called by the run before each task: the replay every site must receive (and,
+        for generator.kind = "embedding", the shape of the task's releases)."""
+        self.releases, self.embedding_shape = EmbeddingReleases(), embedding_shape
         self.payload = payload
         self.payload_records = wire.replay_records(payload) if payload is not None else None
         self.replay_sent.reset()
@@ -153,6 +164,7 @@ class FedReplay(FedAvg):
             "declared": self.declared,
             "evaluate_records": self.evaluate_records,
             "site_updates": self.site_updates,
+            "releases": self.releases.snapshot(),
         }
 
     def restore(self, snapshot: dict[str, object]) -> None:
@@ -161,6 +173,7 @@ class FedReplay(FedAvg):
         self.declared = dict(snapshot["declared"])  # type: ignore[call-overload]
         self.evaluate_records = dict(snapshot["evaluate_records"])  # type: ignore[call-overload]
         self.site_updates = dict(snapshot["site_updates"])  # type: ignore[call-overload]
+        self.releases = EmbeddingReleases.restore(snapshot.get("releases"))  # type: ignore[arg-type]
 
     # --- training -------------------------------------------------------------------------
     def configure_train(
@@ -227,7 +240,10 @@ class FedReplay(FedAvg):
                 continue
             try:
                 check_train_reply(
-                    msg.content, solver=self.solver_template, generator=self.generator_template
+                    msg.content,
+                    solver=self.solver_template,
+                    generator=self.generator_template,
+                    embedding_shape=self.embedding_shape,
                 )
             except (wire.WireError, KeyError) as exc:
                 record.failures[node] = f"rejected: {exc}"
@@ -250,6 +266,9 @@ class FedReplay(FedAvg):
             record.replies.append(reply)
             if metrics.get("num-examples", 0.0) > 0:
                 accepted.append((reply, msg.content))
+                _, release = wire.without_embedding(wire.scholar_of(msg.content))
+                if release is not None:  # the first of the task counts (server.embedding_sum)
+                    self.releases.receive(reply.key, release)
         missing = set(record.sampled) - {r.node_id for r in record.replies} - set(record.failures)
         for node in missing:
             record.failures[node] = "no reply before the round timeout"

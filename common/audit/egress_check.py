@@ -43,6 +43,7 @@ from common.privacy.release import (
     evaluation_allowed,
 )
 from common.protocol import REPLIES, part_of
+from common.wire import EMBEDDING_KEY
 
 # message type -> record name -> kind: what common.protocol allows to leave a site
 ALLOWED_RECORDS: dict[str, dict[str, str]] = {t: m.allowed for t, m in REPLIES.items()}
@@ -136,7 +137,7 @@ def expected_tensors(
         f"solver.{k}": tuple(v.shape)
         for k, v in build_solver(cfg.solver, shape, num_classes).state_dict().items()
     }
-    if cfg.uses_generator:
+    if cfg.uses_generator and cfg.generator.kind != "embedding":  # (the embedding: below)
         gen = build_generator(cfg, shape, num_classes)
         if widths is not None and isinstance(gen, DGMGenerator):
             widen_(gen, widths)
@@ -157,6 +158,9 @@ def registered_architectures(
     solver = {k: v for k, v in out[0].items() if k.startswith("solver.")}
     for packed in summary.get("generator_upload_shapes") or []:  # DGM: what sites send
         out.append({**solver, **{k: tuple(v) for k, v in packed.items()}})
+    if cfg.uses_generator and cfg.generator.kind == "embedding":  # a release of 1..K classes
+        size = 2 * cfg.generator.features + 1
+        out += [{**solver, EMBEDDING_KEY: (k, size)} for k in range(1, num_classes + 1)]
     return out
 
 

@@ -76,6 +76,8 @@ class ExperimentConfig:
             raise ConfigError("dp.enabled (sample-level) and dp.client-level: choose one")
         if self.method == "dgm":
             self._check_dgm()
+        if self.generator.kind == "embedding" and self.uses_generator:
+            self._check_embedding()
         if self.solver.arch == "discriminator":
             self._check_discriminator_solver()
         if self.dp.client_level and self.replay.mode != "global" and self.uses_generator:
@@ -144,6 +146,31 @@ class ExperimentConfig:
                 "method='dgm' replays from its one generator, whose masks protect every task "
                 f"(not an ensemble of sites' generators): set replay.mode='global' (got "
                 f"{self.replay.mode!r})"
+            )
+
+    def _check_embedding(self) -> None:
+        """generator.kind = 'embedding' (DP-MERF): the one shape of run it is built for."""
+        wanted = {
+            "method": (self.method, "dgr"),
+            "replay.mode": (self.replay.mode, "per-task"),
+            "train.solver-data": (self.train.solver_data, "synthetic"),
+        }
+        for key, (got, want) in wanted.items():
+            if got != want:
+                raise ConfigError(
+                    f"generator.kind='embedding' needs {key}={want!r} (got {got!r}): a site "
+                    "releases its task's mean embedding once, the server fits one generator "
+                    "per task to the sites' sum, and a solver learns from generators only"
+                )
+        if self.dp.class_histogram:
+            raise ConfigError(
+                "dp.class-histogram with generator.kind='embedding': the embedding's count "
+                "coordinate is already a noised count per class; set dp.class-histogram=false"
+            )
+        if self.dp.client_level:
+            raise ConfigError(
+                "dp.client-level with generator.kind='embedding': the embedding is released "
+                "under sample-level DP (dp.enabled) or not at all"
             )
 
     def _check_discriminator_solver(self) -> None:

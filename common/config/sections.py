@@ -14,7 +14,7 @@ METHODS = ("dgr", "dgm", "none", "exact", "joint")
 DGM_VARIANTS = ("activations", "weights")
 SCENARIOS = ("class", "domain", "permuted")
 PARTITIONS = ("iid", "dirichlet", "classes")
-GENERATORS = ("vae", "gan")
+GENERATORS = ("vae", "gan", "embedding")
 SOLVERS = ("mlp", "cnn", "discriminator")
 REPLAY_MODES = ("global", "ensemble", "per-task")
 GAN_LABELS = ("auto", "uniform", "real")
@@ -105,10 +105,29 @@ class GeneratorConfig:
     latent_dim: int
     arch: str = "mlp"  # mlp | conv
     kl_weight: str = "auto"  # VAE's KL weight: "auto" or a number in (0, 1] (1 = the ELBO)
+    # kind = "embedding" (DP-MERF, common.models.embedding): random Fourier feature pairs,
+    # the kernel's bandwidth ("auto": sqrt(input size) / 4, data-free), and the generator's
+    # fit to a released embedding (steps; samples per class per step)
+    features: int = 2000
+    bandwidth: str = "auto"
+    fit_steps: int = 3000
+    fit_batch: int = 100
 
     def __post_init__(self) -> None:
         _choice("generator.kind", self.kind, GENERATORS)
         _choice("generator.arch", self.arch, ("mlp", "conv"))
+        if str(self.bandwidth) != "auto":
+            try:
+                width = float(self.bandwidth)
+            except ValueError:
+                width = float("nan")
+            if not (math.isfinite(width) and width > 0):
+                raise ConfigError(
+                    f"generator.bandwidth={self.bandwidth!r} must be 'auto' or a positive number"
+                )
+        _positive("generator.features", self.features)
+        _positive("generator.fit-steps", self.fit_steps)
+        _positive("generator.fit-batch", self.fit_batch)
         if str(self.kl_weight) != "auto":
             try:
                 value = float(self.kl_weight)
@@ -120,6 +139,13 @@ class GeneratorConfig:
                 )
         _positive("generator.hidden", self.hidden)
         _positive("generator.latent-dim", self.latent_dim)
+
+    def bandwidth_for(self, input_size: int) -> float:
+        """The random-feature kernel's bandwidth: ``auto`` is sqrt(input size) / 4, a rule
+        that reads no data (7 for 28x28 grey images)."""
+        if str(self.bandwidth) == "auto":
+            return math.sqrt(input_size) / 4
+        return float(self.bandwidth)
 
     def kl_weight_for(self, dataset: str) -> float:
         """``auto``: 0.25 for the embedded 8x8 digits, whose VAE ignores its code under the

@@ -45,6 +45,7 @@ def build_generator(
         if gen.arch == "conv":
             return ConvVAEDecoder(shape, num_classes, gen.hidden, gen.latent_dim)
         return VAEDecoder(shape, num_classes, gen.hidden, gen.latent_dim)
+    # "gan", and "embedding": the AC-GAN's generator network, fitted to a mean embedding
     if gen.arch == "conv":
         return ConvGANGenerator(shape, num_classes, gen.hidden, gen.latent_dim)
     return GANGenerator(shape, num_classes, gen.hidden, gen.latent_dim)
@@ -53,6 +54,8 @@ def build_generator(
 def build_critic(cfg: GeneratorConfig, shape: Shape, num_classes: int) -> nn.Module:
     """The private half: the VAE encoder or the GAN discriminator (never leaves a site;
     with ``solver.arch = "discriminator"`` the learner takes the solver's instead)."""
+    if cfg.kind == "embedding":
+        raise ValueError("generator.kind='embedding' has no critic: it fits a released embedding")
     if cfg.kind == "vae":
         if cfg.arch == "conv":
             return ConvVAEEncoder(shape, num_classes, cfg.hidden, cfg.latent_dim)

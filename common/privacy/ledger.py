@@ -195,8 +195,9 @@ class SiteLedger:
         histograms: bool = False,
     ) -> None:
         """Declare a run's partitions (once; later calls check they did not change).
-        ``histograms``: every planned task also releases one noised class count
-        (dp.class-histogram), planned as one more step at sampling rate 1."""
+        ``histograms``: every planned task also has one Gaussian release (dp.class-histogram's
+        noised class counts, or generator.kind = "embedding"'s noised feature sums), planned
+        as one more step at sampling rate 1."""
         if composition not in (PER_TASK, SEQUENTIAL):
             raise ValueError(f"composition {composition!r} is not {PER_TASK!r} or {SEQUENTIAL!r}")
         if run_target > self.budget * (1 + 1e-12):
@@ -219,7 +220,7 @@ class SiteLedger:
         run_parts: dict[str, Any] = {}
         for key, recs in sorted(partitions.items()):
             steps = [s for t, (_, s) in plan.items() if run_partition_of(t, composition) == key]
-            if not recs.size or not sum(steps):
+            if not recs.size or not (sum(steps) or histograms):
                 continue
             run_parts[key] = {
                 "digest": digests[key],
@@ -245,7 +246,8 @@ class SiteLedger:
         return None if found is None else [float(c) for c in found]
 
     def record_class_histogram(self, run_key: str, task: int, counts: list[float]) -> None:
-        """Keep a released histogram (spent with :meth:`spend` in the same transaction)."""
+        """Keep a task's release, flat (spent with :meth:`spend` in the same transaction):
+        a later round of the task reuses it instead of releasing again."""
         histograms = self.state["runs"][run_key].get("histograms")
         if histograms is None:
             raise PrivacyStateError(f"run {run_key} did not plan class histograms")
@@ -297,7 +299,7 @@ class SiteLedger:
             k: p for k, p in run["partitions"].items() if self._live(p["lifetime"]) == lifetime
         }
         tasks = [t for t in run["plan"] if run_partition_of(int(t), run["composition"]) in group]
-        plan = [tuple(run["plan"][t]) for t in tasks]
+        plan = [tuple(run["plan"][t]) for t in tasks if int(run["plan"][t][1]) > 0]
         if run.get("histograms") is not None:  # a Gaussian count of each task's records
             plan += [(HISTOGRAM_SAMPLE_RATE, 1)] * len(tasks)
         prior = self.partitions[lifetime].history

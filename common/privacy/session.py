@@ -20,12 +20,15 @@ from functools import cached_property
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from common.config import ExperimentConfig
 from common.data.types import Task
+from common.models.embedding import features_for
 from common.privacy.calibrate import planned_events
 from common.privacy.composition import PER_TASK, check_composition, composition_for
 from common.privacy.dp_step import DPPlan
+from common.privacy.embedding import release as embedding_release
 from common.privacy.histogram import EVENT_SAMPLE_RATE, noised_class_counts
 from common.privacy.ledger import SiteLedger, check_site_id
 from common.privacy.records import record_digests, union
@@ -49,7 +52,15 @@ def private_solver_steps(cfg: ExperimentConfig, iterations: int) -> int:
 def private_generator_steps(cfg: ExperimentConfig, iterations: int) -> int:
     """Generator (or critic) steps of a round of ``iterations`` solver steps, as
     :meth:`common.training.learner.Learner.train` takes them: each touches real records."""
-    return cfg.train.generator_steps(iterations) if cfg.uses_generator else 0
+    if not cfg.uses_generator or cfg.generator.kind == "embedding":  # (released, not trained)
+        return 0
+    return cfg.train.generator_steps(iterations)
+
+
+def releases_per_task(cfg: ExperimentConfig) -> bool:
+    """Whether every task also has one Gaussian release at sampling rate 1: the noised class
+    counts (dp.class-histogram) or the embedding (generator.kind = "embedding")."""
+    return cfg.dp.class_histogram or (cfg.uses_generator and cfg.generator.kind == "embedding")
 
 
 @dataclass
@@ -62,6 +73,8 @@ class PreparedRound:
     taken: list[int] = field(default_factory=lambda: [0])
     # dp.class-histogram: the task's noised class counts (released once per task)
     histogram: dict[int, float] | None = None
+    # generator.kind = "embedding": the task's noised per-class feature sums (once per task)
+    embedding: torch.Tensor | None = None
 
     def check(self) -> None:
         """More steps than were recorded would be a leak: fail loudly."""
@@ -143,20 +156,19 @@ class PrivacySession:
                 plan=self.plan(),
                 run_target=cfg.dp.target_epsilon,
                 max_grad_norm=cfg.dp.max_grad_norm,
-                histograms=cfg.dp.class_histogram,
+                histograms=releases_per_task(cfg),
             )
             sigma = ledger.noise_multiplier(run_key, task)
             events = [(sigma, q, n) for n in (iterations, generator_steps) if n]
-            histogram = ledger.class_histogram(run_key, task) if cfg.dp.class_histogram else None
-            release = cfg.dp.class_histogram and histogram is None
+            stored = ledger.class_histogram(run_key, task) if releases_per_task(cfg) else None
+            release = releases_per_task(cfg) and stored is None
             if release:  # once per task: one Gaussian mechanism, spent before it exists
                 events.append((sigma, EVENT_SAMPLE_RATE, 1))
-            ledger.spend(run_key, task=task, events=events, server_round=server_round)
+            if events:  # (a later round of an embedding's task spends nothing)
+                ledger.spend(run_key, task=task, events=events, server_round=server_round)
             if release:
-                labels = real_data_for(cfg.method, self.tasks, task).y
-                noised = noised_class_counts(labels, self.tasks[task].classes, sigma=sigma)
-                histogram = list(noised.values())  # in the task's class order
-                ledger.record_class_histogram(run_key, task, histogram)
+                stored = self._release(task, sigma)
+                ledger.record_class_histogram(run_key, task, stored)
             metrics = ledger.metrics(run_key)
         taken = [0]
 
@@ -166,5 +178,20 @@ class PrivacySession:
         # DPPlan's defaults: fresh secret generators for the Poisson masks and the noise
         plan = DPPlan(sigma, cfg.dp.max_grad_norm, q, on_step=count)
         classes = self.tasks[task].classes
-        counts = None if histogram is None else dict(zip(classes, histogram, strict=True))
-        return PreparedRound(plan, iterations + generator_steps, metrics, taken, counts)
+        counts, embedding = None, None
+        if stored is not None and cfg.dp.class_histogram:
+            counts = dict(zip(classes, stored, strict=True))
+        elif stored is not None:  # the embedding, kept flat in the ledger
+            embedding = torch.tensor(stored, dtype=torch.float32).view(len(classes), -1)
+        return PreparedRound(plan, iterations + generator_steps, metrics, taken, counts, embedding)
+
+    def _release(self, task: int, sigma: float) -> list[float]:
+        """The task's one Gaussian release, flat (called after it was spent)."""
+        data = real_data_for(self.cfg.method, self.tasks, task)
+        classes = self.tasks[task].classes
+        if not self.cfg.dp.class_histogram:  # generator.kind = "embedding"
+            features = features_for(self.cfg, tuple(data.x.shape[1:]))  # type: ignore[arg-type]
+            out = embedding_release(features, data.x, data.y, classes, sigma=sigma)
+            return [float(v) for v in out.flatten()]
+        noised = noised_class_counts(data.y, classes, sigma=sigma)
+        return list(noised.values())  # in the task's class order

@@ -165,11 +165,10 @@ class Learner:
         self.critic: nn.Module | None = None
         if cfg.uses_generator:
             self.generator = build_generator(cfg, shape, num_classes).to(device)
-            self.critic = (
-                self.solver.discriminator  # the critic is the solver
-                if isinstance(self.solver, DiscriminatorSolver)
-                else build_critic(cfg.generator, shape, num_classes).to(device)
-            )
+            if isinstance(self.solver, DiscriminatorSolver):
+                self.critic = self.solver.discriminator  # the critic is the solver
+            elif cfg.generator.kind != "embedding":  # (fitted to a release: no critic)
+                self.critic = build_critic(cfg.generator, shape, num_classes).to(device)
 
     @property
     def critic_is_solver(self) -> bool:
@@ -314,8 +313,8 @@ class Learner:
                 if synthetic
                 else make_stepper(solver_opt, self.solver)
             )
-        gen_trainer = (
-            self._generative_trainer(rng, make_stepper) if self.generator is not None else None
+        gen_trainer = (  # an embedding generator is fitted before (client.site)
+            self._generative_trainer(rng, make_stepper) if self.critic is not None else None
         )
         gen_steps = cfg.train.generator_steps(iterations) if gen_trainer is not None else 0
         if synthetic:
