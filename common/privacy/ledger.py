@@ -36,6 +36,7 @@ under an exclusive lock; writes are atomic (temp file, fsync, rename, directory 
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import fcntl
 import json
@@ -243,6 +244,8 @@ class SiteLedger:
     def class_histogram(self, run_key: str, task: int) -> list[float] | None:
         """The noised class counts of ``task`` released in this run (None: not yet)."""
         found = (self.state["runs"][run_key].get("histograms") or {}).get(str(task))
+        if isinstance(found, dict):  # a long release (an embedding): float32, base64
+            return np.frombuffer(base64.b64decode(found["float32"]), dtype="<f4").tolist()
         return None if found is None else [float(c) for c in found]
 
     def record_class_histogram(self, run_key: str, task: int, counts: list[float]) -> None:
@@ -253,7 +256,11 @@ class SiteLedger:
             raise PrivacyStateError(f"run {run_key} did not plan class histograms")
         if str(task) in histograms:
             raise PrivacyStateError(f"task {task}'s class histogram was already released")
-        histograms[str(task)] = [float(c) for c in counts]
+        if len(counts) > 64:  # an embedding (thousands of values): 4 bytes each, not ~20
+            raw = np.asarray(counts, dtype="<f4").tobytes()
+            histograms[str(task)] = {"float32": base64.b64encode(raw).decode("ascii")}
+        else:
+            histograms[str(task)] = [float(c) for c in counts]
         self.dirty = True
 
     def _place(self, recs: np.ndarray) -> str:

@@ -1,0 +1,132 @@
+"""generator.kind = "embedding": a site's per-class random-feature sums released once per
+task by the Gaussian mechanism: sensitivity 1, fresh secret noise, planned and recorded in
+its lifetime ledger before they exist, never released twice, refused by a second run once
+the budget is spent."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from client.site import Site, SiteIdentity
+from common.config import ConfigError, load_config
+from common.models.embedding import RandomFeatures, features_for
+from common.privacy.accountant import compute_epsilon
+from common.privacy.embedding import class_sums, noised
+from common.privacy.ledger import BudgetExceeded
+from common.replay import ReplayPayload
+
+EMB = {
+    "tasks.num-tasks": 2,
+    "fed.num-sites": 2,
+    "fed.rounds-per-task": 2,
+    "train.iterations": 3,
+    "solver.hidden": 16,
+    "generator.kind": "embedding",
+    "generator.hidden": 16,
+    "generator.latent-dim": 4,
+    "generator.features": 50,
+    "generator.fit-steps": 3,
+    "generator.fit-batch": 8,
+    "replay.mode": "per-task",
+    "train.solver-data": "synthetic",
+    "dp.enabled": True,
+    "dp.min-records": 0,
+    "dp.delta": 1e-5,
+    "dp.target-epsilon": 2.0,
+}
+
+
+def test_one_record_moves_the_sums_by_at_most_one() -> None:
+    """The sensitivity the noise is calibrated to: every record's features have norm 1."""
+    features = RandomFeatures(64, 300, 2.0, seed=0)
+    x = torch.rand(200, 1, 8, 8) * torch.tensor(1e3).pow(torch.rand(200, 1, 1, 1))  # any scale
+    y = torch.randint(0, 3, (200,))
+    assert torch.allclose(features(x).norm(dim=1), torch.ones(200), atol=1e-5)
+    full = class_sums(features, x, y, [0, 1, 2])
+    for i in (0, 57, 199):
+        keep = torch.arange(200) != i
+        without = class_sums(features, x[keep], y[keep], [0, 1, 2])
+        assert float((full - without).norm()) <= 1.0 + 1e-6
+    assert torch.allclose(features.counts(full), torch.bincount(y, minlength=3).double())
+
+
+def test_the_noise_is_fresh_secret_and_of_the_planned_scale() -> None:
+    """Two releases of the same sums differ, even with torch's global generator reseeded
+    to the run's public seed before each; their difference has std sigma * sqrt(2)."""
+    sums = torch.zeros(2, 5001, dtype=torch.float64)
+    torch.manual_seed(0)
+    a = noised(sums, sigma=3.0)
+    torch.manual_seed(0)
+    b = noised(sums, sigma=3.0)
+    assert not torch.equal(a, b)
+    assert float((a - b).std()) == pytest.approx(3.0 * 2**0.5, rel=0.05)
+    with pytest.raises(ValueError, match="sigma"):
+        noised(sums, sigma=0.0)
+
+
+def test_it_is_refused_outside_the_run_it_is_built_for() -> None:
+    for key, value in [
+        ("replay.mode", "ensemble"),
+        ("train.solver-data", "real"),
+        ("dp.class-histogram", True),
+    ]:
+        with pytest.raises(ConfigError, match="embedding"):
+            load_config({**EMB, key: value})
+    with pytest.raises(ConfigError, match="bandwidth"):
+        load_config({**EMB, "generator.bandwidth": "nan"})
+
+
+def _train_rounds(site: Site, rounds: range, *, run_id: int) -> list[torch.Tensor]:
+    """Rounds of the plan (2 per task); the release each round sent."""
+    sent, payload = [], None
+    for r in rounds:
+        task = r // 2
+        if task == 1 and payload is None:
+            payload = ReplayPayload(
+                task=1,
+                solver={k: v.clone() for k, v in site.solver.state_dict().items()},
+                generators=({k: v.clone() for k, v in site.generator.state_dict().items()},),
+                weights=(1.0,),
+                classes=tuple(site.stream.tasks[0].classes),
+                generator_classes=(tuple(site.stream.tasks[0].classes),),
+            )
+        site.train(task, payload=payload, iterations=3, seed=0, run_id=run_id, server_round=r + 1)
+        assert site.release is not None
+        sent.append(site.release.clone())
+    return sent
+
+
+def test_released_once_per_task_recorded_before_and_the_budget_holds_across_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FEDREPLAY_SITE_DIR", str(tmp_path))
+    cfg = load_config(EMB)
+    site = Site(cfg, SiteIdentity(0, 2))
+    sent = _train_rounds(site, range(4), run_id=1)
+    # the second round of a task sends the first round's release again, not a new one
+    assert torch.equal(sent[0], sent[1]) and torch.equal(sent[2], sent[3])
+    assert not torch.equal(sent[0][:, :-1], sent[2][:, :-1])
+    state = json.loads((tmp_path / "privacy" / "site-0" / "ledger.json").read_text())
+    (run,) = state["runs"].values()
+    sigmas = []
+    for t in (0, 1):
+        part = run["partitions"][f"task-{t}"]
+        # the task's whole cost: one Gaussian release, sampling rate 1, no DP-SGD step
+        assert part["events"] == [[part["noise_multiplier"], 1.0, 1]]
+        sigmas.append(part["noise_multiplier"])
+        eps = compute_epsilon([tuple(part["events"][0])], delta=1e-5, kind="rdp")
+        assert 1.9 < eps <= 2.0 + 1e-9  # calibrated to end each task at the target
+        n = len(site.stream.tasks[t].train)
+        counts = RandomFeatures.counts(features_for(cfg, site.stream.shape), sent[2 * t])
+        # noised counts: near the truth, never equal to it
+        assert abs(float(counts.sum()) - n) < 10 * part["noise_multiplier"] * 2**0.5 * 3
+        assert float(counts.sum()) != n
+    assert len(state["ledger"]) == 2, "rounds that release nothing new spend nothing"
+    assert set(run["histograms"]["0"]) == {"float32"}  # kept compact: 4 bytes a value
+    # a second run on the same records: the lifetime budget is spent, nothing is released
+    with pytest.raises(BudgetExceeded):
+        Site(cfg, SiteIdentity(0, 2)).train(
+            0, payload=None, iterations=3, seed=0, run_id=2, server_round=1
+        )
