@@ -36,6 +36,14 @@ DGM = {  # the generator grows at the task boundary: a resumed run must take its
     "replay.mode": "global",
 }
 
+EMB = {  # sites send releases; the server's sum of task 2's must survive the kill
+    "generator.kind": "embedding",
+    "generator.features": 50,
+    "generator.fit-steps": 20,
+    "replay.mode": "per-task",
+    "train.solver-data": "synthetic",
+}
+
 
 class Killed(BaseException):
     """The server process dies (not an Exception: nothing on the way may catch it)."""
@@ -79,7 +87,7 @@ def ledger(sites: Path, site_id: str) -> list[dict]:
     return json.loads((sites / "privacy" / site_id / "ledger.json").read_text())["ledger"]
 
 
-@pytest.mark.parametrize("method", [{}, DGM], ids=["dgr", "dgm"])
+@pytest.mark.parametrize("method", [{}, DGM, EMB], ids=["dgr", "dgm", "embedding"])
 def test_a_resumed_run_equals_an_uninterrupted_one(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, method: dict
 ) -> None:
@@ -87,8 +95,11 @@ def test_a_resumed_run_equals_an_uninterrupted_one(
     whole = load_summary(run(tmp_path / "a", run_id=1, **method))
 
     use_dirs(monkeypatch, tmp_path / "b")
-    folder = killed_run(tmp_path / "b", 3, **method)  # mid task 2, its replay delivered
+    kill = 4 if method is EMB else 3  # embedding: after task 2's first round (its releases)
+    folder = killed_run(tmp_path / "b", kill, **method)  # mid task 2, its replay delivered
     assert not (folder / "summary.json").exists()
+    if method is EMB:
+        assert sorted(RunCheckpoint.load(folder).strategy["releases"]) == ["site-0", "site-1"]
     key = RunCheckpoint.load(folder).run_key  # what the sites keyed their state by
     resumed_path = run(tmp_path / "b", run_id=2, **{"fed.resume": str(folder)}, **method)
     assert resumed_path == folder
