@@ -27,7 +27,6 @@ from common.privacy.release import evaluation_allowed, released
 from common.privacy.session import PreparedRound, PrivacySession, privacy_root
 from common.replay import ReplayPayload
 from common.sitedata import SiteIdentity, local_stream
-from common.training.embedding import fit_to_release
 from common.training.learner import (
     Learner,
     ReplaySource,
@@ -131,6 +130,9 @@ class Site:
         if task > 0 and needs_replay and (payload is None or payload.task != task):
             have = "none" if payload is None else f"task {payload.task}"
             raise ValueError(f"task {task} needs the replay payload for task {task}; have {have}")
+        current = None
+        if self.embedding_kind and payload is not None:  # the server's generator of the task
+            payload, current = payload.split_current(tuple(self.stream.tasks[task].classes))
         rng = torch.Generator().manual_seed(seed)
         replay = replay_for(self.cfg, self.stream.tasks, task, self.replay_source(payload), rng=rng)
         real = real_data_for(self.cfg.method, self.stream.tasks, task)
@@ -144,18 +146,13 @@ class Site:
             if prepared is None:  # too few records to train on privately: sit out
                 return {"num-examples": 0.0, "empty": 1.0}
         class_counts = prepared.histogram if prepared is not None else None
-        if self.embedding_kind:  # release once per task, fit this site's generator to it
-            self.release = self._embedding_release(task, prepared)
-            class_counts = fit_to_release(
-                self.learner.generator,  # type: ignore[arg-type]
-                features_for(self.cfg, self.stream.shape),
-                self.release,
-                self.stream.tasks[task].classes,
-                steps=self.cfg.generator.fit_steps,
-                batch=self.cfg.generator.fit_batch,
-                lr=self.cfg.train.generator_lr,
-                seed=seed,
-            )
+        if self.embedding_kind:  # the task's release (once); the solver learns from the
+            self.release = self._embedding_release(task, prepared)  # server's generator
+            if current is None:  # the task's first round: the server has no generator yet
+                iterations = 0
+            else:
+                assert self.learner.generator is not None
+                self.learner.generator.load_state_dict(current)
         metrics = self.learner.train(
             real,
             replay=replay,

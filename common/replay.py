@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -80,6 +81,34 @@ class ReplayPayload:
                 for cs in d.get("generator_classes", [])  # type: ignore[attr-defined]
             ),
         )
+
+    # generator.kind = "embedding": within a task, the server's generator of the current
+    # task travels with the replay as its last generator (drawing the task's classes)
+    def with_current(self, generator: dict[str, Tensor], classes: tuple[int, ...]) -> ReplayPayload:
+        """This payload plus the current task's generator, last."""
+        return dataclasses.replace(
+            self,
+            generators=(*self.generators, generator),
+            weights=(*self.weights, 1.0),
+            classes=(*self.classes, *classes),
+            generator_classes=(*self.generator_classes, classes),
+        )
+
+    def split_current(
+        self, classes: tuple[int, ...]
+    ) -> tuple[ReplayPayload | None, dict[str, Tensor] | None]:
+        """(the replay of the finished tasks, or None when there is none; the current task's
+        generator, or None when the payload carries none)."""
+        if not self.generator_classes or tuple(self.generator_classes[-1]) != tuple(classes):
+            return self, None
+        base = dataclasses.replace(
+            self,
+            generators=self.generators[:-1],
+            weights=self.weights[:-1],
+            classes=tuple(c for c in self.classes if c not in classes),
+            generator_classes=self.generator_classes[:-1],
+        )
+        return (base if base.generators else None), self.generators[-1]
 
 
 class Replay(Protocol):

@@ -21,15 +21,19 @@ kept: :func:`check_release`), and at the task's end:
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from torch import nn
 
 from common import wire
-from common.models.embedding import RandomFeatures
+from common.config import ExperimentConfig
+from common.data.types import TaskStream
+from common.models import build_generator
+from common.models.embedding import features_for
 from common.models.generator import Generator
+from common.replay import ReplayPayload
 from common.training.embedding import fit_to_release
 
 log = logging.getLogger("fedreplay.server")
@@ -83,36 +87,67 @@ class EmbeddingReleases:
         return EmbeddingReleases({s: np.array(r) for s, r in (state or {}).items()})
 
 
-def fit_task_generator(
-    generator: Generator,
-    features: RandomFeatures,
-    releases: EmbeddingReleases,
-    classes: Sequence[int],
-    *,
-    weight_cap: float,
-    steps: int,
-    batch: int,
-    lr: float,
-    seed: int,
-) -> dict[str, float]:
-    """Fit ``generator`` to the task's bounded sum; returns each site's scaling factor."""
-    total, factors = releases.bounded_sum(weight_cap)
-    cut = {s: f for s, f in factors.items() if f < 1.0}
-    if cut:
-        log.warning("embedding releases cut to the bound: %s", cut)
-    counts = fit_to_release(
-        generator,
-        features,
-        torch.from_numpy(total).float(),
-        classes,
-        steps=steps,
-        batch=batch,
-        lr=lr,
-        seed=seed,
-    )
-    log.info(
-        "task generator fitted to %d sites' embeddings (noised counts %s)",
-        len(factors),
-        " ".join(f"{c}:{n:.0f}" for c, n in counts.items()),
-    )
-    return factors
+class TaskGenerator:
+    """The server's generator of the current task (generator.kind = "embedding"), fitted to
+    the releases received so far: after the task's first round it travels with the replay
+    (its last generator, :meth:`common.replay.ReplayPayload.with_current`), so the sites'
+    solvers learn the task from it; it is refitted when a site's release arrives later, and
+    at the task's end it becomes the task's generator in per-task replay."""
+
+    def __init__(self, cfg: ExperimentConfig, stream: TaskStream, generator: Generator) -> None:
+        self.cfg, self.stream, self.generator = cfg, stream, generator
+        self.features = features_for(cfg, stream.shape)
+        # (task, sites) of the last fit; after a resume: none
+        self.fitted: tuple[int, frozenset[str]] | None = None
+
+    def release_shape(self, t: int) -> tuple[int, int]:
+        """What a site's release of task ``t`` must look like: classes x features."""
+        return len(self.stream.tasks[t].classes), self.features.size
+
+    def classes(self, t: int) -> tuple[int, ...]:
+        return tuple(self.stream.tasks[t].classes)
+
+    def refresh(self, t: int, releases: EmbeddingReleases) -> bool:
+        """Fit afresh if releases arrived since the last fit (True: refitted)."""
+        sites = frozenset(releases.by_site)
+        if not sites or (t, sites) == self.fitted:
+            return False
+        cfg = self.cfg
+        with torch.random.fork_rng(devices=[]):  # a fresh, public initialisation per task
+            torch.manual_seed(cfg.seed + 1000 * t)
+            fresh = build_generator(cfg, self.stream.shape, self.stream.num_classes)
+        self.generator.load_state_dict(fresh.state_dict())
+        total, factors = releases.bounded_sum(cfg.fed.weight_cap)
+        cut = {s: f for s, f in factors.items() if f < 1.0}
+        if cut:
+            log.warning("embedding releases cut to the bound: %s", cut)
+        counts = fit_to_release(
+            self.generator,
+            self.features,
+            torch.from_numpy(total).float(),
+            self.classes(t),
+            steps=cfg.generator.fit_steps,
+            batch=cfg.generator.fit_batch,
+            lr=cfg.train.generator_lr,
+            seed=cfg.seed + 1000 * t,
+        )
+        self.fitted = (t, sites)
+        log.info(
+            "task %d: generator fitted to %d sites' embeddings (noised counts %s)",
+            t + 1,
+            len(sites),
+            " ".join(f"{c}:{n:.0f}" for c, n in counts.items()),
+        )
+        return True
+
+    def finished(self, payload: ReplayPayload | None, t: int) -> ReplayPayload | None:
+        """``payload`` without task ``t``'s own generator: the replay of tasks before t."""
+        return None if payload is None else payload.split_current(self.classes(t))[0]
+
+    def payload(self, t: int, finished: ReplayPayload | None, solver: nn.Module) -> ReplayPayload:
+        """The replay sites get within task ``t``: the finished tasks' plus this one's."""
+        state = {k: v.detach().cpu().clone() for k, v in self.generator.state_dict().items()}
+        if finished is None:  # task 0: nothing to replay; the solver labels nothing
+            solver_state = {k: v.detach().cpu().clone() for k, v in solver.state_dict().items()}
+            finished = ReplayPayload(t, solver_state, (), (), (), ())
+        return finished.with_current(state, self.classes(t))

@@ -31,15 +31,13 @@ from common.evaluator import train_evaluator
 from common.metrics import AccuracyMatrix, evaluate_tasks, per_task_generator_quality
 from common.models import build_generator, build_solver
 from common.models.dgm import DGMGenerator
-from common.models.embedding import RandomFeatures, features_for
-from common.models.generator import Generator
 from common.replay import GenerativeReplay, ReplayPayload
 from common.results import RunFolder
 from server.aggregation import Bounds
 from server.checkpoint import ResumeError, RunCheckpoint, comparable, rng_state, set_rng_state
 from server.client_dp import ClientLevelDP
 from server.console import flower_log_in
-from server.embedding_sum import fit_task_generator
+from server.embedding_sum import TaskGenerator
 from server.finish import finish_run
 from server.mask_aggregation import consolidate
 from server.replay_payload import next_payload, replay_source
@@ -84,8 +82,12 @@ class FederatedRun:
         )
         self.central = cfg.fed.evaluate in ("central", "both")
         # generator.kind = "embedding": sites send releases, the server fits the generator
-        self.features = features_for(cfg, shape) if cfg.generator.kind == "embedding" else None
-        self.travelling = None if self.features is not None else self.generator
+        self.embedding = (
+            TaskGenerator(cfg, self.stream, self.generator)
+            if self.generator is not None and cfg.generator.kind == "embedding"
+            else None
+        )
+        self.travelling = None if self.embedding is not None else self.generator
         self.fedreplay = FedReplay(
             solver=self.solver,
             generator=self.travelling,
@@ -201,9 +203,7 @@ class FederatedRun:
         """The rounds of task ``t`` not ``done`` yet; ``self.arrays`` holds the result."""
         cfg, R = self.cfg, self.cfg.fed.rounds_per_task
         self.task = t
-        shape = None
-        if self.features is not None:  # the task's releases: classes x features
-            shape = (len(self.stream.tasks[t].classes), self.features.size)
+        shape = self.embedding.release_shape(t) if self.embedding is not None else None
         self.fedreplay.begin_task(payload, round_offset=t * R + done, embedding_shape=shape)
         if isinstance(self.generator, DGMGenerator) and len(self.upload_shapes) == t:
             shapes = wire.packed_shapes(self.generator)
@@ -238,6 +238,11 @@ class FederatedRun:
         if local_round == 0:
             return None
         self.arrays = arrays  # the previous model when the round aggregated nothing
+        if self.embedding is not None and self.embedding.refresh(
+            self.task, self.fedreplay.releases
+        ):
+            finished = self.embedding.finished(self.fedreplay.payload, self.task)
+            self.fedreplay.replace_payload(self.embedding.payload(self.task, finished, self.solver))
         central = self.evaluate_central(local_round, arrays)
         rec = self.fedreplay.round_records[-1]
         task_round = rec.server_round - self.task * self.cfg.fed.rounds_per_task
@@ -269,8 +274,8 @@ class FederatedRun:
         self.matrix.record(t, accs)
         if isinstance(self.generator, DGMGenerator):
             self._consolidate(t, self.generator)
-        if self.features is not None and self.generator is not None:
-            self._fit_task_generator(t, self.generator, self.features)
+        if self.embedding is not None:  # (refitted if a release came after the last fit)
+            self.embedding.refresh(t, self.fedreplay.releases)
         payload = self._payload(t + 1)  # the frozen scholar(s) after task t
         self.final_payload = payload
         if self.evaluator is not None and self.generator is not None:
@@ -303,29 +308,6 @@ class FederatedRun:
         size = consolidate(generator, classes, task=t, growth=self.cfg.dgm.growth)
         self.generator_sizes.append(size)
         self.arrays = wire.scholar_record(self.solver, generator)
-
-    def _fit_task_generator(self, t: int, generator: Generator, features: RandomFeatures) -> None:
-        """generator.kind = "embedding": the task's generator, fitted afresh to the sites'
-        bounded, summed releases (server.embedding_sum); per-task replay keeps it."""
-        cfg = self.cfg
-        with torch.random.fork_rng(devices=[]):  # a fresh, public initialisation per task
-            torch.manual_seed(cfg.seed + 1000 * t)
-            fresh = build_generator(cfg, self.stream.shape, self.stream.num_classes)
-        generator.load_state_dict(fresh.state_dict())
-        if not self.fedreplay.releases.by_site:
-            log.warning("task %d: no site released an embedding; its generator is unfitted", t + 1)
-            return
-        fit_task_generator(
-            generator,
-            features,
-            self.fedreplay.releases,
-            self.stream.tasks[t].classes,
-            weight_cap=cfg.fed.weight_cap,
-            steps=cfg.generator.fit_steps,
-            batch=cfg.generator.fit_batch,
-            lr=cfg.train.generator_lr,
-            seed=cfg.seed + 1000 * t,
-        )
 
     # --- run state ---------------------------------------------------------------------------
     def _checkpoint(self, *, task: int, task_rounds: int, payload: ReplayPayload | None) -> None:
@@ -407,7 +389,11 @@ class FederatedRun:
             solver=self.solver,
             generator=self.generator,
             site_generators=self.fedreplay.task_generators,
-            previous=self.fedreplay.payload,
+            previous=(  # embedding: without the finished task's own generator (added here)
+                self.embedding.finished(self.fedreplay.payload, t - 1)
+                if self.embedding is not None
+                else self.fedreplay.payload
+            ),
         )
 
     def _task_accuracies(self, t: int) -> list[float]:

@@ -70,8 +70,19 @@ class SiteRegistry:
             and float(seen["steps"]) == steps
         ):
             return None  # the same reply again
+        # a later round of the same run that spent nothing (generator.kind = "embedding":
+        # the task's one release was made in an earlier round) reports the same numbers
+        idle = (
+            seen is not None
+            and seen.get("run") == run
+            and server_round > int(seen.get("round", 0))
+            and float(seen["epsilon"]) == epsilon
+            and float(seen["steps"]) == steps
+        )
         if seen is not None and (
-            epsilon < float(seen["epsilon"]) - TOLERANCE or steps <= float(seen["steps"])
+            epsilon < float(seen["epsilon"]) - TOLERANCE
+            or steps < float(seen["steps"])
+            or (steps == float(seen["steps"]) and not idle)
         ):
             reason = (
                 f"site {site_id!r} reports lifetime epsilon {epsilon:.4f} after {steps:.0f} DP "

@@ -156,6 +156,11 @@ class FedReplay(FedAvg):
         self.declared = {}
         self.round_offset = round_offset
 
+    def replace_payload(self, payload: ReplayPayload) -> None:
+        """Within a task (generator.kind = "embedding"): every site gets this one next."""
+        self.payload, self.payload_records = payload, wire.replay_records(payload)
+        self.replay_sent.reset()
+
     def snapshot(self) -> dict[str, object]:
         """What a resumed run needs of the current task (node ids are not kept: they
         change when sites reconnect; a resumed task sends its replay to every site again)."""

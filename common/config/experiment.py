@@ -162,6 +162,12 @@ class ExperimentConfig:
                     "releases its task's mean embedding once, the server fits one generator "
                     "per task to the sites' sum, and a solver learns from generators only"
                 )
+        if self.fed.rounds_per_task < 2:
+            raise ConfigError(
+                "generator.kind='embedding' needs fed.rounds-per-task >= 2: in a task's first "
+                "round the sites release their embeddings and the server fits the task's "
+                "generator; the solver learns from it in the rounds after"
+            )
         if self.dp.class_histogram:
             raise ConfigError(
                 "dp.class-histogram with generator.kind='embedding': the embedding's count "

@@ -73,6 +73,7 @@ def test_a_dp_federation_learns_from_releases_and_its_egress_is_clean(
             "generator.latent-dim": 10,
             "generator.features": 300,
             "generator.fit-steps": 150,
+            "fed.rounds-per-task": 2,
             "replay.mode": "per-task",
             "replay.labels": "condition",
             "train.solver-data": "synthetic",
@@ -90,8 +91,11 @@ def test_a_dp_federation_learns_from_releases_and_its_egress_is_clean(
     assert summary["dp_epsilon"] <= 8.0
     ledger = run.read_json("privacy_ledger.json")
     for rows in ledger["sites"].values():  # one Gaussian release per task, nothing else
-        assert [(r["task"], r["sample_rate"]) for r in rows] == [(t, 1.0) for t in range(3)]
-        assert [r["steps"] for r in rows] == [1, 2, 3]  # cumulative: one step per task
+        # a row per round; cumulative steps: the task's second round spent nothing
+        assert [(r["task"], r["steps"]) for r in rows] == [
+            (t, t + 1) for t in range(3) for _ in range(2)
+        ]
+        assert {r["sample_rate"] for r in rows} == {1.0}
     # every task's generator came from the three sites' releases, and replays its classes
     assert len(fed.final_payload.generators) == 3
     assert min(summary["accuracy_matrix"][-1]) > 0.5, summary["accuracy_matrix"]
