@@ -96,7 +96,11 @@ TRAIN_CONFIG = Record(
 )
 EVAL_CONFIG = Record("config", CONFIG, "task")
 REPLAY = Record(
-    "replay", ARRAY, "frozen solver + generator(s) of the finished tasks", when="once per task"
+    "replay",
+    ARRAY,
+    "frozen solver + generator(s) of the finished tasks (generator.kind = embedding: and the "
+    "current task's, once the server has fitted it)",
+    when="once per task (embedding: again after each refit)",
 )
 REPLAY_META = Record(
     "replay-meta", CONFIG, "task, ensemble weights, classes replayed", when="once per task"
@@ -164,11 +168,12 @@ GENERATOR = Part(
 EMBEDDING = Part(
     "embedding",
     present='generator.kind = "embedding", up only (key embedding.sums)',
-    aggregation="one release per site and task (the first one received), each class's row "
-    "cut to fed.update-clip x the median row norm of the task's releases (a hostile site "
-    "moves a class's target by a bounded amount), summed over sites; at the task's end the "
-    "server fits the task's generator to the sum (server.embedding_sum), which becomes "
-    "replay",
+    aggregation="one release per site and task (the first one received), each scaled down "
+    "to at most fed.weight-cap x the median norm of the task's releases (from 3 on), "
+    "summed over sites; after the task's first round (and when a late release arrives) the "
+    "server fits the task's generator to the sum (server.embedding_sum) and sends it with "
+    "the replay, its last generator: the sites' solvers learn the task from it; at the "
+    "task's end it joins per-task replay",
     validation="shape (classes of the task, 2 generator.features + 1), float32, finite",
     privacy="per-class sums of norm-1 random features (L2 sensitivity 1) plus secret "
     "Gaussian noise, once per task, planned and recorded in the site's ledger before it "
