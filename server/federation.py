@@ -10,11 +10,9 @@ own evaluations (federated), and (4) writes everything to the run folder.
 from __future__ import annotations
 
 import logging
-import os
 import secrets
 import time
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -40,31 +38,12 @@ from server.console import flower_log_in
 from server.embedding_sum import TaskGenerator
 from server.finish import finish_run
 from server.mask_aggregation import consolidate
+from server.output_dir import resolve_output_dir
 from server.replay_payload import next_payload, replay_source
 from server.site_registry import SiteRegistry
 from server.strategy import FedReplay
 
 log = logging.getLogger("fedreplay.server")
-
-OUTPUT_DIR_ENV = "FEDREPLAY_OUTPUT_DIR"
-DEFAULT_OUTPUT_BASE = "~/fedreplay"
-
-
-def resolve_output_dir(configured: str) -> Path:
-    """Where a federated run's folders are created, independent of the working directory.
-
-    The ServerApp runs in a process started by the SuperLink, whose working directory is
-    wherever that SuperLink was started (for ``flwr run``'s local SuperLink: the directory
-    of the *first* ``flwr run`` that started it), so a relative ``output-dir`` is resolved
-    against ``$FEDREPLAY_OUTPUT_DIR`` if set (as seen by the ServerApp process), else against
-    ``~/fedreplay``. The default ``output-dir = "runs"`` therefore lands in
-    ``~/fedreplay/runs``. An absolute ``output-dir`` (``~`` expanded) is used as is.
-    """
-    path = Path(configured or "runs").expanduser()
-    if path.is_absolute():
-        return path
-    base = os.environ.get(OUTPUT_DIR_ENV, "") or DEFAULT_OUTPUT_BASE
-    return (Path(base).expanduser() / path).absolute()
 
 
 class FederatedRun:

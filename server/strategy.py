@@ -45,7 +45,7 @@ from server.deliveries import Deliveries
 from server.embedding_sum import EmbeddingReleases
 from server.mask_aggregation import keep_reserved
 from server.reply_checks import check_train_reply
-from server.round_metrics import per_task_accuracy, weighted_metrics
+from server.round_metrics import log_failures, per_task_accuracy, weighted_metrics
 from server.site_owners import SiteOwners
 from server.site_registry import SiteRegistry
 from server.site_sampling import SiteSampler, wait_for_sites
@@ -280,7 +280,7 @@ class FedReplay(FedAvg):
         # a failed site may have lost what it held: the replay and the whole generator again
         self.replay_sent.forget(set(record.failures))
         self.generator_sent.forget(set(record.failures))
-        self._log_failures(record)
+        log_failures(record, self.sites.owners, self.reported)
         if self.registry is not None:
             self.registry.save()
         if not accepted:
@@ -346,20 +346,6 @@ class FedReplay(FedAvg):
             arrays = keep_reserved(current, arrays, self.generator_template)
         out = ArrayRecord({k: wire.Array(v) for k, v in arrays.items()})  # type: ignore[arg-type]
         return out, weighted_metrics([c for _, c in accepted])
-
-    def _log_failures(self, record: RoundRecord) -> None:
-        """Each failure once under the site's id (a dead site is not logged every round;
-        rounds.jsonl keeps every round's failures)."""
-        sites = {node: site for site, node in self.sites.owners.items()}
-        for node, reason in sorted(record.failures.items()):
-            kind = reason.split(":", 1)[0]
-            if self.reported.get(node) == kind:
-                continue
-            self.reported[node] = kind
-            who = f"site {sites[node]!r} (node {node})" if node in sites else f"node {node}"
-            log.warning("round %d: %s failed: %s", record.server_round, who, reason)
-        for reply in record.replies:  # a site that answers again is reported again next time
-            self.reported.pop(reply.node_id, None)
 
     def _check_privacy(
         self, content: RecordDict, metrics: dict[str, float], server_round: int

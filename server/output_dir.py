@@ -1,0 +1,26 @@
+"""Where a federated run's folders are created (the ServerApp's side)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+OUTPUT_DIR_ENV = "FEDREPLAY_OUTPUT_DIR"
+DEFAULT_OUTPUT_BASE = "~/fedreplay"
+
+
+def resolve_output_dir(configured: str) -> Path:
+    """Where a federated run's folders are created, independent of the working directory.
+
+    The ServerApp runs in a process started by the SuperLink, whose working directory is
+    wherever that SuperLink was started (for ``flwr run``'s local SuperLink: the directory
+    of the *first* ``flwr run`` that started it), so a relative ``output-dir`` is resolved
+    against ``$FEDREPLAY_OUTPUT_DIR`` if set (as seen by the ServerApp process), else against
+    ``~/fedreplay``. The default ``output-dir = "runs"`` therefore lands in
+    ``~/fedreplay/runs``. An absolute ``output-dir`` (``~`` expanded) is used as is.
+    """
+    path = Path(configured or "runs").expanduser()
+    if path.is_absolute():
+        return path
+    base = os.environ.get(OUTPUT_DIR_ENV, "") or DEFAULT_OUTPUT_BASE
+    return (Path(base).expanduser() / path).absolute()
