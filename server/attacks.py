@@ -30,6 +30,8 @@ ATTACKS: dict[str, str] = {
     "nan": "sends NaN weights",
     "garbage-generator": "sends a generator of random weights (N(0, 1))",
     "steal-id": "reports another site's site id and partition id",
+    # generator.kind = "embedding" (the other attacks also scale or replace its release)
+    "embedding-swap10": "sends its embedding release with the classes' rows swapped, x10",
 }
 
 Hook = Callable[[Message, Message], Message | None]
@@ -38,9 +40,13 @@ Hook = Callable[[Message, Message], Message | None]
 def _update(sent: Message, reply: Message, fn: Callable[[str, np.ndarray, np.ndarray], np.ndarray]):
     start = wire.scholar_of(sent.content)
     arrays = wire.scholar_of(reply.content)
+
+    def before(k: str, a: np.ndarray) -> np.ndarray:  # an embedding release starts from 0
+        return start[k].numpy() if k in start else np.zeros_like(a)
+
     return ArrayRecord(
         {  # type: ignore[arg-type]
-            k: Array(np.asarray(fn(k, start[k].numpy(), a.numpy()), dtype=np.float32))
+            k: Array(np.asarray(fn(k, before(k, a.numpy()), a.numpy()), dtype=np.float32))
             for k, a in arrays.items()
         }
     )
@@ -69,6 +75,10 @@ def attack_reply(name: str, sent: Message, reply: Message, *, victim: tuple[str,
             sent,
             reply,
             lambda k, s, a: rng.standard_normal(a.shape) if k.startswith("generator.") else a,
+        )
+    elif name == "embedding-swap10":
+        arrays = _update(
+            sent, reply, lambda k, s, a: 10.0 * a[::-1] if k == wire.EMBEDDING_KEY else a
         )
     elif name == "steal-id":
         site = {wire.SITE_ID: victim[0]}

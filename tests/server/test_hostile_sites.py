@@ -219,3 +219,30 @@ def test_too_few_sites_within_the_start_timeout_is_a_clear_error(tmp_path: Path)
         SitesMissing, match=r"2 of fed\.min-sites=3 .* after fed\.start-timeout=1 s"
     ):
         FederatedRun(cfg).run(grid)
+
+
+EMBEDDING = {
+    "generator.kind": "embedding",
+    "generator.latent-dim": 10,
+    "generator.features": 300,
+    "generator.fit-steps": 150,
+    "train.iterations": 150,
+    "replay.mode": "per-task",
+    "replay.labels": "condition",
+    "train.solver-data": "synthetic",
+}
+
+
+def test_an_embedding_release_of_1e30_is_bounded(tmp_path: Path) -> None:
+    """generator.kind = "embedding": a release of 1e30 is cut to twice the median release;
+    without the bound it takes every task. (A release crafted within the bound, e.g. its
+    classes swapped, still moves the targets by its share: docs/results.md measures it.)"""
+    attack = "huge"
+    honest, _ = federate(tmp_path / "honest", None, **EMBEDDING)
+    attacked, _ = federate(tmp_path / "attacked", attack, **EMBEDDING)
+    assert accuracy(attacked) >= accuracy(honest) - 0.1, (accuracy(honest), accuracy(attacked))
+    unprotected, _ = federate(tmp_path / "unprotected", attack, **EMBEDDING, **UNPROTECTED)
+    assert accuracy(unprotected) < accuracy(honest) - 0.2, (
+        accuracy(honest),
+        accuracy(unprotected),
+    )
