@@ -145,7 +145,6 @@ class Site:
             )
             if prepared is None:  # too few records to train on privately: sit out
                 return {"num-examples": 0.0, "empty": 1.0}
-        class_counts = prepared.histogram if prepared is not None else None
         if self.embedding_kind:  # the task's release (once); the solver learns from the
             self.release = self._embedding_release(task, prepared)  # server's generator
             if current is None:  # the task's first round: the server has no generator yet
@@ -162,7 +161,7 @@ class Site:
             seed=seed,
             dp=prepared.plan if prepared is not None else None,
             task_span=self._task_span(task, server_round),
-            class_counts=class_counts,
+            class_counts=prepared.histogram if prepared is not None else None,
         )
         out = {k.replace("_", "-"): v for k, v in metrics.items()}
         if prepared is not None:
@@ -177,8 +176,8 @@ class Site:
 
     @property
     def shared_generator(self) -> torch.nn.Module | None:
-        """The generator that travels between site and server (None: none travels; an
-        embedding site's generator is its own, fitted to its release, and stays)."""
+        """The generator that travels in the scholar's records (None: none does; an
+        embedding site sends its release, and gets the server's generator with the replay)."""
         return None if self.embedding_kind else self.learner.generator
 
     def _embedding_release(self, task: int, prepared: PreparedRound | None) -> torch.Tensor:
