@@ -41,6 +41,7 @@ from server.mask_aggregation import consolidate
 from server.output_dir import resolve_output_dir
 from server.replay_payload import next_payload, replay_source
 from server.site_registry import SiteRegistry
+from server.site_sampling import QUERY_TIMEOUT
 from server.strategy import FedReplay
 
 log = logging.getLogger("fedreplay.server")
@@ -81,7 +82,7 @@ class FederatedRun:
             ),
             registry=SiteRegistry() if cfg.dp.enabled else None,
             start_timeout=cfg.fed.start_timeout,
-            query_timeout=cfg.fed.round_timeout or 300.0,
+            query_timeout=cfg.fed.round_timeout or QUERY_TIMEOUT,
             bounds=(  # client-level DP's clipped, noised mean replaces the rule
                 None
                 if cfg.dp.client_level

@@ -48,7 +48,7 @@ from server.reply_checks import check_train_reply
 from server.round_metrics import log_failures, per_task_accuracy, weighted_metrics
 from server.site_owners import SiteOwners
 from server.site_registry import SiteRegistry
-from server.site_sampling import SiteSampler, wait_for_sites
+from server.site_sampling import QUERY_TIMEOUT, SiteSampler, wait_for_sites
 
 log = logging.getLogger("fedreplay.server")
 
@@ -96,7 +96,7 @@ class FedReplay(FedAvg):
         registry: SiteRegistry | None = None,
         bounds: Bounds | None = None,
         start_timeout: float = 0.0,
-        query_timeout: float = 300.0,
+        query_timeout: float = QUERY_TIMEOUT,
     ) -> None:
         super().__init__(
             fraction_train=fraction_train,
