@@ -49,7 +49,13 @@ def main() -> None:
         recipe = re.sub(r"-eps[0-9.]+-\d{8}-\d{6}$", "", name)
         recipes.setdefault(recipe, []).append((eps, acc))
     for recipe, xy in recipes.items():
-        label = "synthetic solver (DP VAE only)" if "-syn" in recipe else "DP recipe (real data)"
+        label = (
+            "mean embedding (one release per task)"
+            if "-embedding" in recipe
+            else "synthetic solver (DP VAE only)"
+            if "-syn" in recipe
+            else "DP recipe (real data)"
+        )
         ax.plot([x for x, _ in xy], [100 * y for _, y in xy], "o-", label=label)
         for eps, acc in xy:
             ax.annotate(
