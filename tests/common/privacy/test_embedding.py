@@ -15,7 +15,7 @@ from common.models.embedding import RandomFeatures, features_for
 from common.privacy.accountant import compute_epsilon
 from common.privacy.embedding import class_sums, noised
 from common.privacy.ledger import BudgetExceeded
-from common.replay import ReplayPayload
+from server.replay_payload import next_payload
 
 EMB = {
     "tasks.num-tasks": 2,
@@ -84,13 +84,14 @@ def _train_rounds(site: Site, rounds: range, *, run_id: int) -> list[torch.Tenso
     for r in rounds:
         task = r // 2
         if task == 1 and payload is None:
-            payload = ReplayPayload(
-                task=1,
-                solver={k: v.clone() for k, v in site.solver.state_dict().items()},
-                generators=({k: v.clone() for k, v in site.generator.state_dict().items()},),
-                weights=(1.0,),
-                classes=tuple(site.stream.tasks[0].classes),
-                generator_classes=(tuple(site.stream.tasks[0].classes),),
+            payload = next_payload(  # what a server sends: the site's own scholar
+                site.cfg,
+                site.stream,
+                1,
+                solver=site.solver,
+                generator=site.generator,
+                site_generators={},
+                previous=None,
             )
         site.train(task, payload=payload, iterations=3, seed=0, run_id=run_id, server_round=r + 1)
         assert site.release is not None

@@ -11,9 +11,9 @@ import torch
 from client.site import Site, SiteIdentity
 from common.config import ConfigError, load_config
 from common.privacy.histogram import class_weights, noised_class_counts
-from common.replay import ReplayPayload
 from common.training import learner
 from common.training.learner import synthetic_batches
+from server.replay_payload import next_payload
 
 HIST = {
     "tasks.num-tasks": 2,
@@ -93,12 +93,14 @@ def test_released_once_per_task_planned_and_within_the_budget(
     for r in range(4):  # 2 tasks x 2 rounds, the whole plan
         task = r // 2
         if task == 1 and payload is None:  # the site's own scholar replays task 1
-            payload = ReplayPayload(
-                task=1,
-                solver={k: v.clone() for k, v in site.solver.state_dict().items()},
-                generators=({k: v.clone() for k, v in site.generator.state_dict().items()},),
-                weights=(1.0,),
-                classes=tuple(site.stream.tasks[0].classes),
+            payload = next_payload(  # what a server sends: the site's own scholar
+                site.cfg,
+                site.stream,
+                1,
+                solver=site.solver,
+                generator=site.generator,
+                site_generators={},
+                previous=None,
             )
         m = site.train(task, payload=payload, iterations=3, seed=0, run_id=1, server_round=r + 1)
         spent.append(m["dp-epsilon"])
