@@ -35,6 +35,7 @@ from common.models.embedding import features_for
 from common.models.generator import Generator
 from common.replay import ReplayPayload
 from common.training.embedding import fit_to_release
+from server.replay_payload import cpu_state
 
 log = logging.getLogger("fedreplay.server")
 MIN_FOR_BOUND = 3  # releases from which the median bounds anything
@@ -146,8 +147,6 @@ class TaskGenerator:
 
     def payload(self, t: int, finished: ReplayPayload | None, solver: nn.Module) -> ReplayPayload:
         """The replay sites get within task ``t``: the finished tasks' plus this one's."""
-        state = {k: v.detach().cpu().clone() for k, v in self.generator.state_dict().items()}
         if finished is None:  # task 0: nothing to replay; the solver labels nothing
-            solver_state = {k: v.detach().cpu().clone() for k, v in solver.state_dict().items()}
-            finished = ReplayPayload(t, solver_state, (), (), (), ())
-        return finished.with_current(state, self.classes(t))
+            finished = ReplayPayload(t, cpu_state(solver), (), (), (), ())
+        return finished.with_current(cpu_state(self.generator), self.classes(t))

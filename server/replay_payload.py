@@ -41,10 +41,10 @@ def next_payload(
     if t == 0 or generator is None:
         return None
     classes = stream.classes_seen(t - 1)
-    solver_state = _cpu(solver)
+    solver_state = cpu_state(solver)
     if cfg.replay.mode == "global" or not site_generators:
         # global mode, or a task no site's generator came back from: the global generator
-        finished: Mapping[str, tuple[State, float]] = {"global": (_cpu(generator), 1.0)}
+        finished: Mapping[str, tuple[State, float]] = {"global": (cpu_state(generator), 1.0)}
     else:
         finished = site_generators
     gens = tuple(g for g, _ in finished.values())
@@ -80,5 +80,6 @@ def replay_source(
     )
 
 
-def _cpu(model: nn.Module) -> State:
+def cpu_state(model: nn.Module) -> State:
+    """A copy of ``model``'s state on the CPU (never a view of the live tensors)."""
     return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}  # (a copy)

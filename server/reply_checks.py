@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 from flwr.app import RecordDict
 from torch import nn
 
@@ -19,10 +20,11 @@ def check_train_reply(
     solver: nn.Module,
     generator: nn.Module | None,
     embedding_shape: tuple[int, int] | None = None,
-) -> None:
+) -> np.ndarray | None:
     """Raise :class:`wire.WireError` naming what is wrong. A packed DGM generator (its free
     elements only) is replaced in ``content`` by the whole one, made with the server's own
-    frozen elements, before any check, bound or aggregation sees it."""
+    frozen elements, before any check, bound or aggregation sees it. Returns the reply's
+    embedding release, checked (None: it carries none)."""
     wire.check_message(content, protocol.TRAIN_REPLY)  # the declared records only
     wire.site_id_of(content)  # a malformed site record is a WireError
     metrics = wire.scalar_metrics(content.metric_records[wire.METRICS])
@@ -40,3 +42,4 @@ def check_train_reply(
     scholar = wire.unpack_scholar(scholar, generator)
     content.array_records.update(wire.part_records(scholar))
     wire.check_scholar_arrays(scholar, solver, generator)
+    return release

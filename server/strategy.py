@@ -244,7 +244,7 @@ class FedReplay(FedAvg):
                 record.failures[node] = f"error reply: {msg.error.reason}"
                 continue
             try:
-                check_train_reply(
+                release = check_train_reply(
                     msg.content,
                     solver=self.solver_template,
                     generator=self.generator_template,
@@ -271,7 +271,6 @@ class FedReplay(FedAvg):
             record.replies.append(reply)
             if metrics.get("num-examples", 0.0) > 0:
                 accepted.append((reply, msg.content))
-                _, release = wire.without_embedding(wire.scholar_of(msg.content))
                 if release is not None:  # the first of the task counts (server.embedding_sum)
                     self.releases.receive(reply.key, release)
         missing = set(record.sampled) - {r.node_id for r in record.replies} - set(record.failures)
