@@ -41,25 +41,12 @@ from common.config.sections import SolverConfig
 from common.data.types import Split
 from common.evaluator import train_fresh_solver
 from common.metrics import evaluate_tasks
+from common.models.embedding import RandomFeatures
 from common.privacy.calibrate import noise_for_budget
-from common.privacy.randomness import secret_generator
+from common.privacy.embedding import release
 from common.sitedata import SiteIdentity, site_records
 
 CONFIG = "simulations/fed_mnist_dgr_dp_syn_eps1.toml"
-
-
-class Features:
-    """psi(x) = [cos(Wx), sin(Wx), 1] / sqrt(pairs + 1), W ~ N(0, 1/bandwidth^2): public."""
-
-    def __init__(self, dim: int, pairs: int, bandwidth: float, seed: int) -> None:
-        g = torch.Generator().manual_seed(seed)
-        self.w = torch.randn(dim, pairs, generator=g) / bandwidth
-        self.scale = 1.0 / math.sqrt(pairs + 1)
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:  # (B, ...) -> (B, 2 pairs + 1)
-        proj = x.flatten(1) @ self.w
-        ones = torch.ones(x.shape[0], 1)
-        return torch.cat([proj.cos(), proj.sin(), ones], dim=1) * self.scale
 
 
 class Generator(nn.Module):
@@ -83,7 +70,7 @@ class Generator(nn.Module):
 
 def train_generator(
     targets: dict[int, torch.Tensor],
-    phi: Features,
+    phi: RandomFeatures,
     args: argparse.Namespace,
     shape: tuple[int, int, int],
     classes: int,
@@ -127,7 +114,8 @@ def main() -> None:
     ]
     stream = sites[0]
     shape, classes = stream.shape, stream.num_classes
-    phi = Features(math.prod(shape), args.pairs, args.bandwidth, seed=args.seed)
+    # the platform's feature map (common.models.embedding), W drawn from the seed as before
+    phi = RandomFeatures(math.prod(shape), args.pairs, args.bandwidth, seed=args.seed)
     # one Gaussian release (q = 1, one step) per task: the task's whole budget
     plan = [(1.0, 1)]
     sigma = (
@@ -135,22 +123,22 @@ def main() -> None:
         if args.epsilon > 0
         else 0.0
     )
-    noise = secret_generator()
     from common.data.streams import build_stream  # the real test data of every task
 
     tests = build_stream(cfg).tasks
     generators: list[tuple[Generator, list[int]]] = []
     rows = []
     for t, task in enumerate(stream.tasks):
-        total = {y: torch.zeros(2 * args.pairs + 1) for y in task.classes}
+        total = {y: torch.zeros(phi.size) for y in task.classes}
         for site in sites:
             split = site.tasks[t].train
-            for y in task.classes:
-                x = split.x[split.y == y]
-                released = phi(x).sum(0) if len(x) else torch.zeros(2 * args.pairs + 1)
-                if sigma > 0:  # one Gaussian release per task: the whole task's budget
-                    released = released + sigma * torch.randn(released.shape, generator=noise)
-                total[y] += released
+            # the platform's release (common.privacy.embedding): per-class sums, + secret
+            # N(0, sigma^2) noise: one Gaussian release per task, the task's whole budget
+            released = release(
+                phi, split.x, split.y, task.classes, sigma=sigma if sigma > 0 else None
+            )
+            for row, y in enumerate(task.classes):
+                total[y] += released[row]
         targets = {}
         for y, s in total.items():
             count = max(float(s[-1]) / phi.scale, 1.0)  # the noisy record count
