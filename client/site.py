@@ -147,8 +147,9 @@ class Site:
                 return {"num-examples": 0.0, "empty": 1.0}
         if self.embedding_kind:  # the task's release (once); the solver learns from the
             self.release = self._embedding_release(task, prepared)  # server's generator
-            if current is None:  # the task's first round: the server has no generator yet
-                iterations = 0
+            if current is None or self.cfg.solver.arch == "ridge":
+                iterations = 0  # no generator yet (the task's first round), or the server
+                # solves the solver (ridge): nothing to learn here
             else:
                 assert self.learner.generator is not None
                 self.learner.generator.load_state_dict(current)
@@ -189,9 +190,9 @@ class Site:
             return prepared.embedding
         data = self.stream.tasks[task].train
         features = features_for(self.cfg, self.stream.shape)
-        return embedding_release(
-            features, data.x, data.y, self.stream.tasks[task].classes, sigma=None
-        )
+        classes = self.stream.tasks[task].classes
+        ridge = self.cfg.solver.arch == "ridge"
+        return embedding_release(features, data.x, data.y, classes, sigma=None, gram=ridge)
 
     def _task_span(self, task: int, server_round: int) -> tuple[float, float]:
         """The share of task ``task`` this round covers (DGM anneals its masks over it)."""

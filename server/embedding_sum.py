@@ -15,7 +15,12 @@ kept: :func:`check_release`), and at the task's end:
 - sums them: every class's sum over sites (its noise sums too: the per-site Gaussians of
   sigma make a sum of sigma sqrt(sites));
 - fits the task's generator to the per-class means (post-processing; the solver and replay
-  then draw from it).
+  then draw from it);
+- with ``solver.arch = "ridge"`` the releases carry the task's Gram matrix below the sums
+  (:mod:`common.privacy.embedding`): the solver is solved from the finished tasks'
+  statistics plus this sum (:meth:`TaskGenerator.solve`), and at the task's end the sum
+  joins the statistics (:meth:`TaskGenerator.absorb`). The server never takes the solver
+  from a site's reply.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from common.data.types import TaskStream
 from common.models import build_generator
 from common.models.embedding import features_for
 from common.models.generator import Generator
+from common.models.ridge import RidgeSolver
 from common.replay import ReplayPayload
 from common.training.embedding import fit_to_release
 from server.replay_payload import cpu_state
@@ -98,12 +104,16 @@ class TaskGenerator:
     def __init__(self, cfg: ExperimentConfig, stream: TaskStream, generator: Generator) -> None:
         self.cfg, self.stream, self.generator = cfg, stream, generator
         self.features = features_for(cfg, stream.shape)
-        # (task, sites) of the last fit; after a resume: none
+        self.ridge = cfg.solver.arch == "ridge"  # releases carry the Gram (F rows more)
+        # (task, sites) of the last fit and the bounded sum it used; after a resume: none
         self.fitted: tuple[int, frozenset[str]] | None = None
+        self.total: torch.Tensor | None = None
 
     def release_shape(self, t: int) -> tuple[int, int]:
-        """What a site's release of task ``t`` must look like: classes x features."""
-        return len(self.stream.tasks[t].classes), self.features.size
+        """What a site's release of task ``t`` must look like: (classes [+ features]) x
+        features."""
+        rows = len(self.stream.tasks[t].classes) + (self.features.size if self.ridge else 0)
+        return rows, self.features.size
 
     def classes(self, t: int) -> tuple[int, ...]:
         return tuple(self.stream.tasks[t].classes)
@@ -122,10 +132,11 @@ class TaskGenerator:
         cut = {s: f for s, f in factors.items() if f < 1.0}
         if cut:
             log.warning("embedding releases cut to the bound: %s", cut)
+        self.total = torch.from_numpy(total).float()
         counts = fit_to_release(
             self.generator,
             self.features,
-            torch.from_numpy(total).float(),
+            self.total[: len(self.classes(t))],
             self.classes(t),
             steps=cfg.generator.fit_steps,
             batch=cfg.generator.fit_batch,
@@ -140,6 +151,21 @@ class TaskGenerator:
             " ".join(f"{c}:{n:.0f}" for c, n in counts.items()),
         )
         return True
+
+    def solve(self, t: int, solver: RidgeSolver) -> None:
+        """Solve ``solver`` (holding the finished tasks' statistics) with task ``t``'s
+        bounded sum of releases added, when there is one (call :meth:`refresh` first)."""
+        if self.total is not None and self.fitted is not None and self.fitted[0] == t:
+            solver.fit(self.total, self.classes(t))
+        else:
+            solver.fit()
+
+    def absorb(self, t: int, solver: RidgeSolver) -> None:
+        """Task ``t`` is over: its bounded sum joins ``solver``'s statistics."""
+        if self.total is not None and self.fitted is not None and self.fitted[0] == t:
+            solver.absorb(self.total, self.classes(t))
+        else:
+            solver.fit()
 
     def finished(self, payload: ReplayPayload | None, t: int) -> ReplayPayload | None:
         """``payload`` without task ``t``'s own generator: the replay of tasks before t."""

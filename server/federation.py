@@ -29,6 +29,7 @@ from common.evaluator import train_evaluator
 from common.metrics import AccuracyMatrix, evaluate_tasks, per_task_generator_quality
 from common.models import build_generator, build_solver
 from common.models.dgm import DGMGenerator
+from common.models.ridge import RidgeSolver
 from common.replay import GenerativeReplay, ReplayPayload
 from common.results import RunFolder
 from server.aggregation import Bounds
@@ -56,7 +57,7 @@ class FederatedRun:
         seed_everything(cfg.seed)
         self.stream: TaskStream = build_stream(cfg)
         k, shape = self.stream.num_classes, self.stream.shape
-        self.solver = build_solver(cfg.solver, shape, k).to(self.device)
+        self.solver = build_solver(cfg, shape, k).to(self.device)
         self.generator = (
             build_generator(cfg, shape, k).to(self.device) if cfg.uses_generator else None
         )
@@ -68,6 +69,9 @@ class FederatedRun:
             else None
         )
         self.travelling = None if self.embedding is not None else self.generator
+        # solver.arch = "ridge": the solver's statistics at the task's start (the server's
+        # own: it solves the solver from the releases and never takes a site's)
+        self.ridge_base: dict[str, torch.Tensor] | None = None
         self.fedreplay = FedReplay(
             solver=self.solver,
             generator=self.travelling,
@@ -191,6 +195,9 @@ class FederatedRun:
         if ckpt is not None:
             self.fedreplay.restore(ckpt.strategy)
         self.arrays = arrays
+        if isinstance(self.solver, RidgeSolver):
+            self._load(arrays)
+            self.ridge_base = {k: v.clone() for k, v in self.solver.state_dict().items()}
         log.info(
             "task %d/%d (%s): rounds %d-%d",
             t + 1,
@@ -218,12 +225,14 @@ class FederatedRun:
         if local_round == 0:
             return None
         self.arrays = arrays  # the previous model when the round aggregated nothing
-        if self.embedding is not None and self.embedding.refresh(
-            self.task, self.fedreplay.releases
-        ):
-            finished = self.embedding.finished(self.fedreplay.payload, self.task)
-            self.fedreplay.replace_payload(self.embedding.payload(self.task, finished, self.solver))
-        central = self.evaluate_central(local_round, arrays)
+        if self.embedding is not None:
+            refreshed = self.embedding.refresh(self.task, self.fedreplay.releases)
+            self._solve_ridge(absorb=False)
+            if refreshed:
+                finished = self.embedding.finished(self.fedreplay.payload, self.task)
+                payload = self.embedding.payload(self.task, finished, self.solver)
+                self.fedreplay.replace_payload(payload)
+        central = self.evaluate_central(local_round, self.arrays)
         rec = self.fedreplay.round_records[-1]
         task_round = rec.server_round - self.task * self.cfg.fed.rounds_per_task
         self._log_round(self.task, task_round, rec, central)
@@ -248,6 +257,9 @@ class FederatedRun:
         """Evaluate the global scholar after task ``t``; the replay for task ``t + 1``."""
         cfg, task = self.cfg, self.stream.tasks[t]
         self._load(self.arrays)
+        if self.embedding is not None and self.ridge_base is not None:
+            self.embedding.refresh(t, self.fedreplay.releases)
+            self._solve_ridge(absorb=True)  # the task's statistics join the solver's
         if not any(r["accepted"] for r in self.rounds if r["task"] == t):
             log.warning("task %d: no site update was accepted; the scholar is unchanged", t + 1)
         accs = self._task_accuracies(t)
@@ -279,6 +291,17 @@ class FederatedRun:
             100 * self.matrix.average_accuracy(t),
         )
         return payload
+
+    def _solve_ridge(self, *, absorb: bool) -> None:
+        """solver.arch = "ridge": the solver solved from the task-start statistics and the
+        task's releases (:class:`server.embedding_sum.TaskGenerator`); it becomes the global
+        model, whatever the sites sent back."""
+        if self.ridge_base is None or self.embedding is None:
+            return
+        assert isinstance(self.solver, RidgeSolver)
+        self.solver.load_state_dict(self.ridge_base)
+        (self.embedding.absorb if absorb else self.embedding.solve)(self.task, self.solver)
+        self.arrays = wire.scholar_record(self.solver, self.travelling)
 
     def _consolidate(self, t: int, generator: DGMGenerator) -> None:
         """DGM at the boundary of task ``t`` (:func:`server.mask_aggregation.consolidate`);

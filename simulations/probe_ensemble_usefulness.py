@@ -63,7 +63,7 @@ def main() -> None:
     for state in ensemble["generators"]:
         # takes the state's shapes: a grown DGM generator loads too
         gens.append(generator_from_state(cfg, stream.shape, stream.num_classes, state).eval())
-    solver = build_solver(cfg.solver, stream.shape, stream.num_classes)
+    solver = build_solver(cfg, stream.shape, stream.num_classes)
     solver.load_state_dict(torch.load(args.run / "final_models.pt", weights_only=True)["solver"])
     solver.eval()
     last = len(stream) - 1

@@ -37,7 +37,7 @@ def main() -> None:
     cfg = load_run_config(args.run)
     stream = build_stream(cfg)
     ensemble = torch.load(args.run / "final_ensemble.pt", weights_only=True)
-    solver = build_solver(cfg.solver, stream.shape, stream.num_classes)
+    solver = build_solver(cfg, stream.shape, stream.num_classes)
     solver.load_state_dict(torch.load(args.run / "final_models.pt", weights_only=True)["solver"])
     solver.eval()
     reference = train_evaluator(stream, device=CPU, seed=cfg.seed).eval()

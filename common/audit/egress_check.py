@@ -135,7 +135,7 @@ def expected_tensors(
     generator: at ``widths``, the shapes the server gave it after some task)."""
     out = {
         f"solver.{k}": tuple(v.shape)
-        for k, v in build_solver(cfg.solver, shape, num_classes).state_dict().items()
+        for k, v in build_solver(cfg, shape, num_classes).state_dict().items()
     }
     if cfg.uses_generator and cfg.generator.kind != "embedding":  # (the embedding: below)
         gen = build_generator(cfg, shape, num_classes)
@@ -160,7 +160,8 @@ def registered_architectures(
         out.append({**solver, **{k: tuple(v) for k, v in packed.items()}})
     if cfg.uses_generator and cfg.generator.kind == "embedding":  # a release of 1..K classes
         size = 2 * cfg.generator.features + 1
-        out += [{**solver, EMBEDDING_KEY: (k, size)} for k in range(1, num_classes + 1)]
+        extra = size if cfg.solver.arch == "ridge" else 0  # (the Gram's rows)
+        out += [{**solver, EMBEDDING_KEY: (k + extra, size)} for k in range(1, num_classes + 1)]
     return out
 
 

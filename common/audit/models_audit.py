@@ -140,7 +140,7 @@ def audit_models(
     stream = build_stream(cfg)
     shape, k = stream.shape, stream.num_classes
     models = torch.load(run_dir / "final_models.pt", map_location="cpu", weights_only=True)
-    solver = build_solver(cfg.solver, shape, k)
+    solver = build_solver(cfg, shape, k)
     solver.load_state_dict(models["solver"])
     solver.to(device).eval()
     generator = None
@@ -175,7 +175,7 @@ def audit_models(
             generators["generator (global)"] = generator
         if pid in updates:  # what this site itself sent last: the DP guarantee's release
             own = f"site's round-{updates[pid]['round']} update"
-            solvers[f"solver ({own})"] = _model(build_solver(cfg.solver, shape, k), updates[pid])
+            solvers[f"solver ({own})"] = _model(build_solver(cfg, shape, k), updates[pid])
             if "generator" in updates[pid]:
                 gen = build_generator(cfg, shape, k)
                 generators[f"generator ({own})"] = _model(gen, updates[pid], "generator")
@@ -218,7 +218,7 @@ def audit_models(
         site = int(saved.get("site", -1))
         if site in updates:
             targets[f"solver (site {site}'s round-{updates[site]['round']} update)"] = _model(
-                build_solver(cfg.solver, shape, k), updates[site]
+                build_solver(cfg, shape, k), updates[site]
             )
         # The canaries are this run's records: the claim they test is this run's own share.
         claimed = summary.get("dp_epsilon_run", summary.get("dp_epsilon"))

@@ -80,6 +80,8 @@ class ExperimentConfig:
             self._check_embedding()
         if self.solver.arch == "discriminator":
             self._check_discriminator_solver()
+        if self.solver.arch == "ridge":
+            self._check_ridge_solver()
         if self.dp.client_level and self.replay.mode != "global" and self.uses_generator:
             raise ConfigError(
                 f"dp.client-level with replay.mode={self.replay.mode!r} would send every "
@@ -162,7 +164,7 @@ class ExperimentConfig:
                     "releases its task's mean embedding once, the server fits one generator "
                     "per task to the sites' sum, and a solver learns from generators only"
                 )
-        if self.fed.rounds_per_task < 2:
+        if self.fed.rounds_per_task < 2 and self.solver.arch != "ridge":
             raise ConfigError(
                 "generator.kind='embedding' needs fed.rounds-per-task >= 2: in a task's first "
                 "round the sites release their embeddings and the server fits the task's "
@@ -177,6 +179,21 @@ class ExperimentConfig:
             raise ConfigError(
                 "dp.client-level with generator.kind='embedding': the embedding is released "
                 "under sample-level DP (dp.enabled) or not at all"
+            )
+
+    def _check_ridge_solver(self) -> None:
+        """solver.arch = 'ridge': solved by the server from the embedding releases."""
+        if not (self.uses_generator and self.generator.kind == "embedding"):
+            raise ConfigError(
+                "solver.arch='ridge' is solved from the sites' embedding releases: it needs "
+                f"method='dgr' and generator.kind='embedding' (got method={self.method!r}, "
+                f"generator.kind={self.generator.kind!r})"
+            )
+        if self.fed.evaluate != "central":
+            raise ConfigError(
+                f"solver.arch='ridge' with fed.evaluate={self.fed.evaluate!r}: the server "
+                "solves the solver after the round, so only its own evaluation sees it; "
+                "use fed.evaluate='central'"
             )
 
     def _check_discriminator_solver(self) -> None:

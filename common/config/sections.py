@@ -15,7 +15,7 @@ DGM_VARIANTS = ("activations", "weights")
 SCENARIOS = ("class", "domain", "permuted")
 PARTITIONS = ("iid", "dirichlet", "classes")
 GENERATORS = ("vae", "gan", "embedding")
-SOLVERS = ("mlp", "cnn", "discriminator")
+SOLVERS = ("mlp", "cnn", "discriminator", "ridge")
 REPLAY_MODES = ("global", "ensemble", "per-task")
 GAN_LABELS = ("auto", "uniform", "real")
 REPLAY_LABELS = ("hard", "soft", "condition")
@@ -92,10 +92,12 @@ class TasksConfig:
 class SolverConfig:
     arch: str
     hidden: int
+    ridge: float = 100.0  # arch = "ridge": the regularisation lambda of the closed-form fit
 
     def __post_init__(self) -> None:
         _choice("solver.arch", self.arch, SOLVERS)
         _positive("solver.hidden", self.hidden)
+        _positive("solver.ridge", self.ridge)
 
 
 @dataclass(frozen=True)

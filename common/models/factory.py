@@ -9,14 +9,25 @@ from common.data.types import Shape
 from common.models.conv_gan import ConvDiscriminator, ConvGANGenerator
 from common.models.conv_vae import ConvVAEDecoder, ConvVAEEncoder
 from common.models.dgm import DGMGenerator
+from common.models.embedding import features_for
 from common.models.gan import Discriminator, GANGenerator
 from common.models.generator import Generator
 from common.models.growth import fit_state
+from common.models.ridge import RidgeSolver
 from common.models.solver import CNNSolver, DiscriminatorSolver, MLPSolver
 from common.models.vae import VAEDecoder, VAEEncoder
 
 
-def build_solver(cfg: SolverConfig, shape: Shape, num_classes: int) -> nn.Module:
+def build_solver(
+    config: ExperimentConfig | SolverConfig, shape: Shape, num_classes: int
+) -> nn.Module:
+    """The solver (``solver.arch = "ridge"``, on the run's random features, needs the
+    whole experiment's config)."""
+    cfg = config if isinstance(config, SolverConfig) else config.solver
+    if cfg.arch == "ridge":
+        if not isinstance(config, ExperimentConfig):
+            raise ValueError("solver.arch='ridge' is built from the experiment's config")
+        return RidgeSolver(features_for(config, shape), num_classes, ridge=cfg.ridge)
     if cfg.arch == "mlp":
         return MLPSolver(shape, num_classes, cfg.hidden)
     if cfg.arch == "discriminator":  # the AC-GAN's critic, width solver.hidden

@@ -9,10 +9,19 @@ mechanism with noise multiplier sigma (in the accountant: one step at sampling r
 (:class:`common.privacy.session.PrivacySession`); the noise comes from a fresh secret
 generator (:mod:`common.privacy.randomness`), each value a sum of 4 Gaussians as in Opacus'
 secure mode. The count coordinate of each row is then a noised count of the class.
+
+With ``solver.arch = "ridge"`` (:mod:`common.models.ridge`) the release also carries the
+task's second moment sum_i psi_i psi_i^T (F x F) below the sums. One record changes it by
+psi psi^T, of Frobenius norm ||psi||^2 = 1, and its upper triangle (all the matrix says) by
+at most 1; sums and upper triangle together move by at most sqrt(2). Every value then gets
+N(0, (sigma sqrt(2))^2) noise: the same Gaussian mechanism, noise multiplier sigma, one
+event in the ledger. The Gram's noise is drawn on the upper triangle and mirrored
+(post-processing: the matrix stays symmetric).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -21,6 +30,7 @@ from torch import Tensor
 from common.models.embedding import RandomFeatures
 from common.privacy.randomness import secret_generator
 
+GRAM_SENSITIVITY = math.sqrt(2.0)  # sums and the Gram's upper triangle, each moved <= 1
 EVENT_SAMPLE_RATE = 1.0  # the accountant's view: every record, one step
 CHUNK = 1024  # records per feature computation (memory: CHUNK x features)
 
@@ -37,13 +47,37 @@ def class_sums(features: RandomFeatures, x: Tensor, y: Tensor, classes: Sequence
     return out
 
 
+@torch.no_grad()
+def gram_sum(features: RandomFeatures, x: Tensor) -> Tensor:
+    """(F, F): sum over the records of psi psi^T (float64)."""
+    out = torch.zeros(features.size, features.size, dtype=torch.float64)
+    for start in range(0, len(x), CHUNK):
+        psi = features(x[start : start + CHUNK]).double().cpu()  # (b, F)
+        out += psi.T @ psi
+    return out
+
+
+def _secret_normal(shape: tuple[int, ...], std: float) -> Tensor:
+    """N(0, std^2) from a fresh secret generator, each value a sum of 4 Gaussians."""
+    gen = secret_generator()
+    return torch.randn(4, *shape, generator=gen, dtype=torch.float64).sum(0) * std / 2
+
+
 def noised(sums: Tensor, *, sigma: float) -> Tensor:
     """``sums`` plus N(0, sigma^2) secret noise on every value (float32, as it travels)."""
     if sigma <= 0:
         raise ValueError(f"sigma={sigma!r}: the embedding's noise must be positive")
-    gen = secret_generator()
-    noise = torch.randn(4, *sums.shape, generator=gen, dtype=torch.float64).sum(0) * sigma / 2
-    return (sums.double() + noise).float()
+    return (sums.double() + _secret_normal(tuple(sums.shape), sigma)).float()
+
+
+def noised_gram(gram: Tensor, *, sigma: float) -> Tensor:
+    """A symmetric Gram matrix plus N(0, sigma^2) secret noise on its upper triangle,
+    mirrored below (float32)."""
+    if sigma <= 0:
+        raise ValueError(f"sigma={sigma!r}: the embedding's noise must be positive")
+    upper = torch.triu(_secret_normal(tuple(gram.shape), sigma))
+    noise = upper + torch.triu(upper, diagonal=1).T
+    return (gram.double() + noise).float()
 
 
 def release(
@@ -53,7 +87,21 @@ def release(
     classes: Sequence[int],
     *,
     sigma: float | None,
+    gram: bool = False,
 ) -> Tensor:
-    """The task's release: per-class sums, noised when ``sigma`` is given (DP)."""
+    """The task's release, noised when ``sigma`` is given (DP): per-class sums,
+    (len(classes), F); with ``gram``, the Gram matrix below them, (len(classes) + F, F),
+    every value noised at sigma x :data:`GRAM_SENSITIVITY`."""
     sums = class_sums(features, x, y, classes)
-    return noised(sums, sigma=sigma) if sigma is not None else sums.float()
+    if not gram:
+        return noised(sums, sigma=sigma) if sigma is not None else sums.float()
+    second = gram_sum(features, x)
+    if sigma is None:
+        return torch.cat([sums, second]).float()
+    std = sigma * GRAM_SENSITIVITY
+    return torch.cat([noised(sums, sigma=std), noised_gram(second, sigma=std)])
+
+
+def release_rows(num_classes: int, features: RandomFeatures, *, gram: bool) -> int:
+    """Rows of a task's release of ``num_classes`` classes (each row has features.size)."""
+    return num_classes + (features.size if gram else 0)

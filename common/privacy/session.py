@@ -182,7 +182,8 @@ class PrivacySession:
         if stored is not None and cfg.dp.class_histogram:
             counts = dict(zip(classes, stored, strict=True))
         elif stored is not None:  # the embedding, kept flat in the ledger
-            embedding = torch.tensor(stored, dtype=torch.float32).view(len(classes), -1)
+            width = 2 * cfg.generator.features + 1  # (common.models.embedding.RandomFeatures)
+            embedding = torch.tensor(stored, dtype=torch.float32).view(-1, width)
         return PreparedRound(plan, iterations + generator_steps, metrics, taken, counts, embedding)
 
     def _release(self, task: int, sigma: float) -> list[float]:
@@ -191,7 +192,8 @@ class PrivacySession:
         classes = self.tasks[task].classes
         if not self.cfg.dp.class_histogram:  # generator.kind = "embedding"
             features = features_for(self.cfg, tuple(data.x.shape[1:]))  # type: ignore[arg-type]
-            out = embedding_release(features, data.x, data.y, classes, sigma=sigma)
+            ridge = self.cfg.solver.arch == "ridge"  # (the Gram too: common.models.ridge)
+            out = embedding_release(features, data.x, data.y, classes, sigma=sigma, gram=ridge)
             return [float(v) for v in out.flatten()]
         noised = noised_class_counts(data.y, classes, sigma=sigma)
         return list(noised.values())  # in the task's class order

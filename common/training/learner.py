@@ -67,7 +67,7 @@ def source_from_payload(
 ) -> ReplaySource:
     """The frozen models a replay payload describes (the one constructor the sites and the
     server use)."""
-    solver = build_solver(cfg.solver, shape, num_classes)
+    solver = build_solver(cfg, shape, num_classes)
     solver.load_state_dict(payload.solver)
     gens = tuple(
         generator_from_state(cfg, shape, num_classes, state).to(device).eval().requires_grad_(False)
@@ -160,7 +160,7 @@ class Learner:
         device: torch.device,
     ) -> None:
         self.cfg, self.shape, self.num_classes, self.device = cfg, shape, num_classes, device
-        self.solver = build_solver(cfg.solver, shape, num_classes).to(device)
+        self.solver = build_solver(cfg, shape, num_classes).to(device)
         self.generator: Generator | None = None
         self.critic: nn.Module | None = None
         if cfg.uses_generator:

@@ -12,7 +12,7 @@ TINY = {"tasks.num-tasks": 3, "solver.hidden": 8, "generator.hidden": 8, "genera
 
 
 def models(cfg, stream):
-    solver = build_solver(cfg.solver, stream.shape, stream.num_classes)
+    solver = build_solver(cfg, stream.shape, stream.num_classes)
     generator = build_generator(cfg, stream.shape, stream.num_classes)
     return solver, generator
 
