@@ -141,9 +141,13 @@ SOLVER = Part(
     "solver",
     present="always",
     aggregation="fed.aggregation over update-norm-bounded, count-capped updates "
-    "(client-level DP: clipped sum + secret Gaussian noise / sites sampled)",
+    "(client-level DP: clipped sum + secret Gaussian noise / sites sampled); solver.arch = "
+    "ridge: a site sends back what it got, and the server replaces the aggregate with its "
+    "own solve from the embedding releases (it never takes a site's)",
     validation="the registered architecture's keys and shapes, float32, finite",
-    privacy="trained on the site's records: sample-level DP-SGD, or client-level DP",
+    privacy="trained on the site's records: sample-level DP-SGD, or client-level DP "
+    "(ridge: trained on nothing at a site; the server's solve is post-processing of the "
+    "releases)",
 )
 GENERATOR = Part(
     "generator",
@@ -173,11 +177,16 @@ EMBEDDING = Part(
     "summed over sites; after the task's first round (and when a late release arrives) the "
     "server fits the task's generator to the sum (server.embedding_sum) and sends it with "
     "the replay, its last generator: the sites' solvers learn the task from it; at the "
-    "task's end it joins per-task replay",
-    validation="shape (classes of the task, 2 generator.features + 1), float32, finite",
+    "task's end it joins per-task replay. solver.arch = ridge: the sum also solves the "
+    "solver, with the finished tasks' statistics (common.models.ridge), and joins them at "
+    "the task's end",
+    validation="shape (classes of the task [+ F for ridge], F = 2 generator.features + 1), "
+    "float32, finite",
     privacy="per-class sums of norm-1 random features (L2 sensitivity 1) plus secret "
     "Gaussian noise, once per task, planned and recorded in the site's ledger before it "
-    "exists (common.privacy.embedding); its count coordinate is a noised class count",
+    "exists (common.privacy.embedding); its count coordinate is a noised class count. "
+    "ridge: with the features' Gram matrix (F x F, upper triangle moved <= 1 by a record), "
+    "noise sigma x sqrt(2) on every value: the same one event",
 )
 PARTS = (SOLVER, GENERATOR, EMBEDDING)
 PART_NAMES = tuple(p.name for p in PARTS)

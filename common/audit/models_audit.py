@@ -45,9 +45,21 @@ from common.models import (
     generator_from_state,
     load_generator_state,
 )
+from common.models.embedding import RandomFeatures
+from common.models.ridge import RidgeSolver
+from common.privacy.embedding import release
 from common.sitedata import SiteIdentity, site_records
 
 log = logging.getLogger("fedreplay.audit")
+
+
+def _ridge_shadow(solver: nn.Module, split: Split) -> nn.Module:
+    """A ridge solver solved on ``split``'s exact statistics (a shadow model: no noise)."""
+    assert isinstance(solver, RidgeSolver)
+    classes = sorted(int(c) for c in split.y.unique())
+    features = RandomFeatures.from_weights(solver.w)
+    solver.absorb(release(features, split.x, split.y, classes, sigma=None, gram=True), classes)
+    return solver.eval()
 
 
 # --- model audit --------------------------------------------------------------------------
@@ -55,9 +67,12 @@ def make_train_fn(
     cfg: ExperimentConfig, shape: Shape, num_classes: int, iterations: int, device: torch.device
 ) -> TrainFn:
     """LiRA's ``train_fn``: a fresh solver of the run's architecture, Adam at the run's lr
-    and batch size for ``iterations`` steps on the given split (on ``device``)."""
+    and batch size for ``iterations`` steps on the given split (on ``device``); a ridge
+    solver (``solver.arch = "ridge"``) solved on the split's exact statistics instead."""
 
     def train(split: Split, seed: int) -> nn.Module:
+        if cfg.solver.arch == "ridge":  # solved, not trained: the exact fit on the split
+            return _ridge_shadow(build_solver(cfg, shape, num_classes), split)
         return train_fresh_solver(
             cfg.solver,
             shape,

@@ -35,6 +35,13 @@ class RandomFeatures:
         self.scale = 1.0 / math.sqrt(pairs + 1)
         self.size = 2 * pairs + 1
 
+    @classmethod
+    def from_weights(cls, w: Tensor) -> RandomFeatures:
+        """The map of a given (D, P) projection (e.g. a ridge solver's own)."""
+        out = cls.__new__(cls)
+        out.w, out.scale, out.size = w, 1.0 / math.sqrt(w.shape[1] + 1), 2 * w.shape[1] + 1
+        return out
+
     def to(self, device: torch.device) -> RandomFeatures:
         self.w = self.w.to(device)
         return self

@@ -58,9 +58,13 @@ def test_the_sum_survives_a_resume() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("solver", ["mlp", "ridge"])
 def test_a_dp_federation_learns_from_releases_and_its_egress_is_clean(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, solver: str
 ) -> None:
+    """The same with solver.arch = "ridge" (releases carry the Gram; one round per task:
+    the server solves the solver; no site trains one)."""
+    rounds = 1 if solver == "ridge" else 2
     monkeypatch.setenv("FEDREPLAY_SITE_DIR", str(tmp_path / "sites"))
     monkeypatch.setenv("FEDREPLAY_SERVER_DIR", str(tmp_path / "server"))
     cfg = load_config(
@@ -73,7 +77,8 @@ def test_a_dp_federation_learns_from_releases_and_its_egress_is_clean(
             "generator.latent-dim": 10,
             "generator.features": 300,
             "generator.fit-steps": 150,
-            "fed.rounds-per-task": 2,
+            "fed.rounds-per-task": rounds,
+            "solver.arch": solver,
             "replay.mode": "per-task",
             "replay.labels": "condition",
             "train.solver-data": "synthetic",
@@ -93,7 +98,7 @@ def test_a_dp_federation_learns_from_releases_and_its_egress_is_clean(
     for rows in ledger["sites"].values():  # one Gaussian release per task, nothing else
         # a row per round; cumulative steps: the task's second round spent nothing
         assert [(r["task"], r["steps"]) for r in rows] == [
-            (t, t + 1) for t in range(3) for _ in range(2)
+            (t, t + 1) for t in range(3) for _ in range(rounds)
         ]
         assert {r["sample_rate"] for r in rows} == {1.0}
     # every task's generator came from the three sites' releases, and replays its classes

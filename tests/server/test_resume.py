@@ -43,6 +43,7 @@ EMB = {  # sites send releases; the server's sum of task 2's must survive the ki
     "replay.mode": "per-task",
     "train.solver-data": "synthetic",
 }
+RIDGE = {**EMB, "solver.arch": "ridge"}  # the server's solved solver and its statistics too
 
 
 class Killed(BaseException):
@@ -87,7 +88,7 @@ def ledger(sites: Path, site_id: str) -> list[dict]:
     return json.loads((sites / "privacy" / site_id / "ledger.json").read_text())["ledger"]
 
 
-@pytest.mark.parametrize("method", [{}, DGM, EMB], ids=["dgr", "dgm", "embedding"])
+@pytest.mark.parametrize("method", [{}, DGM, EMB, RIDGE], ids=["dgr", "dgm", "embedding", "ridge"])
 def test_a_resumed_run_equals_an_uninterrupted_one(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, method: dict
 ) -> None:
@@ -95,10 +96,11 @@ def test_a_resumed_run_equals_an_uninterrupted_one(
     whole = load_summary(run(tmp_path / "a", run_id=1, **method))
 
     use_dirs(monkeypatch, tmp_path / "b")
-    kill = 4 if method is EMB else 3  # embedding: after task 2's first round (its releases)
+    releases = method is EMB or method is RIDGE
+    kill = 4 if releases else 3  # embedding: after task 2's first round (its releases)
     folder = killed_run(tmp_path / "b", kill, **method)  # mid task 2, its replay delivered
     assert not (folder / "summary.json").exists()
-    if method is EMB:
+    if releases:
         assert sorted(RunCheckpoint.load(folder).strategy["releases"]) == ["site-0", "site-1"]
     key = RunCheckpoint.load(folder).run_key  # what the sites keyed their state by
     resumed_path = run(tmp_path / "b", run_id=2, **{"fed.resume": str(folder)}, **method)

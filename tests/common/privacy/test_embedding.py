@@ -13,7 +13,7 @@ from client.site import Site, SiteIdentity
 from common.config import ConfigError, load_config
 from common.models.embedding import RandomFeatures, features_for
 from common.privacy.accountant import compute_epsilon
-from common.privacy.embedding import class_sums, noised
+from common.privacy.embedding import GRAM_SENSITIVITY, class_sums, noised, release
 from common.privacy.ledger import BudgetExceeded
 from server.replay_payload import next_payload
 
@@ -66,6 +66,39 @@ def test_the_noise_is_fresh_secret_and_of_the_planned_scale() -> None:
         noised(sums, sigma=0.0)
 
 
+def test_with_the_gram_one_record_moves_the_release_by_at_most_sqrt2() -> None:
+    """solver.arch = "ridge": the sums move by <= 1 and the Gram's upper triangle by <= 1,
+    so the release as a whole by <= sqrt(2), the sensitivity its noise is scaled by."""
+    features = RandomFeatures(64, 100, 2.0, seed=0)
+    x = torch.rand(120, 1, 8, 8) * 50
+    y = torch.randint(0, 2, (120,))
+    full = release(features, x, y, [0, 1], sigma=None, gram=True).double()
+    assert full.shape == (2 + features.size, features.size)
+    for i in (0, 61, 119):
+        keep = torch.arange(120) != i
+        less = release(features, x[keep], y[keep], [0, 1], sigma=None, gram=True).double()
+        moved_sums = float((full[:2] - less[:2]).norm())
+        moved_upper = float(torch.triu(full[2:] - less[2:]).norm())
+        assert moved_sums <= 1.0 + 1e-5 and moved_upper <= 1.0 + 1e-5
+        assert (moved_sums**2 + moved_upper**2) ** 0.5 <= GRAM_SENSITIVITY + 1e-5
+
+
+def test_the_gram_release_s_noise_is_fresh_symmetric_and_scaled() -> None:
+    features = RandomFeatures(16, 400, 1.0, seed=0)  # 2 x 801 sums, 321201 Gram values
+    x, y = torch.rand(50, 1, 4, 4), torch.randint(0, 2, (50,))
+    torch.manual_seed(0)
+    a = release(features, x, y, [0, 1], sigma=2.0, gram=True)
+    torch.manual_seed(0)
+    b = release(features, x, y, [0, 1], sigma=2.0, gram=True)
+    assert not torch.equal(a, b)
+    assert torch.equal(a[2:], a[2:].T), "the Gram stays symmetric"
+    diff = (a - b).double()
+    upper = diff[2:][torch.triu(torch.ones_like(diff[2:]), diagonal=0).bool()]
+    # each value's noise has std sigma * sqrt(2); a difference of two, sigma * 2
+    for part in (diff[:2].flatten(), upper):
+        assert float(part.std()) == pytest.approx(2.0 * GRAM_SENSITIVITY * 2**0.5, rel=0.06)
+
+
 def test_it_is_refused_outside_the_run_it_is_built_for() -> None:
     for key, value in [
         ("replay.mode", "ensemble"),
@@ -76,6 +109,14 @@ def test_it_is_refused_outside_the_run_it_is_built_for() -> None:
             load_config({**EMB, key: value})
     with pytest.raises(ConfigError, match="bandwidth"):
         load_config({**EMB, "generator.bandwidth": "nan"})
+    # the ridge solver is solved from embedding releases, and only the server sees it
+    with pytest.raises(ConfigError, match="ridge"):
+        load_config({**EMB, "solver.arch": "ridge", "generator.kind": "vae"})
+    with pytest.raises(ConfigError, match="ridge"):
+        load_config({**EMB, "solver.arch": "ridge", "fed.evaluate": "federated"})
+    with pytest.raises(ConfigError, match="rounds-per-task"):
+        load_config({**EMB, "fed.rounds-per-task": 1})
+    load_config({**EMB, "solver.arch": "ridge", "fed.rounds-per-task": 1})
 
 
 def _train_rounds(site: Site, rounds: range, *, run_id: int) -> list[torch.Tensor]:
@@ -99,11 +140,13 @@ def _train_rounds(site: Site, rounds: range, *, run_id: int) -> list[torch.Tenso
     return sent
 
 
+@pytest.mark.parametrize("solver", ["mlp", "ridge"])
 def test_released_once_per_task_recorded_before_and_the_budget_holds_across_runs(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, solver: str
 ) -> None:
+    """The same for a release with the Gram (solver.arch = "ridge"): one event per task."""
     monkeypatch.setenv("FEDREPLAY_SITE_DIR", str(tmp_path))
-    cfg = load_config(EMB)
+    cfg = load_config({**EMB, "solver.arch": solver})
     site = Site(cfg, SiteIdentity(0, 2))
     sent = _train_rounds(site, range(4), run_id=1)
     # the second round of a task sends the first round's release again, not a new one
@@ -120,7 +163,10 @@ def test_released_once_per_task_recorded_before_and_the_budget_holds_across_runs
         eps = compute_epsilon([tuple(part["events"][0])], delta=1e-5, kind="rdp")
         assert 1.9 < eps <= 2.0 + 1e-9  # calibrated to end each task at the target
         n = len(site.stream.tasks[t].train)
-        counts = RandomFeatures.counts(features_for(cfg, site.stream.shape), sent[2 * t])
+        features = features_for(cfg, site.stream.shape)
+        rows = 2 + (features.size if solver == "ridge" else 0)
+        assert tuple(sent[2 * t].shape) == (rows, features.size)
+        counts = RandomFeatures.counts(features, sent[2 * t][:2])
         # noised counts: near the truth, never equal to it
         assert abs(float(counts.sum()) - n) < 10 * part["noise_multiplier"] * 2**0.5 * 3
         assert float(counts.sum()) != n
