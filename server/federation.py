@@ -33,7 +33,7 @@ from common.models.ridge import RidgeSolver
 from common.replay import GenerativeReplay, ReplayPayload
 from common.results import RunFolder
 from server.aggregation import Bounds
-from server.checkpoint import ResumeError, RunCheckpoint, comparable, rng_state, set_rng_state
+from server.checkpoint import RunCheckpoint
 from server.client_dp import ClientLevelDP
 from server.console import flower_log_in
 from server.embedding_sum import TaskGenerator
@@ -41,6 +41,7 @@ from server.finish import finish_run
 from server.mask_aggregation import consolidate
 from server.output_dir import resolve_output_dir
 from server.replay_payload import next_payload, replay_source
+from server.run_state import load_for_resume, save_checkpoint
 from server.site_registry import SiteRegistry
 from server.site_sampling import QUERY_TIMEOUT
 from server.strategy import FedReplay
@@ -312,59 +313,12 @@ class FederatedRun:
         self.generator_sizes.append(size)
         self.arrays = wire.scholar_record(self.solver, generator)
 
-    # --- run state ---------------------------------------------------------------------------
+    # --- run state (server.run_state) -------------------------------------------------------
     def _checkpoint(self, *, task: int, task_rounds: int, payload: ReplayPayload | None) -> None:
-        RunCheckpoint(
-            run_key=self.run_key,
-            sampling_key=self.fedreplay.sampler.key,
-            config=comparable(self.cfg),
-            task=task,
-            task_rounds=task_rounds,
-            arrays={k: torch.from_numpy(v.numpy().copy()) for k, v in self.arrays.items()},
-            payload=payload.to_dict() if payload is not None else None,
-            strategy=self.fedreplay.snapshot(),
-            rounds=self.rounds,
-            matrix=self.matrix.rows,
-            quality=self.quality,
-            replay_quality=self.replay_quality,
-            generator_sizes=self.generator_sizes,
-            upload_shapes=self.upload_shapes,
-            nodes_seen=sorted(self.nodes_seen),
-            elapsed_s=self.elapsed(),
-            flower_runs=self.flower_runs,
-            rng=rng_state(),
-        ).save(self.folder.path)
+        save_checkpoint(self, task=task, task_rounds=task_rounds, payload=payload)
 
     def _resume(self) -> tuple[RunFolder, RunCheckpoint]:
-        """The run folder of ``fed.resume`` and its checkpoint, loaded into this run."""
-        path = resolve_output_dir(self.cfg.fed.resume)
-        ckpt = RunCheckpoint.load(path)
-        ckpt.check_config(self.cfg)
-        folder = RunFolder(path)
-        if folder.file("summary.json").is_file():
-            raise ResumeError(f"{path} has finished (summary.json exists): nothing to resume")
-        self.run_key, self.rounds = ckpt.run_key, list(ckpt.rounds)
-        self.fedreplay.sampler.key = ckpt.sampling_key or secrets.token_hex(16)
-        self.matrix.rows = [list(r) for r in ckpt.matrix]
-        self.quality, self.replay_quality = ckpt.quality, ckpt.replay_quality
-        self.generator_sizes = list(ckpt.generator_sizes)
-        self.upload_shapes = list(ckpt.upload_shapes)
-        self.nodes_seen |= set(ckpt.nodes_seen)
-        self.elapsed_before, self.flower_runs = ckpt.elapsed_s, list(ckpt.flower_runs)
-        set_rng_state(ckpt.rng)
-        # rounds logged after the checkpoint (killed in between) are dropped: they run again
-        folder.rewrite_jsonl("rounds.jsonl", self.rounds)
-        log.info(
-            "resuming %s: task %d/%d after %d of its %d rounds (run key %s, %d rounds done)",
-            path,
-            min(ckpt.task + 1, len(self.stream)),
-            len(self.stream),
-            ckpt.task_rounds,
-            self.cfg.fed.rounds_per_task,
-            ckpt.run_key,
-            len(self.rounds),
-        )
-        return folder, ckpt
+        return load_for_resume(self)
 
     def elapsed(self) -> float:
         """Wall time of the run so far, over every process that worked on it."""
