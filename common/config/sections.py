@@ -92,7 +92,7 @@ class TasksConfig:
 class SolverConfig:
     arch: str
     hidden: int
-    ridge: float = 100.0  # arch = "ridge": the regularisation lambda of the closed-form fit
+    ridge: float = 30.0  # arch = "ridge": the regularisation lambda of the closed-form fit
 
     def __post_init__(self) -> None:
         _choice("solver.arch", self.arch, SOLVERS)
