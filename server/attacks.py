@@ -37,6 +37,16 @@ ATTACKS: dict[str, str] = {
 Hook = Callable[[Message, Message], Message | None]
 
 
+def _swapped_classes(release: np.ndarray) -> np.ndarray:
+    """x10, with the classes' rows in reverse order (a ridge release's Gram rows, below
+    the classes', left in place)."""
+    rows, cols = release.shape
+    classes = rows - cols if rows > cols else rows
+    out = release.copy()
+    out[:classes] = release[:classes][::-1]
+    return 10.0 * out
+
+
 def _update(sent: Message, reply: Message, fn: Callable[[str, np.ndarray, np.ndarray], np.ndarray]):
     start = wire.scholar_of(sent.content)
     arrays = wire.scholar_of(reply.content)
@@ -78,7 +88,7 @@ def attack_reply(name: str, sent: Message, reply: Message, *, victim: tuple[str,
         )
     elif name == "embedding-swap10":
         arrays = _update(
-            sent, reply, lambda k, s, a: 10.0 * a[::-1] if k == wire.EMBEDDING_KEY else a
+            sent, reply, lambda k, s, a: _swapped_classes(a) if k == wire.EMBEDDING_KEY else a
         )
     elif name == "steal-id":
         site = {wire.SITE_ID: victim[0]}

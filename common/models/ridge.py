@@ -73,10 +73,13 @@ class RidgeSolver(nn.Module):
         known = seen.nonzero().flatten()
         if len(known) == 0:
             return
+        if not (torch.isfinite(gram).all() and torch.isfinite(sums).all()):
+            raise ValueError("the ridge statistics hold NaN or infinite values: nothing to solve")
         evals, evecs = torch.linalg.eigh(gram.double())
-        psd = (evecs * evals.clamp(min=0)) @ evecs.T  # the noise's negative part removed
-        eye = torch.eye(len(psd), dtype=psd.dtype, device=psd.device)
-        coef = torch.linalg.solve(psd + self.ridge * eye, sums[known].double().T)  # (F, k)
+        # (G+ + lambda I)^-1 S^T in G's eigenbasis, the noise's negative eigenvalues set to 0:
+        # every divisor is >= lambda > 0, so any finite statistics have a solution
+        inverse = 1.0 / (evals.clamp(min=0) + self.ridge)  # (F,)
+        coef = evecs @ (inverse[:, None] * (evecs.T @ sums[known].double().T))  # (F, k)
         weight = torch.zeros_like(self.head.weight)
         weight[known] = coef.T.to(weight.dtype)
         bias = torch.full_like(self.head.bias, UNSEEN_BIAS)
