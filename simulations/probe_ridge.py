@@ -59,12 +59,12 @@ def main(argv: list[str] | None = None) -> None:
             )
             releases = []  # per task: the sum over sites of their (noised) releases
             for classes in TASKS:
-                total = None
+                parts = []
                 for s in range(args.sites):
                     rows = (site == s) & torch.isin(fit_y, torch.tensor(classes))
                     r = release(features, fit_x[rows], fit_y[rows], classes, sigma=sigma, gram=True)
-                    total = r.double() if total is None else total + r.double()
-                releases.append(total)
+                    parts.append(r.double())
+                releases.append(torch.stack(parts).sum(0))
             scores = []
             for lam in args.ridge:
                 solver = RidgeSolver(features, 10, ridge=lam)
