@@ -86,12 +86,16 @@ class EmbeddingReleases:
         total = sum(f * self.by_site[s] for f, s in zip(factors, sites, strict=True))
         return np.asarray(total), {s: float(f) for s, f in zip(sites, factors, strict=True)}
 
-    def snapshot(self) -> dict[str, list[list[float]]]:
-        return {s: r.tolist() for s, r in self.by_site.items()}
+    def snapshot(self) -> dict[str, torch.Tensor]:
+        """The releases as float32 tensors (what was received: lossless, and compact in
+        the checkpoint; a ridge release is millions of values)."""
+        return {s: torch.from_numpy(r.astype(np.float32)) for s, r in self.by_site.items()}
 
     @staticmethod
-    def restore(state: dict[str, list[list[float]]] | None) -> EmbeddingReleases:
-        return EmbeddingReleases({s: np.array(r) for s, r in (state or {}).items()})
+    def restore(state: dict[str, torch.Tensor] | None) -> EmbeddingReleases:
+        return EmbeddingReleases(
+            {s: np.asarray(r, dtype=np.float64) for s, r in (state or {}).items()}
+        )
 
 
 class TaskGenerator:
