@@ -45,7 +45,6 @@ class RidgeSolver(nn.Module):
             raise ValueError(f"ridge={ridge!r}: the regularisation must be positive")
         size = features.size
         self.ridge = float(ridge)
-        self.scale = features.scale
         self.register_buffer("w", features.w.clone())  # (D, P), public
         self.register_buffer("gram", torch.zeros(size, size))  # finished tasks, (F, F)
         self.register_buffer("sums", torch.zeros(num_classes, size))  # (K, F)
@@ -56,10 +55,8 @@ class RidgeSolver(nn.Module):
         for p in self.parameters():
             p.requires_grad_(False)
 
-    def features(self, x: Tensor) -> Tensor:  # (B, ...) -> (B, F)
-        proj = x.flatten(1).to(self.w.dtype) @ self.w
-        ones = torch.ones(x.shape[0], 1, device=proj.device, dtype=proj.dtype)
-        return torch.cat([proj.cos(), proj.sin(), ones], dim=1) * self.scale
+    def features(self, x: Tensor) -> Tensor:  # (B, ...) -> (B, F): the run's public map
+        return RandomFeatures.from_weights(self.w)(x)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.features(x))
