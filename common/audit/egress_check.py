@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from common.config import RELEASABLE_METRICS, ExperimentConfig
+from common.data.streams import parse_class_groups
 from common.data.types import Shape
 from common.egress import EgressLog
 from common.models import build_generator, build_solver
@@ -158,10 +159,13 @@ def registered_architectures(
     solver = {k: v for k, v in out[0].items() if k.startswith("solver.")}
     for packed in summary.get("generator_upload_shapes") or []:  # DGM: what sites send
         out.append({**solver, **{k: tuple(v) for k, v in packed.items()}})
-    if cfg.uses_generator and cfg.generator.kind == "embedding":  # a release of 1..K classes
+    if cfg.uses_generator and cfg.generator.kind == "embedding":  # a release: a task's classes
         size = 2 * cfg.generator.features + 1
         extra = size if cfg.solver.arch == "ridge" else 0  # (the Gram's rows)
-        out += [{**solver, EMBEDDING_KEY: (k + extra, size)} for k in range(1, num_classes + 1)]
+        t = cfg.tasks  # (embedding runs are class-incremental: per-task replay)
+        groups = parse_class_groups(t.class_order, num_classes, t.classes_per_task, t.num_tasks)
+        rows = sorted({len(g) + extra for g in groups})
+        out += [{**solver, EMBEDDING_KEY: (k, size)} for k in rows]
     return out
 
 

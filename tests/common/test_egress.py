@@ -15,7 +15,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, Re
 from client.client_app import app as client_app
 from common import egress, wire
 from common.audit.cli import main as audit_main
-from common.audit.egress_check import check_egress, message_problems
+from common.audit.egress_check import check_egress, message_problems, registered_architectures
 from common.config import load_config
 from common.egress import EgressLog, egress_entry
 from server.federation import FederatedRun
@@ -276,3 +276,26 @@ def test_under_dp_only_protocol_metrics_may_leave() -> None:
         "records": [{"name": "metrics", "kind": "metric", "values": {"accuracy": 0.5}}],
     }
     assert "federated evaluation under DP" in " ".join(message_problems(evaluate, expected, dp))
+
+
+@pytest.mark.parametrize("solver", ["mlp", "ridge"])
+def test_an_embedding_release_must_have_a_task_s_rows(solver: str) -> None:
+    """A release's rows are the classes of one task (+ the Gram's F rows with ridge), not any
+    count from 1 to K: a site cannot send the sums of classes outside its task's size."""
+    emb = {
+        "generator.kind": "embedding",
+        "generator.features": 20,
+        "replay.mode": "per-task",
+        "train.solver-data": "synthetic",
+        "fed.rounds-per-task": 2,
+        "solver.arch": solver,
+        "tasks.class-order": "0,1,2;3,4;5,6,7,8,9",
+    }
+    cfg = load_config(emb)
+    extra = 41 if solver == "ridge" else 0
+    shapes = {
+        a[wire.EMBEDDING_KEY]
+        for a in registered_architectures(cfg, SHAPE, CLASSES, {})
+        if wire.EMBEDDING_KEY in a
+    }
+    assert shapes == {(3 + extra, 41), (2 + extra, 41), (5 + extra, 41)}
