@@ -12,7 +12,8 @@ and solves ridge regression onto one-hot targets,
 where G+ is G with its negative eigenvalues (noise) set to 0. Every step is post-processing
 of the releases: no gradient step touches a record. It is exact continual learning over
 the statistics: adding task t's statistics gives the ridge solution over every task's data
-(analytic class-incremental learning), so nothing is forgotten beyond what the noise costs.
+(analytic class-incremental learning): no replay is needed, and an earlier task loses only
+by sharing the classifier with more classes and by the noise.
 
 The statistics live in the module's state (buffers ``gram``, ``sums``, ``seen``): the
 server's checkpoint and the final model carry them, and the model is evaluable alone.
