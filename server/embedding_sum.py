@@ -159,17 +159,15 @@ class TaskGenerator:
     def solve(self, t: int, solver: RidgeSolver) -> None:
         """Solve ``solver`` (holding the finished tasks' statistics) with task ``t``'s
         bounded sum of releases added, when there is one (call :meth:`refresh` first)."""
-        if self.total is not None and self.fitted is not None and self.fitted[0] == t:
-            solver.fit(self.total, self.classes(t))
-        else:
-            solver.fit()
+        solver.fit(self._total(t), self.classes(t))
 
     def absorb(self, t: int, solver: RidgeSolver) -> None:
-        """Task ``t`` is over: its bounded sum joins ``solver``'s statistics."""
-        if self.total is not None and self.fitted is not None and self.fitted[0] == t:
-            solver.absorb(self.total, self.classes(t))
-        else:
-            solver.fit()
+        """Task ``t`` is over: its bounded sum (if any) joins ``solver``'s statistics."""
+        solver.absorb(self._total(t), self.classes(t))
+
+    def _total(self, t: int) -> torch.Tensor | None:
+        """The bounded sum of task ``t``'s releases from the last fit (None: none yet)."""
+        return self.total if self.fitted is not None and self.fitted[0] == t else None
 
     def finished(self, payload: ReplayPayload | None, t: int) -> ReplayPayload | None:
         """``payload`` without task ``t``'s own generator: the replay of tasks before t."""

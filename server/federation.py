@@ -258,17 +258,15 @@ class FederatedRun:
         """Evaluate the global scholar after task ``t``; the replay for task ``t + 1``."""
         cfg, task = self.cfg, self.stream.tasks[t]
         self._load(self.arrays)
-        if self.embedding is not None and self.ridge_base is not None:
+        if self.embedding is not None:  # (refitted if a release came after the last fit)
             self.embedding.refresh(t, self.fedreplay.releases)
-            self._solve_ridge(absorb=True)  # the task's statistics join the solver's
+            self._solve_ridge(absorb=True)  # ridge: the task's statistics join the solver's
         if not any(r["accepted"] for r in self.rounds if r["task"] == t):
             log.warning("task %d: no site update was accepted; the scholar is unchanged", t + 1)
         accs = self._task_accuracies(t)
         self.matrix.record(t, accs)
         if isinstance(self.generator, DGMGenerator):
             self._consolidate(t, self.generator)
-        if self.embedding is not None:  # (refitted if a release came after the last fit)
-            self.embedding.refresh(t, self.fedreplay.releases)
         payload = self._payload(t + 1)  # the frozen scholar(s) after task t
         self.final_payload = payload
         if self.evaluator is not None and self.generator is not None:

@@ -86,8 +86,9 @@ class RidgeSolver(nn.Module):
         self.head.bias.copy_(bias)
 
     @torch.no_grad()
-    def absorb(self, release: Tensor, classes: Sequence[int]) -> None:
-        """Add a finished task's summed release to the statistics and refit."""
+    def absorb(self, release: Tensor | None, classes: Sequence[int]) -> None:
+        """Add a finished task's summed release (None: the task released nothing) to the
+        statistics and refit."""
         gram, sums, seen = self._with(release, classes)
         self.gram.copy_(gram)
         self.sums.copy_(sums)

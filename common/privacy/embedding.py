@@ -100,8 +100,3 @@ def release(
         return torch.cat([sums, second]).float()
     std = sigma * GRAM_SENSITIVITY
     return torch.cat([noised(sums, sigma=std), noised_gram(second, sigma=std)])
-
-
-def release_rows(num_classes: int, features: RandomFeatures, *, gram: bool) -> int:
-    """Rows of a task's release of ``num_classes`` classes (each row has features.size)."""
-    return num_classes + (features.size if gram else 0)
