@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from site_helpers import train_rounds
 
 from client.site import Site, SiteIdentity
 from common.config import ConfigError, load_config
@@ -15,7 +16,6 @@ from common.models.embedding import RandomFeatures, features_for
 from common.privacy.accountant import compute_epsilon
 from common.privacy.embedding import GRAM_SENSITIVITY, class_sums, noised, release
 from common.privacy.ledger import BudgetExceeded
-from server.replay_payload import next_payload
 
 EMB = {
     "tasks.num-tasks": 2,
@@ -121,22 +121,10 @@ def test_it_is_refused_outside_the_run_it_is_built_for() -> None:
 
 def _train_rounds(site: Site, rounds: range, *, run_id: int) -> list[torch.Tensor]:
     """Rounds of the plan (2 per task); the release each round sent."""
-    sent, payload = [], None
-    for r in rounds:
-        task = r // 2
-        if task == 1 and payload is None:
-            payload = next_payload(  # what a server sends: the site's own scholar
-                site.cfg,
-                site.stream,
-                1,
-                solver=site.solver,
-                generator=site.generator,
-                site_generators={},
-                previous=None,
-            )
-        site.train(task, payload=payload, iterations=3, seed=0, run_id=run_id, server_round=r + 1)
-        assert site.release is not None
-        sent.append(site.release.clone())
+    sent = []
+    for _, sent_now in train_rounds(site, rounds, run_id=run_id):
+        assert sent_now is not None
+        sent.append(sent_now)
     return sent
 
 

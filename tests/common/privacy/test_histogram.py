@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from site_helpers import train_rounds
 
 from client.site import Site, SiteIdentity
 from common.config import ConfigError, load_config
 from common.privacy.histogram import class_weights, noised_class_counts
 from common.training import learner
 from common.training.learner import synthetic_batches
-from server.replay_payload import next_payload
 
 HIST = {
     "tasks.num-tasks": 2,
@@ -89,21 +89,8 @@ def test_released_once_per_task_planned_and_within_the_budget(
     monkeypatch.setattr(learner, "synthetic_batches", spy)
     cfg = load_config(HIST)
     site = Site(cfg, SiteIdentity(0, 2))
-    spent, payload = [], None
-    for r in range(4):  # 2 tasks x 2 rounds, the whole plan
-        task = r // 2
-        if task == 1 and payload is None:  # the site's own scholar replays task 1
-            payload = next_payload(  # what a server sends: the site's own scholar
-                site.cfg,
-                site.stream,
-                1,
-                solver=site.solver,
-                generator=site.generator,
-                site_generators={},
-                previous=None,
-            )
-        m = site.train(task, payload=payload, iterations=3, seed=0, run_id=1, server_round=r + 1)
-        spent.append(m["dp-epsilon"])
+    # 2 tasks x 2 rounds, the whole plan; the site's own scholar replays task 1
+    spent = [m["dp-epsilon"] for m, _ in train_rounds(site, range(4), run_id=1)]
     assert max(spent) <= 2.0 + 1e-6 and max(spent) > 1.9  # calibrated to end at the target
     state = json.loads((tmp_path / "privacy" / "site-0" / "ledger.json").read_text())
     (run,) = state["runs"].values()
