@@ -119,7 +119,9 @@ def _parser() -> argparse.ArgumentParser:
     w.add_argument("--run-config", type=Path, default=None, help="take delta from this file")
     w.add_argument("--epsilon", type=float, default=2.0, help="claimed epsilon to calibrate to")
     w.add_argument("--delta", type=float, default=None, help="default: the config's, else 1e-5")
-    w.add_argument("--sample-rate", type=float, default=0.5)
+    w.add_argument(
+        "--sample-rate", type=float, default=0.5, help="1: full batch, the tight Gaussian bound"
+    )
     w.add_argument("--steps", type=int, default=20)
     w.add_argument("--canaries", type=int, default=1_000_000)
     w.add_argument("--out", type=Path, default=None, help="write the result as JSON here")
@@ -157,6 +159,15 @@ def audit_mechanism_cli(args: argparse.Namespace) -> int:
     )
     d = result.to_dict()
     print(json.dumps(d, indent=1))
+    gaussian = result.epsilon_lower_bound_gaussian
+    log.info(
+        "%s: certified epsilon >= %.3f (no assumption)%s; claimed %.3f, accountant PRV %.3f",
+        result.verdict,
+        result.epsilon_lower_bound,
+        "" if gaussian is None else f", >= {gaussian:.3f} if the curve is Gaussian",
+        result.claimed_epsilon,
+        result.epsilon_prv,
+    )
     if args.out is not None:
         args.out.write_text(json.dumps(d, indent=1))
     return 1 if result.verdict.startswith("VIOLATION") else 0

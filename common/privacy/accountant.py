@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
 
+import numpy as np
 from opacus.accountants import PRVAccountant, RDPAccountant
 
 Event = tuple[float, float, int]  # (noise_multiplier, sample_rate, steps)
@@ -42,7 +43,8 @@ def merged(history: Iterable[Event]) -> list[Event]:
 def _epsilon(events: tuple[Event, ...], delta: float, kind: str) -> float:
     acc = RDPAccountant() if kind == "rdp" else PRVAccountant()
     acc.history = list(events)
-    return float(acc.get_epsilon(delta=delta))
+    with np.errstate(divide="ignore"):  # Opacus' PRV takes log(1 - q) = log(0) at rate 1
+        return float(acc.get_epsilon(delta=delta))
 
 
 @dataclass

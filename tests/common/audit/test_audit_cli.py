@@ -166,3 +166,16 @@ def test_non_members_come_from_the_runs_holdout_when_it_has_one() -> None:
     test, source = audit_non_members(load_config(TINY), stream)
     assert "test split" in source
     assert torch.equal(test.index, torch.cat([t.test.index for t in stream.tasks]))
+
+
+def test_the_mechanism_audit_command_writes_both_bounds_and_exits_0_when_consistent(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "mechanism.json"
+    argv = ["mechanism", "--epsilon", "2", "--sample-rate", "1", "--steps", "4"]
+    assert main([*argv, "--canaries", "40000", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["verdict"].startswith("consistent")
+    assert result["claimed_epsilon"] == 2.0 and result["delta"] == 1e-5
+    assert 0 < result["epsilon_lower_bound"] < result["epsilon_lower_bound_gaussian"]
+    assert result["epsilon_lower_bound_gaussian"] <= result["epsilon_exact"] < 2.0

@@ -84,3 +84,77 @@ def test_the_reach_does_not_depend_on_how_many_canaries_were_included() -> None:
     reach = perfect_test_bound(few, delta=DELTA, alpha=0.025)
     assert reach == pytest.approx(perfect_test_bound(many, delta=DELTA, alpha=0.025))
     assert 7 < reach < 10
+
+
+def rate_one_audit(sigma_used: float, *, canaries: int = 100_000) -> MechanismAudit:
+    """Full-batch audit (rate 1, 4 steps) of a step claiming epsilon 2, whose stepper
+    really adds ``sigma_used`` (the claim's sigma for an honest one)."""
+    sigma = noise_for_budget([(1.0, 4)], target_epsilon=2.0, delta=DELTA, accountant="rdp")
+
+    def make(opt: torch.optim.Optimizer, module: nn.Module) -> DPStepper:
+        return DPStepper(
+            opt,
+            module,
+            noise_multiplier=sigma_used * sigma,
+            max_grad_norm=1.0,
+            expected_batch_size=round(canaries / 2),
+            on_step=lambda: None,
+        )
+
+    return audit_mechanism(
+        noise_multiplier=sigma,
+        sample_rate=1.0,
+        steps=4,
+        delta=DELTA,
+        num_canaries=canaries,
+        make_stepper=None if sigma_used == 1.0 else make,
+    )
+
+
+def test_at_rate_one_the_gaussian_bound_certifies_most_of_the_true_epsilon() -> None:
+    """Full batch, the claim is exactly sqrt(T)/sigma-GDP: the mu test reads the middle of
+    the trade-off curve, which 10^5 trials measure well, and lands near the true epsilon
+    while the (eps, delta) test, decided in the tails, certifies half of it."""
+    result = rate_one_audit(1.0)
+    assert result.verdict.startswith("consistent")
+    assert result.mu_claimed is not None and result.epsilon_exact is not None
+    assert result.mu_lower_bound <= result.mu_claimed
+    gaussian = result.epsilon_lower_bound_gaussian
+    assert gaussian is not None
+    assert 0.85 * result.epsilon_exact < gaussian <= result.epsilon_exact
+    assert result.epsilon_lower_bound < 0.7 * result.epsilon_exact
+
+
+def test_noise_too_small_is_caught_by_the_gaussian_bound_alone() -> None:
+    """A stepper adding 60% of the calibrated noise (epsilon about 3.3 claimed as 2): the
+    tails cannot show it with 10^5 canaries, the trade-off curve's middle does."""
+    result = rate_one_audit(0.6)
+    assert result.verdict.startswith("VIOLATION")
+    assert result.epsilon_lower_bound_gaussian is not None
+    assert result.epsilon_lower_bound_gaussian > result.claimed_epsilon
+    assert result.epsilon_lower_bound < result.claimed_epsilon
+
+
+def test_the_gaussian_bound_never_exceeds_the_truth_on_gaussian_scores() -> None:
+    """Soundness: on exactly mu-GDP scores the certified mu stays below mu (95% each, so a
+    failure in 30 draws would mean a wrong bound), and is 0-ish for pure noise."""
+    from common.audit.whitebox import gaussian_test_bound
+
+    rng = np.random.default_rng(0)
+    mu = 0.5
+    for _ in range(30):
+        include = rng.integers(0, 2, 20_000).astype(bool)
+        scores = rng.normal(size=20_000) + mu * include
+        assert gaussian_test_bound(scores, include, alpha=0.05) <= mu
+    include = rng.integers(0, 2, 20_000).astype(bool)
+    assert gaussian_test_bound(rng.normal(size=20_000), include, alpha=0.05) < 0.05
+
+
+def test_gdp_epsilon_matches_the_prv_accountant_at_rate_one() -> None:
+    from common.audit.whitebox import gdp_epsilon
+    from common.privacy.accountant import compute_epsilon
+
+    for sigma, steps in ((5.0, 4), (1.5, 10), (0.8, 1)):
+        prv = compute_epsilon([(sigma, 1.0, steps)], delta=DELTA, kind="prv")
+        assert gdp_epsilon(steps**0.5 / sigma, DELTA) == pytest.approx(prv, rel=0.03)
+    assert gdp_epsilon(0.0, DELTA) == 0.0
