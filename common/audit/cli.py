@@ -10,8 +10,11 @@ fedreplay-audit models RUN_DIR [--quick] [--shadows K] [--data-root R]
     bound it could reach; writes ``audit/`` (audit.json, audit.md, roc.png).
 fedreplay-audit mechanism [--run-config F] [--epsilon E] [--sample-rate Q] [--steps T]
     White-box audit of the private step itself with gradient canaries
-    (common.audit.whitebox): the epsilon lower bound it certifies against the claim;
+    (common.audit.whitebox): the epsilon lower bounds it certifies against the claim;
     exit status 1 on a violation.
+fedreplay-audit release [--run-config F] [--epsilon E] [--gram] [--trials N]
+    White-box audit of the embedding release (common.audit.release_audit): repeated
+    releases with and without a canary record; exit status 1 on a violation.
 """
 
 from __future__ import annotations
@@ -125,18 +128,62 @@ def _parser() -> argparse.ArgumentParser:
     w.add_argument("--steps", type=int, default=20)
     w.add_argument("--canaries", type=int, default=1_000_000)
     w.add_argument("--out", type=Path, default=None, help="write the result as JSON here")
+    r = sub.add_parser("release", help="white-box audit of the embedding release (canary)")
+    r.add_argument("--run-config", type=Path, default=None, help="take delta from this file")
+    r.add_argument("--epsilon", type=float, default=1.0, help="claimed epsilon of one release")
+    r.add_argument("--delta", type=float, default=None, help="default: the config's, else 1e-5")
+    r.add_argument("--gram", action="store_true", help="the ridge form (sums and Gram)")
+    r.add_argument("--trials", type=int, default=100_000)
+    r.add_argument("--out", type=Path, default=None, help="write the result as JSON here")
     return p
 
 
-def audit_mechanism_cli(args: argparse.Namespace) -> int:
-    from common.audit.whitebox import audit_mechanism
+def _claimed_delta(args: argparse.Namespace) -> float:
     from common.config import read_overrides
-    from common.privacy.calibrate import noise_for_budget
 
     delta = args.delta
     if delta is None and args.run_config is not None:
         delta = load_config(read_overrides(args.run_config)).dp.delta or None
-    delta = delta or 1e-5
+    return float(delta or 1e-5)
+
+
+def _report(d: dict, out: Path | None, line: str) -> None:
+    print(json.dumps(d, indent=1))
+    if out is not None:
+        out.write_text(json.dumps(d, indent=1))
+    log.info(line)
+
+
+def audit_release_cli(args: argparse.Namespace) -> int:
+    from common.audit.release_audit import audit_release
+    from common.privacy.calibrate import noise_for_budget
+
+    delta = _claimed_delta(args)
+    sigma = noise_for_budget([(1.0, 1)], target_epsilon=args.epsilon, delta=delta, accountant="rdp")
+    log.info(
+        "auditing %d %s releases at sigma=%.3f (epsilon %.2f at delta %.0e)",
+        args.trials,
+        "ridge (sums and Gram)" if args.gram else "embedding (sums)",
+        sigma,
+        args.epsilon,
+        delta,
+    )
+    result = audit_release(noise_multiplier=sigma, delta=delta, gram=args.gram, trials=args.trials)
+    _report(
+        result.to_dict(),
+        args.out,
+        f"{result.verdict}: certified epsilon >= {result.epsilon_lower_bound:.3f} (no "
+        f"assumption), >= {result.epsilon_lower_bound_gaussian:.3f} if the curve is Gaussian; "
+        f"claimed {result.claimed_epsilon:.3f}, true {result.epsilon_exact:.3f}",
+    )
+    return 1 if result.verdict.startswith("VIOLATION") else 0
+
+
+def audit_mechanism_cli(args: argparse.Namespace) -> int:
+    from common.audit.whitebox import audit_mechanism
+    from common.privacy.calibrate import noise_for_budget
+
+    delta = _claimed_delta(args)
     sigma = noise_for_budget(
         [(args.sample_rate, args.steps)], target_epsilon=args.epsilon, delta=delta, accountant="rdp"
     )
@@ -157,19 +204,15 @@ def audit_mechanism_cli(args: argparse.Namespace) -> int:
         claimed_epsilon=args.epsilon,
         num_canaries=args.canaries,
     )
-    d = result.to_dict()
-    print(json.dumps(d, indent=1))
     gaussian = result.epsilon_lower_bound_gaussian
-    log.info(
-        "%s: certified epsilon >= %.3f (no assumption)%s; claimed %.3f, accountant PRV %.3f",
-        result.verdict,
-        result.epsilon_lower_bound,
-        "" if gaussian is None else f", >= {gaussian:.3f} if the curve is Gaussian",
-        result.claimed_epsilon,
-        result.epsilon_prv,
+    _report(
+        result.to_dict(),
+        args.out,
+        f"{result.verdict}: certified epsilon >= {result.epsilon_lower_bound:.3f} (no "
+        "assumption)"
+        + ("" if gaussian is None else f", >= {gaussian:.3f} if the curve is Gaussian")
+        + f"; claimed {result.claimed_epsilon:.3f}, accountant PRV {result.epsilon_prv:.3f}",
     )
-    if args.out is not None:
-        args.out.write_text(json.dumps(d, indent=1))
     return 1 if result.verdict.startswith("VIOLATION") else 0
 
 
@@ -185,9 +228,9 @@ def _log_progress() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if args.command == "mechanism":
+    if args.command in ("mechanism", "release"):
         _log_progress()
-        return audit_mechanism_cli(args)
+        return audit_mechanism_cli(args) if args.command == "mechanism" else audit_release_cli(args)
     run_dir: Path = args.run_dir
     if not (run_dir / "config.json").is_file():
         print(f"{run_dir} is not a run folder (no config.json)", file=sys.stderr)

@@ -100,18 +100,20 @@ def _cp_upper(k: int, n: int, alpha: float) -> float:
 def _error_bounds(
     scores: np.ndarray, included: np.ndarray, quantiles: np.ndarray, alpha: float
 ) -> list[tuple[float, float]]:
-    """Upper confidence bounds (FPR, FNR) of the tests "IN when score > tau", one per
-    threshold at the pooled scores' ``quantiles``, each at level alpha / len(quantiles)."""
+    """Upper confidence bounds (FPR, FNR) of the tests "IN when score > tau" and "IN when
+    score >= tau" (ties: a broken mechanism's scores can take a few values only), tau at
+    the pooled scores' ``quantiles``, each test at level alpha / (number of tests)."""
     inc = np.asarray(included, dtype=bool)
     ins, outs = np.sort(scores[inc]), np.sort(scores[~inc])
     if not len(ins) or not len(outs):
         raise ValueError("need included and excluded canaries")
-    per = alpha / len(quantiles) / 2
+    per = alpha / (2 * len(quantiles)) / 2
     out = []
     for tau in np.quantile(scores, quantiles):
-        false_pos = len(outs) - int(np.searchsorted(outs, tau, side="right"))
-        false_neg = int(np.searchsorted(ins, tau, side="right"))
-        out.append((_cp_upper(false_pos, len(outs), per), _cp_upper(false_neg, len(ins), per)))
+        for side in ("right", "left"):  # > tau, >= tau
+            false_pos = len(outs) - int(np.searchsorted(outs, tau, side=side))
+            false_neg = int(np.searchsorted(ins, tau, side=side))
+            out.append((_cp_upper(false_pos, len(outs), per), _cp_upper(false_neg, len(ins), per)))
     return out
 
 
@@ -174,7 +176,7 @@ def perfect_test_bound(
     """The bound of a score that separates included from excluded canaries without error:
     the most this many canaries can certify at this confidence (the audit's reach)."""
     inc = np.asarray(included, dtype=bool)
-    per = alpha / thresholds
+    per = alpha / (2 * thresholds)  # as many tests as _error_bounds makes
     fpr = _cp_upper(0, int((~inc).sum()), per / 2)
     fnr = _cp_upper(0, int(inc.sum()), per / 2)
     return max(math.log((1 - delta - fnr) / fpr), math.log((1 - delta - fpr) / fnr))

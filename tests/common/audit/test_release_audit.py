@@ -1,0 +1,67 @@
+"""The white-box audit of the embedding release: repeated releases with and without one
+canary record certify most of the true epsilon, and catch a broken release (noise repeated
+across releases, noise too small)."""
+
+import pytest
+import torch
+from torch import Tensor
+
+from common.audit.release_audit import audit_release
+from common.models.embedding import RandomFeatures
+from common.privacy.calibrate import noise_for_budget
+from common.privacy.embedding import release
+
+DELTA = 1e-5
+SIGMA = noise_for_budget([(1.0, 1)], target_epsilon=2.0, delta=DELTA, accountant="rdp")
+
+
+def test_an_honest_release_is_consistent_and_the_audit_has_power() -> None:
+    result = audit_release(noise_multiplier=SIGMA, delta=DELTA, trials=20_000)
+    assert result.verdict.startswith("consistent")
+    assert result.mu_canary == pytest.approx(result.mu_claimed)  # norm-1 rows
+    assert result.mu_lower_bound <= result.mu_claimed
+    assert 0.6 * result.epsilon_exact < result.epsilon_lower_bound_gaussian
+    assert result.epsilon_lower_bound_gaussian <= result.epsilon_exact <= result.claimed_epsilon
+
+
+def test_the_ridge_release_is_consistent_and_its_canary_moves_it_less_than_the_bound() -> None:
+    result = audit_release(noise_multiplier=SIGMA, delta=DELTA, gram=True, trials=5_000)
+    assert result.verdict.startswith("consistent")
+    # the Gram's upper triangle moves by sqrt((1 + sum psi^4) / 2) < 1: the analysis' slack
+    assert 0.7 * result.mu_claimed < result.mu_canary < result.mu_claimed
+
+
+def test_noise_repeated_across_releases_is_a_violation() -> None:
+    def repeated(
+        features: RandomFeatures,
+        x: Tensor,
+        y: Tensor,
+        classes: list[int],
+        *,
+        sigma: float,
+        gram: bool,
+    ) -> Tensor:
+        sums = release(features, x, y, classes, sigma=None, gram=gram)
+        noise = torch.randn(sums.shape, generator=torch.Generator().manual_seed(7))
+        return sums + noise * sigma  # the same noise in every release
+
+    result = audit_release(noise_multiplier=SIGMA, delta=DELTA, trials=5_000, release_fn=repeated)
+    assert result.verdict.startswith("VIOLATION")
+    assert result.epsilon_lower_bound > 2 * result.claimed_epsilon
+
+
+def test_half_the_noise_is_a_violation() -> None:
+    def halved(
+        features: RandomFeatures,
+        x: Tensor,
+        y: Tensor,
+        classes: list[int],
+        *,
+        sigma: float,
+        gram: bool,
+    ) -> Tensor:
+        return release(features, x, y, classes, sigma=sigma / 2, gram=gram)
+
+    result = audit_release(noise_multiplier=SIGMA, delta=DELTA, trials=20_000, release_fn=halved)
+    assert result.verdict.startswith("VIOLATION")
+    assert result.epsilon_lower_bound_gaussian > result.claimed_epsilon
