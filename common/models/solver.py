@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor, nn
 
@@ -67,3 +69,14 @@ class DiscriminatorSolver(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:  # (B, C, H, W) -> (B, K) logits of the aux head
         return self.discriminator(x)[1]
+
+
+def split_head(solver: nn.Module) -> tuple[Callable[[Tensor], Tensor], nn.Linear]:
+    """(body, head): the solver as ``head(body(x))``, its last linear layer apart."""
+    if isinstance(solver, DiscriminatorSolver):
+        return solver.discriminator.body, solver.discriminator.aux
+    if isinstance(solver, MLPSolver):
+        return solver.net[:-1], solver.net[-1]  # type: ignore[return-value]
+    if isinstance(solver, CNNSolver):
+        return (lambda x: solver.head[:-1](solver.features(x))), solver.head[-1]  # type: ignore[return-value]
+    raise TypeError(f"{type(solver).__name__} has no separable linear head")
