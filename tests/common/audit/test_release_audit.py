@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import Tensor
 
-from common.audit.release_audit import audit_release
+from common.audit.release_audit import ReleaseFn, audit_release
 from common.models.embedding import RandomFeatures
 from common.privacy.calibrate import noise_for_budget
 from common.privacy.embedding import release
@@ -31,8 +31,10 @@ def test_the_ridge_release_is_consistent_and_its_canary_moves_it_less_than_the_b
     assert 0.7 * result.mu_claimed < result.mu_canary < result.mu_claimed
 
 
-def test_noise_repeated_across_releases_is_a_violation() -> None:
-    def repeated(
+def broken_release(*, scale: float = 1.0, repeat: bool = False) -> ReleaseFn:
+    """The release with ``scale`` x its noise, or (``repeat``) the same noise every time."""
+
+    def fn(
         features: RandomFeatures,
         x: Tensor,
         y: Tensor,
@@ -41,27 +43,25 @@ def test_noise_repeated_across_releases_is_a_violation() -> None:
         sigma: float,
         gram: bool,
     ) -> Tensor:
+        if not repeat:
+            return release(features, x, y, classes, sigma=sigma * scale, gram=gram)
         sums = release(features, x, y, classes, sigma=None, gram=gram)
-        noise = torch.randn(sums.shape, generator=torch.Generator().manual_seed(7))
-        return sums + noise * sigma  # the same noise in every release
+        return sums + sigma * torch.randn(sums.shape, generator=torch.Generator().manual_seed(7))
 
-    result = audit_release(noise_multiplier=SIGMA, delta=DELTA, trials=5_000, release_fn=repeated)
+    return fn
+
+
+def test_noise_repeated_across_releases_is_a_violation() -> None:
+    result = audit_release(
+        noise_multiplier=SIGMA, delta=DELTA, trials=5_000, release_fn=broken_release(repeat=True)
+    )
     assert result.verdict.startswith("VIOLATION")
     assert result.epsilon_lower_bound > 2 * result.claimed_epsilon
 
 
 def test_half_the_noise_is_a_violation() -> None:
-    def halved(
-        features: RandomFeatures,
-        x: Tensor,
-        y: Tensor,
-        classes: list[int],
-        *,
-        sigma: float,
-        gram: bool,
-    ) -> Tensor:
-        return release(features, x, y, classes, sigma=sigma / 2, gram=gram)
-
-    result = audit_release(noise_multiplier=SIGMA, delta=DELTA, trials=20_000, release_fn=halved)
+    result = audit_release(
+        noise_multiplier=SIGMA, delta=DELTA, trials=20_000, release_fn=broken_release(scale=0.5)
+    )
     assert result.verdict.startswith("VIOLATION")
     assert result.epsilon_lower_bound_gaussian > result.claimed_epsilon
