@@ -19,7 +19,7 @@ Two bounds, at the stated confidence (Bonferroni over thresholds, scores and bou
   FPR + e^eps FNR >= 1 - delta and FNR + e^eps FPR >= 1 - delta; with Clopper-Pearson upper
   bounds on FPR and FNR, eps_lb = max over tau of log((1 - delta - FNR_ub) / FPR_ub), ...
   Thresholds lie geometrically in the upper tail down to 1/m; (eps, delta) is decided in
-  tails that m trials measure only to about 1/m: 80-86% of the true eps with 10^7 canaries
+  tails that m trials measure only to about 1/m: 73-81% of the true eps with 10^7 canaries
   at rate 1, about 2/3 with 10^6 at rate 0.5 (docs/results.md).
 - mu-GDP (Dong, Roth & Su): a mu-GDP mechanism has FNR >= Phi(Phi^-1(1 - FPR) - mu) for
   every test, so each threshold certifies mu >= Phi^-1(1 - FPR_ub) - Phi^-1(FNR_ub): the
