@@ -48,7 +48,7 @@ def _tool(name: str) -> Callable[[list[str]], int | None]:
 TOOLS = {
     "run": "a federated run through flwr run, verified (simulations/run_federated.py)",
     "single": "train one site on a task stream (fedreplay-single)",
-    "audit": "egress, model and mechanism audits (fedreplay-audit)",
+    "audit": "egress, model, mechanism and release audits (fedreplay-audit)",
     "privacy": "sites' lifetime privacy ledgers (fedreplay-privacy)",
     "compare": "compare run folders (fedreplay-compare)",
 }
