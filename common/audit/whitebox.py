@@ -125,7 +125,7 @@ def hypothesis_test_bound(
     alpha: float,
     thresholds: int = 40,
 ) -> float:
-    """Largest eps that thresholding ``scores`` rejects, each threshold at level alpha."""
+    """Largest eps that thresholding ``scores`` refutes, at level alpha over all thresholds."""
     # upper tails from 1/2 down to 1/m, geometrically: (eps, delta) is decided far out
     quantiles = 1 - np.geomspace(0.5, 1.0 / len(scores), thresholds)
     best = 0.0
@@ -139,7 +139,8 @@ def hypothesis_test_bound(
 def gaussian_test_bound(
     scores: np.ndarray, included: np.ndarray, *, alpha: float, thresholds: int = 20
 ) -> float:
-    """Largest mu for which the thresholded ``scores`` refute mu-GDP (Dong, Roth & Su 2022).
+    """Largest mu for which the thresholded ``scores`` refute mu-GDP (Dong, Roth & Su 2022),
+    at level alpha over all thresholds.
 
     A mu-GDP mechanism's every test has FNR >= Phi(Phi^-1(1 - FPR) - mu), so each threshold
     certifies mu >= Phi^-1(1 - FPR_ub) - Phi^-1(FNR_ub). The middle of the trade-off curve
