@@ -18,7 +18,7 @@ from flwr.common.constant import ErrorCode
 
 from client.site import Site, SiteIdentity, apply_node_config
 from client.site_store import CachedReply, SiteStore, instruction_digest
-from common import egress, protocol, wire
+from common import egress, protocol, wire, wire_packed
 from common.config import ExperimentConfig, load_config
 from common.models.dgm import DGMGenerator
 from common.sitestate import site_dir
@@ -77,7 +77,7 @@ def train(msg: Message, context: Context) -> Message:
     scholar_in = _whole_scholar(msg, store, site)  # DGM: may come packed
     # the instruction as a whole, however it travelled: a resumed server sends whole what
     # it had sent packed, and must get the same reply
-    plain = {k: v for k, v in config.items() if k != wire.GENERATOR_BASE}
+    plain = {k: v for k, v in config.items() if k != wire_packed.GENERATOR_BASE}
     digest = instruction_digest(plain, wire.numpy_arrays(scholar_in), run_key=run_key)
     cached = store.reply_for(digest)
     if cached is not None:
@@ -124,15 +124,15 @@ def _whole_scholar(msg: Message, store: SiteStore, site: Site) -> ArrayRecord:
     task; a whole DGM generator is kept for that."""
     record = wire.scholar_of(msg.content)
     config = msg.content.config_records[wire.CONFIG]
-    if wire.GENERATOR_BASE in config:
+    if wire_packed.GENERATOR_BASE in config:
         if site.generator is None:
             raise wire.WireError("a packed generator was sent to a site of a method without one")
         base = store.generator_base()
-        return wire.unpack_with_base(
+        return wire_packed.unpack_with_base(
             record,
             None if base is None else wire.array_record(base),
             site.generator,
-            digest=wire.config_str(config, wire.GENERATOR_BASE),
+            digest=wire.config_str(config, wire_packed.GENERATOR_BASE),
         )
     if isinstance(site.generator, DGMGenerator):
         store.save_generator_base(

@@ -8,7 +8,7 @@ is per run and dies with it), so what a site needs from one round to the next li
 - ``replay.pt``: the replay payload of the current task, as received once per task.
 - ``generator_base.pt`` (DGM): the whole generator as last received; within a task the
   server then sends only its free elements (masked transfer down) and the site fills in
-  the frozen ones from here (:func:`common.wire.unpack_with_base`).
+  the frozen ones from here (:func:`common.wire_packed.unpack_with_base`).
 - ``reply.pt``: the last reply this site sent and the digest of the instruction it answered.
   When the same instruction arrives again (the server was killed after the site answered
   and resumed from the round before) the site sends that reply again instead of training

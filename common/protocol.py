@@ -160,7 +160,7 @@ GENERATOR = Part(
     "packed_generator; the server fills in its own before validation, server."
     "mask_aggregation). Down, a site gets the generator whole in its first round of a "
     "task and after a failure, else packed the same way with the digest of the frozen "
-    "elements it must hold (config `generator-base`; common.wire.unpack_with_base; "
+    "elements it must hold (config `generator-base`; common.wire_packed.unpack_with_base; "
     "a site without them refuses the round and gets the whole generator next round); "
     "the current task's mask embeddings are averaged, and at the "
     "task's end the server binarises them and grows the generator (common.models.growth)",

@@ -1,5 +1,6 @@
-"""The wire format between sites and server: the only core module that imports flwr.
-It encodes what :mod:`common.protocol` declares (records, parts; docs/protocol.md).
+"""The wire format between sites and server: with :mod:`common.wire_packed` (the DGM
+generator's masked transfer) the only core modules that import flwr. It encodes what
+:mod:`common.protocol` declares (records, parts; docs/protocol.md).
 
 The scholar travels as one array record per part, ``solver`` and ``generator``, each with
 its own ``<part>.<parameter>`` keys (:func:`part_records`); a receiver joins them into
@@ -32,7 +33,6 @@ REPLAY_META = protocol.REPLAY_META.name
 METRICS = protocol.METRICS.name
 SITE = protocol.SITE.name
 SITE_ID = "site-id"
-GENERATOR_BASE = "generator-base"  # train config: the generator travels packed (its digest)
 SCHOLAR_PARTS = protocol.PART_NAMES
 
 
@@ -89,16 +89,6 @@ def scholar_record(
 GEN = protocol.GENERATOR.name
 
 
-def _generator_state(record: ArrayRecord) -> dict[str, np.ndarray]:
-    return {k.split(".", 1)[1]: v.numpy() for k, v in record.items() if protocol.part_of(k) == GEN}
-
-
-def _with_generator(record: ArrayRecord, state: Mapping[str, np.ndarray]) -> ArrayRecord:
-    out = {k: v for k, v in record.items() if protocol.part_of(k) != GEN}
-    out.update({f"{GEN}.{n}": Array(np.ascontiguousarray(v)) for n, v in state.items()})
-    return ArrayRecord(out)  # type: ignore[arg-type]
-
-
 def packed_generator(generator: nn.Module) -> dict[str, Array]:
     """Masked transfer (:mod:`common.masked_transfer`): of a DGM generator the elements free
     in the current task, per key flattened; keys frozen everywhere (reserved by finished
@@ -110,74 +100,6 @@ def packed_generator(generator: nn.Module) -> dict[str, Array]:
 def packed_shapes(generator: nn.Module) -> dict[str, tuple[int, ...]]:
     """Wire key -> shape of every generator array a site sends (:func:`packed_generator`)."""
     return {k: tuple(a.shape) for k, a in packed_generator(generator).items()}
-
-
-def pack_scholar(record: ArrayRecord, generator: nn.Module | None) -> ArrayRecord:
-    """Masked transfer down: the global scholar with its DGM generator cut to the free
-    elements (``generator``, the server's, says which), for a site that holds the frozen
-    ones (:func:`unpack_with_base`). Without frozen elements: ``record`` itself."""
-    frozen = masked.frozen_of(generator)
-    if not frozen:
-        return record
-    return _with_generator(record, masked.pack(_generator_state(record), frozen))
-
-
-def frozen_digest(record: ArrayRecord, generator: nn.Module | None) -> str:
-    """Digest of the frozen generator elements in ``record`` ("" without any)."""
-    try:
-        return masked.frozen_digest(_generator_state(record), masked.frozen_of(generator))
-    except masked.PackError as exc:
-        raise WireError(str(exc)) from None
-
-
-def unpack_scholar(record: ArrayRecord, generator: nn.Module | None) -> ArrayRecord:
-    """A packed scholar made whole: frozen elements from ``generator`` (the receiver's
-    own), the sent values in the free places. A WireError names any generator array whose
-    key, dtype or number of values does not fit."""
-    frozen = masked.frozen_of(generator)
-    if not frozen:
-        return record
-    assert generator is not None
-    reference = masked.module_state(generator)
-    try:
-        return _with_generator(record, masked.unpack(_generator_state(record), reference, frozen))
-    except masked.PackError as exc:
-        raise WireError(str(exc)) from None
-
-
-def packed_instruction(
-    arrays: ArrayRecord, config: ConfigRecord, generator: nn.Module | None
-) -> tuple[ArrayRecord, ConfigRecord] | None:
-    """The train instruction's scholar and config for a site that holds the task's frozen
-    generator elements (the config names their digest); None when nothing is frozen."""
-    digest = frozen_digest(arrays, generator)
-    if not digest:
-        return None
-    return pack_scholar(arrays, generator), ConfigRecord({**dict(config), GENERATOR_BASE: digest})
-
-
-def unpack_with_base(
-    record: ArrayRecord, base: ArrayRecord | None, generator: nn.Module, *, digest: str
-) -> ArrayRecord:
-    """A packed instruction made whole at a site: ``base`` is the whole generator the site
-    received earlier in the task, ``generator`` the site's module (it takes the base's
-    shapes and masks). A WireError when the site holds no base, or one whose frozen
-    elements are not the server's (``digest``): the server then sends it whole."""
-    if base is None:
-        raise WireError(
-            "the server sent the generator packed (free elements only), but this site holds "
-            "no whole generator of the task to fill in the frozen ones; it needs the whole "
-            "generator (the server sends it in the next round)"
-        )
-    state = {k: torch.from_numpy(np.array(v)) for k, v in _generator_state(base).items()}
-    load_module(generator, state, what="stored generator", adopt_shapes=True)
-    held = frozen_digest(base, generator)
-    if held != digest:
-        raise WireError(
-            f"the generator this site holds has frozen elements {held[:12]}..., the server's "
-            f"packed instruction assumes {digest[:12]}...: it needs the whole generator"
-        )
-    return unpack_scholar(record, generator)
 
 
 EMBEDDING_KEY = f"{protocol.EMBEDDING.name}.sums"

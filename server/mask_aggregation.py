@@ -3,7 +3,7 @@
 Sites train only free weights (their gradients of reserved weights are zero) and the
 current task's mask embeddings, and send only those (:func:`common.wire.packed_generator`);
 the server fills in its own reserved weights and mask state (usage bit sets, class -> task
-map, number of finished tasks) before validation (:func:`common.wire.unpack_scholar`), so
+map, number of finished tasks) before validation (:func:`common.wire_packed.unpack_scholar`), so
 a site cannot move what finished tasks use. After the round's rule has combined the
 bounded updates, :func:`keep_reserved` puts every frozen element back to the server's own
 bits once more (a mean of equal float32 values need not round back to the same bits). The

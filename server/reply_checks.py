@@ -10,7 +10,7 @@ import numpy as np
 from flwr.app import RecordDict
 from torch import nn
 
-from common import protocol, wire
+from common import protocol, wire, wire_packed
 from server.embedding_sum import check_release
 
 
@@ -39,7 +39,7 @@ def check_train_reply(
     scholar, release = wire.without_embedding(wire.scholar_of(content))
     if release is not None:  # generator.kind = "embedding" (server.embedding_sum)
         check_release(release, embedding_shape)
-    scholar = wire.unpack_scholar(scholar, generator)
+    scholar = wire_packed.unpack_scholar(scholar, generator)
     content.array_records.update(wire.part_records(scholar))
     wire.check_scholar_arrays(scholar, solver, generator)
     return release

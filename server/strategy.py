@@ -36,7 +36,7 @@ from flwr.serverapp.strategy import FedAvg
 from flwr.serverapp.strategy.strategy_utils import sample_nodes
 from torch import nn
 
-from common import protocol, wire
+from common import protocol, wire, wire_packed
 from common.models.dgm import DGMGenerator
 from common.replay import ReplayPayload
 from server.aggregation import AggregationError, Bounds, aggregate, bounded_model
@@ -208,7 +208,7 @@ class FedReplay(FedAvg):
         self.instructions = messages  # their ids, once sent, attribute the SuperLink's errors
         self.replay_sent.begin_round()
         self.generator_sent.begin_round()
-        packed = wire.packed_instruction(arrays, round_config, self.generator_template)
+        packed = wire_packed.packed_instruction(arrays, round_config, self.generator_template)
         for node_id in node_ids:
             content = RecordDict({**wire.part_records(arrays), wire.CONFIG: round_config})
             if packed is not None and self.generator_sent.holds(node_id):

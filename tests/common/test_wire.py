@@ -5,7 +5,7 @@ import pytest
 import torch
 from flwr.app import Array, ArrayRecord, RecordDict
 
-from common import wire
+from common import wire, wire_packed
 from common.config import GeneratorConfig, SolverConfig
 from common.models import build_generator, build_solver
 from common.replay import ReplayPayload
@@ -144,12 +144,12 @@ def make_site_generator():
 def test_a_packed_instruction_is_made_whole_exactly_from_the_site_s_base() -> None:
     gen, whole = _dgm_after_one_task()
     base = ArrayRecord({k: v for k, v in whole.items() if k.startswith("generator.")})
-    packed = wire.pack_scholar(whole, gen)
+    packed = wire_packed.pack_scholar(whole, gen)
     assert wire.record_bytes(packed) < 0.9 * wire.record_bytes(whole), "nothing was left out"
     assert not any(k.startswith("generator.usage_") for k in packed), "mask state travelled"
     site_gen = make_site_generator()
-    digest = wire.frozen_digest(whole, gen)
-    out = wire.unpack_with_base(packed, base, site_gen, digest=digest)
+    digest = wire_packed.frozen_digest(whole, gen)
+    out = wire_packed.unpack_with_base(packed, base, site_gen, digest=digest)
     assert sorted(out) == sorted(whole)
     for key in whole:
         assert np.array_equal(out[key].numpy(), whole[key].numpy()), key
@@ -157,16 +157,16 @@ def test_a_packed_instruction_is_made_whole_exactly_from_the_site_s_base() -> No
 
 def test_a_packed_instruction_without_the_right_base_is_refused_not_guessed() -> None:
     gen, whole = _dgm_after_one_task()
-    packed, digest = wire.pack_scholar(whole, gen), wire.frozen_digest(whole, gen)
+    packed, digest = wire_packed.pack_scholar(whole, gen), wire_packed.frozen_digest(whole, gen)
     with pytest.raises(wire.WireError, match="holds no whole generator"):
-        wire.unpack_with_base(packed, None, make_site_generator(), digest=digest)
+        wire_packed.unpack_with_base(packed, None, make_site_generator(), digest=digest)
     # a base whose one reserved weight differs from the server's
     reserved = {n: f for n, f in gen.frozen_elements().items() if not n.startswith("usage")}
     name, f = next((n, f) for n, f in reserved.items() if "weight" in n and not bool(f.all()))
     stale = {k: v.numpy().copy() for k, v in whole.items() if k.startswith("generator.")}
     stale[f"generator.{name}"][f.numpy()] += 1e-3
     with pytest.raises(wire.WireError, match="needs the whole generator"):
-        wire.unpack_with_base(
+        wire_packed.unpack_with_base(
             packed, wire.array_record(stale), make_site_generator(), digest=digest
         )
 
@@ -175,4 +175,5 @@ def test_models_without_frozen_elements_travel_whole_down() -> None:
     gen = build_generator(GeneratorConfig(kind="vae", hidden=16, latent_dim=4), (1, 28, 28), 10)
     solver = build_solver(SolverConfig(arch="mlp", hidden=16), (1, 28, 28), 10)
     whole = wire.scholar_record(solver, gen)
-    assert wire.pack_scholar(whole, gen) is whole and wire.frozen_digest(whole, gen) == ""
+    assert wire_packed.pack_scholar(whole, gen) is whole
+    assert wire_packed.frozen_digest(whole, gen) == ""

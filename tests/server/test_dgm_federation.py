@@ -10,7 +10,7 @@ import torch
 from flwr.app import Message
 
 from client.client_app import app as client_app
-from common import wire
+from common import wire, wire_packed
 from common.config import load_config
 from common.models import masks
 from common.models.dgm import DGMGenerator
@@ -69,7 +69,7 @@ def train_messages(grid: InProcessGrid, task: int, *, packed: bool = False) -> l
 
 
 def is_packed(msg: Message) -> bool:
-    return wire.GENERATOR_BASE in msg.content.config_records[wire.CONFIG]
+    return wire_packed.GENERATOR_BASE in msg.content.config_records[wire.CONFIG]
 
 
 def test_sites_and_server_agree_on_the_grown_shapes(tmp_path: Path) -> None:
