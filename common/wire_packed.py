@@ -15,9 +15,8 @@ from torch import nn
 
 from common import masked_transfer as masked
 from common import protocol
-from common.wire import WireError, load_module
+from common.wire import GEN, WireError, load_module
 
-GEN = protocol.GENERATOR.name
 GENERATOR_BASE = "generator-base"  # train config: the generator travels packed (its digest)
 
 

@@ -317,7 +317,7 @@ class FederatedRun:
         """solver.balance-steps: the head refitted on generated samples of every class
         seen (common.training.balance), before the solver is evaluated and sent on."""
         if self.generator is not None and balance_after_task(
-            self.cfg, self.solver, self.generator, self.stream.tasks[: t + 1]
+            self.cfg, self.solver, self.generator, self.stream, t
         ):
             self.arrays = wire.scholar_record(self.solver, self.travelling)
 

@@ -23,19 +23,16 @@ import torch.nn.functional as F
 from common.audit.run_folder import load_run_config
 from common.data.streams import build_stream
 from common.data.types import TaskStream
+from common.metrics import evaluate_tasks
 from common.models import build_solver, generator_from_state
 from common.models.solver import split_head
-from common.training.balance import balance_head
+from common.training.balance import balance_head, generated_features
+
+CPU = torch.device("cpu")
 
 
-def per_task(solver: torch.nn.Module, stream: TaskStream) -> list[float]:
-    with torch.no_grad():
-        return [
-            float((solver(t.test.x).argmax(1) == t.test.y).float().mean()) for t in stream.tasks
-        ]
-
-
-def show(name: str, accs: list[float]) -> None:
+def show(name: str, solver: torch.nn.Module, stream: TaskStream) -> None:
+    accs = evaluate_tasks(solver, stream.tasks, len(stream) - 1, device=CPU)
     row = " / ".join(f"{100 * a:.1f}" for a in accs)
     print(f"{name}: {row}; average {100 * sum(accs) / len(accs):.2f}%")
 
@@ -67,8 +64,8 @@ def main() -> None:
     print(
         f"errors: {errors}; to the last task's classes {last}: {to_last} ({to_last / errors:.0%})"
     )
-    show("as trained", per_task(solver, stream))
-    seen = [c for t in stream.tasks for c in t.classes]
+    show("as trained", solver, stream)
+    seen = stream.classes_seen(len(stream) - 1)
     fakes_only = copy.deepcopy(solver)
     balance_head(
         fakes_only,
@@ -79,20 +76,14 @@ def main() -> None:
         lr=cfg.train.lr,
         rng=torch.Generator().manual_seed(0),
     )
-    show("head refitted on balanced fakes", per_task(fakes_only, stream))
+    show("head refitted on balanced fakes", fakes_only, stream)
     # the same with the last task's real data mixed in (a fifth of each batch)
     mixed = copy.deepcopy(solver)
     body, head = split_head(mixed)
     rng = torch.Generator().manual_seed(0)
-    labels = torch.tensor(seen).repeat_interleave(args.samples)
+    feats, labels = generated_features(body, generator, seen, samples=args.samples, rng=rng)
+    real = stream.tasks[-1].train
     with torch.no_grad():
-        feats = torch.cat(
-            [
-                body(generator.sample(labels[i : i + 1000], generator=rng))
-                for i in range(0, len(labels), 1000)
-            ]
-        )
-        real = stream.tasks[-1].train
         real_feats = body(real.x)
     opt = torch.optim.Adam(head.parameters(), lr=cfg.train.lr)
     for _ in range(args.steps):
@@ -103,7 +94,7 @@ def main() -> None:
         opt.zero_grad()
         loss.backward()
         opt.step()
-    show("head refitted on balanced fakes + the last task's real data", per_task(mixed, stream))
+    show("head refitted on balanced fakes + the last task's real data", mixed, stream)
 
 
 if __name__ == "__main__":

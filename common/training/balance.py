@@ -18,14 +18,14 @@ It reads only the generator and the solver, never a record: post-processing unde
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 
 from common.config import ExperimentConfig
-from common.data.types import Task
+from common.data.types import TaskStream
 from common.models.generator import Generator
 from common.models.solver import split_head
 from common.training.optim import adam
@@ -33,6 +33,27 @@ from common.training.optim import adam
 log = logging.getLogger("fedreplay.server")
 BATCH = 256  # generated features per step
 CHUNK = 1000  # inputs per generator / body call (memory)
+
+
+@torch.no_grad()
+def generated_features(
+    body: Callable[[Tensor], Tensor],
+    generator: Generator,
+    classes: Sequence[int],
+    *,
+    samples: int,
+    rng: torch.Generator,
+) -> tuple[Tensor, Tensor]:
+    """``samples`` generated inputs of each of ``classes`` through ``body``: (features
+    (C * samples, hidden), labels (C * samples,)), on the body's device."""
+    labels = torch.tensor(list(classes)).repeat_interleave(samples)  # (C * samples,)
+    feats = torch.cat(
+        [
+            body(generator.sample(labels[i : i + CHUNK], generator=rng))
+            for i in range(0, len(labels), CHUNK)
+        ]
+    )
+    return feats, labels.to(feats.device)
 
 
 def balance_head(
@@ -50,20 +71,11 @@ def balance_head(
     if steps <= 0 or not classes:
         return 0.0
     body, head = split_head(solver)
-    device = next(head.parameters()).device
-    labels = torch.tensor(list(classes)).repeat_interleave(samples)  # (C * samples,)
-    with torch.no_grad():
-        feats = torch.cat(
-            [
-                body(generator.sample(labels[i : i + CHUNK], generator=rng))
-                for i in range(0, len(labels), CHUNK)
-            ]
-        )  # (C * samples, hidden)
-    labels = labels.to(device)
+    feats, labels = generated_features(body, generator, classes, samples=samples, rng=rng)
     opt = adam(head.parameters(), lr=lr)
     loss = torch.zeros(())
     for _ in range(steps):
-        idx = torch.randint(len(labels), (BATCH,), generator=rng).to(device)
+        idx = torch.randint(len(labels), (BATCH,), generator=rng).to(labels.device)
         loss = F.cross_entropy(head(feats[idx]), labels[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -72,15 +84,14 @@ def balance_head(
 
 
 def balance_after_task(
-    cfg: ExperimentConfig, solver: nn.Module, generator: Generator, tasks: Sequence[Task]
+    cfg: ExperimentConfig, solver: nn.Module, generator: Generator, stream: TaskStream, t: int
 ) -> bool:
-    """``solver.balance-steps`` after the last of ``tasks`` (the tasks so far): the head
-    refitted over their classes, seeded from ``seed`` and the task (generated data only).
-    False when off."""
+    """``solver.balance-steps`` after task ``t``: the head refitted over the classes seen,
+    seeded from ``seed`` and the task (generated data only). False when off."""
     steps = cfg.solver.balance_steps
     if steps <= 0:
         return False
-    seen = [c for task in tasks for c in task.classes]
+    seen = stream.classes_seen(t)
     loss = balance_head(
         solver,
         generator,
@@ -88,9 +99,7 @@ def balance_after_task(
         steps=steps,
         samples=cfg.solver.balance_samples,
         lr=cfg.train.lr,
-        rng=torch.Generator().manual_seed(cfg.seed + 7919 * len(tasks)),
+        rng=torch.Generator().manual_seed(cfg.seed + 7919 * (t + 1)),
     )
-    log.info(
-        "task %d: solver head balanced over %d classes (loss %.3f)", len(tasks), len(seen), loss
-    )
+    log.info("task %d: solver head balanced over %d classes (loss %.3f)", t + 1, len(seen), loss)
     return True
