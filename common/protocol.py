@@ -174,8 +174,11 @@ EMBEDDING = Part(
     present='generator.kind = "embedding", up only (key embedding.sums)',
     aggregation="one release per site and task (the first one received), each scaled down "
     "to at most fed.weight-cap x the median norm of the task's releases (from 3 on), "
-    "summed over sites; after the task's first round (and when a late release arrives) the "
-    "server fits the task's generator to the sum (server.embedding_sum) and sends it with "
+    "each block (a class's sums, the Gram) held to the direction of the other sites' "
+    "blocks, its part off it cut to fed.weight-cap x the median such part "
+    "(server.release_consensus), summed over sites; after the task's first round (and "
+    "when a late release arrives) the server fits the task's generator to the sum "
+    "(server.embedding_sum) and sends it with "
     "the replay, its last generator: the sites' solvers learn the task from it; at the "
     "task's end it joins per-task replay. solver.arch = ridge: the sum also solves the "
     "solver, with the finished tasks' statistics (common.models.ridge), and joins them at "

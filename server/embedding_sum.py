@@ -12,6 +12,10 @@ kept: :func:`check_release`), and at the task's end:
   keeps that site's per-class means and proportions, so an honest site holding much more
   than the others loses weight, not shape; a hostile one (1e30, a fake count) contributes
   at most as much as a site of twice the median size;
+- holds every block (a class's row, the Gram) to the direction the other sites' blocks sum
+  to: the part off it is cut to ``fed.weight-cap`` x the median such part
+  (:mod:`server.release_consensus`), so a site that swaps its classes inside the norm
+  bound keeps no more than an honest site's spread in the wrong direction;
 - sums them: every class's sum over sites (its noise sums too: the per-site Gaussians of
   sigma make a sum of sigma sqrt(sites));
 - fits the task's generator to the per-class means (post-processing; the solver and replay
@@ -41,6 +45,7 @@ from common.models.generator import Generator
 from common.models.ridge import RidgeSolver
 from common.replay import ReplayPayload
 from common.training.embedding import fit_to_release
+from server.release_consensus import direction_bound
 from server.replay_payload import cpu_state
 
 log = logging.getLogger("fedreplay.server")
@@ -73,8 +78,10 @@ class EmbeddingReleases:
         return True
 
     def bounded_sum(self, weight_cap: float) -> tuple[np.ndarray, dict[str, float]]:
-        """The sum over sites, each cut to ``weight_cap`` x the median norm; and the
-        factor each site was scaled by (1 = untouched)."""
+        """The sum over sites, each cut to ``weight_cap`` x the median norm, then each
+        block's part off the other sites' direction cut to ``weight_cap`` x its median
+        (:func:`server.release_consensus.direction_bound`); and per site the smallest
+        factor it was cut by (1 = untouched)."""
         if not self.by_site:
             raise ValueError("no site released an embedding of this task")
         sites = sorted(self.by_site)
@@ -83,8 +90,12 @@ class EmbeddingReleases:
         if weight_cap > 0 and len(sites) >= MIN_FOR_BOUND:
             cap = weight_cap * float(np.median(norms))
             factors = np.minimum(1.0, cap / np.maximum(norms, 1e-12))
-        total = sum(f * self.by_site[s] for f, s in zip(factors, sites, strict=True))
-        return np.asarray(total), {s: float(f) for s, f in zip(sites, factors, strict=True)}
+        scaled = {s: f * self.by_site[s] for f, s in zip(factors, sites, strict=True)}
+        held, turned = direction_bound(scaled, cap=weight_cap)
+        total = sum(held[s] for s in sites)
+        return np.asarray(total), {
+            s: min(float(f), turned[s]) for f, s in zip(factors, sites, strict=True)
+        }
 
     def snapshot(self) -> dict[str, torch.Tensor]:
         """The releases as float32 tensors (what was received: lossless, and compact in

@@ -89,6 +89,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--set", action="append", default=[], help='overrides "k=v k2=v2"')
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--attacks", nargs="+", default=list(ATTACKS))
+    p.add_argument(
+        "--modes",
+        nargs="+",
+        choices=("default", "unprotected"),
+        default=["default", "unprotected"],
+        help="which protections to run (default: both)",
+    )
     args = p.parse_args(argv)
     out = Path(args.out).absolute()
     out.mkdir(parents=True, exist_ok=True)
@@ -98,7 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for seed in args.seeds:
         for attack in [None, *args.attacks]:
-            for mode, extra in (("default", {}), ("unprotected", UNPROTECTED)):
+            for mode in args.modes:
+                extra = UNPROTECTED if mode == "unprotected" else {}
                 result = one_run({**base, **extra, "seed": seed}, attack, out)
                 row = {"attack": attack or "honest", "mode": mode, "seed": seed, **result}
                 rows.append(row)

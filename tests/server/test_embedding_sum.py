@@ -45,9 +45,8 @@ def test_a_hostile_release_is_bounded_and_a_second_one_ignored() -> None:
     median = np.median([np.linalg.norm(r) for r in [*honest, np.full((2, 11), 1e30)]])
     assert factors["site-9"] < 1e-20 and all(factors[f"site-{i}"] == 1.0 for i in range(4))
     hostile_part = total - sum(honest)
+    # the direction bound (tests/server/test_release_consensus.py) never lengthens it
     assert np.linalg.norm(hostile_part) <= 2.0 * median * (1 + 1e-9)
-    # scaling keeps a site's own per-class proportions: the bound cuts weight, not shape
-    assert np.allclose(hostile_part / np.linalg.norm(hostile_part), 1 / np.sqrt(22))
 
 
 def test_the_sum_survives_a_resume() -> None:
