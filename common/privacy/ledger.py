@@ -2,7 +2,8 @@
 
 The budget belongs to the site and its records, not to a run. The ledger lives on the
 site's own disk under ``<privacy root>/<site id>/`` (``ledger.json``, a copy in
-``ledger.json.bak`` and a ``TRAINED`` marker) and is keyed by a stable site id, never by a
+``ledger.json.bak``, a ``TRAINED`` marker and ``releases/``, the long releases it must be
+able to send again) and is keyed by a stable site id, never by a
 run id or a data-share index.
 
 *Lifetime partitions* hold the privacy loss of disjoint sets of records (their
@@ -36,7 +37,6 @@ under an exclusive lock; writes are atomic (temp file, fsync, rename, directory 
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import fcntl
 import json
@@ -63,7 +63,9 @@ from common.privacy.ledger_file import (
     LOCK,
     MARKER,
     PrivacyStateError,
+    read_release,
     read_state,
+    write_release,
 )
 
 # A run left with less than this share of its target is refused: its noise would drown
@@ -244,21 +246,21 @@ class SiteLedger:
     def class_histogram(self, run_key: str, task: int) -> list[float] | None:
         """The noised class counts of ``task`` released in this run (None: not yet)."""
         found = (self.state["runs"][run_key].get("histograms") or {}).get(str(task))
-        if isinstance(found, dict):  # a long release (an embedding): float32, base64
-            return np.frombuffer(base64.b64decode(found["float32"]), dtype="<f4").tolist()
+        if isinstance(found, dict):  # a long release (an embedding): float32
+            return np.frombuffer(read_release(self.directory, task, found), dtype="<f4").tolist()
         return None if found is None else [float(c) for c in found]
 
     def record_class_histogram(self, run_key: str, task: int, counts: list[float]) -> None:
-        """Keep a task's release, flat (spent with :meth:`spend` in the same transaction):
-        a later round of the task reuses it instead of releasing again."""
+        """Keep a task's release (spent with :meth:`spend` in the same transaction) for
+        the task's later rounds; a long one in its own file (:func:`write_release`)."""
         histograms = self.state["runs"][run_key].get("histograms")
         if histograms is None:
             raise PrivacyStateError(f"run {run_key} did not plan class histograms")
         if str(task) in histograms:
             raise PrivacyStateError(f"task {task}'s class histogram was already released")
-        if len(counts) > 64:  # an embedding (thousands of values): 4 bytes each, not ~20
+        if len(counts) > 64:
             raw = np.asarray(counts, dtype="<f4").tobytes()
-            histograms[str(task)] = {"float32": base64.b64encode(raw).decode("ascii")}
+            histograms[str(task)] = write_release(self.directory, raw)
         else:
             histograms[str(task)] = [float(c) for c in counts]
         self.dirty = True

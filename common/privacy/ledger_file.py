@@ -7,15 +7,20 @@ delta or accountant likewise (:class:`PrivacyStateError`, with the fix named).
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from common.config import DPConfig
+from common.fileio import atomic_write_bytes
 
 STATE_VERSION = 3
 LEDGER, BACKUP, MARKER, LOCK = "ledger.json", "ledger.json.bak", "TRAINED", "ledger.lock"
+RELEASES = "releases"  # long releases (embeddings): one file each, named by SHA-256
 
 
 class PrivacyStateError(RuntimeError):
@@ -79,3 +84,30 @@ def new_state(site_id: str, dp: DPConfig) -> dict[str, Any]:
         "runs": {},
         "ledger": [],
     }
+
+
+def write_release(directory: Path, raw: bytes) -> dict[str, str]:
+    """Keep a long release (float32 bytes) in its own file under ``releases/``, named by
+    its SHA-256; the ledger's entry for it. Written before the ledger is, so a saved
+    ledger never names a file that is not there (a crash in between leaves a file that no
+    ledger names, which is harmless)."""
+    digest = hashlib.sha256(raw).hexdigest()
+    atomic_write_bytes(directory / RELEASES / f"{digest}.f32", raw)
+    return {"file": f"{RELEASES}/{digest}.f32", "sha256": digest}
+
+
+def read_release(directory: Path, task: int, entry: Mapping[str, str]) -> bytes:
+    """A long release's bytes from its file, checked against its digest (ledgers written
+    before the files kept it inline, base64)."""
+    if "float32" in entry:
+        return base64.b64decode(entry["float32"])
+    path = directory / entry["file"]
+    raw = path.read_bytes() if path.is_file() else None
+    if raw is None or hashlib.sha256(raw).hexdigest() != entry["sha256"]:
+        raise PrivacyStateError(
+            f"task {task}'s release was spent but its file {path} is "
+            f"{'missing' if raw is None else 'altered'}: the site cannot send it again, and "
+            "releasing anew would spend the task's budget twice. Restore the file from "
+            f"backups (its SHA-256 is {entry['sha256']})"
+        )
+    return raw

@@ -15,7 +15,7 @@ from common.config import ConfigError, load_config
 from common.models.embedding import RandomFeatures, features_for
 from common.privacy.accountant import compute_epsilon
 from common.privacy.embedding import GRAM_SENSITIVITY, class_sums, noised, release
-from common.privacy.ledger import BudgetExceeded
+from common.privacy.ledger import BudgetExceeded, PrivacyStateError
 
 EMB = {
     "tasks.num-tasks": 2,
@@ -159,9 +159,41 @@ def test_released_once_per_task_recorded_before_and_the_budget_holds_across_runs
         assert abs(float(counts.sum()) - n) < 10 * part["noise_multiplier"] * 2**0.5 * 3
         assert float(counts.sum()) != n
     assert len(state["ledger"]) == 2, "rounds that release nothing new spend nothing"
-    assert set(run["histograms"]["0"]) == {"float32"}  # kept compact: 4 bytes a value
+    # the release in a file of its own, 4 bytes a value, named by its digest; the ledger
+    # holds only the name (it is rewritten every round, twice with its backup)
+    entry = run["histograms"]["0"]
+    stored = tmp_path / "privacy" / "site-0" / entry["file"]
+    assert stored.stat().st_size == 4 * sent[0].numel() and entry["sha256"] in stored.name
+    assert (tmp_path / "privacy" / "site-0" / "ledger.json").stat().st_size < 20_000
     # a second run on the same records: the lifetime budget is spent, nothing is released
     with pytest.raises(BudgetExceeded):
         Site(cfg, SiteIdentity(0, 2)).train(
             0, payload=None, iterations=3, seed=0, run_id=2, server_round=1
         )
+
+
+def test_a_lost_or_altered_release_file_is_refused_not_released_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The attacker's (or a careless operator's) test: delete or edit the file the ledger
+    names between two rounds of a task. The site must neither send something else nor
+    release anew (a second release of the task would spend its budget twice)."""
+    monkeypatch.setenv("FEDREPLAY_SITE_DIR", str(tmp_path))
+    cfg = load_config(EMB)
+    site = Site(cfg, SiteIdentity(0, 2))
+    (first,) = _train_rounds(site, range(1), run_id=1)
+    folder = tmp_path / "privacy" / "site-0"
+    (stored,) = (folder / "releases").iterdir()
+    kept = stored.read_bytes()
+    ledger_before = (folder / "ledger.json").read_text()
+    for damage in ("delete", "alter"):
+        if damage == "delete":
+            stored.unlink()
+        else:
+            stored.write_bytes(kept[:-4] + b"\0\0\0\0")
+        with pytest.raises(PrivacyStateError, match="missing" if damage == "delete" else "altered"):
+            _train_rounds(Site(cfg, SiteIdentity(0, 2)), range(1, 2), run_id=1)
+        assert (folder / "ledger.json").read_text() == ledger_before, "nothing spent"
+    stored.write_bytes(kept)  # restored from backups: the same release goes out again
+    (again,) = _train_rounds(Site(cfg, SiteIdentity(0, 2)), range(1, 2), run_id=1)
+    assert torch.equal(again, first)
