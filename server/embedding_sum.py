@@ -15,7 +15,7 @@ kept: :func:`check_release`), and at the task's end:
 - holds every block (a class's row, the Gram) to the direction the other sites' blocks sum
   to: the part off it is cut to ``fed.weight-cap`` x the median such part
   (:mod:`server.release_consensus`), so a site that swaps its classes inside the norm
-  bound keeps no more than an honest site's spread in the wrong direction;
+  bound keeps about an honest site's spread in the wrong direction, no more;
 - sums them: every class's sum over sites (its noise sums too: the per-site Gaussians of
   sigma make a sum of sigma sqrt(sites));
 - fits the task's generator to the per-class means (post-processing; the solver and replay
@@ -45,11 +45,11 @@ from common.models.generator import Generator
 from common.models.ridge import RidgeSolver
 from common.replay import ReplayPayload
 from common.training.embedding import fit_to_release
-from server.release_consensus import direction_bound
+from server.release_consensus import MIN_SITES, direction_bound
 from server.replay_payload import cpu_state
 
 log = logging.getLogger("fedreplay.server")
-MIN_FOR_BOUND = 3  # releases from which the median bounds anything
+MIN_FOR_BOUND = MIN_SITES  # releases from which a median bounds anything
 
 
 def check_release(release: np.ndarray, shape: tuple[int, int] | None) -> None:
