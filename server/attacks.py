@@ -17,6 +17,7 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 
 from common import wire
+from common.privacy.embedding import class_rows
 
 # name -> what the hostile site does
 ATTACKS: dict[str, str] = {
@@ -40,8 +41,7 @@ Hook = Callable[[Message, Message], Message | None]
 def _swapped_classes(release: np.ndarray) -> np.ndarray:
     """x10, with the classes' rows in reverse order (a ridge release's Gram rows, below
     the classes', left in place)."""
-    rows, cols = release.shape
-    classes = rows - cols if rows > cols else rows
+    classes = class_rows(release.shape)
     out = release.copy()
     out[:classes] = release[:classes][::-1]
     return 10.0 * out

@@ -32,6 +32,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from common.privacy.embedding import class_rows
+
 MIN_SITES = 3  # below 3 releases a median bounds nothing
 PASSES = 3  # a hostile block also bends the others' directions: recomputed from bounded blocks
 
@@ -39,10 +41,9 @@ PASSES = 3  # a hostile block also bends the others' directions: recomputed from
 def blocks(release: np.ndarray) -> list[tuple[slice, slice]]:
     """The blocks of a release: one per class row, and the Gram (rows below the classes'
     when a release has more rows than columns)."""
-    rows, cols = release.shape
-    classes = rows - cols if rows > cols else rows
+    classes, rows = class_rows(release.shape), release.shape[0]
     out = [(slice(i, i + 1), slice(None)) for i in range(classes)]
-    if rows > cols:
+    if rows > classes:
         out.append((slice(classes, rows), slice(None)))
     return out
 

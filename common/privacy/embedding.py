@@ -80,6 +80,13 @@ def noised_gram(gram: Tensor, *, sigma: float) -> Tensor:
     return (gram.double() + noise).float()
 
 
+def class_rows(shape: Sequence[int]) -> int:
+    """How many rows of a release of ``shape`` are per-class sums: all of them, or all but
+    the F rows of the Gram below them (a release with the Gram has more rows than columns)."""
+    rows, cols = shape
+    return rows - cols if rows > cols else rows
+
+
 def release(
     features: RandomFeatures,
     x: Tensor,
