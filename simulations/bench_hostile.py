@@ -120,25 +120,29 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def table(rows: list[dict]) -> str:
-    def mean(attack: str, mode: str) -> float:
+    def mean(attack: str, mode: str) -> float | None:
         accs = [r["accuracy"] for r in rows if r["attack"] == attack and r["mode"] == mode]
-        return 100 * sum(accs) / max(len(accs), 1)
+        return 100 * sum(accs) / len(accs) if accs else None  # None: the mode was not run
 
-    honest = {m: mean("honest", m) for m in ("default", "unprotected")}
+    def cells(attack: str, mode: str) -> str:
+        acc, honest = mean(attack, mode), mean("honest", mode)
+        if acc is None or honest is None:
+            return "not run | "
+        return f"{acc:.1f}% | {honest - acc:+.1f}"
+
     lines = [
         "| attack (one site of five) | default: final acc. | drop | hostile replies rejected / "
         "bounded | unprotected FedAvg: final acc. | drop |",
         "|---|---|---|---|---|---|",
     ]
     for attack in dict.fromkeys(r["attack"] for r in rows):
-        d, u = mean(attack, "default"), mean(attack, "unprotected")
         hit = [r for r in rows if r["attack"] == attack and r["mode"] == "default"]
         rej = sum(r.get("rejected_rounds", 0) for r in hit)
         bnd = sum(r.get("bounded_rounds", 0) for r in hit)
         what = ATTACKS.get(attack, "no attack")
         lines.append(
-            f"| {attack}: {what} | {d:.1f}% | {honest['default'] - d:+.1f} | {rej} / {bnd} "
-            f"| {u:.1f}% | {honest['unprotected'] - u:+.1f} |"
+            f"| {attack}: {what} | {cells(attack, 'default')} | {rej} / {bnd} "
+            f"| {cells(attack, 'unprotected')} |"
         )
     return "\n".join(lines) + "\n"
 
