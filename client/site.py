@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from common.class_counts import class_count_metrics
 from common.config import ExperimentConfig
 from common.device import select_device
 from common.metrics import accuracy
@@ -165,6 +166,8 @@ class Site:
             class_counts=prepared.histogram if prepared is not None else None,
         )
         out = {k.replace("_", "-"): v for k, v in metrics.items()}
+        if self.cfg.replay.mixture == "class-counts" and self.cfg.uses_generator:
+            out.update(class_count_metrics(real.y, self.stream.tasks[task].classes))  # released
         if prepared is not None:
             prepared.check()
             out.update(prepared.metrics)

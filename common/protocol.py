@@ -103,9 +103,16 @@ REPLAY = Record(
     when="once per task (embedding: again after each refit)",
 )
 REPLAY_META = Record(
-    "replay-meta", CONFIG, "task, ensemble weights, classes replayed", when="once per task"
+    "replay-meta",
+    CONFIG,
+    "task, ensemble weights, classes replayed (class-counts: weights per class)",
+    when="once per task",
 )
-METRICS = Record("metrics", METRIC, "num-examples and the metrics common.privacy.release allows")
+METRICS = Record(
+    "metrics",
+    METRIC,
+    "num-examples (class-counts: class-count-<c>) and the metrics common.privacy.release allows",
+)
 SITE = Record("site", CONFIG, "site-id: the stable id the site's ledger and state are kept under")
 
 TRAIN_INSTRUCTION = MessageSpec(

@@ -56,6 +56,9 @@ class ReplayPayload:
     # the classes each generator draws (``replay.mode = per-task``); () = every generator
     # draws every class
     generator_classes: tuple[tuple[int, ...], ...] = ()
+    # replay.mixture = "class-counts": per generator, one weight per entry of ``classes``
+    # (its share of that class's draws, before normalising over the generators); () = none
+    class_weights: tuple[tuple[float, ...], ...] = ()
 
     def to_dict(self) -> dict[str, object]:
         """Plain containers of tensors and numbers (``torch.load(weights_only=True)``)."""
@@ -66,6 +69,7 @@ class ReplayPayload:
             "weights": list(self.weights),
             "classes": list(self.classes),
             "generator_classes": [list(c) for c in self.generator_classes],
+            "class_weights": [list(w) for w in self.class_weights],
         }
 
     @staticmethod
@@ -79,6 +83,10 @@ class ReplayPayload:
             generator_classes=tuple(
                 tuple(int(c) for c in cs)
                 for cs in d.get("generator_classes", [])  # type: ignore[attr-defined]
+            ),
+            class_weights=tuple(
+                tuple(float(w) for w in ws)
+                for ws in d.get("class_weights", [])  # type: ignore[attr-defined]
             ),
         )
 
@@ -137,6 +145,7 @@ class GenerativeReplay:
         generator_classes: Sequence[Sequence[int]] = (),
         mixture: str = "weights",
         probe: int = 64,
+        class_weights: Sequence[Sequence[float]] = (),
     ) -> None:
         if retries < 0:
             raise ValueError(f"retries={retries} must be >= 0")
@@ -160,6 +169,8 @@ class GenerativeReplay:
         # (max class + 1, generators): row c = the mixture that draws class c, over the
         # generators that cover c (None: every class from the one mixture ``weights``)
         self.per_class = _per_class_weights(w, self.classes, generator_classes)
+        if class_weights:  # replay.mixture = "class-counts": each class its own mixture
+            self.per_class = _class_count_weights(class_weights, self.classes, self.per_class, w)
         self.labels = labels
         self.temperature = temperature
         self.retries = retries
@@ -281,6 +292,31 @@ def _per_class_weights(
     uncovered = table.sum(1) <= 0
     table[uncovered] = weights
     return table / table.sum(1, keepdim=True)
+
+
+def _class_count_weights(
+    class_weights: Sequence[Sequence[float]],
+    classes: tuple[int, ...],
+    per_class: Tensor | None,
+    weights: Tensor,
+) -> Tensor:
+    """Row c: generator k's share of class c's draws, ``class_weights[k][i]`` for
+    ``classes[i] = c``, normalised over the generators. A class no generator has weight for
+    keeps the other rule (``per_class``, else ``weights``)."""
+    table = torch.tensor([list(map(float, ws)) for ws in class_weights], dtype=torch.float)
+    if table.shape != (weights.numel(), len(classes)):
+        raise ValueError(
+            f"class weights of shape {tuple(table.shape)} do not fit {weights.numel()} "
+            f"generators and {len(classes)} classes"
+        )
+    if not torch.isfinite(table).all() or (table < 0).any():
+        raise ValueError("class weights must be finite and non-negative")
+    base = per_class if per_class is not None else weights.expand(max(classes) + 1, -1)
+    out = base.clone()
+    for i, c in enumerate(classes):
+        if table[:, i].sum() > 0:
+            out[c] = table[:, i] / table[:, i].sum()
+    return out
 
 
 class ExactReplay:

@@ -11,6 +11,7 @@ leave a site: the critic, optimizer state, privacy state and data stay at the si
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from itertools import accumulate
 
@@ -205,6 +206,8 @@ def replay_records(payload: ReplayPayload) -> tuple[ArrayRecord, ConfigRecord]:
     if payload.generator_classes:  # per-task replay: each generator's classes, flattened
         meta["generator-classes"] = [int(c) for cs in payload.generator_classes for c in cs]
         meta["generator-class-counts"] = [len(cs) for cs in payload.generator_classes]
+    if payload.class_weights:  # replay.mixture = "class-counts": generator-major, flattened
+        meta["class-weights"] = [float(w) for ws in payload.class_weights for w in ws]
     return ArrayRecord(arrays), meta  # type: ignore[arg-type]
 
 
@@ -225,6 +228,26 @@ def payload_from_records(arrays: ArrayRecord, meta: ConfigRecord) -> ReplayPaylo
         weights=weights,
         classes=classes,
         generator_classes=_generator_classes(meta, len(gens), classes),
+        class_weights=_class_weights(meta, len(gens), len(classes)),
+    )
+
+
+def _class_weights(
+    meta: ConfigRecord, num_generators: int, num_classes: int
+) -> tuple[tuple[float, ...], ...]:
+    """Per generator, its weight for each replayed class (class-counts; () when none)."""
+    if "class-weights" not in meta:
+        return ()
+    flat = [float(w) for w in _as_list(meta["class-weights"])]
+    if len(flat) != num_generators * num_classes:
+        raise WireError(
+            f"replay record's class-weights has {len(flat)} values, not {num_generators} "
+            f"generators x {num_classes} classes"
+        )
+    if not all(math.isfinite(w) and w >= 0 for w in flat):
+        raise WireError("replay record's class-weights must be finite and non-negative")
+    return tuple(
+        tuple(flat[i * num_classes : (i + 1) * num_classes]) for i in range(num_generators)
     )
 
 

@@ -354,6 +354,7 @@ class FederatedRun:
             solver=self.solver,
             generator=self.generator,
             site_generators=self.fedreplay.task_generators,
+            class_counts=self.fedreplay.class_counts,
             previous=(  # embedding: without the finished task's own generator (added here)
                 self.embedding.finished(self.fedreplay.payload, t - 1)
                 if self.embedding is not None

@@ -97,12 +97,13 @@ def finish_run(self: FederatedRun, boundaries: list[int]) -> RunFolder:
     )
     if self.final_payload is not None and cfg.replay.mode in ("ensemble", "per-task"):
         # the ensemble: every site's generator of the last task (per-task: of every task,
-        # with the classes each draws), weighted
+        # with the classes each draws), weighted (class-counts: per class)
         torch.save(
             {
                 "generators": list(self.final_payload.generators),
                 "weights": list(self.final_payload.weights),
                 "generator_classes": [list(c) for c in self.final_payload.generator_classes],
+                "class_weights": [list(w) for w in self.final_payload.class_weights],
             },
             run.file("final_ensemble.pt"),
         )

@@ -2,7 +2,8 @@
 
 - ``global``: the aggregated scholar's generator.
 - ``ensemble``: every site's (bounded) generator of the finished task, weighted by the
-  example counts the site declared.
+  example counts the site declared (``replay.mixture = "class-counts"``: for each class of
+  the finished task, by the site's share of records of that class, common.class_counts).
 - ``per-task``: the payload of the task before (generators of every earlier task) plus
   every site's generator of the finished task, each drawing only its own task's classes.
 
@@ -16,6 +17,7 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor, nn
 
+from common.class_counts import class_weight_rows
 from common.config import ExperimentConfig
 from common.data.types import TaskStream
 from common.replay import GenerativeReplay, ReplayPayload
@@ -33,11 +35,13 @@ def next_payload(
     generator: nn.Module | None,
     site_generators: Mapping[str, tuple[State, float]],
     previous: ReplayPayload | None,
+    class_counts: Mapping[str, Mapping[int, float]] | None = None,
 ) -> ReplayPayload | None:
     """The replay of tasks < ``t`` (None for task 0 or a method without a generator).
 
     ``site_generators``: {site key: (its bounded generator of task t - 1, its weight)};
-    ``previous``: the payload sites replayed during task t - 1."""
+    ``previous``: the payload sites replayed during task t - 1; ``class_counts``: {site
+    key: its records of each class of task t - 1, as it reported them} (class-counts)."""
     if t == 0 or generator is None:
         return None
     classes = stream.classes_seen(t - 1)
@@ -50,7 +54,12 @@ def next_payload(
     gens = tuple(g for g, _ in finished.values())
     weights = tuple(w for _, w in finished.values())
     if cfg.replay.mode != "per-task":
-        return ReplayPayload(t, solver_state, gens, weights, classes)
+        rows: tuple[tuple[float, ...], ...] = ()
+        if cfg.replay.mixture == "class-counts" and finished is site_generators:
+            reported = [(class_counts or {}).get(key) for key in finished]
+            current = tuple(stream.tasks[t - 1].classes)
+            rows = class_weight_rows(weights, reported, classes, current)
+        return ReplayPayload(t, solver_state, gens, weights, classes, class_weights=rows)
     owned = (tuple(stream.tasks[t - 1].classes),) * len(gens)
     if previous is not None:  # the generators of every earlier task stay, unchanged
         gens, weights = previous.generators + gens, previous.weights + weights
@@ -77,6 +86,7 @@ def replay_source(
         rng=torch.Generator().manual_seed(cfg.seed),
         generator_classes=source.generator_classes,
         mixture=cfg.replay.mixture,
+        class_weights=source.class_weights,
     )
 
 

@@ -37,6 +37,7 @@ from flwr.serverapp.strategy.strategy_utils import sample_nodes
 from torch import nn
 
 from common import protocol, wire, wire_packed
+from common.class_counts import reported_counts
 from common.models.dgm import DGMGenerator
 from common.replay import ReplayPayload
 from server.aggregation import AggregationError, Bounds, aggregate, bounded_model
@@ -129,6 +130,7 @@ class FedReplay(FedAvg):
         self.generator_sent = Deliveries()
         # {site key: (its bounded generator of this task, its weight)}: the ensemble
         self.task_generators: dict[str, tuple[dict[str, torch.Tensor], float]] = {}
+        self.class_counts: dict[str, dict[int, float]] = {}  # {site key: reported (class-counts)}
         self.round_records: list[RoundRecord] = []
         self.evaluate_records: dict[int, dict[str, float]] = {}
         # {site id: (round, partition id, {"solver": state, "generator": state})}: the last
@@ -152,7 +154,7 @@ class FedReplay(FedAvg):
         self.payload_records = wire.replay_records(payload) if payload is not None else None
         self.replay_sent.reset()
         self.generator_sent.reset()  # a new task: new frozen elements
-        self.task_generators = {}
+        self.task_generators, self.class_counts = {}, {}
         self.declared = {}
         self.round_offset = round_offset
 
@@ -166,6 +168,7 @@ class FedReplay(FedAvg):
         change when sites reconnect; a resumed task sends its replay to every site again)."""
         return {
             "task_generators": self.task_generators,
+            "class_counts": self.class_counts,
             "declared": self.declared,
             "evaluate_records": self.evaluate_records,
             "site_updates": self.site_updates,
@@ -175,6 +178,7 @@ class FedReplay(FedAvg):
     def restore(self, snapshot: dict[str, object]) -> None:
         """After :meth:`begin_task` of the task being resumed."""
         self.task_generators = dict(snapshot["task_generators"])  # type: ignore[call-overload]
+        self.class_counts = dict(snapshot.get("class_counts", {}))  # type: ignore[call-overload]
         self.declared = dict(snapshot["declared"])  # type: ignore[call-overload]
         self.evaluate_records = dict(snapshot["evaluate_records"])  # type: ignore[call-overload]
         self.site_updates = dict(snapshot["site_updates"])  # type: ignore[call-overload]
@@ -337,6 +341,7 @@ class FedReplay(FedAvg):
                 generator = {k.split(".", 1)[1]: torch.from_numpy(v) for k, v in bounded.items()}
                 reply.generator = generator
                 self.task_generators[reply.key] = (generator, report.weight)
+                self.class_counts[reply.key] = reported_counts(reply.metrics)
             # the privacy audit's view of a site's release (what it sent, un-bounded)
             parts = wire.split_record(wire.scholar_of(content))
             partition = int(reply.metrics.get("partition-id", 0))

@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from common.class_counts import PATTERN as CLASS_COUNT
 from common.config import RELEASABLE_METRICS, ExperimentConfig
 from common.data.streams import parse_class_groups
 from common.data.types import Shape
@@ -172,6 +173,8 @@ def registered_architectures(
 def metric_allowed(message_type: str, name: str, cfg: ExperimentConfig | None = None) -> bool:
     if message_type == "train":
         under_dp = allowed_train_metrics(cfg) if cfg is not None else None
+        if CLASS_COUNT.fullmatch(name):  # only with replay.mixture = "class-counts", never DP
+            return under_dp is None and (cfg is None or cfg.replay.mixture == "class-counts")
         return name in TRAIN_METRICS and (under_dp is None or name in under_dp)
     return name in EVAL_METRICS or any(p.fullmatch(name) for p in EVAL_PATTERNS)
 

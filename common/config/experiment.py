@@ -103,6 +103,8 @@ class ExperimentConfig:
                 f"its task's classes: it needs tasks.scenario='class' (got "
                 f"{self.tasks.scenario!r}); use replay.mode='ensemble' or 'global'"
             )
+        if self.replay.mixture == "class-counts":
+            self._check_class_counts()
         if self.dp.client_level and self.fed.aggregation not in ("auto", "fedavg"):
             raise ConfigError(
                 f"dp.client-level with fed.aggregation={self.fed.aggregation!r}: client-level "
@@ -188,6 +190,20 @@ class ExperimentConfig:
             raise ConfigError(
                 "dp.client-level with generator.kind='embedding': the embedding is released "
                 "under sample-level DP (dp.enabled) or not at all"
+            )
+
+    def _check_class_counts(self) -> None:
+        if self.dp.enabled or self.dp.client_level:
+            raise ConfigError(
+                "replay.mixture='class-counts' with DP: each site would send its record count "
+                "per class of the task (a label histogram), which the DP accounting does not "
+                "cover; use replay.mixture='weights' or 'recognition' under DP"
+            )
+        if self.replay.mode != "ensemble" or self.generator.kind == "embedding":
+            raise ConfigError(
+                "replay.mixture='class-counts' weights each site's own generator per class: it "
+                f"needs replay.mode='ensemble' and a trained generator (got replay.mode="
+                f"{self.replay.mode!r}, generator.kind={self.generator.kind!r})"
             )
 
     def _check_ridge_solver(self) -> None:

@@ -50,6 +50,7 @@ class ReplaySource:
     weights: tuple[float, ...]
     classes: tuple[int, ...]  # classes of the finished tasks
     generator_classes: tuple[tuple[int, ...], ...] = ()  # per generator; () = all classes
+    class_weights: tuple[tuple[float, ...], ...] = ()  # per generator and class (class-counts)
 
     @staticmethod
     def from_scholar(scholar: Scholar, classes: Sequence[int]) -> ReplaySource:
@@ -79,6 +80,7 @@ def source_from_payload(
         payload.weights,
         payload.classes,
         payload.generator_classes,
+        payload.class_weights,
     )
 
 
@@ -145,6 +147,7 @@ def replay_for(
         prefetch=REPLAY_PREFETCH,
         generator_classes=previous.generator_classes,
         mixture=cfg.replay.mixture,
+        class_weights=previous.class_weights,
     )
 
 

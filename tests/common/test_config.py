@@ -163,6 +163,15 @@ def test_per_task_replay_needs_class_incremental_tasks() -> None:
         load_config({"replay.mode": "per-task", "tasks.scenario": "permuted"})
 
 
+def test_class_counts_mixture_is_refused_under_dp_and_outside_ensemble_replay() -> None:
+    ok = {"replay.mode": "ensemble", "replay.mixture": "class-counts"}
+    assert load_config(ok).replay.mixture == "class-counts"
+    with pytest.raises(ConfigError, match="label histogram"):
+        load_config({**ok, "dp.enabled": True, "dp.delta": 1e-5, "train.precision": "fp32"})
+    with pytest.raises(ConfigError, match=re.escape("needs replay.mode='ensemble'")):
+        load_config({**ok, "replay.mode": "per-task"})
+
+
 DGM_OK = {
     "method": "dgm",
     "generator.kind": "gan",

@@ -276,6 +276,12 @@ def test_under_dp_only_protocol_metrics_may_leave() -> None:
         "records": [{"name": "metrics", "kind": "metric", "values": {"accuracy": 0.5}}],
     }
     assert "federated evaluation under DP" in " ".join(message_problems(evaluate, expected, dp))
+    # per-class counts leave only in a run that asked for them (replay.mixture), never DP
+    counted = reply({"num-examples": 3.0, "class-count-8": 2.0, "class-count-9": 1.0})
+    asked = load_config({"replay.mixture": "class-counts"})
+    assert message_problems(counted, expected, asked) == []
+    assert "class-count-8" in " ".join(message_problems(counted, expected, load_config({})))
+    assert "class-count-8" in " ".join(message_problems(counted, expected, dp))
 
 
 @pytest.mark.parametrize("solver", ["mlp", "ridge"])

@@ -193,3 +193,33 @@ def test_recognition_mixture_leaves_a_class_to_the_generators_that_draw_it() -> 
     assert plain.per_class is None
     with pytest.raises(ValueError, match="mixture"):
         GenerativeReplay(gens, PixelSolver(), classes=[0], mixture="votes")
+
+
+def test_class_weights_give_each_class_its_own_mixture() -> None:
+    # class 1 is drawn from generator 0 only, class 2 mostly from generator 1; class 0 has
+    # no class weight and keeps the plain weights (equal)
+    gens = [ConstantGenerator(0.0), ConstantGenerator(0.02)]
+    replay = GenerativeReplay(
+        gens,
+        PixelSolver(),
+        classes=[0, 1, 2],
+        weights=[1.0, 1.0],
+        class_weights=[[0.0, 5.0, 1.0], [0.0, 0.0, 3.0]],
+        rng=torch.Generator().manual_seed(4),
+    )
+    cond = torch.tensor([0] * 2000 + [1] * 2000 + [2] * 2000)
+    who = ((replay.inputs(cond).flatten(1)[:, 0] * 10 - cond) * 50).round().long()
+    assert float((who[:2000] == 1).float().mean()) == pytest.approx(0.5, abs=0.04)
+    assert set(who[2000:4000].tolist()) == {0}
+    assert float((who[4000:] == 1).float().mean()) == pytest.approx(0.75, abs=0.04)
+
+
+def test_class_weights_that_do_not_fit_are_rejected() -> None:
+    with pytest.raises(ValueError, match="do not fit"):
+        GenerativeReplay(
+            [ConstantGenerator()], PixelSolver(), classes=[0, 1], class_weights=[[1.0]]
+        )
+    with pytest.raises(ValueError, match="finite and non-negative"):
+        GenerativeReplay(
+            [ConstantGenerator()], PixelSolver(), classes=[0, 1], class_weights=[[1.0, -1.0]]
+        )

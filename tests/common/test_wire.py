@@ -69,6 +69,29 @@ def test_per_task_payload_keeps_each_generators_classes() -> None:
         wire.payload_from_records(arrays, meta)
 
 
+def test_class_weights_travel_and_bad_ones_are_refused() -> None:
+    solver, gen = models(0)
+    _, gen_b = models(2)
+    payload = ReplayPayload(
+        2,
+        solver.state_dict(),
+        (gen.state_dict(), gen_b.state_dict()),
+        (1.0, 2.0),
+        (0, 1, 2),
+        class_weights=((1.0, 1.0, 0.5), (2.0, 2.0, 0.0)),
+    )
+    arrays, meta = wire.replay_records(payload)
+    assert wire.payload_from_records(arrays, meta).class_weights == payload.class_weights
+    assert ReplayPayload.from_dict(payload.to_dict()) == payload
+    meta["class-weights"] = [1.0, 1.0, 0.5, 2.0, 2.0]
+    with pytest.raises(wire.WireError, match="not 2 generators x 3 classes"):
+        wire.payload_from_records(arrays, meta)
+    for bad in (-1.0, float("nan"), float("inf")):
+        meta["class-weights"] = [1.0, 1.0, 0.5, 2.0, 2.0, bad]
+        with pytest.raises(wire.WireError, match="finite and non-negative"):
+            wire.payload_from_records(arrays, meta)
+
+
 def test_wrong_architecture_is_rejected_with_the_model_named() -> None:
     solver, gen = models(0)
     other = build_solver(SolverConfig("mlp", 32), SHAPE, 10)

@@ -229,6 +229,45 @@ def test_ensemble_mode_replays_every_sites_generator(tmp_path: Path) -> None:
     assert len(ensemble["generators"]) == len(ensemble["weights"]) == 2
 
 
+def test_class_counts_travel_up_and_weigh_each_class_of_the_replay(tmp_path: Path) -> None:
+    replies: list[Message] = []
+
+    def spy(sent: Message, reply: Message) -> Message:
+        replies.append(reply)
+        return reply
+
+    overrides = {"replay.mode": "ensemble", "replay.mixture": "class-counts"}
+    run, grid = federate(tmp_path, hook=spy, **overrides, **{"partition.kind": "dirichlet"})
+    # every site reports its records of each class of the current task, and they add up
+    for reply in replies:
+        metrics = wire.scalar_metrics(reply.content.metric_records[wire.METRICS])
+        counts = {k: v for k, v in metrics.items() if k.startswith("class-count-")}
+        task = 0 if not counts or "class-count-0" in counts else 1
+        assert sorted(counts) == [f"class-count-{c}" for c in ((0, 1), (2, 3))[task]]
+        assert sum(counts.values()) == metrics["num-examples"]
+    sent = next(m for m in grid.sent if wire.REPLAY in m.content.array_records)
+    payload = wire.payload_from_records(
+        sent.content.array_records[wire.REPLAY], sent.content.config_records[wire.REPLAY_META]
+    )
+    # task 1 replays task 0's classes from both sites' generators, each class by the records
+    # of it that the sites reported in their last reply of task 0
+    last = {}
+    for reply in replies:
+        metrics = wire.scalar_metrics(reply.content.metric_records[wire.METRICS])
+        if "class-count-0" in metrics:
+            last[wire.site_id_of(reply.content)] = metrics
+    assert len(payload.class_weights) == 2 and payload.classes == (0, 1)
+    for row, weight in zip(payload.class_weights, payload.weights, strict=True):
+        assert sum(row) == pytest.approx(weight)  # the site's bounded weight, split
+    shares = sorted(
+        tuple(m[f"class-count-{c}"] / m["num-examples"] for c in (0, 1)) for m in last.values()
+    )
+    got = sorted(tuple(w / sum(row) for w in row) for row in payload.class_weights)
+    assert np.allclose(got, shares)
+    ensemble = torch.load(run.path / "final_ensemble.pt", weights_only=True)
+    assert len(ensemble["class_weights"]) == 2 and len(ensemble["class_weights"][0]) == 4
+
+
 def test_per_task_mode_keeps_every_finished_tasks_generators(tmp_path: Path) -> None:
     run, grid = federate(tmp_path, **{"replay.mode": "per-task", "tasks.num-tasks": 3})
     payloads = {}

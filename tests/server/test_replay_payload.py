@@ -69,3 +69,31 @@ def test_ensemble_replays_the_last_tasks_site_generators_only() -> None:
         cfg, stream, 2, solver=solver, generator=generator, site_generators=sites, previous=None
     )
     assert payload is not None and payload.weights == (2.0,) and payload.generator_classes == ()
+
+
+def test_class_counts_weight_each_class_of_the_finished_task_by_the_sites_records() -> None:
+    cfg = load_config({**TINY, "replay.mode": "ensemble", "replay.mixture": "class-counts"})
+    stream = build_stream(cfg)
+    solver, generator = models(cfg, stream)
+    sites = {
+        "site-0": (site_state(generator, 0.0), 4.0),
+        "site-1": (site_state(generator, 1.0), 2.0),
+    }
+    a, b = stream.tasks[1].classes  # the finished task
+    counts = {"site-0": {a: 3.0, b: 1.0}, "site-1": {a: 0.0, b: 1e30}}  # site-1: hostile claim
+    kwargs = {"solver": solver, "generator": generator, "site_generators": sites}
+    payload = next_payload(cfg, stream, 2, previous=None, class_counts=counts, **kwargs)
+    assert payload is not None and payload.weights == (4.0, 2.0)
+    col = {c: i for i, c in enumerate(payload.classes)}
+    for c in stream.tasks[0].classes:  # learned from replay by both: the plain weights
+        assert [row[col[c]] for row in payload.class_weights] == [4.0, 2.0]
+    assert [row[col[a]] for row in payload.class_weights] == [3.0, 0.0]
+    assert [row[col[b]] for row in payload.class_weights] == [1.0, 2.0]  # 1e30 -> its weight
+    source = replay_source(cfg, stream, payload, solver, torch.device("cpu"))
+    assert source.per_class is not None
+    assert source.per_class[a].tolist() == [1.0, 0.0]
+    assert source.per_class[b].tolist() == pytest.approx([1 / 3, 2 / 3])
+    # the plain mixture sends no class weights
+    plain = load_config({**TINY, "replay.mode": "ensemble"})
+    again = next_payload(plain, stream, 2, previous=None, class_counts=counts, **kwargs)
+    assert again is not None and again.class_weights == ()
