@@ -230,6 +230,7 @@ class GenerativeReplay:
         return table / table.sum(1, keepdim=True).clamp_min(1e-12)
 
     def _draw(self, cond: Tensor) -> Tensor:
+        cond = cond.cpu()  # the mixture tables live on the CPU (the caller's labels may not)
         n = cond.shape[0]
         if self.per_class is None:
             which = torch.multinomial(self.weights, n, replacement=True, generator=self.rng)
