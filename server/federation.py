@@ -194,8 +194,8 @@ class FederatedRun:
         if isinstance(self.generator, DGMGenerator) and len(self.upload_shapes) == t:
             shapes = wire.packed_shapes(self.generator)
             self.upload_shapes.append({k: list(v) for k, v in shapes.items()})
-        if ckpt is not None:
-            self.fedreplay.restore(ckpt.strategy)
+        if ckpt is not None:  # (a checkpoint at a task's end: nothing of that task carries on)
+            self.fedreplay.restore(ckpt.strategy, mid_task=done > 0)
         self.arrays = arrays
         if isinstance(self.solver, RidgeSolver):
             self._load(arrays)

@@ -175,13 +175,17 @@ class FedReplay(FedAvg):
             "releases": self.releases.snapshot(),
         }
 
-    def restore(self, snapshot: dict[str, object]) -> None:
-        """After :meth:`begin_task` of the task being resumed."""
+    def restore(self, snapshot: dict[str, object], *, mid_task: bool) -> None:
+        """After :meth:`begin_task` of the task being resumed. A checkpoint written at a
+        task's end (``mid_task`` False) holds the finished task's generators, counts and
+        caps: the new task starts without them, as :meth:`begin_task` left it."""
+        self.evaluate_records = dict(snapshot["evaluate_records"])  # type: ignore[call-overload]
+        self.site_updates = dict(snapshot["site_updates"])  # type: ignore[call-overload]
+        if not mid_task:
+            return
         self.task_generators = dict(snapshot["task_generators"])  # type: ignore[call-overload]
         self.class_counts = dict(snapshot.get("class_counts", {}))  # type: ignore[call-overload]
         self.declared = dict(snapshot["declared"])  # type: ignore[call-overload]
-        self.evaluate_records = dict(snapshot["evaluate_records"])  # type: ignore[call-overload]
-        self.site_updates = dict(snapshot["site_updates"])  # type: ignore[call-overload]
         self.releases = EmbeddingReleases.restore(snapshot.get("releases"))  # type: ignore[arg-type]
 
     # --- training -------------------------------------------------------------------------

@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from flwr.app import Message
 
 from client.client_app import app as client_app
@@ -44,6 +45,12 @@ EMB = {  # sites send releases; the server's sum of task 2's must survive the ki
     "train.solver-data": "synthetic",
 }
 RIDGE = {**EMB, "solver.arch": "ridge"}  # the server's solved solver and its statistics too
+# the sites' reported counts per class must survive the kill (the next replay is built of them)
+COUNTS = {
+    "replay.mode": "ensemble",
+    "replay.mixture": "class-counts",
+    "partition.kind": "dirichlet",
+}
 
 
 class Killed(BaseException):
@@ -77,6 +84,11 @@ def kill_when_round(n: int):
     return hook
 
 
+def whole_ensemble(base: Path) -> dict:
+    (folder,) = (base / "runs").iterdir()
+    return torch.load(folder / "final_ensemble.pt", weights_only=True)
+
+
 def killed_run(base: Path, n: int, **overrides) -> Path:
     with pytest.raises(Killed):
         run(base, run_id=1, hook=kill_when_round(n), **overrides)
@@ -88,7 +100,9 @@ def ledger(sites: Path, site_id: str) -> list[dict]:
     return json.loads((sites / "privacy" / site_id / "ledger.json").read_text())["ledger"]
 
 
-@pytest.mark.parametrize("method", [{}, DGM, EMB, RIDGE], ids=["dgr", "dgm", "embedding", "ridge"])
+@pytest.mark.parametrize(
+    "method", [{}, DGM, EMB, RIDGE, COUNTS], ids=["dgr", "dgm", "embedding", "ridge", "counts"]
+)
 def test_a_resumed_run_equals_an_uninterrupted_one(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, method: dict
 ) -> None:
@@ -103,6 +117,8 @@ def test_a_resumed_run_equals_an_uninterrupted_one(
     if releases:
         assert sorted(RunCheckpoint.load(folder).strategy["releases"]) == ["site-0", "site-1"]
     key = RunCheckpoint.load(folder).run_key  # what the sites keyed their state by
+    if method is COUNTS:  # the counts of task 2's first round, kept with the strategy
+        assert sorted(RunCheckpoint.load(folder).strategy["class_counts"]) == ["site-0", "site-1"]
     resumed_path = run(tmp_path / "b", run_id=2, **{"fed.resume": str(folder)}, **method)
     assert resumed_path == folder
     resumed = load_summary(folder)
@@ -110,6 +126,9 @@ def test_a_resumed_run_equals_an_uninterrupted_one(
     assert resumed["accuracy_matrix"] == whole["accuracy_matrix"]  # deterministic without DP
     assert resumed["flower_run_ids"] == [1, 2] and resumed["run_key"] == key
     assert resumed.get("generator_sizes") == whole.get("generator_sizes")
+    if method is COUNTS:
+        weights = torch.load(folder / "final_ensemble.pt", weights_only=True)["class_weights"]
+        assert weights and weights == whole_ensemble(tmp_path / "a")["class_weights"]
     rounds = [json.loads(line) for line in (folder / "rounds.jsonl").read_text().splitlines()]
     assert [r["round"] for r in rounds] == [1, 2, 3, 4], "no round counted twice or lost"
     # the egress audit covers what left the sites under both Flower runs
