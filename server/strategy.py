@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -47,6 +46,7 @@ from server.embedding_sum import EmbeddingReleases
 from server.mask_aggregation import keep_reserved
 from server.reply_checks import check_train_reply
 from server.round_metrics import log_failures, per_task_accuracy, weighted_metrics
+from server.round_record import RoundRecord, SiteReply
 from server.site_owners import SiteOwners
 from server.site_registry import SiteRegistry
 from server.site_sampling import QUERY_TIMEOUT, SiteSampler, wait_for_sites
@@ -58,29 +58,6 @@ def _scholar_arrays(content: RecordDict, keys: list[str]) -> dict[str, np.ndarra
     """A reply's scholar under ``keys`` (its part records joined once, not once per key)."""
     scholar = wire.scholar_of(content)
     return {k: scholar[k].numpy() for k in keys}
-
-
-@dataclass
-class SiteReply:
-    node_id: int
-    metrics: dict[str, float]
-    generator: dict[str, torch.Tensor] | None = None
-    site_id: str | None = None
-    influence: dict[str, object] = field(default_factory=dict)  # what the bounds did
-
-    @property
-    def key(self) -> str:
-        """The site id, or the node for a reply that declares none."""
-        return self.site_id or f"node-{self.node_id}"
-
-
-@dataclass
-class RoundRecord:
-    server_round: int
-    sampled: list[int] = field(default_factory=list)
-    replies: list[SiteReply] = field(default_factory=list)
-    failures: dict[int, str] = field(default_factory=dict)  # node_id -> reason
-    refused_aggregate: str | None = None  # why the round kept the previous model
 
 
 class FedReplay(FedAvg):
