@@ -57,10 +57,10 @@ def class_weight_rows(
     of the finished task (``current``; an even split when it reported none), its weight
     for the earlier classes (which every site's generator learned from the same replay).
     ``reported``: per generator, the counts its site reported (None: none)."""
+    even = 1.0 / len(current) if current else 0.0
     rows = []
     for w, counts in zip(weights, reported, strict=True):
         split = class_shares(counts, current) if counts is not None else None
-        even = 1.0 / len(current) if current else 0.0
         row = []
         for c in classes:
             if c in current:

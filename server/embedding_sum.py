@@ -49,7 +49,6 @@ from server.release_consensus import MIN_SITES, direction_bound
 from server.replay_payload import cpu_state
 
 log = logging.getLogger("fedreplay.server")
-MIN_FOR_BOUND = MIN_SITES  # releases from which a median bounds anything
 
 
 def check_release(release: np.ndarray, shape: tuple[int, int] | None) -> None:
@@ -87,7 +86,7 @@ class EmbeddingReleases:
         sites = sorted(self.by_site)
         norms = np.array([np.linalg.norm(self.by_site[s]) for s in sites])
         factors = np.ones(len(sites))
-        if weight_cap > 0 and len(sites) >= MIN_FOR_BOUND:
+        if weight_cap > 0 and len(sites) >= MIN_SITES:  # (a median of fewer bounds nothing)
             cap = weight_cap * float(np.median(norms))
             factors = np.minimum(1.0, cap / np.maximum(norms, 1e-12))
         scaled = {s: f * self.by_site[s] for f, s in zip(factors, sites, strict=True)}
