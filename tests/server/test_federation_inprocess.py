@@ -268,6 +268,35 @@ def test_class_counts_travel_up_and_weigh_each_class_of_the_replay(tmp_path: Pat
     assert len(ensemble["class_weights"]) == 2 and len(ensemble["class_weights"][0]) == 4
 
 
+def test_a_site_claiming_1e30_records_of_a_class_moves_only_its_own_bounded_weight(
+    tmp_path: Path,
+) -> None:
+    def hostile(sent: Message, reply: Message) -> Message:
+        if sent.metadata.dst_node_id != 1001 or sent.metadata.message_type != "train":
+            return reply
+        values = dict(reply.content.metric_records[wire.METRICS].items())
+        for key in [k for k in values if k.startswith("class-count-")]:
+            values[key] = 0.0
+        values["class-count-0"] = 1e30  # "all of class 0 is mine"
+        content = RecordDict(dict(reply.content.items()))
+        content[wire.METRICS] = MetricRecord(values)
+        return Message(content, reply_to=sent)
+
+    overrides = {"replay.mode": "ensemble", "replay.mixture": "class-counts"}
+    _, grid = federate(tmp_path, hook=hostile, **overrides, **{"partition.kind": "dirichlet"})
+    sent = next(m for m in grid.sent if wire.REPLAY in m.content.array_records)
+    payload = wire.payload_from_records(
+        sent.content.array_records[wire.REPLAY], sent.content.config_records[wire.REPLAY_META]
+    )
+    assert payload.classes == (0, 1) and len(payload.class_weights) == 2
+    rows = sorted(payload.class_weights, key=lambda row: row[1])  # the hostile row: 0 for 1
+    hostile_row, honest_row = rows
+    assert hostile_row[1] == 0.0
+    # its whole claim is worth its bounded weight on class 0, never 1e30
+    assert hostile_row[0] in payload.weights and hostile_row[0] < 1e6
+    assert sum(honest_row) in payload.weights
+
+
 def test_per_task_mode_keeps_every_finished_tasks_generators(tmp_path: Path) -> None:
     run, grid = federate(tmp_path, **{"replay.mode": "per-task", "tasks.num-tasks": 3})
     payloads = {}
