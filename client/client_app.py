@@ -16,11 +16,14 @@ from flwr.app.error import Error
 from flwr.clientapp import ClientApp
 from flwr.common.constant import ErrorCode
 
+from client.policy import site_policy
 from client.site import Site, SiteIdentity, apply_node_config
 from client.site_store import CachedReply, SiteStore, instruction_digest
 from common import egress, protocol, wire, wire_packed
 from common.config import ExperimentConfig, load_config
 from common.models.dgm import DGMGenerator
+from common.privacy.ledger_file import has_spent
+from common.privacy.session import privacy_root
 from common.sitestate import site_dir
 
 log = logging.getLogger("fedreplay.client")
@@ -55,7 +58,18 @@ def _identity(context: Context) -> tuple[ExperimentConfig, SiteIdentity]:
 
 
 def _site(context: Context) -> Site:
-    return Site(*_identity(context))
+    """The site, once the server's instruction has passed this site's own privacy policy
+    (:mod:`client.policy`): a run asking for less privacy is refused before any record is
+    read, with an error reply naming the policy and the key."""
+    cfg, identity = _identity(context)
+    policy = site_policy(
+        cfg,
+        context.node_config,
+        site_dir=site_dir(),
+        has_spent=has_spent(privacy_root(), identity.site_id),
+    )
+    policy.check(cfg)
+    return Site(cfg, identity)
 
 
 @app.train()

@@ -11,6 +11,7 @@
     fedreplay pki init --dir pki --host superlink.example.org --host 10.0.0.5
     fedreplay pki add-site --dir pki site-berlin
     fedreplay pki register --dir pki site-berlin --connection prod
+    fedreplay site init --dp-required --max-epsilon 8 --max-delta 1e-5   # at a site
 
 The older ``fedreplay-*`` commands stay and do the same.
 """
@@ -56,6 +57,7 @@ TOOLS = {
 
 EXTRA = {
     "pki": "TLS and node keys",
+    "site": "a site's own privacy policy (its operator's rules; the server cannot weaken them)",
     "protocol": "what travels between sites and server (common.protocol)",
     "report": "write a run folder's report.html again (after an audit)",
 }
@@ -115,6 +117,60 @@ def pki_main(argv: list[str]) -> int:
     return 0
 
 
+def site_main(argv: list[str]) -> int:
+    from client.policy import POLICY_FILE, PolicyError, SitePolicy, read_policy, write_policy
+    from common.sitestate import site_dir
+
+    p = argparse.ArgumentParser(
+        prog="fedreplay site",
+        description="A site's privacy policy, kept in its site folder: every instruction from "
+        "the server is checked against it before a record is read.",
+    )
+    sub = p.add_subparsers(dest="action", required=True)
+    init = sub.add_parser("init", help="write the site's policy.toml")
+    init.add_argument(
+        "--dp-required",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="refuse runs without DP (default: required)",
+    )
+    init.add_argument("--max-epsilon", type=float, default=None, help="lifetime epsilon cap")
+    init.add_argument("--max-delta", type=float, default=None, help="largest delta allowed")
+    init.add_argument("--min-records", type=int, default=256, help="least dp.min-records")
+    init.add_argument(
+        "--release-metrics", default="", help="metrics a run may ask for, comma-separated"
+    )
+    init.add_argument("--force", action="store_true", help="replace an existing policy")
+    show = sub.add_parser("show", help="print the site's policy")
+    for sp in (init, show):
+        sp.add_argument(
+            "--dir", type=Path, default=None, help="the site folder (default: $FEDREPLAY_SITE_DIR)"
+        )
+    args = p.parse_args(argv)
+    folder = args.dir or site_dir()
+    try:
+        if args.action == "init":
+            if args.dp_required and (args.max_epsilon is None or args.max_delta is None):
+                raise PolicyError("a policy that requires DP needs --max-epsilon and --max-delta")
+            policy = SitePolicy(
+                dp_required=args.dp_required,
+                max_epsilon=args.max_epsilon,
+                max_delta=args.max_delta,
+                min_records=args.min_records,
+                release_metrics=frozenset(
+                    m.strip() for m in args.release_metrics.split(",") if m.strip()
+                ),
+                source="fedreplay site init",
+            )
+            print(f"wrote {write_policy(folder, policy, force=args.force)}")
+        else:
+            print(read_policy(folder / POLICY_FILE).to_toml(), end="")
+    except PolicyError as exc:
+        print(f"fedreplay site: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
@@ -127,6 +183,8 @@ def main(argv: list[str] | None = None) -> int:
         return pki_main(rest)
     if name == "report":
         return report_main(rest)
+    if name == "site":
+        return site_main(rest)
     if name == "protocol":
         from common.protocol import describe
 

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from client.client_app import app as client_app
+from client.policy import POLICY_KEY, RUN_CONFIG
 from common.config import (
     ExperimentConfig,
     load_config,
@@ -53,7 +54,9 @@ def run_single_site(cfg: ExperimentConfig, *, site_id: str = "single") -> RunFol
     With ``dp.enabled`` the site trains with DP-SGD and spends from its lifetime ledger
     ``site_id``, like any federated site."""
     cfg = single_site_config(cfg)
-    node = {"partition-id": 0, "num-partitions": 1, SITE_ID_KEY: site_id}
+    # the person running this is the site's operator: the run config is its policy, unless
+    # the site folder holds a policy.toml (client.policy); spent records stay DP either way
+    node = {"partition-id": 0, "num-partitions": 1, SITE_ID_KEY: site_id, POLICY_KEY: RUN_CONFIG}
     if cfg.dp.enabled:  # a federated site may sit a task out; a single site would learn nothing
         stream = local_stream(cfg, SiteIdentity(0, 1, site_id))
         for t in range(len(stream)):

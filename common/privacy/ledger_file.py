@@ -27,6 +27,13 @@ class PrivacyStateError(RuntimeError):
     """The saved privacy state is missing, unreadable or does not match this run."""
 
 
+def has_spent(root: Path, site_id: str) -> bool:
+    """Whether ``site_id`` keeps a lifetime ledger under ``root`` (or traces of one): its
+    records have spent privacy budget."""
+    directory = Path(root) / site_id
+    return any((directory / name).exists() for name in (LEDGER, BACKUP, MARKER))
+
+
 def read_state(directory: Path, site_id: str, dp: DPConfig | None) -> dict[str, Any]:
     """The saved ledger of ``site_id`` in ``directory``, checked; a new one for a site that
     never trained (``dp`` given); an error naming the fix for anything else."""

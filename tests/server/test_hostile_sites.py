@@ -149,9 +149,16 @@ def test_a_site_that_disconnects_does_not_stall_the_run(tmp_path: Path) -> None:
 
 def test_sites_with_their_own_data_share_partition_0_without_colliding(tmp_path: Path) -> None:
     """Deployed sites with their own data all hold partition 0 of 1; their site ids differ."""
+    from client.policy import SitePolicy, write_policy
+
     cfg = load_config({**SMALL, "output-dir": str(tmp_path), "fed.num-sites": 2})
+    policy = write_policy(  # named sites are real sites: each has its operator's policy
+        tmp_path / "site",
+        SitePolicy(dp_required=False, max_epsilon=None, max_delta=None, min_records=0),
+    )
     configs = [
-        {"partition-id": 0, "num-partitions": 1, "site-id": name} for name in ("st-olav", "ous")
+        {"partition-id": 0, "num-partitions": 1, "site-id": name, "policy": str(policy)}
+        for name in ("st-olav", "ous")
     ]
     grid = InProcessGrid(client_app, cfg.to_run_config(), num_nodes=2, node_configs=configs)
     run = FederatedRun(cfg).run(grid)
