@@ -239,12 +239,12 @@ class FedReplay(FedAvg):
                 record.failures[node] = f"rejected: {exc}"
                 continue
             metrics = wire.scalar_metrics(msg.content.metric_records[wire.METRICS])
-            refused = self._check_privacy(msg.content, metrics, record.server_round)
-            if refused is not None:
-                record.failures[node] = f"rejected: {refused}"
-                continue
             site_id = wire.site_id_of(msg.content)
+            # who owns the id first: a reply claiming another node's site id must never
+            # reach the registry, which would record (and quarantine) the victim
             refused = self.sites.check(node, site_id)
+            if refused is None:
+                refused = self._check_privacy(msg.content, metrics, record.server_round)
             if refused is not None:
                 record.failures[node] = f"rejected: {refused}"
                 continue

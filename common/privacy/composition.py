@@ -55,7 +55,7 @@ def composition_for(wanted: str, *, scenario: str, method: str) -> str:
 
 
 def shared_records(task_data: Sequence[Split]) -> int:
-    """How many distinct records (input and label) are in the training data of several tasks."""
+    """How many distinct records (inputs) are in the training data of several tasks."""
     seen = np.zeros(0, dtype=np.uint64)
     shared = np.zeros(0, dtype=np.uint64)
     for split in task_data:
@@ -73,7 +73,7 @@ def check_composition(composition: str, task_data: Sequence[Split], *, where: st
     if shared:
         raise CompositionError(
             f"per-task composition needs every record of {where} in exactly one task, but "
-            f"{shared} records (same input and label) are in several tasks' training data; "
+            f"{shared} records (same input) are in several tasks' training data; "
             "remove the duplicates or set dp.composition='sequential'"
         )
 

@@ -67,6 +67,7 @@ from common.privacy.ledger_file import (
     read_state,
     write_release,
 )
+from common.privacy.record_index import add_spent, claimed_elsewhere
 
 # A run left with less than this share of its target is refused: its noise would drown
 # every signal (the site is told what it spent and how to proceed).
@@ -220,6 +221,19 @@ class SiteLedger:
                     "changed since it started; refusing to mix budgets"
                 )
             return
+        claimed = claimed_elsewhere(
+            self.directory.parent, self.site_id, fp.union(partitions.values())
+        )
+        if claimed:
+            names = ", ".join(f"{k!r} ({n} records)" for k, n in sorted(claimed.items()))
+            raise PrivacyStateError(
+                f"site {self.site_id!r}: records of this run have spent privacy budget under "
+                f"another site id of this site folder: {names}. A record keeps what it spent "
+                "whatever the site is called: run as that site id (its ledger continues), "
+                "or train on other records"
+            )
+        # write-ahead: the index knows these records before the ledger spends on them
+        add_spent(self.directory.parent, self.site_id, fp.union(partitions.values()))
         run_parts: dict[str, Any] = {}
         for key, recs in sorted(partitions.items()):
             steps = [s for t, (_, s) in plan.items() if run_partition_of(t, composition) == key]

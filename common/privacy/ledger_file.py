@@ -17,8 +17,9 @@ from typing import Any
 
 from common.config import DPConfig
 from common.fileio import atomic_write_bytes
+from common.privacy.record_index import index_path
 
-STATE_VERSION = 3
+STATE_VERSION = 4  # 4: records identified by their inputs alone (3: input and label)
 LEDGER, BACKUP, MARKER, LOCK = "ledger.json", "ledger.json.bak", "TRAINED", "ledger.lock"
 RELEASES = "releases"  # long releases (embeddings): one file each, named by SHA-256
 
@@ -31,7 +32,8 @@ def has_spent(root: Path, site_id: str) -> bool:
     """Whether ``site_id`` keeps a lifetime ledger under ``root`` (or traces of one): its
     records have spent privacy budget."""
     directory = Path(root) / site_id
-    return any((directory / name).exists() for name in (LEDGER, BACKUP, MARKER))
+    traces = [directory / name for name in (LEDGER, BACKUP, MARKER)]
+    return any(p.exists() for p in [*traces, index_path(root, site_id)])
 
 
 def read_state(directory: Path, site_id: str, dp: DPConfig | None) -> dict[str, Any]:
@@ -42,7 +44,8 @@ def read_state(directory: Path, site_id: str, dp: DPConfig | None) -> dict[str, 
         raise PrivacyStateError(f"site {site_id!r} has no privacy ledger at {path}")
     if not path.is_file():
         assert dp is not None
-        traces = [p.name for p in (directory / BACKUP, directory / MARKER) if p.exists()]
+        indexed = index_path(directory.parent, site_id)
+        traces = [str(p) for p in (directory / BACKUP, directory / MARKER, indexed) if p.exists()]
         if traces:
             raise PrivacyStateError(
                 f"site {site_id!r} has trained before ({', '.join(traces)} in {directory}) "
@@ -59,6 +62,14 @@ def read_state(directory: Path, site_id: str, dp: DPConfig | None) -> dict[str, 
             f"to train rather than forget what this site has spent. Restore it from "
             f"{BACKUP} in that folder or from your backups"
         ) from None
+    if state.get("version") == 3:
+        raise PrivacyStateError(
+            f"privacy ledger {path} has format version 3, which identified a record by its "
+            "input and its label; this fedreplay identifies records by their inputs alone (so "
+            "relabelled records keep their spend) and cannot map the old fingerprints onto "
+            "the new ones: refusing to guess what was spent. Keep this site on the fedreplay "
+            "that wrote the ledger, or retire the records it covers"
+        )
     if state.get("version") != STATE_VERSION:
         raise PrivacyStateError(
             f"privacy ledger {path} has format version {state.get('version')!r}; this "

@@ -1,10 +1,13 @@
 """Fingerprints of a site's training records: which records a privacy budget is about.
 
-A record is an (input, label) pair; its fingerprint is an 8-byte BLAKE2b digest of the
-input's bytes *before* any pixel permutation plus its label, so a permuted copy or a
-re-inserted canary is the same record, while the same image under another label is
-another record (add/remove adjacency removes one pair). Fingerprints stay on the site's
-disk (its privacy ledger); only counts and equality are ever used.
+A record's fingerprint is an 8-byte BLAKE2b digest of its input's bytes *before* any
+pixel permutation, and of nothing else: not its label, not its position, not the site id
+it is trained under. A permuted copy, a re-inserted canary, the same image under another
+label (a reordered ``data.classes``) and the same records under a renamed site are the same
+records, and keep what they spent. (Two records with identical inputs count as one: their
+spend is composed, which over-counts, never under-counts.) Fingerprints stay on the site's
+disk (its privacy ledger and the site folder's record index); only counts and equality are
+ever used.
 
 Limit, stated: records are identified by their bytes after loading. Data re-encoded
 differently (another resize, another file format) counts as new records: keep a site's
@@ -25,15 +28,14 @@ DIGEST_BYTES = 8
 
 
 def record_digests(split: Split) -> np.ndarray:
-    """Sorted unique uint64 fingerprints of the records of ``split`` ((k,), k <= len)."""
+    """Sorted unique uint64 fingerprints of the records of ``split`` ((k,), k <= len): of
+    their inputs alone (labels are not part of a record's identity here)."""
     if len(split) == 0:
         return np.zeros(0, dtype=np.uint64)
     x = split.base_x[split.index].reshape(len(split), -1).contiguous().numpy()
-    y = split.base_y[split.index].numpy().astype(np.int64)
     out = np.empty(len(split), dtype=np.uint64)
-    for i, (row, label) in enumerate(zip(x, y, strict=True)):
+    for i, row in enumerate(x):
         h = hashlib.blake2b(row.tobytes(), digest_size=DIGEST_BYTES)
-        h.update(int(label).to_bytes(8, "little", signed=True))
         out[i] = int.from_bytes(h.digest(), "little")
     return np.unique(out)
 

@@ -26,17 +26,19 @@ def test_auto_follows_scenario_and_method_only() -> None:
         composition_for("per-task", scenario="permuted", method="dgr")
 
 
-def test_one_duplicated_image_under_another_label_changes_nothing() -> None:
-    """The review's attack: one duplicated image with another label used to flip 'auto'
-    to sequential (and change sigma). A (input, label) pair is the record: an image under
-    two labels is two records, so per-task holds and nothing changes."""
+def test_one_duplicated_image_under_another_label_is_one_record_in_two_tasks() -> None:
+    """A record is its input: relabelling it must not buy it a fresh budget (a reordered
+    data.classes used to give new fingerprints). So one image under two labels in two tasks
+    is one record in two tasks: per-task composition is refused with the fix named, never
+    silently switched (the earlier review's attack flipped 'auto' and changed sigma)."""
     x = torch.rand(30, 1, 4, 4)
     data = Split.from_tensors(x, torch.arange(30) % 3)
     tasks = [data.where_label_in([c]) for c in range(3)]
     duplicate = Split.from_tensors(tasks[0].x[:1].clone(), torch.tensor([1]))
     poisoned = [tasks[0], concat([tasks[1], duplicate]), tasks[2]]
-    assert shared_records(poisoned) == 0
-    check_composition(PER_TASK, poisoned, where="site 0")  # no error, no change
+    assert shared_records(poisoned) == 1
+    with pytest.raises(CompositionError, match="remove the duplicates"):
+        check_composition(PER_TASK, poisoned, where="site 0")
 
 
 def test_per_task_is_refused_when_the_same_record_is_in_two_tasks() -> None:
