@@ -45,6 +45,9 @@ from common.privacy.embedding import EVENT_SAMPLE_RATE, GRAM_SENSITIVITY, releas
 from common.privacy.randomness import secret_numpy_generator
 
 ReleaseFn = Callable[..., Tensor]  # the signature of common.privacy.embedding.release
+# "consistent" only where the audit could have certified this share of the claim's exact
+# epsilon; below it the verdict says "not testable" and names the audit's reach
+REACH_SHARE = 0.95
 
 
 @dataclass(frozen=True)
@@ -65,15 +68,34 @@ class ReleaseAudit:
     epsilon_lower_bound_gaussian: float  # eps of mu_lower_bound (the curve is Gaussian)
 
     @property
+    def reach(self) -> float:
+        """The most this audit can certify: no test exceeds the perfect score's bound, nor
+        the true epsilon of what this canary moves (mu_canary-GDP; with the Gram a canary
+        moves the release by less than its sensitivity)."""
+        return min(self.reachable_epsilon, gdp_epsilon(self.mu_canary, self.delta))
+
+    @property
     def verdict(self) -> str:
         if max(self.epsilon_lower_bound, self.epsilon_lower_bound_gaussian) > (
             self.claimed_epsilon
         ):
             return "VIOLATION: the release leaks more than the claimed epsilon"
+        if self.reach < REACH_SHARE * min(self.claimed_epsilon, self.epsilon_exact):
+            return (
+                f"not testable at this epsilon: this audit can certify at most "
+                f"{self.reach:.3f}, below the claim's exact epsilon {self.epsilon_exact:.3f} "
+                f"(claimed {self.claimed_epsilon:.3f}): its canary cannot move the release "
+                "by the full sensitivity, or it has too few trials"
+            )
         return "consistent with the claimed epsilon"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": "release_audit", **asdict(self), "verdict": self.verdict}
+        return {
+            "kind": "release_audit",
+            **asdict(self),
+            "reach": self.reach,
+            "verdict": self.verdict,
+        }
 
 
 def _said(r: Tensor, classes: int, gram: bool) -> Tensor:

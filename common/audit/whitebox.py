@@ -78,12 +78,22 @@ class MechanismAudit:
     mu_claimed: float | None  # sqrt(steps) / sigma: the exact GDP of the claim, at rate 1
     epsilon_exact: float | None  # eps of the claimed mu-GDP at delta (the true epsilon)
     epsilon_lower_bound_gaussian: float | None  # eps of mu_lower_bound, if the curve is Gaussian
+    # rate < 1: whether two fresh plans draw different Poisson masks (None at rate 1). The
+    # scores do not use the masks (the auditor does not know them, as no adversary should);
+    # masks a fixed or public seed reproduces are what this catches
+    masks_fresh: bool | None = None
 
     @property
     def verdict(self) -> str:
         bounds = [self.epsilon_lower_bound, self.epsilon_lower_bound_gaussian or 0.0]
         if max(bounds) > self.claimed_epsilon:
             return "VIOLATION: the mechanism leaks more than the claimed epsilon"
+        if self.masks_fresh is False:
+            return (
+                "VIOLATION: the Poisson masks repeat across fresh plans (a fixed or public "
+                "seed): whoever knows them scores with them, and the accountant's "
+                "amplification by sampling does not hold"
+            )
         if self.claimed_epsilon > self.reachable_epsilon and self.mu_claimed is None:
             return "not testable at this epsilon"
         return "consistent with the claimed epsilon"
@@ -258,6 +268,19 @@ def canary_scores(
     return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
 
 
+def masks_are_fresh(
+    sample_rate: float, *, make_sampling: Callable[[], torch.Generator], records: int = 4096
+) -> bool:
+    """Whether two plans made the platform's way draw different Poisson masks: a sampling
+    generator from a fixed or public seed draws the same ones, run after run."""
+    split = Split.from_tensors(torch.zeros(records, 1, 1, 1), torch.zeros(records).long())
+    draws = []
+    for _ in range(2):
+        batches = poisson_batches(split, sample_rate, rng=make_sampling())
+        draws.append([next(batches)[1].tolist() for _ in range(4)])
+    return draws[0] != draws[1]
+
+
 def audit_mechanism(
     *,
     noise_multiplier: float,
@@ -269,11 +292,16 @@ def audit_mechanism(
     confidence: float = 0.95,
     accountant: str = "rdp",
     make_stepper: StepperFactory | None = None,
+    make_sampling: Callable[[], torch.Generator] | None = None,
 ) -> MechanismAudit:
     """Audit the private step with ``num_canaries`` gradient canaries (module docstring).
 
     ``claimed_epsilon`` defaults to the accountant's epsilon of the mechanism;
-    ``make_stepper`` lets a test substitute a deliberately broken stepper."""
+    ``make_stepper`` and ``make_sampling`` (the Poisson masks' generator; default: the
+    plan's own) let a test substitute a deliberately broken stepper or sampling."""
+    sampling = make_sampling or (
+        lambda: DPPlan(1.0, 1.0, sample_rate, on_step=lambda: None).sampling
+    )
     include = secret_numpy_generator().integers(0, 2, num_canaries).astype(bool)
     scores = canary_scores(
         include,
@@ -314,4 +342,7 @@ def audit_mechanism(
         mu_claimed=mu_claimed,
         epsilon_exact=gdp_epsilon(mu_claimed, delta) if mu_claimed is not None else None,
         epsilon_lower_bound_gaussian=gdp_epsilon(mu_lb, delta) if mu_claimed is not None else None,
+        masks_fresh=masks_are_fresh(sample_rate, make_sampling=sampling)
+        if sample_rate < 1.0
+        else None,
     )

@@ -158,3 +158,26 @@ def test_gdp_epsilon_matches_the_prv_accountant_at_rate_one() -> None:
         prv = compute_epsilon([(sigma, 1.0, steps)], delta=DELTA, kind="prv")
         assert gdp_epsilon(steps**0.5 / sigma, DELTA) == pytest.approx(prv, rel=0.03)
     assert gdp_epsilon(0.0, DELTA) == 0.0
+
+
+def test_masks_from_a_public_seed_at_rate_one_half_are_flagged() -> None:
+    """The audit's scores do not use the masks; what it checks of the sampling is that two
+    fresh plans draw different masks. Masks a public seed reproduces are a violation."""
+
+    def public() -> torch.Generator:
+        return torch.Generator().manual_seed(0)
+
+    flagged = audit_mechanism(
+        noise_multiplier=1.0,
+        sample_rate=0.5,
+        steps=2,
+        delta=DELTA,
+        num_canaries=2_000,
+        make_sampling=public,
+    )
+    assert flagged.masks_fresh is False and flagged.verdict.startswith("VIOLATION")
+    assert "masks repeat" in flagged.verdict
+    honest = audit_mechanism(
+        noise_multiplier=1.0, sample_rate=0.5, steps=2, delta=DELTA, num_canaries=2_000
+    )
+    assert honest.masks_fresh is True and not honest.verdict.startswith("VIOLATION")
