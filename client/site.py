@@ -137,8 +137,8 @@ class Site:
         rng = torch.Generator().manual_seed(seed)
         replay = replay_for(self.cfg, self.stream.tasks, task, self.replay_source(payload), rng=rng)
         real = real_data_for(self.cfg.method, self.stream.tasks, task)
-        if len(real) == 0:
-            return {"num-examples": 0.0, "empty": 1.0}
+        if len(real) == 0 and not self.cfg.dp.enabled:  # under DP: decided on the released
+            return {"num-examples": 0.0, "empty": 1.0}  # count, like every sit-out
         prepared = None
         if self.cfg.dp.enabled:
             prepared = self.privacy().begin_round(  # spent before any step (write-ahead)

@@ -21,6 +21,7 @@ from typing import Any
 
 from common.privacy.ledger import PrivacyStateError, SiteLedger
 from common.privacy.operator import raise_budget
+from common.privacy.record_index import INDEX
 from common.privacy.session import privacy_root
 from server.site_registry import REGISTRY, SiteRegistry, server_dir
 
@@ -90,7 +91,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "show":
             root = args.sites_dir / "privacy" if args.sites_dir else privacy_root()
-            sites = args.sites or sorted(d.name for d in root.glob("*") if d.is_dir())
+            sites = args.sites or sorted(
+                d.name for d in root.glob("*") if d.is_dir() and d.name != INDEX
+            )
             if not sites:
                 print(f"no site ledgers under {root}", file=sys.stderr)
                 return 2

@@ -72,7 +72,9 @@ def wait_for(what: str, check, *, timeout: float, dep: LoopbackDeployment, proc,
 
 
 def ledger_rounds(site_dir: Path, site: str) -> list[dict]:
-    return json.loads((site_dir / "privacy" / site / "ledger.json").read_text())["ledger"]
+    """The ledger's training rows (a run's first round also releases each task's count)."""
+    rows = json.loads((site_dir / "privacy" / site / "ledger.json").read_text())["ledger"]
+    return [r for r in rows if r.get("kind", "training") == "training"]
 
 
 @pytest.mark.slow
@@ -132,7 +134,9 @@ def test_server_killed_mid_task_resumes_as_if_uninterrupted(
         rows = ledger_rounds(deployment.tmp / f"site{pid}", site)
         assert [r["round"] for r in rows] == [1, 2, 3, 4], f"{site} spent a round twice"
         whole = ledger_rounds(tmp_path / "whole-sites", site)
-        assert rows[-1]["epsilon"] == whole[-1]["epsilon"]
+        # each run draws its own noised counts (hence sampling rates, hence sigma), and
+        # calibrates to the same target within the calibration's 1% tolerance
+        assert rows[-1]["epsilon"] == pytest.approx(whole[-1]["epsilon"], rel=0.02)
 
 
 @pytest.mark.slow

@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from common.config import DPConfig
 from common.fileio import atomic_write_text
@@ -67,6 +68,7 @@ from common.privacy.ledger_file import (
     read_state,
     write_release,
 )
+from common.privacy.randomness import secret_generator
 from common.privacy.record_index import add_spent, claimed_elsewhere
 
 # A run left with less than this share of its target is refused: its noise would drown
@@ -193,7 +195,7 @@ class SiteLedger:
         *,
         composition: str,
         partitions: Mapping[str, np.ndarray],
-        plan: Plan,
+        plan: Plan | None,
         run_target: float,
         max_grad_norm: float,
         histograms: bool = False,
@@ -201,7 +203,9 @@ class SiteLedger:
         """Declare a run's partitions (once; later calls check they did not change).
         ``histograms``: every planned task also has one Gaussian release (dp.class-histogram's
         noised class counts, or generator.kind = "embedding"'s noised feature sums), planned
-        as one more step at sampling rate 1."""
+        as one more step at sampling rate 1. ``plan=None``: the plan follows from the run's
+        released record counts (:meth:`release_counts`, then :meth:`set_plan`); every
+        partition with records is declared, since each task's count is released."""
         if composition not in (PER_TASK, SEQUENTIAL):
             raise ValueError(f"composition {composition!r} is not {PER_TASK!r} or {SEQUENTIAL!r}")
         if run_target > self.budget * (1 + 1e-12):
@@ -236,9 +240,12 @@ class SiteLedger:
         add_spent(self.directory.parent, self.site_id, fp.union(partitions.values()))
         run_parts: dict[str, Any] = {}
         for key, recs in sorted(partitions.items()):
-            steps = [s for t, (_, s) in plan.items() if run_partition_of(t, composition) == key]
-            if not recs.size or not (sum(steps) or histograms):
+            if not recs.size:
                 continue
+            if plan is not None:
+                steps = [s for t, (_, s) in plan.items() if run_partition_of(t, composition) == key]
+                if not (sum(steps) or histograms):
+                    continue
             run_parts[key] = {
                 "digest": digests[key],
                 "count": int(recs.size),
@@ -251,10 +258,55 @@ class SiteLedger:
             "composition": composition,
             "target_epsilon": run_target,
             "max_grad_norm": max_grad_norm,
-            "plan": {str(t): list(e) for t, e in sorted(plan.items())},
+            "plan": None if plan is None else {str(t): list(e) for t, e in sorted(plan.items())},
+            "counts": None,  # task -> its released (noised) record count
             "histograms": {} if histograms else None,  # task -> its noised class counts
             "partitions": run_parts,
         }
+        self.dirty = True
+
+    # --- record counts, released under DP ---------------------------------------------------
+    def released_counts(self, run_key: str) -> dict[int, float] | None:
+        """The run's released record count of every task (None: not released yet)."""
+        counts = self.state["runs"][run_key].get("counts")
+        return None if counts is None else {int(t): float(n) for t, n in counts.items()}
+
+    def release_counts(
+        self, run_key: str, true_counts: Mapping[int, int], *, sigma: float, server_round: int
+    ) -> dict[int, float]:
+        """Release every task's record count as a Gaussian mechanism (sensitivity 1 under
+        add/remove): each task's partition spends it *before* it is drawn, in this
+        transaction; the counts are kept for the run's later rounds and never drawn again.
+        Everything that leaves the site about a task's size (its FedAvg weight, sampling
+        rate, noise, sit-out) is computed from these counts, never from the true ones."""
+        run = self.state["runs"][run_key]
+        if run.get("counts") is not None:
+            raise PrivacyStateError(f"run {run_key}'s record counts were already released")
+        for task, n in sorted(true_counts.items()):
+            if n > 0 and run_partition_of(task, run["composition"]) in run["partitions"]:
+                self.spend(
+                    run_key,
+                    task=task,
+                    events=[(sigma, 1.0, 1)],
+                    server_round=server_round,
+                    kind="count release",
+                )
+        gen = secret_generator()
+        released = {}
+        for task, n in sorted(true_counts.items()):
+            # as Opacus' secure mode: each value a sum of 4 Gaussians
+            z = float(torch.randn(4, generator=gen, dtype=torch.float64).sum() * sigma / 2)
+            released[int(task)] = float(n) + z
+        run["counts"] = {str(t): c for t, c in released.items()}
+        self.dirty = True
+        return released
+
+    def set_plan(self, run_key: str, plan: Plan) -> None:
+        """The run's plan, once, from its released counts (:meth:`release_counts`)."""
+        run = self.state["runs"][run_key]
+        if run.get("plan") is not None:
+            raise PrivacyStateError(f"run {run_key}'s plan was already set")
+        run["plan"] = {str(t): list(e) for t, e in sorted(plan.items())}
         self.dirty = True
 
     def class_histogram(self, run_key: str, task: int) -> list[float] | None:
@@ -315,6 +367,8 @@ class SiteLedger:
         part = self._run_part(run_key, task)
         if part["noise_multiplier"] is not None:
             return float(part["noise_multiplier"])
+        if run.get("plan") is None:
+            raise PrivacyStateError(f"run {run_key} has no plan yet (its counts come first)")
         lifetime = self._live(part["lifetime"])
         # every run partition of this run on the same lifetime partition is calibrated
         # together: they spend from one history
@@ -350,7 +404,15 @@ class SiteLedger:
         self.dirty = True
         return sigma
 
-    def spend(self, run_key: str, *, task: int, events: list[Event], server_round: int) -> None:
+    def spend(
+        self,
+        run_key: str,
+        *,
+        task: int,
+        events: list[Event],
+        server_round: int,
+        kind: str = "training",
+    ) -> None:
         """Check ``events`` against the lifetime budget, then record them (before training)."""
         run = self.state["runs"][run_key]
         key = run_partition_of(task, run["composition"])
@@ -379,7 +441,8 @@ class SiteLedger:
                 "round": server_round,
                 "partition": key,
                 "lifetime_partition": lifetime,
-                "noise_multiplier": part["noise_multiplier"],
+                "kind": kind,  # training (DP-SGD steps, a task's release) | count release
+                "noise_multiplier": part["noise_multiplier"] or max(s for s, _, _ in events),
                 "sample_rate": max(q for _, q, _ in events),
                 "steps": sum(n for *_, n in events),
                 "events": [list(e) for e in events],

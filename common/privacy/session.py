@@ -14,7 +14,7 @@ Poisson sampling come from fresh secret generators.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -34,6 +34,12 @@ from common.privacy.ledger import SiteLedger, check_site_id
 from common.privacy.records import record_digests, union
 from common.sitestate import site_dir
 from common.training.learner import real_data_for
+
+# The noise (standard deviation, in records) of each task's released record count: a
+# Gaussian mechanism of sensitivity 1 under add/remove. Its cost is small beside DP-SGD's
+# hundreds of steps (measured in docs/privacy-audit.md, "Record counts"); an error of ~50
+# records moves a site's sampling rate and FedAvg weight by under 20% at dp.min-records=256.
+COUNT_NOISE = 50.0
 
 
 def privacy_root() -> Path:
@@ -101,29 +107,36 @@ class PrivacySession:
             cfg.dp.composition, scenario=cfg.tasks.scenario, method=cfg.method
         )
 
-    def records(self, task: int) -> int:
-        """Records this site trains on privately at ``task`` (0: it sits the task out).
+    def true_records(self, task: int) -> int:
+        """Records of ``task`` this site holds (private: never sent, never used for what is
+        sent; :meth:`records` is the released count)."""
+        return len(real_data_for(self.cfg.method, self.tasks, task))
 
-        The sit-out decision depends on a private count; it is listed as released in the
-        privacy scope (docs/privacy-audit.md)."""
-        n = len(real_data_for(self.cfg.method, self.tasks, task))
-        return n if n >= self.cfg.dp.min_records else 0
+    @staticmethod
+    def records(released: float, min_records: int) -> int:
+        """The records a task is trained as having, from its released (noised) count: 0
+        (the site sits the task out) below ``dp.min-records``. A post-processing of the
+        release, so the sit-out, the sampling rate, the noise and the FedAvg weight are
+        private too."""
+        n = max(0, round(released))
+        return n if n >= max(min_records, 1) else 0
 
     @cached_property
     def partitions(self) -> dict[str, np.ndarray]:
-        """This run's partitions: the fingerprints of the records each one samples from."""
+        """This run's partitions: the fingerprints of the records each one samples from
+        (every task the site holds records of: each task's count is released)."""
         data = [real_data_for(self.cfg.method, self.tasks, t) for t in range(len(self.tasks))]
         check_composition(self.composition, data, where=f"site {self.site_id}")
-        by_task = [record_digests(d) if self.records(t) else None for t, d in enumerate(data)]
+        by_task = [record_digests(d) if len(d) else None for d in data]
         if self.composition == PER_TASK:
             return {f"task-{t}": d for t, d in enumerate(by_task) if d is not None}
         return {"run": union(d for d in by_task if d is not None)}
 
-    def plan(self) -> dict[int, tuple[float, int]]:
+    def plan(self, counts: Mapping[int, float]) -> dict[int, tuple[float, int]]:
         cfg = self.cfg
         iterations = cfg.train.iterations
         return planned_events(
-            [self.records(t) for t in range(len(self.tasks))],
+            [self.records(counts[t], cfg.dp.min_records) for t in range(len(self.tasks))],
             batch_size=cfg.train.batch_size,
             rounds_per_task=cfg.fed.rounds_per_task,
             steps_per_round=private_solver_steps(cfg, iterations)
@@ -139,25 +152,36 @@ class PrivacySession:
         server_round: int,
     ) -> PreparedRound | None:
         """Record the round's steps in the lifetime ledger and return its DP plan (None:
-        too few records of this task, nothing spent). Raises ``BudgetExceeded`` when the
-        round would exceed the budget, ``PrivacyStateError`` when the ledger is unusable."""
-        n = self.records(task)
-        if n == 0:
-            return None
+        too few records of this task, nothing more spent). Raises ``BudgetExceeded`` when
+        the round would exceed the budget, ``PrivacyStateError`` when the ledger is unusable.
+
+        The run's first round releases every task's record count (a Gaussian mechanism,
+        spent first, :meth:`SiteLedger.release_counts`); everything about a task's size
+        that leaves the site is computed from that release, never from the true count."""
         cfg = self.cfg
-        q = min(1.0, cfg.train.batch_size / n)
-        generator_steps = private_generator_steps(cfg, iterations)
-        iterations = private_solver_steps(cfg, iterations)
         with SiteLedger.open(self.root, self.site_id, dp=cfg.dp) as ledger:
             ledger.join_run(
                 run_key,
                 composition=self.composition,
                 partitions=self.partitions,
-                plan=self.plan(),
+                plan=None,
                 run_target=cfg.dp.target_epsilon,
                 max_grad_norm=cfg.dp.max_grad_norm,
                 histograms=releases_per_task(cfg),
             )
+            counts = ledger.released_counts(run_key)
+            if counts is None:
+                true = {t: self.true_records(t) for t in range(len(self.tasks))}
+                counts = ledger.release_counts(
+                    run_key, true, sigma=COUNT_NOISE, server_round=server_round
+                )
+                ledger.set_plan(run_key, self.plan(counts))
+            n = self.records(counts[task], cfg.dp.min_records)
+            if n == 0 or self.true_records(task) == 0:
+                return None  # sits the task out (its count's release is spent)
+            q = min(1.0, cfg.train.batch_size / n)
+            generator_steps = private_generator_steps(cfg, iterations)
+            iterations = private_solver_steps(cfg, iterations)
             sigma = ledger.noise_multiplier(run_key, task)
             events = [(sigma, q, n) for n in (iterations, generator_steps) if n]
             stored = ledger.class_histogram(run_key, task) if releases_per_task(cfg) else None
@@ -170,6 +194,7 @@ class PrivacySession:
                 stored = self._release(task, sigma)
                 ledger.record_class_histogram(run_key, task, stored)
             metrics = ledger.metrics(run_key)
+        metrics["num-examples"] = float(n)  # the released count, not the true one
         taken = [0]
 
         def count() -> None:

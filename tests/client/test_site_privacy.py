@@ -51,3 +51,25 @@ def test_the_ledger_is_keyed_by_the_site_id_not_the_data_share(site_dir: Path) -
     assert SiteIdentity(3, 5).site_id == "site-3"  # simulation default
     with pytest.raises(ValueError, match="site id"):
         SiteIdentity(0, 1, "../../etc")
+
+
+def test_under_dp_no_reply_value_is_a_function_of_the_record_count(
+    site_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Add/remove adjacency needs n private: the same records trained in three fresh site
+    folders give three different counts, sampling rates and noises (each a post-processing
+    of the task's noised count, released once and spent in the ledger); none is n."""
+    cfg = load_config({**TINY, "dp.enabled": True})
+    n = len(Site(cfg, SiteIdentity(0, 2)).stream.tasks[0].train)
+    seen = []
+    for k in range(3):
+        monkeypatch.setenv("FEDREPLAY_SITE_DIR", str(site_dir / f"fresh-{k}"))
+        out = Site(cfg, SiteIdentity(0, 2)).train(0, payload=None, iterations=2, seed=0, run_id=1)
+        seen.append((out["num-examples"], out["dp-sample-rate"], out["dp-noise-multiplier"]))
+        again = Site(cfg, SiteIdentity(0, 2)).train(
+            0, payload=None, iterations=2, seed=0, run_id=1, server_round=2
+        )
+        assert again["num-examples"] == out["num-examples"], "a count is released once a run"
+    assert len({s[0] for s in seen}) > 1 and len({s[1] for s in seen}) > 1, seen
+    assert len({s[2] for s in seen}) > 1, seen
+    assert any(s[0] != n for s in seen), (n, seen)

@@ -95,9 +95,10 @@ def test_a_dp_federation_learns_from_releases_and_its_egress_is_clean(
     assert summary["dp_epsilon"] <= 8.0
     ledger = run.read_json("privacy_ledger.json")
     for rows in ledger["sites"].values():  # one Gaussian release per task, nothing else
-        # a row per round; cumulative steps: the task's second round spent nothing
+        # a row per round; cumulative steps (after the 3 tasks' count releases of the
+        # run's first round): the task's second round spent nothing
         assert [(r["task"], r["steps"]) for r in rows] == [
-            (t, t + 1) for t in range(3) for _ in range(rounds)
+            (t, 3 + t + 1) for t in range(3) for _ in range(rounds)
         ]
         assert {r["sample_rate"] for r in rows} == {1.0}
     # every task's generator came from the three sites' releases, and replays its classes

@@ -97,7 +97,9 @@ def killed_run(base: Path, n: int, **overrides) -> Path:
 
 
 def ledger(sites: Path, site_id: str) -> list[dict]:
-    return json.loads((sites / "privacy" / site_id / "ledger.json").read_text())["ledger"]
+    """The ledger's training rows (a run's first round also releases each task's count)."""
+    rows = json.loads((sites / "privacy" / site_id / "ledger.json").read_text())["ledger"]
+    return [r for r in rows if r["kind"] == "training"]
 
 
 @pytest.mark.parametrize(
@@ -182,7 +184,9 @@ def test_no_privacy_budget_is_spent_twice(
     for site in ("site-0", "site-1"):
         whole, resumed = ledger(sites_a, site), ledger(sites_b, site)
         assert [r["round"] for r in resumed] == [1, 2, 3, 4], "a round was spent twice"
-        assert resumed[-1]["epsilon"] == whole[-1]["epsilon"]
+        # each run releases its own noised counts (sampling rates, sigma): both end at
+        # the target within the calibration's 1% tolerance
+        assert resumed[-1]["epsilon"] == pytest.approx(whole[-1]["epsilon"], rel=0.02)
     # the resumed round's replies were the same releases: the registry accepted them again
     registry = json.loads((tmp_path / "b" / "server" / "site_privacy_registry.json").read_text())
     assert not any(s.get("quarantined") for s in registry["sites"].values())
@@ -220,7 +224,9 @@ def test_a_site_that_lost_its_state_pays_again(
     assert [r["round"] for r in ledger(sites, other)] == [1, 2, 3, 4]
     # round 3 twice: the task's planned budget is gone, and round 4 is refused by the ledger
     assert [r["round"] for r in ledger(sites, first)] == [1, 2, 3, 3]
-    assert ledger(sites, first)[-1]["epsilon"] == ledger(sites, other)[-1]["epsilon"]
+    assert ledger(sites, first)[-1]["epsilon"] == pytest.approx(
+        ledger(sites, other)[-1]["epsilon"], rel=0.02
+    )
     last = [json.loads(line) for line in (folder / "rounds.jsonl").read_text().splitlines()][-1]
     assert last["round"] == 4 and len(last["sites"]) == 1
     assert "budget" in " ".join(last["failures"].values()).lower()

@@ -16,6 +16,7 @@ from common.models.embedding import RandomFeatures, features_for
 from common.privacy.accountant import compute_epsilon
 from common.privacy.embedding import GRAM_SENSITIVITY, class_sums, noised, release
 from common.privacy.ledger import BudgetExceeded, PrivacyStateError
+from common.privacy.session import COUNT_NOISE
 
 EMB = {
     "tasks.num-tasks": 2,
@@ -145,10 +146,11 @@ def test_released_once_per_task_recorded_before_and_the_budget_holds_across_runs
     sigmas = []
     for t in (0, 1):
         part = run["partitions"][f"task-{t}"]
-        # the task's whole cost: one Gaussian release, sampling rate 1, no DP-SGD step
-        assert part["events"] == [[part["noise_multiplier"], 1.0, 1]]
+        # the task's whole cost: its noised record count (released first, in the run's
+        # first round), then one Gaussian release, sampling rate 1, no DP-SGD step
+        assert part["events"] == [[COUNT_NOISE, 1.0, 1], [part["noise_multiplier"], 1.0, 1]]
         sigmas.append(part["noise_multiplier"])
-        eps = compute_epsilon([tuple(part["events"][0])], delta=1e-5, kind="rdp")
+        eps = compute_epsilon([tuple(e) for e in part["events"]], delta=1e-5, kind="rdp")
         assert 1.9 < eps <= 2.0 + 1e-9  # calibrated to end each task at the target
         n = len(site.stream.tasks[t].train)
         features = features_for(cfg, site.stream.shape)
@@ -158,7 +160,8 @@ def test_released_once_per_task_recorded_before_and_the_budget_holds_across_runs
         # noised counts: near the truth, never equal to it
         assert abs(float(counts.sum()) - n) < 10 * part["noise_multiplier"] * 2**0.5 * 3
         assert float(counts.sum()) != n
-    assert len(state["ledger"]) == 2, "rounds that release nothing new spend nothing"
+    kinds = [r["kind"] for r in state["ledger"]]  # 2 count releases, then 1 release a task
+    assert kinds == ["count release"] * 2 + ["training"] * 2, "later rounds spend nothing"
     # the release in a file of its own, 4 bytes a value, named by its digest; the ledger
     # holds only the name (it is rewritten every round, twice with its backup)
     entry = run["histograms"]["0"]

@@ -12,6 +12,7 @@ from site_helpers import train_rounds
 from client.site import Site, SiteIdentity
 from common.config import ConfigError, load_config
 from common.privacy.histogram import class_weights, noised_class_counts
+from common.privacy.session import COUNT_NOISE
 from common.training import learner
 from common.training.learner import synthetic_batches
 
@@ -97,7 +98,8 @@ def test_released_once_per_task_planned_and_within_the_budget(
     assert sorted(run["histograms"]) == ["0", "1"]
     for t in ("0", "1"):
         events = run["partitions"][f"task-{t}"]["events"]
-        assert [e for e in events if e[1] == 1.0 and e[2] == 1] == [
+        assert events[0] == [COUNT_NOISE, 1.0, 1]  # the task's record count, released first
+        assert [e for e in events[1:] if e[1] == 1.0 and e[2] == 1] == [
             [run["partitions"][f"task-{t}"]["noise_multiplier"], 1.0, 1]
         ]
         assert len(run["histograms"][t]) == 2  # the task's two classes
