@@ -9,8 +9,10 @@ so one site's influence on the sum stays at most C and the noise, sigma C / m on
 average, is always what the accountant assumes (noise multiplier sigma). Averaging over
 the m' < m replies instead would leave noise sigma C m' / m of sensitivity C / m'.
 
-The noise comes from a fresh secret generator (:mod:`common.privacy.randomness`), never
-from NumPy's global generator, which the server seeds with the public ``seed``. Replies
+The noise comes from the OS's cryptographic source alone
+(:func:`common.privacy.randomness.cryptographic_normal`), never from a generator whose state
+could be recovered, nor from NumPy's global generator, which the server seeds with the
+public ``seed``. Replies
 are validated before they are clipped (the strategy does it), so a malformed update is
 refused rather than crashing the mechanism.
 """
@@ -22,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from common.privacy.randomness import secret_numpy_generator
+from common.privacy.randomness import cryptographic_normal
 
 Arrays = dict[str, np.ndarray]
 
@@ -56,10 +58,9 @@ class ClientLevelDP:
     ) -> tuple[Arrays, list[float]]:
         """The noised new global model from the sites' models (``replies``) and the norms
         of their updates before clipping. ``rng`` is for tests only: by default the noise
-        is drawn from a fresh secret generator."""
+        is drawn from the OS's cryptographic source."""
         if num_sampled < max(len(replies), 1):
             raise ValueError(f"{len(replies)} replies from {num_sampled} sampled sites")
-        gen = rng if rng is not None else secret_numpy_generator()
         total = {k: np.zeros_like(v, dtype=np.float64) for k, v in current.items()}
         norms = []
         for reply in replies:
@@ -72,6 +73,11 @@ class ClientLevelDP:
         std = self.noise_multiplier * self.clip_norm
         out = {}
         for k, v in current.items():
-            noisy_sum = total[k] + gen.normal(0.0, std, size=v.shape)
+            noise = (
+                rng.normal(0.0, std, size=v.shape)
+                if rng is not None
+                else cryptographic_normal(v.shape, std=std)
+            )
+            noisy_sum = total[k] + noise
             out[k] = (v + noisy_sum / num_sampled).astype(v.dtype)
         return out, norms

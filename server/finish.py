@@ -129,7 +129,7 @@ def finish_run(self: FederatedRun, boundaries: list[int]) -> RunFolder:
         "flower_run_ids": self.flower_runs,  # more than one: the run was resumed
         "run_key": self.run_key,
     }
-    extra.update(write_privacy_report(run, cfg, self.rounds))
+    extra.update(write_privacy_report(run, cfg, self.rounds, run_key=self.run_key))
     torch.save(  # what each site last sent: the privacy audit's view of a site's release
         {
             site: {"round": rnd, "partition": pid, **parts}

@@ -18,6 +18,9 @@ from common.plots import plot_epsilon
 from common.privacy.accountant import compute_epsilon
 from common.privacy.composition import LIFETIME, PER_TASK, SEQUENTIAL, scope
 from common.results import RunFolder
+from server.client_ledger import LEDGER as CLIENT_LEDGER
+from server.client_ledger import ClientLevelLedger
+from server.site_registry import server_dir
 
 CLIENT_SCOPE = (
     "client-level (add/remove one site's whole data), server-side clipping and secret noise, "
@@ -54,7 +57,7 @@ def site_ledger(rounds: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]
 
 
 def write_privacy_report(
-    run: RunFolder, cfg: ExperimentConfig, rounds: list[dict[str, Any]]
+    run: RunFolder, cfg: ExperimentConfig, rounds: list[dict[str, Any]], *, run_key: str = ""
 ) -> dict[str, Any]:
     """Write the ledger and plot; return the summary's privacy fields (empty if no DP)."""
     dp = cfg.dp
@@ -116,10 +119,18 @@ def write_privacy_report(
     if dp.client_level:
         delta = dp.delta  # explicit (config refuses 0 under DP)
         released = [r["round"] for r in rounds if r["sites"]]
-        eps = [
-            compute_epsilon([(dp.client_noise_multiplier, 1.0, i + 1)], delta=delta, kind="rdp")
-            for i in range(len(released))
-        ]
+        # the federation's lifetime: every earlier run's releases are composed in first
+        lifetime = ClientLevelLedger(server_dir() / CLIENT_LEDGER)
+        prior = lifetime.prior(run_key)
+        eps, eps_run = lifetime.epsilons(
+            run_key,
+            noise_multiplier=dp.client_noise_multiplier,
+            releases=len(released),
+            delta=delta,
+        )
+        lifetime.record(
+            run_key, noise_multiplier=dp.client_noise_multiplier, releases=len(released)
+        )
         run.write_json(
             "privacy_ledger.json",
             {
@@ -129,6 +140,8 @@ def write_privacy_report(
                 "noise_multiplier": dp.client_noise_multiplier,
                 "clip_norm": dp.client_clip_norm,
                 "delta": delta,
+                "epsilon_is": "lifetime of the federation (every run in this server folder)",
+                "earlier_releases": sum(n for *_, n in prior),
                 "rounds": [{"round": r, "epsilon": e} for r, e in zip(released, eps, strict=True)],
             },
         )
@@ -144,7 +157,13 @@ def write_privacy_report(
             "dp_scope": CLIENT_SCOPE,
             "dp_accountant": "rdp",
             "dp_delta": delta,
-            "dp_epsilon": eps[-1] if eps else 0.0,
+            "dp_epsilon": eps[-1]
+            if eps
+            else compute_epsilon(prior, delta=delta, kind="rdp")
+            if prior
+            else 0.0,
+            "dp_epsilon_run": eps_run,
+            "dp_epsilon_is": "lifetime of the federation (every run in this server folder)",
         }
     return {}
 

@@ -100,3 +100,42 @@ def test_relative_output_dir_does_not_depend_on_the_working_directory(
     assert resolve_output_dir("runs") == tmp_path / "out" / "runs"
     assert resolve_output_dir(str(tmp_path / "abs")) == tmp_path / "abs"
     assert resolve_output_dir("~/x") == tmp_path / "home" / "x"
+
+
+@pytest.mark.slow
+def test_two_dp_simulations_with_default_site_ids_both_complete(tmp_path: Path) -> None:
+    """Simulated sites used to share ~/.cache/fedreplay/sites and the server's registry:
+    the second of two simulations with the default site ids found its 'sites' spent (or
+    quarantined). Each launch now keeps its simulated state in its own folder, named in the
+    run folder, and nothing lands in the user's cache."""
+    home = tmp_path / "home"
+    env = clean_env(HOME=str(home))
+    for key in ("FEDREPLAY_SITE_DIR", "FEDREPLAY_SERVER_DIR"):
+        env.pop(key, None)
+    dp = f"{TINY} dp.enabled=true dp.delta=1e-5 dp.min-records=0 dp.target-epsilon=4"
+    states = []
+    for _ in range(2):
+        result = run_script(
+            [
+                "--set",
+                dp,
+                "--sites",
+                "2",
+                "--output-dir",
+                str(tmp_path / "runs"),
+                "--timeout",
+                "150",
+            ],
+            env=env,
+            timeout=180,
+        )
+        assert result.returncode == 0, result.describe()
+        folder = Path(result.last_line)
+        summary = check_completed_run(folder, tasks=2, sites=2)
+        assert summary["dp_epsilon"] <= 4.0 + 1e-6
+        state = Path((folder / "simulated-state.txt").read_text().strip())
+        assert (state / "sites" / "privacy" / "site-0" / "ledger.json").is_file()
+        assert (state / "server").is_dir()
+        states.append(state)
+    assert states[0] != states[1]
+    assert not (home / ".cache" / "fedreplay").exists(), "a simulation wrote the user's cache"

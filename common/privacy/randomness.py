@@ -18,6 +18,7 @@ the optimizer's ``secure_mode`` (each noise value a sum of 4 Gaussians), always 
 
 from __future__ import annotations
 
+import os
 import secrets
 
 import numpy as np
@@ -39,3 +40,18 @@ def secret_generator(device: torch.device | str = "cpu") -> torch.Generator:
 def secret_numpy_generator() -> np.random.Generator:
     """A NumPy generator seeded with 128 secret bits (server-side client-level noise)."""
     return np.random.default_rng(secrets.randbits(128))
+
+
+def cryptographic_normal(shape: tuple[int, ...], *, std: float) -> np.ndarray:
+    """N(0, std^2) noise drawn from the OS's cryptographic source alone (``os.urandom``):
+    uniforms of 53 random bits, Box-Muller, and each value a sum of 4 Gaussians (as Opacus'
+    secure mode, against floating-point attacks on the sampler). For the server's
+    client-level noise, which no generator's state can reproduce."""
+    size = int(np.prod(shape, dtype=np.int64)) * 4
+    pairs = (size + 1) // 2
+    bits = np.frombuffer(os.urandom(16 * pairs), dtype="<u8").reshape(2, pairs) >> np.uint64(11)
+    u1 = (bits[0].astype(np.float64) + 1.0) / 2.0**53  # in (0, 1]: log is finite
+    u2 = bits[1].astype(np.float64) / 2.0**53
+    radius = np.sqrt(-2.0 * np.log(u1))
+    z = np.concatenate([radius * np.cos(2 * np.pi * u2), radius * np.sin(2 * np.pi * u2)])
+    return (z[:size].reshape(4, *shape).sum(0) * (std / 2.0)).astype(np.float64)

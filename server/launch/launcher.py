@@ -8,6 +8,7 @@ import contextlib
 import json
 import os
 import re
+import secrets
 import shutil
 import socket
 import subprocess
@@ -36,6 +37,8 @@ DISABLE_INSTALL_ENV = "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION"
 OUTPUT_DIR_ENV = "FEDREPLAY_OUTPUT_DIR"
 DATA_ROOT_ENV = "FEDREPLAY_DATA_ROOT"
 LOCAL_ADDRESSES = (":local:", ":local-in-memory:")
+SITE_DIR_ENV, SERVER_DIR_ENV = "FEDREPLAY_SITE_DIR", "FEDREPLAY_SERVER_DIR"
+STATE_POINTER = "simulated-state.txt"  # in a run folder: where its simulated sites' state is
 RUN_ID_RE = re.compile(r"Successfully started run (\d+)")
 RUN_FOLDER_RE = re.compile(r"run folder (\S+) \|")
 ERROR_RE = re.compile(r"^\s*([A-Za-z_][\w.]*(?:Error|Exception|Exit)\w*)(:.*)?$")
@@ -203,6 +206,7 @@ class Launch:
         self.logged_folder: Path | None = None
         self.error_lines: list[str] = []
         self.resume: Path | None = None
+        self.state: Path | None = None  # a simulation's own sites' and server's folders
 
     # --- configuration -------------------------------------------------------------------
     def prepare(self) -> tuple[ExperimentConfig | None, dict[str, Any], list[str]]:
@@ -246,7 +250,38 @@ class Launch:
             say(f"warning: invalid configuration, starting anyway (--skip-config-check): {exc}")
             cfg = None
         self.base.mkdir(parents=True, exist_ok=True)
+        self.isolate()
         return cfg, overrides, federation
+
+    def isolate(self) -> None:
+        """A simulation of this launch keeps its simulated sites' state (ledgers, egress
+        logs) and the server's registry in a folder of its own, named in the run folder
+        (``simulated-state.txt``) so that ``--resume`` finds it again, unless the user named
+        persistent folders (``$FEDREPLAY_SITE_DIR`` / ``$FEDREPLAY_SERVER_DIR``). Two
+        simulations never share a 'site', and a demo never spends a real site's budget.
+        Only a private local SuperLink (no ``--connection``) sees the variables."""
+        if not (self.simulation and self.private):
+            return
+        pointer = None if self.resume is None else self.resume / STATE_POINTER
+        if pointer is not None and pointer.is_file():
+            self.state = Path(pointer.read_text(encoding="utf-8").strip())
+        else:
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            self.state = self.base / ".simulated-state" / f"{stamp}-{secrets.token_hex(3)}"
+        for env, sub in ((SITE_DIR_ENV, "sites"), (SERVER_DIR_ENV, "server")):
+            if not os.environ.get(env):
+                self.env[env] = str(self.state / sub)
+                (self.state / sub).mkdir(parents=True, exist_ok=True)
+        if pointer is not None and not pointer.is_file():
+            self.remember_state(self.resume)
+
+    def remember_state(self, folder: Path | None) -> None:
+        """Name the simulated state in the run folder (once)."""
+        if self.state is None or folder is None or not folder.is_dir():
+            return
+        pointer = folder / STATE_POINTER
+        if not pointer.exists():
+            pointer.write_text(f"{self.state}\n", encoding="utf-8")
 
     # --- running -------------------------------------------------------------------------
     def command(self, run_config_file: Path, federation: list[str]) -> list[str]:
@@ -305,6 +340,7 @@ class Launch:
             self.run_id = m.group(1)
         if m := RUN_FOLDER_RE.search(plain):
             self.logged_folder = Path(m.group(1))
+            self.remember_state(self.logged_folder)
         if ERROR_RE.match(plain) or "Exit Code:" in plain or plain.startswith("ERROR"):
             self.error_lines.append(plain.strip())
 

@@ -76,7 +76,8 @@ def test_ledger_matches_an_independent_recomputation(
         expected = max(r.get_epsilon(rows[-1]["delta"]) for r in references.values())
         assert rows[-1]["epsilon"] == pytest.approx(expected, rel=1e-9)
         assert 7.0 < expected <= 8.0, "the plan is calibrated to end near the budget"
-        assert rows[-1]["steps"] == 4 * (10 + 10)  # solver + generator steps, 4 rounds
+        # solver + generator steps, 4 rounds, and the two tasks' count releases
+        assert rows[-1]["steps"] == 4 * (10 + 10) + 2
         assert rows[-1]["run_epsilon"] == pytest.approx(rows[-1]["epsilon"])  # first run
     assert summary["dp_epsilon_run"] == pytest.approx(summary["dp_epsilon"])
     assert (run.path / "epsilon.png").is_file()
@@ -108,13 +109,16 @@ def test_a_second_run_on_the_same_records_spends_from_the_same_lifetime_budget(
 
 
 def test_the_server_refuses_a_site_whose_lifetime_epsilon_falls(tmp_path: Path) -> None:
-    """An attacker wipes a site's whole privacy folder: the site starts from zero, but the
-    server remembers the epsilon and steps it reported, refuses its updates and keeps it
-    quarantined (a reset site soon reports its old epsilon again)."""
+    """An attacker wipes a site's whole privacy folder, record index included: the site
+    starts from zero, but the server remembers the epsilon and steps it reported, refuses
+    its updates and keeps it quarantined (a reset site soon reports its old epsilon
+    again). (Wiping only privacy/site-1 is refused at the site itself: the record index
+    remembers it, test_record_index.py.)"""
     import shutil
 
     federate(tmp_path, run_id=21, **{"dp.enabled": True})
     shutil.rmtree(tmp_path / "sites" / "privacy" / "site-1")
+    (tmp_path / "sites" / "privacy" / "_records" / "site-1.u64").unlink()
     with pytest.raises(RunFailed) as failed:  # site-0 has no budget left, site-1 is refused
         federate(tmp_path, run_id=22, **{"dp.enabled": True})
     rounds = failed.value.run.read_jsonl("rounds.jsonl")
@@ -146,19 +150,25 @@ def test_client_level_dp_reports_epsilon_with_its_scope(tmp_path: Path) -> None:
 
 
 def test_a_site_with_too_few_records_of_a_task_sits_it_out(tmp_path: Path, site_dir: Path) -> None:
-    """Below dp.min-records a site neither trains nor spends budget on that task."""
+    """Below dp.min-records a site does not train on that task; what it spends is the
+    release of its tasks' noised record counts (one Gaussian count per task, on which the
+    sit-out decision is made, so that the decision itself is private), no DP-SGD step."""
+    import json
+
     from client.site import Site, SiteIdentity
 
     cfg = load_config({**TINY, "dp.enabled": True, "dp.min-records": 10**6})
     site = Site(cfg, SiteIdentity(0, 2))
     metrics = site.train(0, payload=None, iterations=5, seed=0, run_id=42, server_round=1)
     assert metrics["num-examples"] == 0.0 and metrics["empty"] == 1.0
-    assert not (site_dir / "privacy" / "site-0").exists(), "nothing may be spent or planned"
+    rows = json.loads((site_dir / "privacy" / "site-0" / "ledger.json").read_text())["ledger"]
+    assert rows and all(r["events"] == [[50.0, 1.0, 1]] for r in rows), rows
     # The same site with the threshold off trains and records its spending.
+    # (lifetime steps: 2 x 5 DP-SGD steps, and 2 count releases in each of the two runs)
     site = Site(load_config({**TINY, "dp.enabled": True, "dp.min-records": 0}), SiteIdentity(0, 2))
     assert (
-        site.train(0, payload=None, iterations=5, seed=0, run_id=42, server_round=1)["dp-steps"]
-        == 10.0
+        site.train(0, payload=None, iterations=5, seed=0, run_id=43, server_round=1)["dp-steps"]
+        == 14.0
     )
 
 
@@ -206,3 +216,42 @@ def test_client_level_dp_validates_before_it_clips(tmp_path: Path) -> None:
     assert all("rejected" in r["failures"].get("1000", "") for r in rounds)
     assert all(len(r["sites"]) == 1 for r in rounds)
     del ArrayRecord
+
+
+def test_client_level_noise_comes_from_the_os_cryptographic_source(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No generator state to recover: with os.urandom fixed the noise repeats exactly (it has
+    no other source); with the real os.urandom two releases differ; it is Gaussian."""
+    import os
+
+    from common.privacy import randomness
+    from server.client_dp import ClientLevelDP
+
+    mech = ClientLevelDP(noise_multiplier=1.0, clip_norm=1.0)
+    current = {"w": np.zeros(50000, dtype=np.float32)}
+    first, _ = mech.release(current, [current], num_sampled=1)
+    second, _ = mech.release(current, [current], num_sampled=1)
+    assert not np.array_equal(first["w"], second["w"])
+    assert np.std(first["w"]) == pytest.approx(1.0, rel=0.02)
+    assert abs(float(np.mean(first["w"] ** 3))) < 0.05  # symmetric
+    assert float(np.mean(first["w"] ** 4)) == pytest.approx(3.0, rel=0.06)  # Gaussian tails
+    fixed = os.urandom(16 * 200000)
+    monkeypatch.setattr(randomness.os, "urandom", lambda n: fixed[:n])
+    a, _ = mech.release(current, [current], num_sampled=1)
+    b, _ = mech.release(current, [current], num_sampled=1)
+    assert np.array_equal(a["w"], b["w"])
+
+
+def test_client_level_epsilon_spans_the_federations_runs(tmp_path: Path) -> None:
+    """A site in two runs of one federation is in both releases: the second run reports
+    the composition of all 8 releases as its epsilon, and its own 4 beside it."""
+    first = load_summary(federate(tmp_path / "a", run_id=7, **CLIENT).path)
+    second = load_summary(federate(tmp_path / "b", run_id=8, **CLIENT).path)
+    reference = RDPAccountant()
+    for _ in range(8):
+        reference.step(noise_multiplier=1.0, sample_rate=1.0)
+    assert second["dp_epsilon"] == pytest.approx(reference.get_epsilon(second["dp_delta"]))
+    assert second["dp_epsilon_run"] == pytest.approx(first["dp_epsilon"])
+    assert second["dp_epsilon"] > first["dp_epsilon"]
+    assert second["dp_epsilon_is"].startswith("lifetime of the federation")
