@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -27,6 +28,8 @@ from client.client_app import app as client_app  # noqa: E402
 from common.config import ConfigError, load_config, parse_overrides, read_overrides  # noqa: E402
 from server.federation import FederatedRun  # noqa: E402
 from server.inprocess import InProcessGrid  # noqa: E402
+from server.launch.launcher import isolated_env, remember_state, simulated_state  # noqa: E402
+from server.output_dir import resolve_output_dir  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,12 +56,31 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("fedreplay").setLevel(logging.INFO)
-    run_id = args.run_id if args.run_id is not None else int.from_bytes(__import__("os").urandom(4))
+    run_id = args.run_id if args.run_id is not None else int.from_bytes(os.urandom(4))
+    # simulated sites and the server keep their state in a folder of this run's own, unless
+    # FEDREPLAY_SITE_DIR / FEDREPLAY_SERVER_DIR name persistent ones (as fedreplay run does)
+    resume = Path(cfg.fed.resume) if cfg.fed.resume else None
+    state = simulated_state(resolve_output_dir(cfg.output_dir), resume)
+    os.environ.update(isolated_env(state))
     grid = InProcessGrid(
         client_app, cfg.to_run_config(), num_nodes=cfg.fed.num_sites, run_id=run_id
     )
+    logging.getLogger("fedreplay").addHandler(_NameState(state))  # in the run folder, at once
     FederatedRun(cfg).run(grid)
     return 0
+
+
+class _NameState(logging.Handler):
+    """Writes ``simulated-state.txt`` into the run folder as soon as the run logs it (the
+    federation's first line names it), so that a killed run resumes with its sites' state."""
+
+    def __init__(self, state: Path) -> None:
+        super().__init__(level=logging.INFO)
+        self.state = state
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if str(record.msg).startswith("run folder") and record.args:
+            remember_state(Path(str(record.args[0])), self.state)  # type: ignore[index]
 
 
 if __name__ == "__main__":

@@ -123,3 +123,61 @@ def test_deployment_doc_names_the_commands() -> None:
         "--resume",
     ):
         assert needle in doc, needle
+
+
+@pytest.mark.slow
+def test_a_deployed_site_refuses_a_run_its_policy_forbids(tmp_path: Path) -> None:
+    """Real SuperNodes with their own site ids and policies (written with ``fedreplay site
+    init`` at each site): the server's run config switches DP off; the site whose policy
+    requires DP answers every round with an error naming its policy and the key, reads no
+    record and sends nothing; the site whose policy allows it trains."""
+    from server.cli import main as fedreplay
+
+    data = shared_data()
+    dep = LoopbackDeployment(
+        tmp_path,
+        server_env={"FEDREPLAY_DATA_ROOT": str(data), "FEDREPLAY_CACHE": str(tmp_path / "c")},
+    )
+    try:
+        strict = ["--max-epsilon", "2", "--max-delta", "1e-5"]
+        assert fedreplay(["site", "init", "--dir", str(tmp_path / "site0"), *strict]) == 0
+        assert (
+            fedreplay(["site", "init", "--dir", str(tmp_path / "site1"), "--no-dp-required"]) == 0
+        )
+        for pid, name in enumerate(("st-olav", "ous")):
+            dep.start_site(pid, num=SITES, node_config=f'data-root="{data}" site-id="{name}"')
+        result = run_script(
+            [
+                "--connection",
+                dep.connection,
+                "--sites",
+                str(SITES),
+                "--set",
+                f"{TINY} data.name='mnist' dp.enabled=false",
+                "--output-dir",
+                str(tmp_path / "runs"),
+                "--timeout",
+                "200",
+            ],
+            env=clean_env(FLWR_HOME=str(dep.flwr_home)),
+            timeout=240,
+        )
+        folder = Path(result.last_line) if result.last_line.startswith("/") else None
+        assert folder is not None and folder.is_dir(), result.describe() + dep.log_tail()
+        rounds = [json.loads(line) for line in (folder / "rounds.jsonl").read_text().splitlines()]
+        for r in rounds:
+            assert [s["site_id"] for s in r["sites"]] == ["ous"], r
+            (reason,) = r["failures"].values()
+            assert "privacy policy" in reason and "dp-required" in reason, reason
+        assert not (tmp_path / "site0" / "privacy").exists(), "the refusing site read records"
+
+        def sent(site: str) -> list[str]:  # the message types a site's egress log holds
+            logs = (tmp_path / site / "egress").rglob("*.jsonl")
+            return [
+                json.loads(x)["message_type"] for p in logs for x in p.read_text().splitlines() if x
+            ]
+
+        assert "train" not in sent("site0"), "the refusing site sent a model"
+        assert "train" in sent("site1")
+    finally:
+        dep.close()

@@ -226,6 +226,15 @@ def _log_progress() -> None:
     log.propagate = False
 
 
+def simulated_sites(run_dir: Path) -> Path | None:
+    """A simulation's own sites' folder, named in its run folder (``fedreplay run`` and
+    ``run_inprocess.py`` keep simulated sites' state apart from real ones)."""
+    pointer = run_dir / "simulated-state.txt"
+    return (
+        Path(pointer.read_text(encoding="utf-8").strip()) / "sites" if pointer.is_file() else None
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command in ("mechanism", "release"):
@@ -236,7 +245,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{run_dir} is not a run folder (no config.json)", file=sys.stderr)
         return 2
     if args.command == "egress":
-        sites_dir = args.sites_dir or site_dir()
+        sites_dir = args.sites_dir or simulated_sites(run_dir) or site_dir()
         report = audit_egress(
             run_dir, sites_dir=sites_dir, run_id=args.run_id, data_root=args.data_root
         )

@@ -102,6 +102,35 @@ def output_base(cli_dir: str | None, configured: str) -> Path:
     return path.absolute()
 
 
+# ------------------------------------------------------------------------- simulated state
+def simulated_state(base: Path, resume: Path | None) -> Path:
+    """The folder of a simulation's own sites' and server's state: the resumed run's (named
+    in its ``simulated-state.txt``), else a new one under ``<base>/.simulated-state/``."""
+    pointer = None if resume is None else resume / STATE_POINTER
+    if pointer is not None and pointer.is_file():
+        return Path(pointer.read_text(encoding="utf-8").strip())
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return base / ".simulated-state" / f"{stamp}-{secrets.token_hex(3)}"
+
+
+def isolated_env(state: Path) -> dict[str, str]:
+    """``FEDREPLAY_SITE_DIR`` / ``FEDREPLAY_SERVER_DIR`` inside ``state``, for those the user
+    did not set (a persistent folder named explicitly is kept)."""
+    out = {}
+    for env, sub in ((SITE_DIR_ENV, "sites"), (SERVER_DIR_ENV, "server")):
+        if not os.environ.get(env):
+            (state / sub).mkdir(parents=True, exist_ok=True)
+            out[env] = str(state / sub)
+    return out
+
+
+def remember_state(folder: Path, state: Path) -> None:
+    """Name the simulated state in the run folder (once), for ``--resume``."""
+    pointer = folder / STATE_POINTER
+    if not pointer.exists():
+        pointer.write_text(f"{state}\n", encoding="utf-8")
+
+
 # ------------------------------------------------------------------------- Flower plumbing
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -262,26 +291,15 @@ class Launch:
         Only a private local SuperLink (no ``--connection``) sees the variables."""
         if not (self.simulation and self.private):
             return
-        pointer = None if self.resume is None else self.resume / STATE_POINTER
-        if pointer is not None and pointer.is_file():
-            self.state = Path(pointer.read_text(encoding="utf-8").strip())
-        else:
-            stamp = time.strftime("%Y%m%d-%H%M%S")
-            self.state = self.base / ".simulated-state" / f"{stamp}-{secrets.token_hex(3)}"
-        for env, sub in ((SITE_DIR_ENV, "sites"), (SERVER_DIR_ENV, "server")):
-            if not os.environ.get(env):
-                self.env[env] = str(self.state / sub)
-                (self.state / sub).mkdir(parents=True, exist_ok=True)
-        if pointer is not None and not pointer.is_file():
-            self.remember_state(self.resume)
+        self.state = simulated_state(self.base, self.resume)
+        self.env.update(isolated_env(self.state))
+        self.remember_state(self.resume)
 
     def remember_state(self, folder: Path | None) -> None:
         """Name the simulated state in the run folder (once)."""
         if self.state is None or folder is None or not folder.is_dir():
             return
-        pointer = folder / STATE_POINTER
-        if not pointer.exists():
-            pointer.write_text(f"{self.state}\n", encoding="utf-8")
+        remember_state(folder, self.state)
 
     # --- running -------------------------------------------------------------------------
     def command(self, run_config_file: Path, federation: list[str]) -> list[str]:
