@@ -65,7 +65,15 @@ def run_single_site(cfg: ExperimentConfig, *, site_id: str = "single") -> RunFol
                     f"task {t + 1} has fewer than dp.min-records={cfg.dp.min_records} records: "
                     "a single site cannot sit a task out; lower dp.min-records"
                 )
-    grid = InProcessGrid(client_app, cfg.to_run_config(), num_nodes=1, node_configs=[node])
+    # a run id of its own (not the in-process default 1): the site's egress log is kept
+    # per run id, and single-site runs used to append to one shared log
+    grid = InProcessGrid(
+        client_app,
+        cfg.to_run_config(),
+        num_nodes=1,
+        node_configs=[node],
+        run_id=int.from_bytes(os.urandom(4), "little") or 1,
+    )
     return FederatedRun(cfg).run(grid)
 
 

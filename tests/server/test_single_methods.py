@@ -4,6 +4,8 @@ keep old tasks."""
 
 from pathlib import Path
 
+import pytest
+
 from common.config import load_config
 from common.results import load_summary
 from server.single import run_single_site
@@ -59,3 +61,22 @@ def test_exact_and_joint_baselines_keep_old_tasks(tmp_path: Path) -> None:
     for method in ("exact", "joint"):
         accs = run_stream(tmp_path, method, tasks=2)
         assert min(accs) > 0.8, f"{method}: {accs}"
+
+
+def test_two_single_site_runs_keep_separate_egress_logs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Single-site runs used to append to one shared egress log (run id 1): each run now
+    logs under its own run id, and its egress audit sees only its own messages."""
+    from common.audit.cli import main as audit
+
+    sites = tmp_path / "sites"
+    monkeypatch.setenv("FEDREPLAY_SITE_DIR", str(sites))
+    cfg = load_config(
+        {"tasks.num-tasks": 1, "train.iterations": 5, "eval.generator-quality": False,
+         "solver.hidden": 16, "generator.hidden": 16, "output-dir": str(tmp_path / "runs")}
+    )  # fmt: skip
+    runs = [run_single_site(cfg).path for _ in range(2)]
+    assert len(list((sites / "egress").glob("run-*"))) == 2
+    for run in runs:
+        assert audit(["egress", str(run), "--sites-dir", str(sites)]) == 0
