@@ -36,6 +36,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from common.fileio import atomic_write_text
+from server.site_owners import BINDINGS, bind
+from server.site_registry import server_dir
 
 SITE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -205,4 +207,6 @@ def register(directory: Path, name: str, *, connection: str, flwr: str = "flwr")
     registry = json.loads(path.read_text()) if path.is_file() else {}
     registry[name] = {"node_id": node_id, "fingerprint": fingerprint(public)}
     atomic_write_text(path, json.dumps(registry, indent=1, sort_keys=True))
+    # the ServerApp binds site id `name` to this node: no other node may claim it
+    bind(server_dir() / BINDINGS, name, node_id)
     return node_id

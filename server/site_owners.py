@@ -7,17 +7,45 @@ is connected and answers, and moves with a site that restarted on a new node.
 
 from __future__ import annotations
 
+import json
 import logging
+from pathlib import Path
 
 from flwr.app import Message
 
 from common import wire
+from common.fileio import atomic_write_text
 
 log = logging.getLogger("fedreplay.server")
 
 
+BINDINGS = "site_nodes.json"  # in the server's folder: site id -> its registered node id
+
+
+def read_bindings(path: Path) -> dict[str, int]:
+    """Site ids bound to the node ids their keys were registered as (``fedreplay pki
+    register`` writes them); empty where none are (simulation, no node authentication)."""
+    if not path.is_file():
+        return {}
+    try:
+        return {str(k): int(v) for k, v in json.loads(path.read_text(encoding="utf-8")).items()}
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise RuntimeError(f"the server's site bindings {path} are unreadable ({exc})") from None
+
+
+def bind(path: Path, site_id: str, node_id: int) -> None:
+    """Record that ``site_id`` is the site whose key was registered as ``node_id``."""
+    bindings = read_bindings(path)
+    bindings[site_id] = int(node_id)
+    atomic_write_text(path, json.dumps(bindings, indent=1, sort_keys=True))
+
+
 class SiteOwners:
-    def __init__(self) -> None:
+    def __init__(self, bound: dict[str, int] | None = None) -> None:
+        # with node authentication: site id -> the node its registered key is. A reply whose
+        # site id is bound to another node, or from a bound node claiming another id, is
+        # refused before the registry, a ledger check or the aggregate sees it
+        self.bound = dict(bound or {})
         self.owners: dict[str, int] = {}  # site id -> the node that presents it
         self.connected: set[int] = set()  # nodes connected when the round was configured
         self.gone: set[int] = set()  # sampled nodes without a usable reply this round
@@ -51,6 +79,17 @@ class SiteOwners:
         until its heartbeat expires), may come back on a new node. Partition ids are not
         identities: sites with their own data all hold partition 0 of 1."""
         if site_id is None:
+            return None
+        if site_id in self.bound and self.bound[site_id] != node:
+            return (
+                f"site id {site_id!r} is bound to node {self.bound[site_id]} (its registered "
+                f"key); node {node} claims it"
+            )
+        claimed = [s for s, n in self.bound.items() if n == node and s != site_id]
+        if claimed:
+            return f"node {node} is registered as site {claimed[0]!r}, but claims {site_id!r}"
+        if site_id in self.bound:  # its own registered node: another's claim does not
+            self.owners[site_id] = node  # contest it (that claim is refused above)
             return None
         if site_id in self.contested:
             nodes = sorted(self.contested[site_id])

@@ -47,8 +47,8 @@ from server.mask_aggregation import keep_reserved
 from server.reply_checks import check_train_reply
 from server.round_metrics import log_failures, per_task_accuracy, weighted_metrics
 from server.round_record import RoundRecord, SiteReply
-from server.site_owners import SiteOwners
-from server.site_registry import SiteRegistry
+from server.site_owners import BINDINGS, SiteOwners, read_bindings
+from server.site_registry import SiteRegistry, server_dir
 from server.site_sampling import QUERY_TIMEOUT, SiteSampler, wait_for_sites
 
 log = logging.getLogger("fedreplay.server")
@@ -91,7 +91,8 @@ class FedReplay(FedAvg):
         self.bounds = bounds or Bounds()
         self.started = False  # fed.min-sites is waited for once, at the start
         self.start_timeout = start_timeout  # seconds; 0 = wait as long as it takes
-        self.sites = SiteOwners()  # which node presents which site id
+        # which node presents which site id; bound to registered keys where there are any
+        self.sites = SiteOwners(read_bindings(server_dir() / BINDINGS))
         self.sampler = SiteSampler(query_timeout=query_timeout)  # key: set by the run
         self.instructions: list[Message] = []  # the round's messages to sites
         self.reported: dict[int, str] = {}  # node -> kind of failure already logged

@@ -4,6 +4,7 @@ another CA are refused by the SuperLink."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -53,7 +54,7 @@ def test_registered_node_trains_unregistered_and_wrong_ca_nodes_are_refused(
         f'address = "127.0.0.1:{port}"\nroot-certificates = "{tmp_path / "pki" / "ca.crt"}"\n',
         encoding="utf-8",
     )
-    env = clean_env(FLWR_HOME=str(home))
+    env = clean_env(FLWR_HOME=str(home), FEDREPLAY_SERVER_DIR=str(tmp_path / "server"))
     fedreplay("pki", "init", "--dir", "pki", "--host", "127.0.0.1", cwd=tmp_path, env=env)
     for name in ("site-a", "site-b"):
         fedreplay("pki", "add-site", "--dir", "pki", name, cwd=tmp_path, env=env)
@@ -83,6 +84,12 @@ def test_registered_node_trains_unregistered_and_wrong_ca_nodes_are_refused(
             env=env,
         )
         assert "registered as node" in out
+        # the ServerApp binds site id site-a to the node its key was registered as
+        bindings = json.loads((tmp_path / "server" / "site_nodes.json").read_text())
+        assert str(bindings["site-a"]) in out
+        # the site's operator writes its policy; the site names itself as registered
+        site_dir = tmp_path / "site-a-state"
+        fedreplay("site", "init", "--dir", str(site_dir), "--no-dp-required", cwd=tmp_path, env=env)
 
         def supernode(key: str, ca: Path, name: str) -> subprocess.Popen:
             cmd = [
@@ -90,8 +97,11 @@ def test_registered_node_trains_unregistered_and_wrong_ca_nodes_are_refused(
                 "--root-certificates", str(ca), "--auth-supernode-private-key",
                 str(pki / "sites" / key / key), "--host", "127.0.0.1",
                 "--port", str(free_port()), "--max-wait-time", "30",
+                "--node-config", f'site-id="{key}"',
             ]  # fmt: skip
-            site_env = clean_env(FLWR_HOME=str(tmp_path / f"home-{name}"))
+            site_env = clean_env(
+                FLWR_HOME=str(tmp_path / f"home-{name}"), FEDREPLAY_SITE_DIR=str(site_dir)
+            )
             p, h = start(cmd, env=site_env, log=tmp_path / f"{name}.log", cwd=tmp_path)
             procs.append(p)
             handles.append(h)

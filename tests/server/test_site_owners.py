@@ -1,0 +1,69 @@
+"""A site id bound to a registered node key cannot be claimed by another node: a forged
+claim is refused before the server's registry sees it, so it cannot quarantine its victim."""
+
+from pathlib import Path
+
+import pytest
+
+from server.site_owners import SiteOwners, bind, read_bindings
+from server.site_registry import SiteRegistry
+
+
+def test_a_bound_site_id_belongs_to_its_node_only(tmp_path: Path) -> None:
+    path = tmp_path / "site_nodes.json"
+    bind(path, "st-olav", 1000)
+    bind(path, "ous", 1001)
+    owners = SiteOwners(read_bindings(path))
+    assert owners.check(1000, "st-olav") is None
+    refused = owners.check(1001, "st-olav")  # the hostile node claims its neighbour's id
+    assert refused is not None and "bound to node 1000" in refused
+    assert "registered as site 'ous'" in str(owners.check(1001, "forged"))
+    assert owners.check(1001, "ous") is None
+
+
+def test_a_forged_claim_cannot_quarantine_its_victim(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The audit's attack through the real strategy: node 1001's replies claim site-0 with
+    epsilon 1000 after 1e9 steps. Before, the registry recorded the claim first and the real
+    site-0 was quarantined for good. Now the ownership check refuses it before the
+    registry, and site-0 trains in every round."""
+    from flwr.app import ConfigRecord, MetricRecord
+
+    from client.client_app import app as client_app
+    from common import wire
+    from common.config import load_config
+    from server.federation import FederatedRun
+    from server.inprocess import InProcessGrid
+
+    monkeypatch.setenv("FEDREPLAY_SITE_DIR", str(tmp_path / "sites"))
+    monkeypatch.setenv("FEDREPLAY_SERVER_DIR", str(tmp_path / "server"))
+    bind(tmp_path / "server" / "site_nodes.json", "site-0", 1000)
+    bind(tmp_path / "server" / "site_nodes.json", "site-1", 1001)
+
+    def forge(sent, reply):
+        if (
+            sent.metadata.dst_node_id == 1001
+            and reply.has_content()
+            and (wire.METRICS in reply.content.metric_records)
+        ):
+            metrics = dict(reply.content.metric_records[wire.METRICS])
+            metrics.update({"dp-epsilon": 1000.0, "dp-steps": 1e9})
+            reply.content.metric_records[wire.METRICS] = MetricRecord(metrics)
+            reply.content.config_records[wire.SITE] = ConfigRecord({wire.SITE_ID: "site-0"})
+        return reply
+
+    cfg = load_config(
+        {"train.iterations": 5, "tasks.num-tasks": 2, "fed.rounds-per-task": 2,
+         "fed.num-sites": 2, "solver.hidden": 16, "generator.hidden": 16,
+         "generator.latent-dim": 4, "eval.generator-quality": False, "dp.enabled": True,
+         "dp.min-records": 0, "dp.delta": 1e-5, "output-dir": str(tmp_path / "runs")}
+    )  # fmt: skip
+    grid = InProcessGrid(client_app, cfg.to_run_config(), num_nodes=2, reply_hook=forge)
+    run = FederatedRun(cfg).run(grid)
+    for r in run.read_jsonl("rounds.jsonl"):
+        assert [s["site_id"] for s in r["sites"]] == ["site-0"], r
+        assert "bound to node 1000" in r["failures"]["1001"]
+    registry = SiteRegistry(tmp_path / "server" / "site_privacy_registry.json")
+    assert not registry.sites["site-0"].get("quarantined")
+    assert registry.sites["site-0"]["epsilon"] < 1000
