@@ -93,8 +93,10 @@ class RunCheckpoint:
 
 
 def comparable(cfg: ExperimentConfig) -> dict[str, Any]:
+    """The config a resume must match: all of it but ``fed.resume`` and how long the
+    resumed run waits for its sites (``fed.start-timeout``: ``--resume`` sets a limit)."""
     d = cfg.to_dict()
-    d["fed"] = {**d["fed"], "resume": ""}
+    d["fed"] = {**d["fed"], "resume": "", "start_timeout": 0.0}
     return d
 
 

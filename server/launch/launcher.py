@@ -43,6 +43,10 @@ RUN_ID_RE = re.compile(r"Successfully started run (\d+)")
 RUN_FOLDER_RE = re.compile(r"run folder (\S+) \|")
 ERROR_RE = re.compile(r"^\s*([A-Za-z_][\w.]*(?:Error|Exception|Exit)\w*)(:.*)?$")
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+# seconds a resumed run waits for fed.min-sites (when its config said 0, "as long as it
+# takes"): after a SuperLink restart the sites may be gone for good, and the run then
+# fails naming how many connected instead of waiting forever
+RESUME_START_TIMEOUT = 600.0
 
 
 class LaunchError(RuntimeError):
@@ -90,7 +94,10 @@ def resume_overrides(run_dir: Path) -> dict[str, Any]:
         raise ConfigError(f"cannot resume {path}: its config.json is unusable ({exc})") from None
     if (path / "summary.json").is_file():
         raise ConfigError(f"cannot resume {path}: it has finished (summary.json exists)")
-    return {**cfg.to_run_config(), "fed.resume": str(path), "output-dir": str(path.parent)}
+    out = {**cfg.to_run_config(), "fed.resume": str(path), "output-dir": str(path.parent)}
+    if not cfg.fed.start_timeout:  # a resume never waits for its sites without a limit
+        out["fed.start-timeout"] = RESUME_START_TIMEOUT
+    return out
 
 
 def output_base(cli_dir: str | None, configured: str) -> Path:

@@ -284,3 +284,22 @@ def test_a_resumed_run_samples_the_sites_the_uninterrupted_one_would(
             assert not (sites / "privacy" / site / "ledger.json").exists(), site
             continue
         assert [row["round"] for row in ledger(sites, site)] == rounds, site
+
+
+def test_a_resume_waits_for_its_sites_with_a_time_limit(tmp_path: Path) -> None:
+    """After a SuperLink restart the sites may never come back: `fedreplay run --resume`
+    used to wait for fed.min-sites with no limit. It sets one (the run then fails naming
+    how many connected), and the resume check accepts it as the same run."""
+    import json as _json
+
+    from common.config import load_config as _load
+    from server.checkpoint import comparable
+    from server.launch.launcher import RESUME_START_TIMEOUT, resume_overrides
+
+    cfg = _load({"output-dir": str(tmp_path)})
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / "config.json").write_text(_json.dumps(cfg.to_dict()))
+    resumed = resume_overrides(folder)
+    assert resumed["fed.start-timeout"] == RESUME_START_TIMEOUT
+    assert comparable(_load(resumed)) == comparable(cfg)
