@@ -198,8 +198,12 @@ def write_policy(site_dir: Path, policy: SitePolicy, *, force: bool = False) -> 
 
 
 def policy_path(site_dir: Path, node_config: Mapping[str, object]) -> Path:
+    """The node config's ``policy`` file, else ``<site dir>/policy.toml`` (also where
+    ``policy="run-config"`` looks first)."""
     given = str(node_config.get(POLICY_KEY, "") or "")
-    return Path(given).expanduser() if given else Path(site_dir) / POLICY_FILE
+    if given and given != RUN_CONFIG:
+        return Path(given).expanduser()
+    return Path(site_dir) / POLICY_FILE
 
 
 def site_policy(
@@ -213,7 +217,7 @@ def site_policy(
 
     ``has_spent``: the site keeps a lifetime privacy ledger (its records have spent budget)."""
     operator_config = node_config.get(POLICY_KEY) == RUN_CONFIG
-    path = Path(site_dir) / POLICY_FILE if operator_config else policy_path(site_dir, node_config)
+    path = policy_path(site_dir, node_config)
     if path.is_file():
         return read_policy(path)
     named = bool(str(node_config.get(SITE_ID_KEY, "") or "")) or POLICY_KEY in node_config

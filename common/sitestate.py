@@ -18,6 +18,17 @@ def site_dir() -> Path:
     return Path(configured).expanduser() if configured else Path.home() / ".cache/fedreplay/sites"
 
 
+# In a run folder: where that simulation's own sites' and server's state is (written by
+# fedreplay run and run_inprocess.py, read by --resume and the egress audit)
+STATE_POINTER = "simulated-state.txt"
+
+
+def simulated_state_of(run_dir: Path) -> Path | None:
+    """The folder a simulated run kept its sites' and server's state in (None: none named)."""
+    pointer = Path(run_dir) / STATE_POINTER
+    return Path(pointer.read_text(encoding="utf-8").strip()) if pointer.is_file() else None
+
+
 SITE_ID_KEY = "site-id"
 
 

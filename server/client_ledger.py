@@ -32,7 +32,7 @@ class ClientLevelLedger:
             except (ValueError, KeyError, TypeError) as exc:
                 raise RuntimeError(
                     f"the server's client-level ledger {path} is unreadable ({exc}); restore "
-                    "it from its backup: without it the federation's lifetime epsilon is unknown"
+                    "it from your backups: without it the federation's lifetime epsilon is unknown"
                 ) from None
 
     def prior(self, run_key: str) -> list[Event]:

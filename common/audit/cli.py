@@ -43,7 +43,7 @@ from common.config import load_config
 from common.data.streams import build_stream
 from common.egress import run_dir as egress_run_dir
 from common.results import RunFolder
-from common.sitestate import site_dir
+from common.sitestate import simulated_state_of, site_dir
 
 log = logging.getLogger("fedreplay.audit")
 
@@ -229,10 +229,8 @@ def _log_progress() -> None:
 def simulated_sites(run_dir: Path) -> Path | None:
     """A simulation's own sites' folder, named in its run folder (``fedreplay run`` and
     ``run_inprocess.py`` keep simulated sites' state apart from real ones)."""
-    pointer = run_dir / "simulated-state.txt"
-    return (
-        Path(pointer.read_text(encoding="utf-8").strip()) / "sites" if pointer.is_file() else None
-    )
+    state = simulated_state_of(run_dir)
+    return None if state is None else state / "sites"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

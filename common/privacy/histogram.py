@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-from common.privacy.randomness import secret_generator
+from common.privacy.randomness import secret_gaussian
 
 EVENT_SAMPLE_RATE = 1.0  # the accountant's view: every record, one step
 
@@ -32,9 +32,7 @@ def noised_class_counts(
     """Class -> count of ``labels`` equal to it, plus N(0, sigma^2) secret noise."""
     if sigma <= 0:
         raise ValueError(f"sigma={sigma!r}: the histogram's noise must be positive")
-    gen = secret_generator()
-    # as Opacus' secure mode: each value a sum of 4 Gaussians (against floating-point attacks)
-    noise = torch.randn(4, len(classes), generator=gen, dtype=torch.float64).sum(0) * sigma / 2
+    noise = secret_gaussian(len(classes), sigma=sigma)
     return {
         int(c): float((labels == c).sum().item()) + float(z)
         for c, z in zip(classes, noise, strict=True)

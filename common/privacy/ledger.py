@@ -49,7 +49,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from common.config import DPConfig
 from common.fileio import atomic_write_text
@@ -68,7 +67,7 @@ from common.privacy.ledger_file import (
     read_state,
     write_release,
 )
-from common.privacy.randomness import secret_generator
+from common.privacy.randomness import secret_gaussian
 from common.privacy.record_index import add_spent, claimed_elsewhere
 
 # A run left with less than this share of its target is refused: its noise would drown
@@ -291,12 +290,9 @@ class SiteLedger:
                     server_round=server_round,
                     kind="count release",
                 )
-        gen = secret_generator()
-        released = {}
-        for task, n in sorted(true_counts.items()):
-            # as Opacus' secure mode: each value a sum of 4 Gaussians
-            z = float(torch.randn(4, generator=gen, dtype=torch.float64).sum() * sigma / 2)
-            released[int(task)] = float(n) + z
+        tasks = sorted(true_counts)
+        noise = secret_gaussian(len(tasks), sigma=sigma).tolist()
+        released = {int(t): float(true_counts[t]) + z for t, z in zip(tasks, noise, strict=True)}
         run["counts"] = {str(t): c for t, c in released.items()}
         self.dirty = True
         return released

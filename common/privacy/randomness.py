@@ -37,6 +37,13 @@ def secret_generator(device: torch.device | str = "cpu") -> torch.Generator:
     return gen
 
 
+def secret_gaussian(size: int, *, sigma: float) -> torch.Tensor:
+    """``size`` values of N(0, sigma^2) from a fresh secret generator, each a sum of 4
+    Gaussians as in Opacus' secure mode (against floating-point attacks), float64."""
+    gen = secret_generator()
+    return torch.randn(4, size, generator=gen, dtype=torch.float64).sum(0) * sigma / 2
+
+
 def secret_numpy_generator() -> np.random.Generator:
     """A NumPy generator seeded with 128 secret bits (server-side client-level noise)."""
     return np.random.default_rng(secrets.randbits(128))

@@ -29,16 +29,16 @@ from common.config import (
     read_overrides,
     run_config_of,
 )
+from common.sitestate import SITE_DIR_ENV, STATE_POINTER, simulated_state_of
 from server.console import VERBOSE_ENV
 from server.launch.processes import cmdline, superlink_pids
+from server.site_registry import SERVER_DIR_ENV
 
 REPO = Path(__file__).resolve().parents[2]  # the Flower app: pyproject.toml and the apps
 DISABLE_INSTALL_ENV = "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION"
 OUTPUT_DIR_ENV = "FEDREPLAY_OUTPUT_DIR"
 DATA_ROOT_ENV = "FEDREPLAY_DATA_ROOT"
 LOCAL_ADDRESSES = (":local:", ":local-in-memory:")
-SITE_DIR_ENV, SERVER_DIR_ENV = "FEDREPLAY_SITE_DIR", "FEDREPLAY_SERVER_DIR"
-STATE_POINTER = "simulated-state.txt"  # in a run folder: where its simulated sites' state is
 RUN_ID_RE = re.compile(r"Successfully started run (\d+)")
 RUN_FOLDER_RE = re.compile(r"run folder (\S+) \|")
 ERROR_RE = re.compile(r"^\s*([A-Za-z_][\w.]*(?:Error|Exception|Exit)\w*)(:.*)?$")
@@ -113,9 +113,9 @@ def output_base(cli_dir: str | None, configured: str) -> Path:
 def simulated_state(base: Path, resume: Path | None) -> Path:
     """The folder of a simulation's own sites' and server's state: the resumed run's (named
     in its ``simulated-state.txt``), else a new one under ``<base>/.simulated-state/``."""
-    pointer = None if resume is None else resume / STATE_POINTER
-    if pointer is not None and pointer.is_file():
-        return Path(pointer.read_text(encoding="utf-8").strip())
+    named = None if resume is None else simulated_state_of(resume)
+    if named is not None:
+        return named
     stamp = time.strftime("%Y%m%d-%H%M%S")
     return base / ".simulated-state" / f"{stamp}-{secrets.token_hex(3)}"
 
