@@ -73,6 +73,7 @@ from common.privacy.record_index import add_spent, claimed_elsewhere
 # A run left with less than this share of its target is refused: its noise would drown
 # every signal (the site is told what it spent and how to proceed).
 MIN_SHARE_LEFT = 0.1
+_WHAT = {"training": "DP-SGD steps", "count release": "record-count release"}
 SITE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 Plan = Mapping[int, tuple[float, int]]  # task -> (sample rate, planned DP steps)
 
@@ -281,15 +282,22 @@ class SiteLedger:
         run = self.state["runs"][run_key]
         if run.get("counts") is not None:
             raise PrivacyStateError(f"run {run_key}'s record counts were already released")
-        for task, n in sorted(true_counts.items()):
-            if n > 0 and run_partition_of(task, run["composition"]) in run["partitions"]:
-                self.spend(
-                    run_key,
-                    task=task,
-                    events=[(sigma, 1.0, 1)],
-                    server_round=server_round,
-                    kind="count release",
-                )
+        spending = [
+            t
+            for t, n in sorted(true_counts.items())
+            if n > 0 and run_partition_of(t, run["composition"]) in run["partitions"]
+        ]
+        for task in spending:  # a spent site says so before it pays for a release
+            lifetime = self._live(self._run_part(run_key, task)["lifetime"])
+            self._require_useful_budget(run_key, lifetime)
+        for task in spending:
+            self.spend(
+                run_key,
+                task=task,
+                events=[(sigma, 1.0, 1)],
+                server_round=server_round,
+                kind="count release",
+            )
         tasks = sorted(true_counts)
         noise = secret_gaussian(len(tasks), sigma=sigma).tolist()
         released = {int(t): float(true_counts[t]) + z for t, z in zip(tasks, noise, strict=True)}
@@ -376,15 +384,7 @@ class SiteLedger:
         if run.get("histograms") is not None:  # a Gaussian count of each task's records
             plan += [(HISTOGRAM_SAMPLE_RATE, 1)] * len(tasks)
         prior = self.partitions[lifetime].history
-        spent = self._eps(prior)
-        if spent >= run["target_epsilon"] * (1 - MIN_SHARE_LEFT):
-            raise BudgetExceeded(
-                f"site {self.site_id!r} has spent epsilon={spent:.3f} of its lifetime budget "
-                f"on these records (target {run['target_epsilon']}, delta={self.delta:.2e}, "
-                f"{self.accountant}); nothing useful is left for run {run_key} (under "
-                f"{MIN_SHARE_LEFT:.0%} of its target). See "
-                "fedreplay-privacy show; raising the budget is an operator action"
-            )
+        self._require_useful_budget(run_key, lifetime)
         try:
             sigma = noise_for_budget(
                 [(float(q), int(n)) for q, n in plan],
@@ -399,6 +399,19 @@ class SiteLedger:
             p["noise_multiplier"] = sigma
         self.dirty = True
         return sigma
+
+    def _require_useful_budget(self, run_key: str, lifetime: str) -> None:
+        """Refuse a run on a lifetime partition with under MIN_SHARE_LEFT of its target left."""
+        target = float(self.state["runs"][run_key]["target_epsilon"])
+        spent = self._eps(self.partitions[lifetime].history)
+        if spent >= target * (1 - MIN_SHARE_LEFT):
+            raise BudgetExceeded(
+                f"site {self.site_id!r} has spent epsilon={spent:.3f} of its lifetime budget "
+                f"on these records (target {target}, delta={self.delta:.2e}, "
+                f"{self.accountant}); nothing useful is left for run {run_key} (under "
+                f"{MIN_SHARE_LEFT:.0%} of its target). See "
+                "fedreplay-privacy show; raising the budget is an operator action"
+            )
 
     def spend(
         self,
@@ -421,7 +434,7 @@ class SiteLedger:
         target = float(run["target_epsilon"])
         if after > target * (1 + 1e-9):
             raise BudgetExceeded(
-                f"this round ({sum(n for *_, n in events)} DP-SGD steps on task {task}) would "
+                f"this round ({sum(n for *_, n in events)} {_WHAT[kind]} on task {task}) would "
                 f"bring site {self.site_id!r} to lifetime epsilon={after:.3f} > budget {target} "
                 f"at delta={self.delta:.2e} ({self.accountant}); refusing to train"
             )

@@ -157,6 +157,36 @@ def test_records_added_or_regrouped_merge_their_histories(tmp_path: Path) -> Non
         assert ledger.epsilon > first.epsilon
 
 
+def test_a_spent_site_refuses_a_new_runs_count_release_before_paying_for_it(
+    tmp_path: Path,
+) -> None:
+    """A new run's first act is to release its record counts (a Gaussian mechanism paid
+    for first). On records with under a tenth of the budget left, the site refuses with
+    the reason (nothing useful is left), pays nothing, and releases nothing; a count
+    release that would cross the budget is not called 'DP-SGD steps'. (CI saw the spend
+    error instead of the reason when the first run ended closer to the target.)"""
+    run_all(tmp_path, "run-1")
+    before = (tmp_path / "site-a" / LEDGER).read_text()
+    with SiteLedger.open(tmp_path, "site-a", dp=dp()) as ledger:
+        ledger.join_run(
+            "run-2",
+            composition="per-task",
+            partitions=PER_TASK,
+            plan=None,
+            run_target=3.0,
+            max_grad_norm=1.0,
+        )
+        with pytest.raises(BudgetExceeded, match="nothing useful is left"):
+            ledger.release_counts("run-2", {0: 2000, 1: 1800}, sigma=50.0, server_round=1)
+        assert ledger.released_counts("run-2") is None
+        with pytest.raises(BudgetExceeded, match="1 record-count release on task 0"):
+            ledger.spend(
+                "run-2", task=0, events=[(0.01, 1.0, 1)], server_round=1, kind="count release"
+            )
+    state = json.loads((tmp_path / "site-a" / LEDGER).read_text())
+    assert state["ledger"] == json.loads(before)["ledger"], "nothing was paid"
+
+
 def test_a_round_beyond_the_budget_is_refused_and_nothing_is_recorded(tmp_path: Path) -> None:
     run_all(tmp_path, "run-1")
     before = (tmp_path / "site-a" / LEDGER).read_text()
