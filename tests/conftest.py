@@ -32,3 +32,17 @@ def real_data_root() -> Path:
         return real_data()
     except TestDataMissing as exc:
         pytest.fail(str(exc))
+
+
+END_TO_END = Path(__file__).parent  # tests/test_*.py: real Flower processes on 127.0.0.1
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (``-n 2 --dist loadgroup``, README's test command) the end-to-end
+    tests run one after another on one worker while the other runs the rest: two of them at
+    once contend for 2 cores and their timing-bound steps (heartbeats, start timeouts).
+    They go first, so that their long serial stretch overlaps the other tests."""
+    for item in items:
+        if item.path.parent == END_TO_END:
+            item.add_marker(pytest.mark.xdist_group("end-to-end"))
+    items.sort(key=lambda item: item.path.parent != END_TO_END)  # stable: order kept within

@@ -86,6 +86,7 @@ def test_idx_found_in_cache_dir(tmp_path: Path, isolated_cache: Path) -> None:
         (gzip.compress(idx_bytes(np.zeros((12, 28, 28), np.uint8))[:-10]), "size does not match"),
         (gzip.compress(idx_bytes(np.zeros((12, 28, 28), np.uint8)))[:-20], "cannot read"),
     ],
+    ids=["not-gzip", "short-header", "bad-magic", "short-data", "torn-gzip"],  # (gzip: mtime)
 )
 def test_corrupt_idx_names_the_file(tmp_path: Path, content: bytes, problem: str) -> None:
     folder = tmp_path / "MNIST" / "raw"
@@ -336,8 +337,9 @@ def test_image_folder_errors(tmp_path: Path) -> None:
         load_dataset("folder", root=tmp_path / "nothing")
     write_png(tmp_path / "x" / "0.png", (4, 4), "L", 1)
     (tmp_path / "x" / "1.png").write_bytes(b"\x89PNG broken")
-    with pytest.raises(DatasetCorruptError, match=re.escape("1.png")):
+    with pytest.raises(DatasetCorruptError, match=re.escape("1.png")) as corrupt:
         load_dataset("folder", root=tmp_path)
+    assert "download" not in str(corrupt.value), "a site's own images cannot be downloaded"
 
 
 def test_digits_offline_split() -> None:
