@@ -16,6 +16,7 @@ from flwr.app.error import Error
 from flwr.clientapp import ClientApp
 from flwr.common.constant import ErrorCode
 
+from client import site_log
 from client.policy import site_policy
 from client.site import Site, SiteIdentity, apply_node_config
 from client.site_store import CachedReply, SiteStore, instruction_digest
@@ -24,7 +25,7 @@ from common.config import ExperimentConfig, load_config
 from common.models.dgm import DGMGenerator
 from common.privacy.ledger_file import has_spent
 from common.privacy.session import privacy_root
-from common.sitestate import site_dir
+from common.sitestate import site_dir, site_id_for
 
 log = logging.getLogger("fedreplay.client")
 app = ClientApp()
@@ -43,11 +44,20 @@ def _guarded(
         except Exception as exc:
             log.exception("%s failed at this site", handler.__name__)
             reason = egress.public_reason(exc)
+            _log_failure(context, handler.__name__, reason)
             return Message(
                 Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason=reason), reply_to=msg
             )
 
     return wrapper
+
+
+def _log_failure(context: Context, what: str, reason: str) -> None:
+    """The site's own line for a failed instruction (never fails itself)."""
+    try:
+        site_log.write(site_dir(), site_id_for(context.node_config), f"{what} failed: {reason}")
+    except Exception:  # a bad site id or an unwritable folder: the reply still goes out
+        log.exception("could not write the site's log line")
 
 
 def _identity(context: Context) -> tuple[ExperimentConfig, SiteIdentity]:
@@ -84,6 +94,7 @@ def train(msg: Message, context: Context) -> Message:
     training or spending privacy budget a second time."""
     site = _site(context)
     config = msg.content.config_records[wire.CONFIG]
+    wire.check_input_shape(config, site.stream.shape, data=site.cfg.data.name)
     task, seed = wire.config_int(config, "task"), wire.config_int(config, "seed")
     server_round = wire.config_int(config, "server-round")
     run_key = wire.config_str(config, wire.RUN_KEY)
@@ -96,6 +107,10 @@ def train(msg: Message, context: Context) -> Message:
     cached = store.reply_for(digest)
     if cached is not None:
         log.info("round %d: answered before; sending the same reply again", server_round)
+        line = site_log.train_line(
+            site.identity.site_id, server_round, task, cached.metrics, again=True
+        )
+        site_log.write(site_dir(), site.identity.site_id, line)
         return _reply(msg, context, site, wire.array_record(cached.scholar), cached.metrics)
     bytes_down = wire.record_bytes(msg.content)
 
@@ -128,6 +143,8 @@ def train(msg: Message, context: Context) -> Message:
     metrics["partition-id"] = float(site.identity.partition_id)
     # before it is sent: a site killed after sending answers a repeated instruction the same
     store.save_reply(CachedReply(server_round, digest, wire.numpy_arrays(scholar), metrics))
+    line = site_log.train_line(site.identity.site_id, server_round, task, metrics, again=False)
+    site_log.write(site_dir(), site.identity.site_id, line)
     return _reply(msg, context, site, scholar, metrics)
 
 
@@ -175,6 +192,7 @@ def evaluate(msg: Message, context: Context) -> Message:
     """Federated evaluation: the global solver on this site's own test data of seen tasks."""
     site = _site(context)
     config = msg.content.config_records[wire.CONFIG]
+    wire.check_input_shape(config, site.stream.shape, data=site.cfg.data.name)
     wire.load_scholar(wire.scholar_of(msg.content), site.solver, None)  # the solver only
     metrics = site.evaluate(wire.config_int(config, "task"))
     content = RecordDict({wire.METRICS: wire.metrics_record(metrics)})

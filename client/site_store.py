@@ -15,12 +15,15 @@ is per run and dies with it), so what a site needs from one round to the next li
   again: the release is the same one, so no privacy budget is spent twice.
 
 Layout: ``<site dir>/runs/<run key>/<site id>/`` (:func:`common.sitestate.site_dir`);
-every file is written atomically (:func:`common.fileio.atomic_torch_save`).
+every file is written atomically (:func:`common.fileio.atomic_torch_save`). A critic or
+reply that cannot be read (a disk fault, a foreign file) is moved aside and the site goes
+on without it; an unreadable replay is an error naming the file.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -34,6 +37,12 @@ from common.fileio import atomic_torch_save
 from common.privacy.ledger import check_site_id
 from common.replay import ReplayPayload
 
+log = logging.getLogger("fedreplay.client")
+# what going on without an unreadable file costs
+DISPOSABLE = {
+    "critic.pt": "the critic starts afresh: a few rounds of weaker generator training",
+    "reply.pt": "a repeated instruction is trained again; its steps are paid in the ledger",
+}
 RUN_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -70,13 +79,29 @@ class SiteStore:
             raise ValueError(f"run key {run_key!r} must be 1-64 letters, digits, '_', '.', '-'")
         self.path = root / "runs" / run_key / check_site_id(site_id)
 
-    def _load(self, name: str) -> Any:
+    def _load(self, name: str, *, disposable: bool = False) -> Any:
+        """The file's contents (None: none yet). Unreadable (torn, foreign): a disposable
+        file (the critic, the last reply) is moved aside to ``<name>.unreadable`` for
+        inspection and the site goes on without it, so one bad file does not keep the
+        site out for the rest of the run; any other is an error naming it."""
         path = self.path / name
         if not path.is_file():
             return None
         try:
             return torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # a torn or foreign file: say which, keep it for inspection
+        except Exception as exc:
+            if disposable:
+                aside = path.with_name(name + ".unreadable")
+                path.replace(aside)
+                log.warning(
+                    "the site's run state %s was unreadable (%s); moved to %s, going on "
+                    "without it (%s)",
+                    path,
+                    type(exc).__name__,
+                    aside.name,
+                    DISPOSABLE[name],
+                )
+                return None
             raise SiteStateError(
                 f"the site's run state {path} is unreadable ({type(exc).__name__}); move it "
                 "away to start this run's site state afresh"
@@ -84,7 +109,7 @@ class SiteStore:
 
     # --- critic ------------------------------------------------------------------------
     def critic(self) -> dict[str, torch.Tensor] | None:
-        return self._load("critic.pt")
+        return self._load("critic.pt", disposable=True)
 
     def save_critic(self, state: Mapping[str, torch.Tensor]) -> None:
         atomic_torch_save({k: v.detach().cpu() for k, v in state.items()}, self.path / "critic.pt")
@@ -109,7 +134,7 @@ class SiteStore:
     # --- the last reply ----------------------------------------------------------------------
     def reply_for(self, digest: str) -> CachedReply | None:
         """The reply sent to the instruction with this digest, if it was the last one."""
-        d = self._load("reply.pt")
+        d = self._load("reply.pt", disposable=True)
         if d is None or d["digest"] != digest:
             return None
         return CachedReply(

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import argparse
 import glob
-from collections.abc import Sequence
+import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -91,11 +92,41 @@ def _bytes(v: Any) -> str:
     return "-"  # pragma: no cover
 
 
+def _privacy(s: Mapping[str, Any]) -> str:
+    """``eps 7.99, delta 1e-05`` (its scope is in each run's report), or ``none``."""
+    if s.get("dp_scope") is None:
+        return "none"
+    eps, delta = s.get("dp_epsilon"), s.get("dp_delta")
+    shown = "eps n/a" if eps is None else f"eps {float(eps):.2f}"
+    level = "client-level" if str(s["dp_scope"]).startswith("client") else "sample-level"
+    return shown + ("" if delta is None else f", delta {float(delta):.0e}") + f" ({level})"
+
+
+def settings(runs: Sequence[RunResult]) -> dict[str, dict[str, Any]]:
+    """run name -> the settings (as a user types them) whose values differ between the
+    runs; a run without a readable config.json has none."""
+    from common.config import run_config_of
+
+    configs = {}
+    for r in runs:
+        try:
+            configs[r.name] = run_config_of(json.loads((Path(r.path) / "config.json").read_text()))
+        except (OSError, ValueError):
+            configs[r.name] = {}
+    keys = sorted({k for c in configs.values() for k in c})
+    ignore = {"output-dir", "experiment"}  # differ by design
+    differing = [
+        k for k in keys if k not in ignore and len({repr(c.get(k)) for c in configs.values()}) > 1
+    ]
+    return {name: {k: c.get(k) for k in differing} for name, c in configs.items()}
+
+
 def table(runs: Sequence[RunResult]) -> str:
     """The markdown comparison table (byte columns only when some run reports them)."""
     with_bytes = any("bytes_up_per_site_round" in r.summary for r in runs)
+    diff = settings(runs)
     head = ["run", "status", "method", "dataset", "sites", "final avg acc", "forgetting"]
-    head += ["BWT", "wall time"]
+    head += ["BWT", "privacy", "wall time", "settings that differ"]
     if with_bytes:
         head += ["bytes up/site-round", "bytes down/site-round"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -111,7 +142,9 @@ def table(runs: Sequence[RunResult]) -> str:
                 _pct(s["final_average_accuracy"]),
                 _pct(s["average_forgetting"]),
                 _pct(s["backward_transfer"], signed=True),
+                _privacy(s),
                 f"{s['wall_time_s']:.0f} s",
+                ", ".join(f"{k}={v}" for k, v in diff.get(r.name, {}).items()) or "-",
             ]
             if with_bytes:
                 cells += [_bytes(s.get("bytes_up_per_site_round"))]

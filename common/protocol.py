@@ -92,9 +92,11 @@ EMBEDDING_RECORD = Record(
     when='generator.kind = "embedding"',
 )
 TRAIN_CONFIG = Record(
-    "config", CONFIG, "task, iterations, seed, server-round, run-key[, generator-base]"
+    "config",
+    CONFIG,
+    "task, iterations, seed, input-shape, server-round, run-key[, generator-base]",
 )
-EVAL_CONFIG = Record("config", CONFIG, "task")
+EVAL_CONFIG = Record("config", CONFIG, "task, input-shape")
 REPLAY = Record(
     "replay",
     ARRAY,

@@ -75,13 +75,64 @@ def _outcome(s: Mapping[str, Any]) -> str:
         ["status", f"{status}" + (f": {s['failure_reason']}" if s.get("failure_reason") else "")],
         ["method / dataset", f"{s.get('method')} on {s.get('dataset')} ({s.get('scenario')})"],
         ["final average accuracy", _pct(s.get("final_average_accuracy"))],
+        ["newest task's accuracy", _pct(_newest(s))],
+        ["privacy", _guarantee(s)],
         ["average forgetting", _pct(s.get("average_forgetting"))],
         ["sites / rounds", f"{s.get('num_sites')} / {s.get('rounds')}"],
         ["aggregation", s.get("aggregation", "–")],
         ["wall time", f"{float(s.get('wall_time_s', 0)):.0f} s"],
         ["seed", s.get("seed", "–")],
+        ["run id / key", f"{s.get('run_id', '–')} / {s.get('run_key', '–')}"],
+        ["provenance", _provenance(s.get("provenance") or {})],
     ]
     return f'<p class="{css}"><b>{html.escape(status)}</b></p>' + _table(rows)
+
+
+def _provenance(p: Mapping[str, str]) -> str:
+    if not p:
+        return "not recorded (a run of an older fedreplay)"
+    stack = ", ".join(f"{k} {p[k]}" for k in ("flwr", "torch", "opacus") if k in p)
+    return (
+        f"fedreplay {p.get('fedreplay')} (commit {p.get('commit')}), {stack}; "
+        f"{p.get('date')} on {p.get('machine')}"
+    )
+
+
+def _newest(s: Mapping[str, Any]) -> float | None:
+    """The last task's accuracy at the end (an average can hide a newest task pulled down)."""
+    matrix = s.get("accuracy_matrix") or []
+    return matrix[-1][-1] if matrix and matrix[-1] else None
+
+
+def _guarantee(s: Mapping[str, Any]) -> str:
+    """epsilon and delta with their scope, or that there is none."""
+    if s.get("dp_scope") is None:
+        return "no differential privacy"
+    eps, delta = s.get("dp_epsilon"), s.get("dp_delta")
+    shown = f"epsilon = {float(eps):.2f}" if eps is not None else "epsilon not reported"
+    if delta is not None:
+        shown += f", delta = {float(delta):.0e}"
+    return f"{shown} ({s['dp_scope']})"
+
+
+def _sites(s: Mapping[str, Any]) -> str:
+    """Per site: what it did over the run and why (server.site_status)."""
+    table = s.get("sites") or {}
+    if not table:
+        return "<p>No per-site record in this run.</p>"
+    rows = [
+        [
+            site,
+            row.get("outcome", "–"),
+            *(row.get(k, 0) for k in ("trained", "sat out", "failed", "refused", "cut_hard")),
+            f"{float(row.get('suspicion', 0.0)):.2f}",
+            next(iter(row.get("reasons") or {}), ""),
+        ]
+        for site, row in table.items()
+    ]
+    header = ["site", "outcome", "trained", "sat out", "failed", "refused", "cut hard",
+              "suspicion", "main reason"]  # fmt: skip
+    return _table(rows, header)
 
 
 def _matrix(s: Mapping[str, Any]) -> str:
@@ -136,14 +187,25 @@ def _audits(run: Path) -> str:
 
 
 def _config(run: Path) -> str:
+    """The settings that differ from the defaults first, spelled as a user types them
+    (``fed.num-sites``); the rest folded."""
+    from common.config import load_config, run_config_of
+
     cfg = _read(run / "config.json") or {}
-    rows = []
-    for key, value in cfg.items():
-        if isinstance(value, dict):
-            rows += [[f"{key}.{k}", v] for k, v in value.items()]
-        else:
-            rows.append([key, value])
-    return _table(rows)
+    now = run_config_of(cfg)
+    defaults = load_config({}).to_run_config()
+    changed = [[k, v, defaults.get(k, "–")] for k, v in sorted(now.items()) if defaults.get(k) != v]
+    rest = [[k, v] for k, v in sorted(now.items()) if defaults.get(k) == v]
+    out = (
+        f"<p>{len(changed)} settings differ from the defaults:</p>"
+        + _table(changed, ["setting", "this run", "default"])
+        if changed
+        else "<p>Every setting is the default.</p>"
+    )
+    if rest:
+        out += f"<details><summary>the other {len(rest)} settings (defaults)</summary>"
+        out += _table(rest) + "</details>"
+    return out
 
 
 def write_run_report(run_dir: str | Path) -> Path:
@@ -157,6 +219,8 @@ def write_run_report(run_dir: str | Path) -> Path:
         f"<h1>{html.escape(title)}</h1><p>{html.escape(str(run))}</p>",
         "<h2>Outcome</h2>",
         _outcome(summary),
+        "<h2>Sites</h2>",
+        _sites(summary),
         "<h2>Accuracy matrix</h2>",
         _matrix(summary),
         "<h2>Figures</h2>",

@@ -298,6 +298,26 @@ def config_str(record: ConfigRecord, key: str) -> str:
     return value
 
 
+INPUT_SHAPE = "input-shape"  # in the train and evaluate config: the run's inputs, "CxHxW"
+
+
+def shape_text(shape: tuple[int, ...]) -> str:
+    """An input shape as it travels: channels x height x width, e.g. ``1x28x28``."""
+    return "x".join(str(int(d)) for d in shape)
+
+
+def check_input_shape(record: ConfigRecord, have: tuple[int, ...], *, data: str) -> None:
+    """Refuse an instruction for inputs of another shape than this site's, naming both
+    (else the site would fail every round on arrays that do not fit its model)."""
+    want = config_str(record, INPUT_SHAPE)
+    if want != shape_text(have):
+        raise WireError(
+            f"this site's {data!r} images are {shape_text(have)} (channels x height x width); "
+            f"the run's are {want}. Convert or resize the site's images to {want} (1 channel: "
+            "grayscale, 3: colour) before it joins; nothing is converted silently"
+        )
+
+
 def numpy_arrays(record: ArrayRecord) -> dict[str, np.ndarray]:
     return {k: v.numpy() for k, v in record.items()}
 

@@ -76,6 +76,15 @@ class RunCheckpoint:
             raise ResumeError(f"{path} is unreadable ({type(exc).__name__}: {exc})") from None
         if d.pop("version", None) != VERSION:
             raise ResumeError(f"{path} was written by another version of fedreplay")
+        # a global model with NaN or inf would be sent to every site, and every reply then
+        # refused as the sites' fault: the checkpoint is named instead
+        bad = sorted(k for k, v in d["arrays"].items() if not torch.isfinite(v).all())
+        if bad:
+            raise ResumeError(
+                f"{path} holds a global scholar with non-finite values ({', '.join(bad[:5])}"
+                f"{' ...' if len(bad) > 5 else ''}); it cannot be resumed. The aggregate is "
+                "checked before it is saved, so the file was altered or damaged on disk"
+            )
         return RunCheckpoint(**d)
 
     def check_config(self, cfg: ExperimentConfig) -> None:

@@ -10,7 +10,7 @@
     fedreplay report RUN_DIR ...                                    # the run's report.html
     fedreplay pki init --dir pki --host superlink.example.org --host 10.0.0.5
     fedreplay pki add-site --dir pki site-berlin
-    fedreplay pki register --dir pki site-berlin --connection prod
+    fedreplay pki register --dir pki site-berlin --pub site-berlin.pub --connection prod
     fedreplay site init --dp-required --max-epsilon 8 --max-delta 1e-5   # at a site
 
 The older ``fedreplay-*`` commands stay and do the same.
@@ -92,6 +92,9 @@ def pki_main(argv: list[str]) -> int:
     reg = sub.add_parser("register", help="register a site's public key with the SuperLink")
     reg.add_argument("name")
     reg.add_argument("--connection", required=True, help="SuperLink connection in FLWR_HOME")
+    reg.add_argument(
+        "--pub", type=Path, default=None, help="the site's public key file it sent (<name>.pub)"
+    )
     for sp in (init, add, reg):
         sp.add_argument("--dir", type=Path, default=Path("pki"), help="the PKI folder (pki)")
     args = p.parse_args(argv)
@@ -109,7 +112,7 @@ def pki_main(argv: list[str]) -> int:
                 f"public key {keys.public_key}, fingerprint {keys.fingerprint}"
             )
         else:
-            node_id = pki.register(args.dir, args.name, connection=args.connection)
+            node_id = pki.register(args.dir, args.name, connection=args.connection, pub=args.pub)
             print(f"{args.name}: registered as node {node_id}")
     except pki.PKIError as exc:
         print(f"fedreplay pki: {exc}", file=sys.stderr)
@@ -173,9 +176,15 @@ def site_main(argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["--version"]:
+        from common.provenance import version_line
+
+        print(version_line())
+        return 0
     if not argv or argv[0] in ("-h", "--help"):
         lines = [__doc__.split("\n")[0], "", "commands:"]
         lines += [f"  {name:<9} {what}" for name, what in {**TOOLS, **EXTRA}.items()]
+        lines += ["", "  --version  fedreplay's version and commit, and the stack's versions"]
         print("\n".join(lines))
         return 0 if argv else 2
     name, rest = argv[0], argv[1:]

@@ -45,9 +45,18 @@ from server.replay_payload import next_payload, replay_source
 from server.run_state import load_for_resume, save_checkpoint
 from server.site_registry import SiteRegistry
 from server.site_sampling import QUERY_TIMEOUT
+from server.site_status import count_line, node_names, round_status
 from server.strategy import FedReplay
 
 log = logging.getLogger("fedreplay.server")
+
+
+def eta(seconds: float, rounds_done: int, rounds_left: int) -> str:
+    """``, about 2 min left`` from this process's pace (rounds include their evaluation)."""
+    if rounds_done <= 0 or rounds_left <= 0:
+        return ""
+    left = seconds / rounds_done * rounds_left
+    return f", about {left / 60:.0f} min left" if left >= 120 else f", about {left:.0f} s left"
 
 
 class FederatedRun:
@@ -104,6 +113,7 @@ class FederatedRun:
         self.strategy: Strategy = self.fedreplay
         self.matrix = AccuracyMatrix(len(self.stream))
         self.rounds: list[dict[str, Any]] = []
+        self.rounds_before = 0  # rounds done by earlier processes of a resumed run (the ETA)
         self.quality: list[list[float]] = []  # the aggregated generator, after each task
         self.replay_quality: list[list[float]] = []  # what sites replay, after each task
         self.generator_sizes: list[dict[str, int]] = []  # DGM: capacity after each task
@@ -146,6 +156,9 @@ class FederatedRun:
             # the reference every reply is checked against takes the checkpoint's shapes
             wire.load_scholar(arrays, self.solver, self.travelling, adopt_shapes=True)
             payload = ReplayPayload.from_dict(ckpt.payload) if ckpt.payload else None
+            self.fedreplay.expected_sites = sorted(
+                {s["site_id"] for r in ckpt.rounds for s in r["sites"] if s.get("site_id")}
+            )
         else:
             self.folder = RunFolder.create(resolve_output_dir(cfg.output_dir), cfg.experiment)
             self.folder.save_config(cfg)
@@ -166,6 +179,7 @@ class FederatedRun:
             len(stream),
             R,
         )
+        self.rounds_before = len(self.rounds)
         with flower_log_in(self.folder.path):  # the console keeps the project's own lines
             self.evaluator = None
             if self.generator is not None and self.central and cfg.eval.generator_quality:
@@ -215,9 +229,16 @@ class FederatedRun:
                 num_rounds=R - done,
                 timeout=cfg.fed.round_timeout or 3600.0 * 24,
                 train_config=ConfigRecord(
-                    {"task": t, "iterations": cfg.train.iterations, "seed": cfg.seed + 1000 * t}
+                    {
+                        "task": t,
+                        "iterations": cfg.train.iterations,
+                        "seed": cfg.seed + 1000 * t,
+                        wire.INPUT_SHAPE: wire.shape_text(self.stream.shape),
+                    }
                 ),
-                evaluate_config=ConfigRecord({"task": t}),
+                evaluate_config=ConfigRecord(
+                    {"task": t, wire.INPUT_SHAPE: wire.shape_text(self.stream.shape)}
+                ),
                 evaluate_fn=self._after_round,
             )
 
@@ -239,18 +260,23 @@ class FederatedRun:
         task_round = rec.server_round - self.task * self.cfg.fed.rounds_per_task
         self._log_round(self.task, task_round, rec, central)
         entry = self.rounds[-1]
+        total = len(self.stream) * self.cfg.fed.rounds_per_task
         eps = [s["metrics"]["dp-epsilon"] for s in entry["sites"] if "dp-epsilon" in s["metrics"]]
         log.info(
-            "round %d/%d (task %d): %d of %d sites answered%s%s%s, %.0f s",
+            "round %d/%d (task %d): sites %s%s%s%s, %.0f s elapsed%s",
             rec.server_round,
-            len(self.stream) * self.cfg.fed.rounds_per_task,
+            total,
             self.task + 1,
-            len(rec.replies),
-            len(rec.sampled),
+            count_line(entry["site_status"]),
             f", accuracy {entry['accuracy']:.1%}" if entry["accuracy"] is not None else "",
             f", epsilon up to {max(eps):.2f}" if eps else "",
             " (aggregate refused)" if rec.refused_aggregate else "",
             self.elapsed(),
+            eta(
+                time.perf_counter() - self.started,
+                len(self.rounds) - self.rounds_before,
+                total - rec.server_round,
+            ),
         )
         self._checkpoint(task=self.task, task_rounds=task_round, payload=self.fedreplay.payload)
         return central
@@ -368,6 +394,10 @@ class FederatedRun:
         last = self.fedreplay.evaluate_records.get((t + 1) * self.cfg.fed.rounds_per_task, {})
         return [float(last.get(f"accuracy-task-{j}", float("nan"))) for j in range(t + 1)]
 
+    def _node_names(self) -> dict[int, str]:
+        sites = self.fedreplay.sites
+        return node_names({**sites.owners, **sites.bound}, self.fedreplay.sampler.site_of)
+
     def _log_round(self, t: int, task_round: int, rec: Any, central: MetricRecord | None) -> None:
         federated = self.fedreplay.evaluate_records.get(rec.server_round)
         evaluation = dict(central) if central is not None else federated or {}
@@ -381,6 +411,7 @@ class FederatedRun:
             "sampled": len(rec.sampled),
             "sites": [asdict(r) | {"generator": None} for r in rec.replies],
             "failures": {str(k): v for k, v in rec.failures.items()},
+            "site_status": round_status(rec, self._node_names()),
             "aggregate_refused": rec.refused_aggregate,
             "accepted": rec.refused_aggregate is None
             and any(r.metrics.get("num-examples", 0.0) > 0 for r in rec.replies),

@@ -10,10 +10,12 @@ import torch
 
 from common.audit.canaries import run_canaries
 from common.plots import plot_rounds
+from common.provenance import provenance
 from common.results import RunFolder, build_summary, summary_line
 from common.run_artifacts import save_final_artifacts
 from common.run_report import write_run_report
 from server.privacy_report import write_privacy_report
+from server.site_status import site_lines, site_table
 
 if TYPE_CHECKING:
     from server.federation import FederatedRun
@@ -120,6 +122,7 @@ def finish_run(self: FederatedRun, boundaries: list[int]) -> RunFolder:
         "bytes_down_per_site_round": sum(down) / max(len(down), 1),
         "site_rounds": len(site_rounds),
         "failures": sum(len(r["failures"]) for r in self.rounds),
+        "sites": site_table(self.rounds),  # per site: trained / sat out / failed / refused
         "aggregates_refused": sum(1 for r in self.rounds if r["aggregate_refused"]),
         "aggregation": cfg.aggregation_rule,
         "wall_time_per_round_s": None,
@@ -128,6 +131,9 @@ def finish_run(self: FederatedRun, boundaries: list[int]) -> RunFolder:
         "run_id": self.flower_runs[0],
         "flower_run_ids": self.flower_runs,  # more than one: the run was resumed
         "run_key": self.run_key,
+        "input_shape": list(stream.shape),  # the audits read the run from its folder alone
+        "num_classes": stream.num_classes,
+        "provenance": provenance(),  # fedreplay version and commit, the stack, date, machine
     }
     extra.update(write_privacy_report(run, cfg, self.rounds, run_key=self.run_key))
     torch.save(  # what each site last sent: the privacy audit's view of a site's release
@@ -175,6 +181,8 @@ def finish_run(self: FederatedRun, boundaries: list[int]) -> RunFolder:
         summary["failure_reason"] = reason
     run.write_summary(summary)
     write_run_report(run.path)  # report.html: the page to open (fedreplay report redoes it)
+    for line in site_lines(summary["sites"]):  # every site that did not simply train
+        print(line, flush=True)
     print(summary_line(summary), flush=True)
     print(run.path, flush=True)
     if summary["status"] != "completed":

@@ -1,8 +1,8 @@
 """The deployment's keys: a CA, the SuperLink's TLS certificate, one key pair per site.
 
     fedreplay pki init --dir pki --host superlink.hospital-net.org --host 10.0.0.5
-    fedreplay pki add-site --dir pki site-berlin        # at the site, or by the operator
-    fedreplay pki register --dir pki site-berlin --connection prod   # SuperLink running
+    fedreplay pki add-site --dir pki site-berlin        # at the site: its private key stays there
+    fedreplay pki register --dir pki site-berlin --pub site-berlin.pub --connection prod
 
 Layout of ``--dir`` (keys are written 0600 and never overwritten; ``--force`` replaces a
 certificate, never a key):
@@ -188,12 +188,59 @@ def add_site(directory: Path, name: str) -> SiteKeys:
     return SiteKeys(name, private, public, fingerprint(public))
 
 
-def register(directory: Path, name: str, *, connection: str, flwr: str = "flwr") -> int:
+def receive_public_key(directory: Path, name: str, pub: Path) -> Path:
+    """Keep a site's received public key at ``sites/<name>/<name>.pub`` (the site made its
+    key pair itself; its private key never left it). Only an EC P-384 OpenSSH public key is
+    accepted; a private key sent by mistake is refused and not copied."""
+    check_site_name(name)
+    try:
+        text = pub.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PKIError(f"cannot read the site's public key {pub}: {exc}") from None
+    if "PRIVATE KEY" in text:
+        raise PKIError(
+            f"{pub} is a PRIVATE key: it must never leave the site. Ask the site for the "
+            f"'.pub' file only, and have it make a new key pair (this one is exposed)"
+        )
+    try:
+        key = serialization.load_ssh_public_key(" ".join(text.split()[:2]).encode())
+    except (ValueError, IndexError, TypeError) as exc:
+        raise PKIError(f"{pub} is not an OpenSSH public key ({exc})") from None
+    if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp384r1":
+        raise PKIError(
+            f"{pub} is not an EC P-384 key (Flower's node authentication needs one; the site "
+            f"makes it with `fedreplay pki add-site {name}`)"
+        )
+    target = directory / "sites" / name / f"{name}.pub"
+    if target.is_file() and fingerprint(target) != fingerprint(pub):
+        raise PKIError(
+            f"{target} already holds another key for {name!r} (fingerprint "
+            f"{fingerprint(target)}); a rotated key gets a new name (docs/deployment.md)"
+        )
+    atomic_write_text(target, " ".join(text.split()[:2]) + f" {name}\n")
+    return target
+
+
+def register(
+    directory: Path,
+    name: str,
+    *,
+    connection: str,
+    pub: Path | None = None,
+    flwr: str = "flwr",
+) -> int:
     """Register a site's public key with the running SuperLink (``flwr supernode register``);
-    returns Flower's node id and records it in ``registry.json``."""
+    returns Flower's node id and records it in ``registry.json``. ``pub``: the ``.pub`` file
+    the site sent (kept under ``sites/<name>/`` first)."""
     public = directory / "sites" / check_site_name(name) / f"{name}.pub"
+    if pub is not None:
+        public = receive_public_key(directory, name, pub)
     if not public.is_file():
-        raise PKIError(f"{public} does not exist: run `fedreplay pki add-site {name}` first")
+        raise PKIError(
+            f"{public} does not exist: pass the public key the site sent, `fedreplay pki "
+            f"register {name} --pub {name}.pub` (the site makes its key pair with `fedreplay "
+            f"pki add-site {name}` on its own machine; its private key never leaves it)"
+        )
     cmd = [flwr, "supernode", "register", str(public), connection, "--format", "json"]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
     try:

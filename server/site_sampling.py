@@ -27,7 +27,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from flwr.app import Message, MessageType, RecordDict
 from flwr.serverapp import Grid
@@ -41,15 +41,34 @@ class SitesMissing(RuntimeError):
     """Fewer than fed.min-sites sites connected within fed.start-timeout."""
 
 
-def wait_for_sites(grid: Grid, minimum: int, *, timeout: float) -> None:
-    """``minimum`` sites (fed.min-sites) connected within ``timeout`` seconds, else SitesMissing."""
+def wait_for_sites(
+    grid: Grid,
+    minimum: int,
+    *,
+    timeout: float,
+    expected: Sequence[str] = (),
+    identify: Callable[[list[int]], Mapping[int, str]] | None = None,
+) -> None:
+    """``minimum`` sites (fed.min-sites) connected within ``timeout`` seconds, else
+    SitesMissing. A resumed run knows its sites (``expected``): the error then names those
+    that did not come back, asking the connected nodes which site they hold (``identify``)."""
     deadline = time.monotonic() + timeout
     while len(list(grid.get_node_ids())) < minimum:
         if time.monotonic() > deadline:
-            raise SitesMissing(
-                f"{len(list(grid.get_node_ids()))} of fed.min-sites={minimum}"
-                f" sites connected after fed.start-timeout={timeout:g} s"
+            connected = list(grid.get_node_ids())
+            message = (
+                f"{len(connected)} of fed.min-sites={minimum} sites connected after "
+                f"fed.start-timeout={timeout:g} s"
             )
+            if expected:
+                present = set(identify(connected).values()) if identify and connected else set()
+                missing = sorted(set(expected) - present)
+                message += (
+                    f"; missing: {', '.join(missing) or 'none'} (the run's "
+                    f"sites: {', '.join(sorted(expected))}; connected: "
+                    f"{', '.join(sorted(present)) or 'none'})"
+                )
+            raise SitesMissing(message)
         time.sleep(1.0)
 
 
@@ -89,6 +108,12 @@ class SiteSampler:
         last = len(order)
         chosen = sorted(nodes, key=lambda n: (order.get(self.site_of.get(n, ""), last), n))
         return chosen[:size]
+
+    def identify(self, grid: Grid, nodes: list[int]) -> dict[int, str]:
+        """The site id each of ``nodes`` holds (asked once; a node that does not say is
+        left out)."""
+        self._ask(grid, [n for n in nodes if n not in self.site_of])
+        return {n: self.site_of[n] for n in nodes if n in self.site_of}
 
     def _ask(self, grid: Grid, nodes: list[int]) -> None:
         """Ask ``nodes`` which site they hold (a query message: its reply is the site id)."""

@@ -91,6 +91,7 @@ class FedReplay(FedAvg):
         self.bounds = bounds or Bounds()
         self.started = False  # fed.min-sites is waited for once, at the start
         self.start_timeout = start_timeout  # seconds; 0 = wait as long as it takes
+        self.expected_sites: list[str] = []  # a resumed run's sites, named if they stay away
         # which node presents which site id; bound to registered keys where there are any
         self.sites = SiteOwners(read_bindings(server_dir() / BINDINGS))
         self.sampler = SiteSampler(query_timeout=query_timeout)  # key: set by the run
@@ -173,7 +174,13 @@ class FedReplay(FedAvg):
         # fed.min-sites must connect before the first round; afterwards a round goes on
         # with the sites that are connected (a dead site must not stall the run)
         if not self.started and self.start_timeout > 0:
-            wait_for_sites(grid, self.min_available_nodes, timeout=self.start_timeout)
+            wait_for_sites(
+                grid,
+                self.min_available_nodes,
+                timeout=self.start_timeout,
+                expected=self.expected_sites,
+                identify=lambda nodes: self.sampler.identify(grid, nodes),
+            )
         self.sites.connected = set(grid.get_node_ids())
         num_nodes = int(len(self.sites.connected) * self.fraction_train)
         wanted = self.min_train_nodes if not self.started else 1

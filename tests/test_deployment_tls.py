@@ -56,8 +56,8 @@ def test_registered_node_trains_unregistered_and_wrong_ca_nodes_are_refused(
     )
     env = clean_env(FLWR_HOME=str(home), FEDREPLAY_SERVER_DIR=str(tmp_path / "server"))
     fedreplay("pki", "init", "--dir", "pki", "--host", "127.0.0.1", cwd=tmp_path, env=env)
-    for name in ("site-a", "site-b"):
-        fedreplay("pki", "add-site", "--dir", "pki", name, cwd=tmp_path, env=env)
+    for name in ("site-a", "site-b"):  # at the sites: their private keys never leave them
+        fedreplay("pki", "add-site", "--dir", "site-pki", name, cwd=tmp_path, env=env)
     fedreplay("pki", "init", "--dir", "other-ca", "--host", "127.0.0.1", cwd=tmp_path, env=env)
     pki = tmp_path / "pki"
     procs, handles = [], []
@@ -78,12 +78,15 @@ def test_registered_node_trains_unregistered_and_wrong_ca_nodes_are_refused(
             "--dir",
             "pki",
             "site-a",
+            "--pub",  # the public key site-a sent
+            str(tmp_path / "site-pki" / "sites" / "site-a" / "site-a.pub"),
             "--connection",
             "tls",
             cwd=tmp_path,
             env=env,
         )
         assert "registered as node" in out
+        assert not (pki / "sites" / "site-a" / "site-a").exists(), "no private key here"
         # the ServerApp binds site id site-a to the node its key was registered as
         bindings = json.loads((tmp_path / "server" / "site_nodes.json").read_text())
         assert str(bindings["site-a"]) in out
@@ -95,7 +98,7 @@ def test_registered_node_trains_unregistered_and_wrong_ca_nodes_are_refused(
             cmd = [
                 str(BIN / "flower-supernode"), "--superlink", f"127.0.0.1:{port}",
                 "--root-certificates", str(ca), "--auth-supernode-private-key",
-                str(pki / "sites" / key / key), "--host", "127.0.0.1",
+                str(tmp_path / "site-pki" / "sites" / key / key), "--host", "127.0.0.1",
                 "--port", str(free_port()), "--max-wait-time", "30",
                 "--node-config", f'site-id="{key}"',
             ]  # fmt: skip
@@ -150,3 +153,34 @@ def test_pki_refuses_to_overwrite_a_key_and_checks_names(tmp_path: Path) -> None
         pki.init(tmp_path, ["127.0.0.1"])
     with pytest.raises(pki.PKIError, match="neither an IP"):
         pki.init(tmp_path, ["bad host!"], force=True)
+
+
+def test_the_operator_keeps_only_the_public_key_a_site_sent(tmp_path: Path) -> None:
+    """`fedreplay pki register NAME --pub FILE`: the site makes its own key pair; the
+    operator keeps its .pub under sites/NAME/. A private key sent by mistake, a key of
+    another kind, or a second key under a registered name is refused and nothing copied."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from server import pki
+
+    site = pki.add_site(tmp_path / "at-site", "site-a")
+    operator = tmp_path / "operator"
+    kept = pki.receive_public_key(operator, "site-a", site.public_key)
+    assert kept == operator / "sites" / "site-a" / "site-a.pub"
+    assert pki.fingerprint(kept) == site.fingerprint
+    assert pki.receive_public_key(operator, "site-a", site.public_key) == kept  # idempotent
+    with pytest.raises(pki.PKIError, match="PRIVATE key: it must never leave the site"):
+        pki.receive_public_key(operator, "site-b", site.private_key)
+    p256 = ec.generate_private_key(ec.SECP256R1()).public_key()
+    wrong = tmp_path / "p256.pub"
+    wrong.write_bytes(
+        p256.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    )
+    with pytest.raises(pki.PKIError, match="not an EC P-384 key"):
+        pki.receive_public_key(operator, "site-b", wrong)
+    other = pki.add_site(tmp_path / "elsewhere", "site-a")
+    with pytest.raises(pki.PKIError, match="already holds another key"):
+        pki.receive_public_key(operator, "site-a", other.public_key)
+    assert not (operator / "sites" / "site-b").exists()
+    assert pki.fingerprint(kept) == site.fingerprint

@@ -24,8 +24,9 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from common.audit.egress_check import (
     EgressReport,
@@ -39,11 +40,13 @@ from common.audit.run_folder import (
     load_run_config,
     read_json,
 )
-from common.config import load_config
+from common.config import ExperimentConfig, load_config
+from common.data.root import DatasetNotFoundError
 from common.data.streams import build_stream
+from common.data.types import Shape
 from common.egress import run_dir as egress_run_dir
 from common.results import RunFolder
-from common.sitestate import simulated_state_of, site_dir
+from common.sitestate import STATE_POINTER, simulated_state_of, site_dir
 
 log = logging.getLogger("fedreplay.audit")
 
@@ -57,6 +60,20 @@ def find_egress_logs(sites_dir: Path, run_id: int | None) -> tuple[int | None, l
         latest = max(runs, key=lambda p: p.stat().st_mtime)
         run_id = int(latest.name.removeprefix("run-"))
     return run_id, sorted(egress_run_dir(sites_dir, run_id).glob("*.jsonl"))
+
+
+class EgressLogsMissing(RuntimeError):
+    """No egress log of the run where the audit looked."""
+
+
+def _data_shape(cfg: ExperimentConfig, summary: Mapping[str, Any]) -> tuple[Shape, int]:
+    """The run's input shape and class count: from its summary (every run since
+    2026-12-06 records them), else from the data (older runs; needs the data here)."""
+    if "input_shape" in summary and "num_classes" in summary:
+        c, h, w = (int(d) for d in summary["input_shape"])
+        return (c, h, w), int(summary["num_classes"])
+    stream = build_stream(cfg)
+    return stream.shape, stream.num_classes
 
 
 def recorded_run_id(run_dir: Path) -> int | None:
@@ -82,15 +99,23 @@ def audit_egress(
     for other in resumed if run_id in resumed else []:
         if other != run_id:
             logs += find_egress_logs(sites_dir, other)[1]
-    stream = build_stream(cfg)
+    if not logs:  # nothing to check: said with where it looked, nothing written
+        where = sites_dir / "egress" / (f"run-{run_id}" if run_id is not None else "run-*")
+        raise EgressLogsMissing(
+            f"no egress logs of run {run_id if run_id is not None else '(any)'} at {where}. "
+            "A simulation's sites log under the folder named in the run folder's "
+            f"{STATE_POINTER}; a deployed site's under its own $FEDREPLAY_SITE_DIR/egress "
+            "(run the audit at the site, or pass --sites-dir)"
+        )
     summary = read_json(run_dir / "summary.json")
+    shape, num_classes = _data_shape(cfg, summary)
     report = check_egress(
         logs,
         cfg=cfg,
-        shape=stream.shape,
-        num_classes=stream.num_classes,
+        shape=shape,
+        num_classes=num_classes,
         runs=resumed if run_id in resumed else None,
-        architectures=registered_architectures(cfg, stream.shape, stream.num_classes, summary),
+        architectures=registered_architectures(cfg, shape, num_classes, summary),
     )
     if (run_dir / "rounds.jsonl").is_file():
         compare_with_server(report, RunFolder(run_dir).read_jsonl("rounds.jsonl"))
@@ -244,9 +269,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if args.command == "egress":
         sites_dir = args.sites_dir or simulated_sites(run_dir) or site_dir()
-        report = audit_egress(
-            run_dir, sites_dir=sites_dir, run_id=args.run_id, data_root=args.data_root
-        )
+        try:
+            report = audit_egress(
+                run_dir, sites_dir=sites_dir, run_id=args.run_id, data_root=args.data_root
+            )
+        except (EgressLogsMissing, DatasetNotFoundError) as exc:
+            print(f"fedreplay audit egress: {exc}", file=sys.stderr)
+            return 2
         print(report.summary())
         print(f"written {run_dir / EGRESS_REPORT}")
         return 2 if not report.logs else (0 if report.ok else 1)

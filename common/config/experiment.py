@@ -72,6 +72,14 @@ class ExperimentConfig:
                 "rounds them, so a clipped gradient could exceed dp.max-grad-norm. Use "
                 "train.precision='fp32' under DP"
             )
+        if self.data.name == "folder" and self.fed.num_sites > 1 and not self.data.class_names:
+            raise ConfigError(
+                "data.name='folder' with fed.num-sites > 1 needs data.classes: each site "
+                "would otherwise number its own folder names, and a site whose 'Normal' sorts "
+                "differently from another's 'normal' would train other labels. Declare the "
+                "label space once, e.g. data.classes='normal,drusen,cnv' (label i is the "
+                "i-th name; every site's folders must match it exactly, case included)"
+            )
         if self.dp.enabled and self.dp.client_level:
             raise ConfigError("dp.enabled (sample-level) and dp.client-level: choose one")
         if self.method == "dgm":

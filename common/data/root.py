@@ -82,9 +82,13 @@ class DatasetCorruptError(DatasetNotFoundError):
         self.path = str(path)
         self.dataset = dataset
         self.looked_at = [self.path]
+        fix = (  # a site's own images cannot be downloaded
+            "replace it with an intact copy or take it out of the site's folder"
+            if dataset == "folder"
+            else "replace it with an intact copy (or delete it and set data.download=true)"
+        )
         RuntimeError.__init__(
             self,
             f"dataset {dataset!r}: file {self.path} is corrupt or not in the expected format "
-            f"({problem}); replace it with an intact copy (or delete it and set "
-            "data.download=true)",
+            f"({problem}); {fix}",
         )

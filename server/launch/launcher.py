@@ -31,6 +31,7 @@ from common.config import (
 )
 from common.sitestate import SITE_DIR_ENV, STATE_POINTER, simulated_state_of
 from server.console import VERBOSE_ENV
+from server.launch.preflight import check_simulation
 from server.launch.processes import cmdline, superlink_pids
 from server.site_registry import SERVER_DIR_ENV
 
@@ -285,6 +286,8 @@ class Launch:
                 raise
             say(f"warning: invalid configuration, starting anyway (--skip-config-check): {exc}")
             cfg = None
+        if cfg is not None and self.simulation and not args.resume:
+            check_simulation(cfg)  # a run that cannot work is refused with the numbers
         self.base.mkdir(parents=True, exist_ok=True)
         self.isolate()
         return cfg, overrides, federation

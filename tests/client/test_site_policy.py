@@ -43,7 +43,14 @@ def _train(overrides: dict, node_config: dict) -> Message:
         run_config=load_config({**TINY, **overrides}).to_run_config(),
     )
     config = ConfigRecord(
-        {"task": 0, "seed": 0, "iterations": 2, "server-round": 1, wire.RUN_KEY: "9-abc"}
+        {
+            "task": 0,
+            "seed": 0,
+            "iterations": 2,
+            "server-round": 1,
+            wire.RUN_KEY: "9-abc",
+            wire.INPUT_SHAPE: "1x8x8",
+        }
     )
     template = Site(load_config(TINY), SiteIdentity(1, 2))  # the global scholar's shapes
     scholar = wire.scholar_record(template.solver, template.shared_generator, packed=True)
@@ -130,3 +137,24 @@ def test_a_spent_single_site_refuses_a_run_without_dp(site_dir: Path) -> None:
     assert not _train({"dp.enabled": True}, node).has_error()
     reply = _train({"dp.enabled": False}, node)
     assert reply.has_error() and "dp-required" in reply.error.reason
+
+
+def test_the_site_says_what_it_trained_sent_and_spent_and_what_it_refused(
+    site_dir: Path,
+) -> None:
+    """A SuperNode's log showed only Flower's message ids: each instruction now leaves one
+    line at the site (console and <site dir>/logs/<site id>.log) with what it trained,
+    what it sent, the epsilon spent and left, or why it refused."""
+    reply = _train({"dp.enabled": True}, {})
+    assert not reply.has_error(), reply.error.reason if reply.has_error() else ""
+    sent = wire.scalar_metrics(reply.content.metric_records[wire.METRICS])
+    lines = (site_dir / "logs" / "site-0.log").read_text().splitlines()
+    assert len(lines) == 1
+    assert "site-0 round 1 (task 1): trained" in lines[0]
+    assert f"record count sent {sent['num-examples']:.0f}" in lines[0]
+    assert f"sent {sent['bytes-up'] / 1024:.0f} kB" in lines[0]
+    assert f"epsilon {sent['dp-epsilon']:.3f} spent" in lines[0] and "left" in lines[0]
+    refused = _train({"dp.enabled": False}, {})  # its records spent budget: refused
+    assert refused.has_error()
+    last = (site_dir / "logs" / "site-0.log").read_text().splitlines()[-1]
+    assert "train failed: PolicyRefused" in last and "dp-required" in last

@@ -95,3 +95,41 @@ def test_compare_reports_failures(
     records = json.loads((out / "comparison.json").read_text())
     assert [r["status"] for r in records] == ["ok", "ok", "failed", "failed", "failed"]
     assert (out / "comparison.png").stat().st_size > 1000
+
+
+def test_compare_shows_privacy_and_the_settings_that_differ(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A DP run looked like a non-DP one: the table now has its epsilon and delta, and
+    each run's values of the settings that differ between the runs (as a user types them)."""
+    from common.config import load_config
+
+    root = tmp_path / "runs"
+    plain = make_run(root, "plain", "dgr", [[1.0, None], [0.8, 0.9]])
+    private = RunFolder.create(root, "private")
+    summary = build_summary(
+        matrix=AccuracyMatrix.from_list([[0.9, None], [0.7, 0.8]]),
+        wall_time_s=30.0,
+        method="dgr",
+        dataset="digits",
+        scenario="class",
+        experiment="private",
+        extra={"dp_scope": "sample-level (add/remove one record), per site", "dp_epsilon": 7.991,
+               "dp_delta": 1e-5},
+    )  # fmt: skip
+    private.write_summary(summary)
+    dp = {"dp.enabled": True, "dp.delta": 1e-5, "seed": 3}
+    for path, overrides in ((plain, {}), (private.path, dp)):
+        (path / "config.json").write_text(json.dumps(load_config(overrides).to_dict()))
+    out = tmp_path / "cmp"
+    assert main([str(root / "*"), "--out", str(out)]) == 0
+    rows = {
+        line.split("|")[1].strip().split("-")[0]: line
+        for line in (out / "comparison.md").read_text().splitlines()
+        if line.startswith("| p")
+    }
+    assert "eps 7.99, delta 1e-05 (sample-level)" in rows["private"]
+    assert "| none |" in rows["plain"]
+    assert "dp.delta=1e-05, dp.enabled=True, seed=3" in rows["private"]
+    assert "dp.enabled=False" in rows["plain"] and "seed=" in rows["plain"]
+    assert "train.iterations" not in rows["plain"], "only what differs"

@@ -62,7 +62,7 @@ def small_run(tmp_path: Path) -> Path:
 
 
 def test_every_run_writes_a_page_that_needs_no_network(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("FEDREPLAY_SITE_DIR", str(tmp_path / "sites"))
     run = small_run(tmp_path)
@@ -76,6 +76,35 @@ def test_every_run_writes_a_page_that_needs_no_network(
     summary = load_summary(run)
     assert f"{100 * summary['final_average_accuracy']:.1f}%" in text
     assert "Egress audit: not run" in text and "No differential privacy" in text
+    # the outcome says the guarantee, the newest task, where the result came from; every
+    # site has a row with what it did
+    assert "no differential privacy" in text and "newest task's accuracy" in text
+    provenance = summary["provenance"]
+    assert provenance["flwr"] == "1.41.0" and provenance["commit"]
+    assert f"fedreplay {provenance['fedreplay']} (commit {provenance['commit']})" in text
+    assert set(summary["sites"]) == {"site-0", "site-1"}
+    assert all(row["outcome"] == "trained" for row in summary["sites"].values())
+    assert "site-0" in text and "suspicion" in text
+    # the settings this run changed, as a user types them, beside their defaults
+    config = (run / REPORT).read_text().split("<h2>Configuration</h2>")[1]
+    changed = config.split("<details>")[0]
+    assert "differ from the defaults" in changed
+    assert "train.iterations" in changed and "output-dir" in changed
+    assert "train.batch-size" not in changed and "train.batch-size" in config
+    # an egress audit that finds no logs says where it looked, exits 2 and writes nothing
+    from common.audit import cli as audit_cli
+
+    code = audit_cli.main(["egress", str(run), "--sites-dir", str(tmp_path / "elsewhere")])
+    err = capsys.readouterr().err
+    assert code == 2 and "no egress logs of run" in err and str(tmp_path / "elsewhere") in err
+    assert "Traceback" not in err and not (run / "egress_audit.json").exists()
+
+    # the audit needs only the run folder and the logs, not the data (a folder dataset at
+    # the sites): the input shape comes from summary.json
+    def no_data(cfg):  # type: ignore[no-untyped-def]
+        raise AssertionError("the egress audit read the data")
+
+    monkeypatch.setattr(audit_cli, "build_stream", no_data)
     # after the egress audit, the page says what it found
     audit_egress(run, sites_dir=tmp_path / "sites", run_id=None)
     text = " ".join(parse(write_run_report(run)).text)

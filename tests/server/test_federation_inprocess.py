@@ -83,7 +83,9 @@ def test_only_solver_and_generator_leave_a_site(tmp_path: Path) -> None:
         assert not any("encoder" in k for k in wire.scholar_of(reply.content))
 
 
-def test_failed_and_missing_replies_do_not_stop_the_round(tmp_path: Path) -> None:
+def test_failed_and_missing_replies_do_not_stop_the_round(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     def flaky(sent: Message, reply: Message) -> Message | None:
         node = sent.metadata.dst_node_id
         if node == 1000:
@@ -94,11 +96,33 @@ def test_failed_and_missing_replies_do_not_stop_the_round(tmp_path: Path) -> Non
         return reply
 
     flaky.calls = 0  # type: ignore[attr-defined]
-    run, _ = federate(tmp_path, hook=flaky, nodes=3)
+    with caplog.at_level("INFO", logger="fedreplay.server"):
+        run, _ = federate(tmp_path, hook=flaky, nodes=3)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("round ")]
+    lines = [line for line in lines if "elapsed" in line]
+    # the round line counts sites by status (it said "1 of 3 sites answered") and says
+    # how long is left
+    assert lines[0].startswith("round 1/4 (task 1): sites 1 trained, 2 failed"), lines[0]
+    assert lines[1].startswith("round 2/4 (task 1): sites 2 trained, 1 failed"), lines[1]
+    assert all(" left" in line for line in lines[:3]) and " left" not in lines[3], lines
     rounds = run.read_jsonl("rounds.jsonl")
     assert "site crashed" in rounds[0]["failures"]["1000"]
     assert "no reply" in rounds[0]["failures"]["1001"]
-    assert load_summary(run.path)["failures"] == 5  # 4 crashes + 1 lost reply
+    summary = load_summary(run.path)
+    assert summary["failures"] == 5  # 4 crashes + 1 lost reply
+    # per site: the crashing one never proved its id (node-1000), the one that lost a
+    # reply trained in the other rounds, the third trained every round
+    assert rounds[0]["site_status"]["node-1000"] == {
+        "status": "failed",
+        "why": "error reply: site crashed",
+    }
+    sites = summary["sites"]
+    assert sites["node-1000"]["outcome"] == "failed" and sites["node-1000"]["failed"] == 4
+    assert sites["node-1000"]["reasons"] == {"error reply: site crashed": 4}
+    assert sites["site-2"]["outcome"] == "trained" and sites["site-2"]["trained"] == 4
+    assert sites["site-1"]["trained"] == 3
+    report = (run.path / "report.html").read_text()
+    assert "<h2>Sites</h2>" in report and "error reply: site crashed" in report
 
 
 def test_the_superlinks_error_for_a_dead_node_is_that_nodes_failure(tmp_path: Path) -> None:

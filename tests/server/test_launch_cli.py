@@ -26,3 +26,29 @@ def test_parallel_sites_tells_ray_how_many_cpus_to_share_out(tmp_path, monkeypat
     ]
     plain = Launch(parse_args(["--sites", "5", "--output-dir", "o"])).prepare()[2]
     assert "init-args" not in plain[1]
+
+
+def test_the_dp_digits_demo_that_cannot_work_is_refused_before_it_starts(
+    tmp_path, monkeypatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The review's demo: DP on the default digits, about 145 records per site and task
+    under dp.min-records = 256: every site sat out, and 100 s later the run failed with a
+    traceback and Flower's exit code 700. It is now refused at once, naming the counts;
+    the same run with a min-records its sites meet is not."""
+    from server.launch.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    dp = "dp.enabled=true dp.target-epsilon=8 dp.delta=1e-5"
+    code = main(["--set", dp, "--sites", "2", "--output-dir", "o"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "dp.min-records=256" in err and "task 1" in err and "sit the task out" in err
+    held = err.split("fewer records of task 1 (")[1].split(";")[0]
+    low, high = (int(v) for v in held.split("-"))
+    assert 100 < low <= high < 256, held
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+    from server.launch.cli import parse_args
+    from server.launch.launcher import Launch
+
+    sets = ["--set", f"{dp} dp.min-records=100", "--sites", "2", "--output-dir", "o"]
+    Launch(parse_args(sets)).prepare()  # its sites meet it: not refused

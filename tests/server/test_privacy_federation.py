@@ -57,6 +57,8 @@ def test_ledger_matches_an_independent_recomputation(
     assert summary["dp_composition"] == composition == ledger["composition"]
     assert summary["dp_accountant"] == "rdp" and summary["dp_epsilon"] <= 8.0
     assert sorted(ledger["sites"]) == ["site-0", "site-1"], "keyed by stable site ids"
+    outcome = (run.path / "report.html").read_text().split("<h2>Sites</h2>")[0]
+    assert f"epsilon = {summary['dp_epsilon']:.2f}, delta = 1e-05 (sample-level" in outcome
     for site_id, rows in ledger["sites"].items():
         assert [r["round"] for r in rows] == [1, 2, 3, 4]
         epsilons = [r["epsilon"] for r in rows]

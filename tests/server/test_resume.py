@@ -2,6 +2,7 @@
 twice, nothing spent twice, the same result as a run that was never killed."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -64,10 +65,10 @@ def use_dirs(monkeypatch: pytest.MonkeyPatch, base: Path) -> Path:
     return base / "sites"
 
 
-def run(base: Path, *, run_id: int, hook=None, **overrides) -> Path:
+def run(base: Path, *, run_id: int, hook=None, nodes: int = 2, **overrides) -> Path:
     cfg = load_config({**TINY, "output-dir": str(base / "runs"), **overrides})
     grid = InProcessGrid(
-        client_app, cfg.to_run_config(), num_nodes=2, run_id=run_id, reply_hook=hook
+        client_app, cfg.to_run_config(), num_nodes=nodes, run_id=run_id, reply_hook=hook
     )
     return FederatedRun(cfg).run(grid).path
 
@@ -243,6 +244,14 @@ def test_resume_refuses_what_it_cannot_resume(
     assert (folder / CHECKPOINT).read_bytes() == checkpoint, "a refused resume changes nothing"
     with pytest.raises(ResumeError, match=r"no checkpoint\.pt"):
         run(tmp_path, run_id=2, **{"fed.resume": str(tmp_path / "nowhere")})
+    # a global model damaged on disk is named, not sent to the sites to be blamed on them
+    damaged = torch.load(folder / CHECKPOINT, weights_only=True)
+    key = sorted(damaged["arrays"])[0]
+    damaged["arrays"][key] = torch.full_like(damaged["arrays"][key], float("nan"))
+    torch.save(damaged, folder / CHECKPOINT)
+    with pytest.raises(ResumeError, match=rf"non-finite values \({re.escape(key)}"):
+        run(tmp_path, run_id=2, **{"fed.resume": str(folder)})
+    (folder / CHECKPOINT).write_bytes(checkpoint)
     run(tmp_path, run_id=2, **{"fed.resume": str(folder)})
     with pytest.raises(ResumeError, match="has finished"):
         run(tmp_path, run_id=3, **{"fed.resume": str(folder)})
@@ -303,3 +312,23 @@ def test_a_resume_waits_for_its_sites_with_a_time_limit(tmp_path: Path) -> None:
     resumed = resume_overrides(folder)
     assert resumed["fed.start-timeout"] == RESUME_START_TIMEOUT
     assert comparable(_load(resumed)) == comparable(cfg)
+
+
+def test_a_resume_names_the_sites_that_did_not_come_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A resume that times out waiting for its sites used to say only how many connected;
+    it now names the run's sites that are missing (asking the connected nodes which site
+    they hold), and the checkpoint is left as it was for a later try."""
+    from server.site_sampling import SitesMissing
+
+    use_dirs(monkeypatch, tmp_path)
+    both = {"fed.min-sites": 2}
+    folder = killed_run(tmp_path, 2, **both)
+    checkpoint = (folder / CHECKPOINT).read_bytes()
+    resume = {**both, "fed.resume": str(folder), "fed.start-timeout": 2}
+    with pytest.raises(SitesMissing, match=r"missing: site-1 \(the run's sites: site-0, site-1; "
+                       r"connected: site-0\)"):  # fmt: skip
+        run(tmp_path, run_id=2, nodes=1, **resume)
+    assert (folder / CHECKPOINT).read_bytes() == checkpoint
+    run(tmp_path, run_id=3, **resume)  # both back: it completes

@@ -1,6 +1,7 @@
 """A site id bound to a registered node key cannot be claimed by another node: a forged
 claim is refused before the server's registry sees it, so it cannot quarantine its victim."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -64,6 +65,12 @@ def test_a_forged_claim_cannot_quarantine_its_victim(
     for r in run.read_jsonl("rounds.jsonl"):
         assert [s["site_id"] for s in r["sites"]] == ["site-0"], r
         assert "bound to node 1000" in r["failures"]["1001"]
+        # the refusal is counted against the node bound as site-1, never against site-0
+        assert r["site_status"]["site-0"]["status"] == "trained"
+        assert r["site_status"]["site-1"]["status"] == "refused"
+    sites = json.loads((run.path / "summary.json").read_text())["sites"]
+    assert sites["site-0"]["outcome"] == "trained" and sites["site-0"]["refused"] == 0
+    assert sites["site-1"]["outcome"] == "refused" and sites["site-1"]["suspicion"] == 1.0
     registry = SiteRegistry(tmp_path / "server" / "site_privacy_registry.json")
     assert not registry.sites["site-0"].get("quarantined")
     assert registry.sites["site-0"]["epsilon"] < 1000
