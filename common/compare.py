@@ -1,4 +1,4 @@
-"""Compare finished runs: ``fedreplay-compare RUN_DIR [RUN_DIR ...] --out DIR``.
+"""Compare finished runs: ``fedreplay compare RUN_DIR [RUN_DIR ...] --out DIR``.
 
 Reads each run folder's ``summary.json``; a folder without a valid, completed summary is
 listed as FAILED (never skipped) and makes the exit code 1. Writes ``comparison.md``,
@@ -185,7 +185,7 @@ def write(runs: Sequence[RunResult], out: Path) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="fedreplay-compare", description="Compare the summaries of finished runs."
+        prog="fedreplay compare", description="Compare the summaries of finished runs."
     )
     parser.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folders or glob patterns")
     parser.add_argument("--out", required=True, type=Path, help="folder for the comparison")

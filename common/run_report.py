@@ -124,14 +124,17 @@ def _sites(s: Mapping[str, Any]) -> str:
         [
             site,
             row.get("outcome", "–"),
-            *(row.get(k, 0) for k in ("trained", "sat out", "failed", "refused", "cut_hard")),
+            *(
+                row.get(k, 0)
+                for k in ("trained", "sat out", "failed", "refused", "cut_hard", "replay_left_out")
+            ),
             f"{float(row.get('suspicion', 0.0)):.2f}",
             next(iter(row.get("reasons") or {}), ""),
         ]
         for site, row in table.items()
     ]
     header = ["site", "outcome", "trained", "sat out", "failed", "refused", "cut hard",
-              "suspicion", "main reason"]  # fmt: skip
+              "generator left out", "suspicion", "main reason"]  # fmt: skip
     return _table(rows, header)
 
 

@@ -30,6 +30,10 @@ ATTACKS: dict[str, str] = {
     "count-inf": "reports num-examples = inf",
     "nan": "sends NaN weights",
     "garbage-generator": "sends a generator of random weights (N(0, 1))",
+    # inside the bounds (issue 34's review): updates at the site's own honest norm
+    "flip1": "sends its update sign-flipped at its honest norm (= global minus its update)",
+    "flip1-noise-generator": "solver update sign-flipped, generator update random, each "
+    "tensor at its honest norm",
     "steal-id": "reports another site's site id and partition id",
     # generator.kind = "embedding" (the other attacks also scale or replace its release)
     "embedding-swap10": "sends its embedding release with the classes' rows swapped, x10",
@@ -45,6 +49,13 @@ def _swapped_classes(release: np.ndarray) -> np.ndarray:
     out = release.copy()
     out[:classes] = release[:classes][::-1]
     return 10.0 * out
+
+
+def _noise_at_norm(start: np.ndarray, trained: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A random update with the norm of the honest one (``trained - start``)."""
+    noise = rng.standard_normal(trained.shape)
+    norm = float(np.linalg.norm(noise))
+    return start + noise * (float(np.linalg.norm(trained - start)) / norm if norm else 0.0)
 
 
 def _update(sent: Message, reply: Message, fn: Callable[[str, np.ndarray, np.ndarray], np.ndarray]):
@@ -76,6 +87,16 @@ def attack_reply(name: str, sent: Message, reply: Message, *, victim: tuple[str,
         arrays = _update(sent, reply, lambda _, s, a: s + k * (a - s))
     elif name in ("flip10", "flip10-count1e9"):
         arrays = _update(sent, reply, lambda _, s, a: s - 10.0 * (a - s))
+    elif name == "flip1":
+        arrays = _update(sent, reply, lambda _, s, a: s - (a - s))
+    elif name == "flip1-noise-generator":
+        arrays = _update(
+            sent,
+            reply,
+            lambda k, s, a: (
+                _noise_at_norm(s, a, rng) if k.startswith("generator.") else s - (a - s)
+            ),
+        )
     elif name == "huge":
         arrays = _update(sent, reply, lambda _, s, a: np.full_like(a, 1e30))
     elif name == "nan":

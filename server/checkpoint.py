@@ -56,6 +56,7 @@ class RunCheckpoint:
     flower_runs: list[int] = field(default_factory=list)  # Flower run ids that worked on it
     rng: dict[str, Any] = field(default_factory=dict)
     sampling_key: str = ""  # the run's key for sampling sites (server.site_sampling)
+    replay_checks: list[dict[str, Any]] = field(default_factory=list)  # server.replay_check
 
     def save(self, folder: Path) -> Path:
         path = folder / CHECKPOINT

@@ -2,10 +2,10 @@
 
     fedreplay run --run-config simulations/fed_mnist_dgr.toml      # federated, via flwr run
     fedreplay run --resume RUN_DIR                                  # a killed run, resumed
-    fedreplay single --config simulations/single_mnist_dgr.toml   # = fedreplay-single
-    fedreplay audit models RUN_DIR                                  # = fedreplay-audit
-    fedreplay privacy show                                          # = fedreplay-privacy
-    fedreplay compare RUN_DIR ...                                   # = fedreplay-compare
+    fedreplay single --config simulations/single_mnist_dgr.toml   # one site, no Flower
+    fedreplay audit models RUN_DIR                                  # membership inference
+    fedreplay privacy show                                          # sites' lifetime ledgers
+    fedreplay compare RUN_DIR ... --out DIR                         # runs side by side
     fedreplay protocol                                              # what travels, declared
     fedreplay report RUN_DIR ...                                    # the run's report.html
     fedreplay pki init --dir pki --host superlink.example.org --host 10.0.0.5
@@ -13,7 +13,8 @@
     fedreplay pki register --dir pki site-berlin --pub site-berlin.pub --connection prod
     fedreplay site init --dp-required --max-epsilon 8 --max-delta 1e-5   # at a site
 
-The older ``fedreplay-*`` commands stay and do the same.
+``fedreplay`` is the one command (the ``fedreplay-*`` aliases are gone); ``fedreplay --help``
+and ``fedreplay --version`` import nothing heavy.
 """
 
 from __future__ import annotations
@@ -47,11 +48,11 @@ def _tool(name: str) -> Callable[[list[str]], int | None]:
 
 
 TOOLS = {
-    "run": "a federated run through flwr run, verified (simulations/run_federated.py)",
-    "single": "train one site on a task stream (fedreplay-single)",
-    "audit": "egress, model, mechanism and release audits (fedreplay-audit)",
-    "privacy": "sites' lifetime privacy ledgers (fedreplay-privacy)",
-    "compare": "compare run folders (fedreplay-compare)",
+    "run": "a federated run (simulated sites, or a deployment's SuperLink), verified",
+    "single": "train one site on a task stream",
+    "audit": "egress, model, mechanism and release audits of a run",
+    "privacy": "sites' lifetime privacy ledgers and the operator's actions on them",
+    "compare": "compare run folders (accuracy, privacy, settings that differ)",
 }
 
 
@@ -195,6 +196,9 @@ def main(argv: list[str] | None = None) -> int:
     if name == "site":
         return site_main(rest)
     if name == "protocol":
+        if rest and rest[0] in ("-h", "--help"):
+            print("usage: fedreplay protocol\n\nprints what travels between sites and server")
+            return 0
         from common.protocol import describe
 
         print(describe(), end="")

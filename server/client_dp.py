@@ -37,7 +37,7 @@ def clip_update(update: Arrays, clip_norm: float) -> tuple[Arrays, float]:
     return {k: (v * scale).astype(v.dtype) for k, v in update.items()}, norm
 
 
-@dataclass
+@dataclass(kw_only=True)  # a noise and a clip norm are never passed by position
 class ClientLevelDP:
     noise_multiplier: float
     clip_norm: float

@@ -33,6 +33,7 @@ from common.models.ridge import RidgeSolver
 from common.replay import GenerativeReplay, ReplayPayload
 from common.results import RunFolder
 from common.training.balance import balance_after_task
+from server import replay_check
 from server.aggregation import Bounds
 from server.checkpoint import RunCheckpoint
 from server.client_dp import ClientLevelDP
@@ -91,7 +92,10 @@ class FederatedRun:
             min_available_nodes=cfg.fed.min_sites,
             fraction_evaluate=1.0 if cfg.fed.evaluate in ("federated", "both") else 0.0,
             client_dp=(
-                ClientLevelDP(cfg.dp.client_noise_multiplier, cfg.dp.client_clip_norm)
+                ClientLevelDP(
+                    noise_multiplier=cfg.dp.client_noise_multiplier,
+                    clip_norm=cfg.dp.client_clip_norm,
+                )
                 if cfg.dp.client_level
                 else None
             ),
@@ -114,6 +118,7 @@ class FederatedRun:
         self.matrix = AccuracyMatrix(len(self.stream))
         self.rounds: list[dict[str, Any]] = []
         self.rounds_before = 0  # rounds done by earlier processes of a resumed run (the ETA)
+        self.replay_checks: list[dict[str, Any]] = []  # server.replay_check, per task
         self.quality: list[list[float]] = []  # the aggregated generator, after each task
         self.replay_quality: list[list[float]] = []  # what sites replay, after each task
         self.generator_sizes: list[dict[str, int]] = []  # DGM: capacity after each task
@@ -372,14 +377,23 @@ class FederatedRun:
         return replay_source(self.cfg, self.stream, payload, self.solver, self.device)
 
     def _payload(self, t: int) -> ReplayPayload | None:
-        """What sites replay while learning task t (server.replay_payload)."""
+        """What sites replay while learning task t (server.replay_payload), of the sites'
+        generators that pass the replay check (server.replay_check)."""
+        generators = self.fedreplay.task_generators
+        if t > 0 and self.generator is not None and generators and replay_check.applies(self.cfg):
+            generators, record = replay_check.check_replay(
+                self.cfg, self.stream, t, generators, self.solver, self.device
+            )
+            self.replay_checks.append(record)
+            for site, why in record["left_out"].items():
+                log.warning("task %d: %s's generator %s", t, site, why)
         return next_payload(
             self.cfg,
             self.stream,
             t,
             solver=self.solver,
             generator=self.generator,
-            site_generators=self.fedreplay.task_generators,
+            site_generators=generators,
             class_counts=self.fedreplay.class_counts,
             previous=(  # embedding: without the finished task's own generator (added here)
                 self.embedding.finished(self.fedreplay.payload, t - 1)

@@ -14,6 +14,7 @@ from common.provenance import provenance
 from common.results import RunFolder, build_summary, summary_line
 from common.run_artifacts import save_final_artifacts
 from common.run_report import write_run_report
+from common.tensorboard_export import write_scalars
 from server.privacy_report import write_privacy_report
 from server.site_status import site_lines, site_table
 
@@ -122,7 +123,9 @@ def finish_run(self: FederatedRun, boundaries: list[int]) -> RunFolder:
         "bytes_down_per_site_round": sum(down) / max(len(down), 1),
         "site_rounds": len(site_rounds),
         "failures": sum(len(r["failures"]) for r in self.rounds),
-        "sites": site_table(self.rounds),  # per site: trained / sat out / failed / refused
+        # per site: trained / sat out / failed / refused, and generators left out of replay
+        "sites": site_table(self.rounds, self.replay_checks),
+        "replay_checks": self.replay_checks,  # server.replay_check: scores per task
         "aggregates_refused": sum(1 for r in self.rounds if r["aggregate_refused"]),
         "aggregation": cfg.aggregation_rule,
         "wall_time_per_round_s": None,
@@ -144,7 +147,7 @@ def finish_run(self: FederatedRun, boundaries: list[int]) -> RunFolder:
         run.file("site_updates.pt"),
     )
     canaries = run_canaries(cfg, stream.shape, stream.num_classes)
-    if canaries is not None:  # for fedreplay-audit models (one-run canary bound)
+    if canaries is not None:  # for fedreplay audit models (one-run canary bound)
         torch.save(
             {
                 "x": canaries.split.x,
@@ -180,6 +183,7 @@ def finish_run(self: FederatedRun, boundaries: list[int]) -> RunFolder:
         summary["status"] = "failed"
         summary["failure_reason"] = reason
     run.write_summary(summary)
+    write_scalars(run.path, self.rounds, summary["accuracy_matrix"])  # tensorboard --logdir
     write_run_report(run.path)  # report.html: the page to open (fedreplay report redoes it)
     for line in site_lines(summary["sites"]):  # every site that did not simply train
         print(line, flush=True)

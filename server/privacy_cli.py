@@ -1,11 +1,11 @@
-"""``fedreplay-privacy``: sites' lifetime privacy ledgers and the operator's actions on them.
+"""``fedreplay privacy``: sites' lifetime privacy ledgers and the operator's actions on them.
 
-fedreplay-privacy show [SITE ...] [--sites-dir D] [--json]
+fedreplay privacy show [SITE ...] [--sites-dir D] [--json]
     Every site's lifetime ledger on this machine: budget, lifetime epsilon, each run's own
     share, budget changes.
-fedreplay-privacy raise-budget SITE --to EPS --reason TEXT [--sites-dir D]
+fedreplay privacy raise-budget SITE --to EPS --reason TEXT [--sites-dir D]
     Raise a site's lifetime budget (recorded in its ledger with who, when and why).
-fedreplay-privacy release-site SITE [--server-dir D]
+fedreplay privacy release-site SITE [--server-dir D]
     Lift the server's quarantine of a site whose ledger was found reset, after review.
 """
 
@@ -73,7 +73,7 @@ def _print_site(s: dict[str, Any]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="fedreplay-privacy", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="fedreplay privacy", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
     show = sub.add_parser("show", help="sites' lifetime ledgers across runs")
     show.add_argument("sites", nargs="*", help="site ids (default: every site found)")
@@ -115,7 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{args.site}: quarantine lifted in {registry.path}")
         return 0
     except (PrivacyStateError, ValueError) as exc:
-        print(f"fedreplay-privacy: {exc}", file=sys.stderr)
+        print(f"fedreplay privacy: {exc}", file=sys.stderr)
         return 1
 
 

@@ -40,6 +40,7 @@ def save_checkpoint(
         replay_quality=run.replay_quality,
         generator_sizes=run.generator_sizes,
         upload_shapes=run.upload_shapes,
+        replay_checks=run.replay_checks,
         nodes_seen=sorted(run.nodes_seen),
         elapsed_s=run.elapsed(),
         flower_runs=run.flower_runs,
@@ -61,6 +62,7 @@ def load_for_resume(run: FederatedRun) -> tuple[RunFolder, RunCheckpoint]:
     run.quality, run.replay_quality = ckpt.quality, ckpt.replay_quality
     run.generator_sizes = list(ckpt.generator_sizes)
     run.upload_shapes = list(ckpt.upload_shapes)
+    run.replay_checks = list(ckpt.replay_checks)
     run.nodes_seen |= set(ckpt.nodes_seen)
     run.elapsed_before, run.flower_runs = ckpt.elapsed_s, list(ckpt.flower_runs)
     set_rng_state(ckpt.rng)

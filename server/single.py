@@ -1,4 +1,4 @@
-"""One site: ``fedreplay single --config simulations/x.toml`` (also ``fedreplay-single``).
+"""One site: ``fedreplay single --config simulations/x.toml`` (also ``fedreplay single``).
 
 A single site is a federation of one. It runs the same continual-learning loop as every
 federated run (:class:`server.federation.FederatedRun`: tasks in sequence, replay built

@@ -4,7 +4,7 @@ A site whose ledger was deleted or replaced would report a lifetime epsilon (or 
 of lifetime DP steps) lower than one it reported before; the server refuses its update
 and quarantines the site: its later updates are refused too (a reset site soon reports
 its old epsilon again) until an operator, having looked into it, removes the quarantine
-(``fedreplay-privacy release-site SITE``). The registry is a JSON file in the
+(``fedreplay privacy release-site SITE``). The registry is a JSON file in the
 server's state folder (``$FEDREPLAY_SERVER_DIR``, else ``~/.cache/fedreplay/server``),
 keyed by site id, written atomically after every round. A simulated federation that is
 meant to be independent of earlier ones (a benchmark) uses its own server and site
@@ -59,7 +59,7 @@ class SiteRegistry:
             return (
                 f"site {site_id!r} is quarantined since its privacy ledger was found reset "
                 f"({seen['quarantined']}); an operator must review it and run "
-                f"fedreplay-privacy release-site {site_id}"
+                f"fedreplay privacy release-site {site_id}"
             )
         if (
             seen is not None

@@ -75,14 +75,26 @@ def count_line(statuses: Mapping[str, Mapping[str, str]]) -> str:
     return ", ".join(f"{counts[s]} {s}" for s in STATUSES if counts[s]) or "no site sampled"
 
 
-def site_table(rounds: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Per site over the run: rounds of each status, times cut hard, the most frequent
-    reasons, a suspicion score (refused or cut hard / rounds) and a one-word outcome."""
+def _row() -> dict[str, Any]:
+    return {s: 0 for s in STATUSES} | {"cut_hard": 0, "replay_left_out": 0}
+
+
+def site_table(
+    rounds: list[dict[str, Any]],
+    replay_checks: list[dict[str, Any]] = (),  # type: ignore[assignment]
+) -> dict[str, dict[str, Any]]:
+    """Per site over the run: rounds of each status, times cut hard, tasks whose replay
+    left its generator out (server.replay_check), the most frequent reasons, a suspicion
+    score ((refused + cut hard + left out) / rounds) and a one-word outcome."""
     table: dict[str, dict[str, Any]] = {}
     reasons: dict[str, Counter[str]] = {}
+    for check in replay_checks:
+        for site, why in check.get("left_out", {}).items():
+            table.setdefault(site, _row())["replay_left_out"] += 1
+            reasons.setdefault(site, Counter())[f"task {check['task']}: generator {why}"] += 1
     for entry in rounds:
         for site, st in entry.get("site_status", {}).items():
-            row = table.setdefault(site, {s: 0 for s in STATUSES} | {"cut_hard": 0})
+            row = table.setdefault(site, _row())
             row[st["status"]] += 1
             if st["status"] == TRAINED and st["why"]:
                 row["cut_hard"] += 1
@@ -91,7 +103,8 @@ def site_table(rounds: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     for site, row in table.items():
         n = sum(row[s] for s in STATUSES)
         row["rounds"] = n
-        row["suspicion"] = round((row[REFUSED] + row["cut_hard"]) / n, 3) if n else 0.0
+        bad = row[REFUSED] + row["cut_hard"] + row["replay_left_out"]
+        row["suspicion"] = round(min(1.0, bad / n), 3) if n else 0.0
         row["reasons"] = dict(reasons.get(site, Counter()).most_common(MAX_REASONS))
         row["outcome"] = outcome(row)
     return dict(sorted(table.items()))
@@ -110,7 +123,7 @@ def site_lines(table: Mapping[str, Mapping[str, Any]]) -> list[str]:
     """One console line per site that did not train every round (with its main reason)."""
     lines = []
     for site, row in table.items():
-        if row["outcome"] == TRAINED and not row["cut_hard"]:
+        if row["outcome"] == TRAINED and not row["cut_hard"] and not row["replay_left_out"]:
             continue
         counts = ", ".join(f"{row[s]} {s}" for s in STATUSES if row[s])
         main = next(iter(row["reasons"]), "")

@@ -11,5 +11,5 @@ for name in off eps1 eps8; do
   run="$(ls -d "$out"/fed-mnist-dgr-dp-"$name"-* 2>/dev/null | tail -1)"
   [ -n "$run" ] || { echo "no run fed-mnist-dgr-dp-$name-* in $out"; continue; }
   echo "=== audit $run ($(date -u +%H:%M:%S))"
-  fedreplay-audit models "$run" --sites 0 --shadows 4 2> "$out/audit_$name.log" | tail -30
+  fedreplay audit models "$run" --sites 0 --shadows 4 2> "$out/audit_$name.log" | tail -30
 done

@@ -14,7 +14,7 @@ bash simulations/bench_federated.sh "$out" dgr_dp_eps8 dgr_dp_eps3 dgr_dp_eps1 d
 python simulations/plot_privacy_accuracy.py "$out"/fed-mnist-dgr-dp-* --out "$out/privacy_accuracy.png"
 bash simulations/bench_audit.sh "$out"
 for eps in 1 2 8; do
-  fedreplay-audit mechanism --epsilon "$eps" --sample-rate 0.5 --steps 20 --canaries 1000000 \
+  fedreplay audit mechanism --epsilon "$eps" --sample-rate 0.5 --steps 20 --canaries 1000000 \
     --out "$out/mechanism_eps$eps.json" > /dev/null
 done
 python simulations/bench_dp_cost.py --run-config simulations/fed_mnist_dgr_dp_eps8.toml --task 1 \

@@ -19,4 +19,4 @@ for name in "${names[@]}"; do
     --sites "$sites" --output-dir "$out" > "$out/${name}.log" 2>&1
   echo "exit $? : $(tail -1 "$out/${name}.log")"
 done
-fedreplay-compare "$out"/fed-mnist-* --out "$out/comparison"
+fedreplay compare "$out"/fed-mnist-* --out "$out/comparison"

@@ -69,6 +69,7 @@ def one_run(overrides: dict, attack: str | None, out: Path) -> dict:
     return {
         "status": summary["status"],
         "accuracy": summary["final_average_accuracy"],
+        "newest": summary["accuracy_matrix"][-1][-1],  # an average hides a newest task pulled down
         "rejected_rounds": sum(1 for r in rounds if hostile in r["failures"]),
         "bounded_rounds": sum(
             1
@@ -108,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
             for mode in args.modes:
                 extra = UNPROTECTED if mode == "unprotected" else {}
                 result = one_run({**base, **extra, "seed": seed}, attack, out)
-                row = {"attack": attack or "honest", "mode": mode, "seed": seed, **result}
+                row = {"attack": attack or "honest", "mode": mode, "seed": seed,
+                       "sites": base["fed.num-sites"], **result}  # fmt: skip
                 rows.append(row)
                 print(json.dumps(row), flush=True)
                 (out / "hostile.json").write_text(
@@ -124,16 +126,24 @@ def table(rows: list[dict]) -> str:
         accs = [r["accuracy"] for r in rows if r["attack"] == attack and r["mode"] == mode]
         return 100 * sum(accs) / len(accs) if accs else None  # None: the mode was not run
 
+    def newest(attack: str, mode: str) -> float | None:
+        accs = [r.get("newest", 0.0) for r in rows if r["attack"] == attack and r["mode"] == mode]
+        return 100 * sum(accs) / len(accs) if accs else None
+
     def cells(attack: str, mode: str) -> str:
         acc, honest = mean(attack, mode), mean("honest", mode)
         if acc is None or honest is None:
-            return "not run | "
-        return f"{acc:.1f}% | {honest - acc:+.1f}"
+            return "not run | | "
+        new, new_honest = newest(attack, mode), newest("honest", mode)
+        drop = f"{new_honest - new:+.1f}" if new is not None and new_honest is not None else ""
+        return f"{acc:.1f}% | {honest - acc:+.1f} | {new:.1f}% ({drop})"
 
+    sites = {r.get("sites", 5) for r in rows}
     lines = [
-        "| attack (one site of five) | default: final acc. | drop | hostile replies rejected / "
-        "bounded | unprotected FedAvg: final acc. | drop |",
-        "|---|---|---|---|---|---|",
+        f"| attack (one site of {'/'.join(map(str, sorted(sites)))}) | default: final acc. | "
+        "drop | newest task (drop) | hostile replies rejected / bounded | unprotected FedAvg: "
+        "final acc. | drop | newest task (drop) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for attack in dict.fromkeys(r["attack"] for r in rows):
         hit = [r for r in rows if r["attack"] == attack and r["mode"] == "default"]

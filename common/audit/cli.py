@@ -1,18 +1,18 @@
-"""``fedreplay-audit``: privacy audits of a finished run folder.
+"""``fedreplay audit``: privacy audits of a finished run folder.
 
-fedreplay-audit egress RUN_DIR [--sites-dir D] [--run-id N] [--data-root R]
+fedreplay audit egress RUN_DIR [--sites-dir D] [--run-id N] [--data-root R]
     Check the sites' egress logs against the protocol; writes ``egress_audit.json``
     into the run folder; exit status 1 on any deviation, 2 if no logs are found.
-fedreplay-audit models RUN_DIR [--quick] [--shadows K] [--data-root R]
+fedreplay audit models RUN_DIR [--quick] [--shadows K] [--data-root R]
     Membership inference against the final models (loss attack and LiRA on the
     solver, GAN-Leaks on the generator) per site, plus the one-run canary bound on the
     solver and the generator if the run folder holds ``canaries.pt``, each with the largest
     bound it could reach; writes ``audit/`` (audit.json, audit.md, roc.png).
-fedreplay-audit mechanism [--run-config F] [--epsilon E] [--sample-rate Q] [--steps T]
+fedreplay audit mechanism [--run-config F] [--epsilon E] [--sample-rate Q] [--steps T]
     White-box audit of the private step itself with gradient canaries
     (common.audit.whitebox): the epsilon lower bounds it certifies against the claim;
     exit status 1 on a violation.
-fedreplay-audit release [--run-config F] [--epsilon E] [--gram] [--trials N]
+fedreplay audit release [--run-config F] [--epsilon E] [--gram] [--trials N]
     White-box audit of the embedding release (common.audit.release_audit): repeated
     releases with and without a canary record; exit status 1 on a violation.
 """
@@ -127,7 +127,7 @@ def audit_egress(
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="fedreplay-audit", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="fedreplay audit", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
     e = sub.add_parser("egress", help="check the sites' egress logs against the protocol")
     e.add_argument("run_dir", type=Path)

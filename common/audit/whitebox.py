@@ -208,7 +208,12 @@ def canary_observations(
     nn.init.zeros_(model.weight)
     members = torch.from_numpy(np.flatnonzero(include)).long()
     split = Split.from_tensors(members.reshape(-1, 1, 1, 1).float(), members)
-    plan = DPPlan(noise_multiplier, max_grad_norm, sample_rate, on_step=lambda: None)
+    plan = DPPlan(
+        noise_multiplier=noise_multiplier,
+        max_grad_norm=max_grad_norm,
+        sample_rate=sample_rate,
+        on_step=lambda: None,
+    )
     expected = max(round(sample_rate * len(split)), 1)
     factory = make_stepper or dp_stepper_factory(plan, expected_batch_size=expected)
     stepper = factory(torch.optim.SGD(model.parameters(), lr=1.0), model)
@@ -300,7 +305,14 @@ def audit_mechanism(
     ``make_stepper`` and ``make_sampling`` (the Poisson masks' generator; default: the
     plan's own) let a test substitute a deliberately broken stepper or sampling."""
     sampling = make_sampling or (
-        lambda: DPPlan(1.0, 1.0, sample_rate, on_step=lambda: None).sampling
+        lambda: (
+            DPPlan(
+                noise_multiplier=1.0,
+                max_grad_norm=1.0,
+                sample_rate=sample_rate,
+                on_step=lambda: None,
+            ).sampling
+        )
     )
     include = secret_numpy_generator().integers(0, 2, num_canaries).astype(bool)
     scores = canary_scores(

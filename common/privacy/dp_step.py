@@ -43,7 +43,7 @@ from common.training.step import LossFn
 warnings.filterwarnings("ignore", message="Full backward hook is firing", category=UserWarning)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)  # sigma, clip and rate are never passed by position
 class DPPlan:
     """How a site trains privately in one round.
 

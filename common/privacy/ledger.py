@@ -23,7 +23,7 @@ spent, so that the run ends at ``dp.target-epsilon`` *lifetime*. A second run on
 records with the same target therefore has nothing left and is refused. The site's
 ``budget`` (its lifetime cap) is the first run's target; a run asking for more is refused
 until an operator raises it (:func:`common.privacy.operator.raise_budget`,
-``fedreplay-privacy raise-budget``),
+``fedreplay privacy raise-budget``),
 which the ledger records. A ledger that is missing or unreadable for a site that has
 trained before is an error naming the fix, never a fresh budget. Reads and writes happen
 under an exclusive lock; writes are atomic (temp file, fsync, rename, directory fsync).
@@ -212,7 +212,7 @@ class SiteLedger:
             raise PrivacyStateError(
                 f"dp.target-epsilon={run_target} exceeds the lifetime budget {self.budget} of "
                 f"site {self.site_id!r}; raising it is an operator action, recorded in the "
-                f"ledger: fedreplay-privacy raise-budget {self.site_id} --to {run_target} "
+                f"ledger: fedreplay privacy raise-budget {self.site_id} --to {run_target} "
                 '--reason "..."'
             )
         digests = {k: fp.digest_of(v) for k, v in partitions.items()}
@@ -410,7 +410,7 @@ class SiteLedger:
                 f"on these records (target {target}, delta={self.delta:.2e}, "
                 f"{self.accountant}); nothing useful is left for run {run_key} (under "
                 f"{MIN_SHARE_LEFT:.0%} of its target). See "
-                "fedreplay-privacy show; raising the budget is an operator action"
+                "fedreplay privacy show; raising the budget is an operator action"
             )
 
     def spend(

@@ -1,4 +1,4 @@
-"""Operator actions on sites' lifetime ledgers (``fedreplay-privacy``)."""
+"""Operator actions on sites' lifetime ledgers (``fedreplay privacy``)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """One site's private training, round by round: the same code for a federated site and a
-single site (``fedreplay-single`` with ``dp.enabled``).
+single site (``fedreplay single`` with ``dp.enabled``).
 
 Each round: open the site's lifetime ledger under its lock, declare the run (once), get
 the task's calibrated noise, record the round's steps *before* training (write-ahead: a
@@ -205,7 +205,9 @@ class PrivacySession:
             taken[0] += 1
 
         # DPPlan's defaults: fresh secret generators for the Poisson masks and the noise
-        plan = DPPlan(sigma, cfg.dp.max_grad_norm, q, on_step=count)
+        plan = DPPlan(
+            noise_multiplier=sigma, max_grad_norm=cfg.dp.max_grad_norm, sample_rate=q, on_step=count
+        )
         classes = self.tasks[task].classes
         counts, embedding = None, None
         if stored is not None and cfg.dp.class_histogram:

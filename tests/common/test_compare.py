@@ -1,4 +1,4 @@
-"""fedreplay-compare on two good run folders and one broken one."""
+"""fedreplay compare on two good run folders and one broken one."""
 
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ import pytest
 from client.client_app import app as client_app
 from common.audit.cli import audit_egress
 from common.config import load_config
-from common.results import load_summary
+from common.results import RunFolder, load_summary
 from common.run_report import REPORT, write_run_report
 from server.federation import FederatedRun
 from server.inprocess import InProcessGrid
@@ -91,6 +91,22 @@ def test_every_run_writes_a_page_that_needs_no_network(
     assert "differ from the defaults" in changed
     assert "train.iterations" in changed and "output-dir" in changed
     assert "train.batch-size" not in changed and "train.batch-size" in config
+    # TensorBoard reads the run folder: its own reader finds the round accuracies of
+    # rounds.jsonl and the tasks' averages of the summary
+    from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
+
+    board = EventMultiplexer()
+    board.AddRunsFromDirectory(str(run))
+    board.Reload()
+    (name,) = board.Runs()
+    logged = {e.step: e.value for e in board.Scalars(name, "round/accuracy")}
+    rounds = {r["round"]: r["accuracy"] for r in RunFolder(run).read_jsonl("rounds.jsonl")}
+    assert logged.keys() == rounds.keys()
+    assert all(abs(logged[k] - rounds[k]) < 1e-6 for k in rounds)
+    averages = [e.value for e in board.Scalars(name, "task/average-accuracy")]
+    assert averages == pytest.approx(summary["average_accuracy_per_task"], abs=1e-6)
+    trained = [e.value for e in board.Scalars(name, "round/sites-trained")]
+    assert trained == [2.0] * len(rounds)
     # an egress audit that finds no logs says where it looked, exits 2 and writes nothing
     from common.audit import cli as audit_cli
 

@@ -92,7 +92,9 @@ def test_a_garbage_generator_is_not_replayed_as_sent(tmp_path: Path) -> None:
         task1[0].content.array_records[wire.REPLAY],
         task1[0].content.config_records[wire.REPLAY_META],
     )
-    assert len(payload.generators) == 3
+    # the bounded garbage is still no generator: the replay check leaves it out
+    # (test_a_generator_of_noise_is_left_out_of_the_replay)
+    assert len(payload.generators) == 2
 
     # every member stays within the honest members' spread (a random N(0,1) generator
     # would be far outside it)
@@ -262,3 +264,20 @@ def test_an_embedding_release_of_1e30_is_bounded(tmp_path: Path, solver: str) ->
         accuracy(honest),
         accuracy(unprotected),
     )
+
+
+def test_a_generator_of_noise_is_left_out_of_the_replay(tmp_path: Path) -> None:
+    """A generator update inside the bounds can still be noise; with ensemble replay it
+    was replayed at every site with its site's weight. The server now scores each site's
+    generator (its class-c samples as the current model sees them) and leaves one far
+    below the others' median out, saying so; an honest run leaves nobody out."""
+    honest, _ = federate(tmp_path / "honest", None)
+    attacked, _ = federate(tmp_path / "attacked", "garbage-generator")
+    clean, hit = load_summary(honest.path), load_summary(attacked.path)
+    assert clean["replay_checks"] and not any(c["left_out"] for c in clean["replay_checks"])
+    check = hit["replay_checks"][0]  # after task 1 (the last: the final ensemble)
+    assert list(check["left_out"]) == ["site-1"], check
+    others = min(check["scores"]["site-0"], check["scores"]["site-2"])
+    assert check["scores"]["site-1"] < 0.7 * others
+    assert hit["sites"]["site-1"]["replay_left_out"] == 1
+    assert hit["sites"]["site-0"]["replay_left_out"] == 0

@@ -1,4 +1,4 @@
-"""fedreplay-privacy: what a privacy officer sees and the operator's recorded actions."""
+"""fedreplay privacy: what a privacy officer sees and the operator's recorded actions."""
 
 import json
 from pathlib import Path

@@ -1,4 +1,4 @@
-"""fedreplay-single with dp.enabled trains with DP-SGD and spends the site's lifetime budget."""
+"""fedreplay single with dp.enabled trains with DP-SGD and spends the site's lifetime budget."""
 
 import json
 from pathlib import Path

@@ -1,4 +1,4 @@
-"""``fedreplay-audit models`` on a finished tiny federated run, and the CLI's error exits."""
+"""``fedreplay audit models`` on a finished tiny federated run, and the CLI's error exits."""
 
 import json
 import shutil

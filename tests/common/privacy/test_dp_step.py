@@ -123,7 +123,12 @@ def test_replay_does_not_consume_budget(kind: str, arch: str) -> None:
         ("with", replay_for(cfg, stream.tasks, 1, previous, rng=torch.Generator())),
     ):
         steps: list[int] = []
-        plan = DPPlan(1.0, 1.0, 0.1, on_step=lambda steps=steps: steps.append(1))
+        plan = DPPlan(
+            noise_multiplier=1.0,
+            max_grad_norm=1.0,
+            sample_rate=0.1,
+            on_step=lambda steps=steps: steps.append(1),
+        )
         learner.train(
             real_data_for("dgr", stream.tasks, 1),
             replay=replay,

@@ -27,7 +27,9 @@ def test_two_plans_draw_different_masks_and_noise_even_after_public_seeding() ->
     draws = []
     for _ in range(2):
         seed_everything(CFG.seed)  # what the server and config.json know
-        plan = DPPlan(1.0, 1.0, 0.1, on_step=lambda: None)
+        plan = DPPlan(
+            noise_multiplier=1.0, max_grad_norm=1.0, sample_rate=0.1, on_step=lambda: None
+        )
         _, mask_y = next(poisson_batches(split, 0.1, rng=plan.sampling))
         noise = torch.normal(0.0, 1.0, (64,), generator=plan.noise)
         draws.append((len(mask_y), noise))
@@ -39,7 +41,11 @@ def _round(seed: int, *, dp: bool) -> torch.Tensor:
     stream = build_stream(CFG)
     seed_everything(seed)
     learner = Learner(CFG, shape=stream.shape, num_classes=10, device=torch.device("cpu"))
-    plan = DPPlan(1.0, 1.0, 0.2, on_step=lambda: None) if dp else None
+    plan = (
+        DPPlan(noise_multiplier=1.0, max_grad_norm=1.0, sample_rate=0.2, on_step=lambda: None)
+        if dp
+        else None
+    )
     learner.train(
         real_data_for("dgr", stream.tasks, 0),
         replay=None,

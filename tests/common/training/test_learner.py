@@ -195,7 +195,7 @@ def test_under_dp_the_fakes_never_follow_the_private_labels() -> None:
             pass
 
     learner._generative_trainer = lambda rng, make_stepper: Spy()  # type: ignore[method-assign]
-    plan = DPPlan(1.0, 1.0, 0.5, on_step=lambda: None)
+    plan = DPPlan(noise_multiplier=1.0, max_grad_norm=1.0, sample_rate=0.5, on_step=lambda: None)
     learner.train(
         real,
         replay=None,
