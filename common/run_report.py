@@ -156,9 +156,22 @@ def _privacy(run: Path, s: Mapping[str, Any]) -> str:
     ledger = _read(run / "privacy_ledger.json") or {}
     sites = ledger.get("sites") or {}
     if sites:
-        last = [[site, f"{rows_[-1]['epsilon']:.3f}", len(rows_)] for site, rows_ in sites.items()]
-        out += "<p>Each site's lifetime epsilon after the run:</p>"
-        out += _table(last, ["site", "epsilon (lifetime)", "rounds trained"])
+        last = [
+            [
+                site,
+                f"{rows_[-1]['epsilon']:.3f}",
+                f"{rows_[-1].get('run_epsilon', rows_[-1]['epsilon']):.3f}",
+                f"{rows_[-1]['budget_left']:.3f}" if "budget_left" in rows_[-1] else "–",
+                len(rows_),
+            ]
+            for site, rows_ in sites.items()
+        ]
+        out += "<p>Each site's budget after the run (its lifetime ledger, all runs on its "
+        out += "records):</p>"
+        out += _table(
+            last,
+            ["site", "epsilon (lifetime)", "of it this run", "budget left", "rounds trained"],
+        )
     return out
 
 

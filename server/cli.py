@@ -2,7 +2,7 @@
 
     fedreplay run --run-config simulations/fed_mnist_dgr.toml      # federated, via flwr run
     fedreplay run --resume RUN_DIR                                  # a killed run, resumed
-    fedreplay single --config simulations/single_mnist_dgr.toml   # one site, no Flower
+    fedreplay single --run-config simulations/single_mnist_dgr.toml   # one site, no Flower
     fedreplay audit models RUN_DIR                                  # membership inference
     fedreplay privacy show                                          # sites' lifetime ledgers
     fedreplay compare RUN_DIR ... --out DIR                         # runs side by side

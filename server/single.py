@@ -1,4 +1,4 @@
-"""One site: ``fedreplay single --config simulations/x.toml`` (also ``fedreplay single``).
+"""One site: ``fedreplay single --run-config simulations/x.toml``.
 
 A single site is a federation of one. It runs the same continual-learning loop as every
 federated run (:class:`server.federation.FederatedRun`: tasks in sequence, replay built
@@ -89,7 +89,7 @@ def config_from_args(config: Sequence[str], overrides: str) -> ExperimentConfig:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="fedreplay single", description=__doc__.split("\n")[0])
     parser.add_argument(
-        "--config",
+        "--run-config",
         action="append",
         default=[],
         help="override file(s) in TOML with [tool.flwr.app.config] keys",
@@ -119,11 +119,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging()
     try:
         if args.resume:
-            if args.config or args.overrides:
-                raise ValueError("--resume uses the run's own config: no --config or --set")
+            if args.run_config or args.overrides:
+                raise ValueError("--resume uses the run's own config: no --run-config or --set")
             cfg = load_config(resume_overrides(Path(args.resume)))
         else:
-            cfg = config_from_args(args.config, " ".join(args.overrides))
+            cfg = config_from_args(args.run_config, " ".join(args.overrides))
     except (ValueError, OSError) as exc:
         print(f"fedreplay single: {exc}", file=sys.stderr)
         return 2

@@ -22,7 +22,7 @@ for protocol in "${protocols[@]}"; do
   for name in dgma dgmw dgr-vae dgr-convgan none joint; do
     IFS='|' read -r config extra <<< "${runs[$name]}"
     echo "=== ${protocol} ${name} ($(date -u +%H:%M:%S))"
-    fedreplay single --config "simulations/${config}" --no-progress \
+    fedreplay single --run-config "simulations/${config}" --no-progress \
       --set "output-dir='${out}/${protocol}' experiment='${protocol}-${name}' tasks.classes-per-task=${per_task} ${extra}" \
       > "${out}/${protocol}-${name}.log" 2>&1
     echo "exit $? : $(tail -2 "${out}/${protocol}-${name}.log" | head -1)"

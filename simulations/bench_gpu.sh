@@ -37,7 +37,7 @@ keep() { tar czf "$OUTD/runs.tar.gz" --exclude='*.pt' --exclude='*.html' -C "$(d
 if [ "$WHAT" != fed ]; then
   S=$SECONDS
   FEDREPLAY_OUTPUT_DIR=$RUNS/single FEDREPLAY_SITE_DIR=$STATE/single \
-    $PY -m server.single --config simulations/single_mnist_dgr.toml ${SMOKE:+--set "$SMOKE"} \
+    $PY -m server.single --run-config simulations/single_mnist_dgr.toml ${SMOKE:+--set "$SMOKE"} \
     > "$OUTD/single.log" 2>&1
   echo "single rc=$? process_s=$((SECONDS - S))" | tee -a "$OUTD/env.txt"
   tail -4 "$OUTD/single.log"

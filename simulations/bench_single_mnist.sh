@@ -6,7 +6,7 @@ set -euo pipefail
 out="${1:-runs/bench-single-mnist}"
 mkdir -p "$out"
 for method in dgr none exact joint; do
-  /usr/bin/time -v fedreplay single --config "simulations/single_mnist_${method}.toml" \
+  /usr/bin/time -v fedreplay single --run-config "simulations/single_mnist_${method}.toml" \
     --set "output-dir='${out}'" --no-progress 2> "${out}/${method}.time.log" | tee "${out}/${method}.log"
 done
 fedreplay compare "${out}"/single-mnist-* --out "${out}/comparison"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -19,14 +20,26 @@ DEFAULT_CANARY_DELTA = 1e-5
 
 
 # --- the run folder ---------------------------------------------------------------------
+SIMULATED_SITE = re.compile(r"^site-(\d+)$")  # common.sitestate.default_site_id
+
+
 def site_updates_by_partition(run_dir: Path) -> dict[int, dict[str, Any]]:
-    """The last update each site sent (``site_updates.pt``, keyed by site id), by the
-    simulated data share it holds (the audits rebuild a site's records from it)."""
+    """The last update each site sent (``site_updates.pt``, keyed by the site id the
+    server accepted), by the simulated data share its *site id* names (``site-<p>``; the
+    audits rebuild a site's records from it). The partition id a reply claimed is not
+    used: a hostile site claiming partition 0 would be attacked with site 0's records and
+    site 0 never audited. Sites with other ids (deployments) hold records the auditor does
+    not have: left out."""
     path = run_dir / SITE_UPDATES_FILE
     if not path.is_file():
         return {}
     saved = torch.load(path, map_location="cpu", weights_only=True)
-    return {int(u["partition"]): u for u in saved.values()}
+    out = {}
+    for site_id, update in saved.items():
+        match = SIMULATED_SITE.match(str(site_id))
+        if match:
+            out[int(match.group(1))] = update
+    return out
 
 
 def load_run_config(run_dir: Path, data_root: str | None = None) -> ExperimentConfig:

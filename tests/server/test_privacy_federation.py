@@ -57,8 +57,12 @@ def test_ledger_matches_an_independent_recomputation(
     assert summary["dp_composition"] == composition == ledger["composition"]
     assert summary["dp_accountant"] == "rdp" and summary["dp_epsilon"] <= 8.0
     assert sorted(ledger["sites"]) == ["site-0", "site-1"], "keyed by stable site ids"
-    outcome = (run.path / "report.html").read_text().split("<h2>Sites</h2>")[0]
+    page = (run.path / "report.html").read_text()
+    outcome = page.split("<h2>Sites</h2>")[0]
     assert f"epsilon = {summary['dp_epsilon']:.2f}, delta = 1e-05 (sample-level" in outcome
+    privacy = page.split("<h2>Privacy</h2>")[1]
+    left = ledger["sites"]["site-0"][-1]["budget_left"]
+    assert "budget left" in privacy and f"{left:.3f}" in privacy and left >= 0
     for site_id, rows in ledger["sites"].items():
         assert [r["round"] for r in rows] == [1, 2, 3, 4]
         epsilons = [r["epsilon"] for r in rows]

@@ -42,7 +42,8 @@ def test_cli_writes_the_summary_contract_and_prints_the_folder_last(
     override = tmp_path / "tiny.toml"
     override.write_text('experiment = "cli"\ntasks.num-tasks = 2\ntrain.iterations = 20\n')
     assert (
-        main(["--config", str(override), "--set", f"output-dir='{tmp_path}'", "--no-progress"]) == 0
+        main(["--run-config", str(override), "--set", f"output-dir='{tmp_path}'", "--no-progress"])
+        == 0
     )
     captured = capfd.readouterr()
     last = captured.out.strip().splitlines()[-1]

@@ -179,3 +179,28 @@ def test_the_mechanism_audit_command_writes_both_bounds_and_exits_0_when_consist
     assert result["claimed_epsilon"] == 2.0 and result["delta"] == 1e-5
     assert 0 < result["epsilon_lower_bound"] < result["epsilon_lower_bound_gaussian"]
     assert result["epsilon_lower_bound_gaussian"] <= result["epsilon_exact"] < 2.0
+
+
+def test_the_audit_finds_a_sites_update_by_its_site_id_not_its_claimed_partition(
+    tmp_path: Path,
+) -> None:
+    """A hostile site-1 claiming partition 0 in its metrics made the model audit attack
+    its update with site 0's records, and never audit site 0's own. Updates are now keyed
+    by the site id the server accepted: site-<p> holds partition p; other ids (a
+    deployment's sites, whose records the auditor does not have) are left out."""
+    import torch
+
+    from common.audit.run_folder import SITE_UPDATES_FILE, site_updates_by_partition
+
+    torch.save(
+        {
+            "site-0": {"round": 4, "partition": 0, "solver": {}},
+            "site-1": {"round": 4, "partition": 0, "solver": {}},  # the spoof
+            "berlin": {"round": 4, "partition": 0, "solver": {}},
+        },
+        tmp_path / SITE_UPDATES_FILE,
+    )
+    updates = site_updates_by_partition(tmp_path)
+    assert sorted(updates) == [0, 1]
+    assert updates[0] is not updates[1]
+    assert updates[1]["partition"] == 0, "site-1's own update, whatever it claimed"
