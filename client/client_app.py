@@ -60,6 +60,14 @@ def _log_failure(context: Context, what: str, reason: str) -> None:
         log.exception("could not write the site's log line")
 
 
+def _log_train(
+    site: Site, server_round: int, task: int, metrics: dict[str, float], *, again: bool
+) -> None:
+    """The site's own line for a train instruction it answered (client.site_log)."""
+    line = site_log.train_line(site.identity.site_id, server_round, task, metrics, again=again)
+    site_log.write(site_dir(), site.identity.site_id, line)
+
+
 def _identity(context: Context) -> tuple[ExperimentConfig, SiteIdentity]:
     cfg: ExperimentConfig = apply_node_config(
         load_config(dict(context.run_config)), context.node_config
@@ -107,10 +115,7 @@ def train(msg: Message, context: Context) -> Message:
     cached = store.reply_for(digest)
     if cached is not None:
         log.info("round %d: answered before; sending the same reply again", server_round)
-        line = site_log.train_line(
-            site.identity.site_id, server_round, task, cached.metrics, again=True
-        )
-        site_log.write(site_dir(), site.identity.site_id, line)
+        _log_train(site, server_round, task, cached.metrics, again=True)
         return _reply(msg, context, site, wire.array_record(cached.scholar), cached.metrics)
     bytes_down = wire.record_bytes(msg.content)
 
@@ -143,8 +148,7 @@ def train(msg: Message, context: Context) -> Message:
     metrics["partition-id"] = float(site.identity.partition_id)
     # before it is sent: a site killed after sending answers a repeated instruction the same
     store.save_reply(CachedReply(server_round, digest, wire.numpy_arrays(scholar), metrics))
-    line = site_log.train_line(site.identity.site_id, server_round, task, metrics, again=False)
-    site_log.write(site_dir(), site.identity.site_id, line)
+    _log_train(site, server_round, task, metrics, again=False)
     return _reply(msg, context, site, scholar, metrics)
 
 
