@@ -42,12 +42,10 @@ log = logging.getLogger("fedreplay.client")
 DISPOSABLE = {
     "critic.pt": "the critic starts afresh: a few rounds of weaker generator training",
     "reply.pt": "a repeated instruction is trained again; its steps are paid in the ledger",
+    "replay.pt": "this round fails naming the missing replay, and the server sends it again",
+    "generator_base.pt": "this round fails naming the missing generator; the server resends it",
 }
 RUN_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-
-
-class SiteStateError(RuntimeError):
-    """A file of the site's run state cannot be read."""
 
 
 @dataclass(frozen=True)
@@ -79,37 +77,32 @@ class SiteStore:
             raise ValueError(f"run key {run_key!r} must be 1-64 letters, digits, '_', '.', '-'")
         self.path = root / "runs" / run_key / check_site_id(site_id)
 
-    def _load(self, name: str, *, disposable: bool = False) -> Any:
-        """The file's contents (None: none yet). Unreadable (torn, foreign): a disposable
-        file (the critic, the last reply) is moved aside to ``<name>.unreadable`` for
-        inspection and the site goes on without it, so one bad file does not keep the
-        site out for the rest of the run; any other is an error naming it."""
+    def _load(self, name: str) -> Any:
+        """The file's contents (None: none yet). Unreadable (torn, foreign): every file here
+        can be done without, so it is moved aside to ``<name>.unreadable`` for inspection
+        and the site goes on without it (:data:`DISPOSABLE` says at what cost): one bad
+        file never keeps the site out for the rest of the run."""
         path = self.path / name
         if not path.is_file():
             return None
         try:
             return torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:
-            if disposable:
-                aside = path.with_name(name + ".unreadable")
-                path.replace(aside)
-                log.warning(
-                    "the site's run state %s was unreadable (%s); moved to %s, going on "
-                    "without it (%s)",
-                    path,
-                    type(exc).__name__,
-                    aside.name,
-                    DISPOSABLE[name],
-                )
-                return None
-            raise SiteStateError(
-                f"the site's run state {path} is unreadable ({type(exc).__name__}); move it "
-                "away to start this run's site state afresh"
-            ) from None
+            aside = path.with_name(name + ".unreadable")
+            path.replace(aside)
+            log.warning(
+                "the site's run state %s was unreadable (%s); moved to %s, going on without "
+                "it (%s)",
+                path,
+                type(exc).__name__,
+                aside.name,
+                DISPOSABLE[name],
+            )
+            return None
 
     # --- critic ------------------------------------------------------------------------
     def critic(self) -> dict[str, torch.Tensor] | None:
-        return self._load("critic.pt", disposable=True)
+        return self._load("critic.pt")
 
     def save_critic(self, state: Mapping[str, torch.Tensor]) -> None:
         atomic_torch_save({k: v.detach().cpu() for k, v in state.items()}, self.path / "critic.pt")
@@ -134,7 +127,7 @@ class SiteStore:
     # --- the last reply ----------------------------------------------------------------------
     def reply_for(self, digest: str) -> CachedReply | None:
         """The reply sent to the instruction with this digest, if it was the last one."""
-        d = self._load("reply.pt", disposable=True)
+        d = self._load("reply.pt")
         if d is None or d["digest"] != digest:
             return None
         return CachedReply(

@@ -162,20 +162,25 @@ def test_lost_reply_means_replay_is_sent_again(tmp_path: Path) -> None:
     assert deliveries[(1001, 1)] == 1
 
 
+@pytest.mark.parametrize("how", ["deleted", "torn"])
 def test_a_site_that_lost_its_replay_fails_one_round_then_gets_it_again(
-    tmp_path: Path, monkeypatch
+    tmp_path: Path, monkeypatch, how: str
 ) -> None:
     sites = tmp_path / "sites"
     monkeypatch.setenv("FEDREPLAY_SITE_DIR", str(sites))
 
-    lost: list[Path] = []
+    lost: set[Path] = set()
 
     def forget(sent: Message, reply: Message) -> Message:
-        """Every site loses its stored replay right after answering task 2's first round."""
+        """Every site loses its stored replay right after answering task 2's first round
+        (deleted, or torn: a disk that filled up, a copy cut short)."""
         if int(sent.content.config_records[wire.CONFIG]["server-round"]) == 4:
-            for f in sites.rglob("replay.pt"):
-                f.unlink()
-                lost.append(f)
+            for f in set(sites.rglob("replay.pt")) - lost:
+                if how == "torn":
+                    f.write_bytes(b"torn" * 10)
+                else:
+                    f.unlink()
+                lost.add(f)
         return reply
 
     run, grid = federate(tmp_path, hook=forget, **{"fed.rounds-per-task": 3})
