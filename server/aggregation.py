@@ -12,12 +12,23 @@ Everything a site sends is untrusted. Before a reply reaches the aggregate:
    down to that length (norm bounding, Sun et al. 2019, "Can you really backdoor federated
    learning?"), so x10, x100, sign-flipped or 1e30 updates move the model no further than
    an honest one. Norms are taken in float64 (1e30 squared does not overflow).
-3. **The rule** (``fed.aggregation``) combines the bounded updates part by part: ``fedavg``
+3. **An update that pulls against every other site is left out.** With three replies or
+   more, each part's update is compared by cosine with every other site's update of that
+   part (all measured from the same previous global model); one whose best cosine is
+   below -3 / sqrt(d) (d: the part's size; independent random directions have cosines of
+   about +-1 / sqrt(d), so noise-dominated honest updates, under DP say, are not judged)
+   agrees with no other site and is left out of that part's rule for the round, as long
+   as two replies remain. A sign-flipped update at an honest norm passes
+   the norm bound; with three sites the coordinate-wise median then sits between the two
+   honest sites and zero, and the newest task is learned at a fraction of its pace. Krum,
+   multi-Krum and Bulyan choose by distance themselves and are left as they are; with
+   ``update_clip = 0`` (the update bounds off) it is off too.
+4. **The rule** (``fed.aggregation``) combines the bounded updates part by part: ``fedavg``
    (weighted mean), or one of Flower's robust rules on the updates (``median``,
    ``krum``, ``multikrum``, ``bulyan``: flwr.server.strategy.aggregate), or ``trimmed-mean``
    (coordinate-wise, cutting ``trim_fraction`` of the replies at each end and at least one
    from three replies on; Flower's cuts none below five).
-4. **The aggregate is checked.** A non-finite aggregate is refused: the previous global
+5. **The aggregate is checked.** A non-finite aggregate is refused: the previous global
    model is kept and the round says so.
 
 With fewer than three replies the medians are those of one or two sites, so the bounds
@@ -70,6 +81,7 @@ class UpdateReport:
     weight_capped: bool = False
     norms: dict[str, float] = field(default_factory=dict)  # per part, before clipping
     clipped: dict[str, float] = field(default_factory=dict)  # part -> scale applied (< 1)
+    against: dict[str, float] = field(default_factory=dict)  # part left out -> best cosine
 
 
 def cap_weights(
@@ -115,14 +127,54 @@ def bounded_updates(
     return deltas, norms, scales
 
 
+AGREEING_RULES = ("fedavg", "median", "trimmed-mean")  # rules the direction check serves
+
+
+def pulling_against(updates: Sequence[Arrays], keys: Sequence[str]) -> list[dict[str, float]]:
+    """Per update, the parts it pulls against every other site's update of: part -> its
+    best cosine with another update (below -3 / sqrt(part size)). Only with three updates
+    or more, only where two updates remain, and never for a zero update (a site that sends
+    back what it got: no direction to judge)."""
+    out: list[dict[str, float]] = [{} for _ in updates]
+    if len(updates) < 3:
+        return out
+    for part in sorted({part_of(k) for k in keys}):
+        part_keys = [k for k in keys if part_of(k) == part]
+        flat = np.stack([np.concatenate([u[k].ravel() for k in part_keys]) for u in updates])
+        norms = np.linalg.norm(flat, axis=1)
+        live = np.flatnonzero(np.isfinite(norms) & (norms > 0))
+        if len(live) < 3:
+            continue
+        unit = flat[live] / norms[live, None]
+        cosine = unit @ unit.T
+        np.fill_diagonal(cosine, -np.inf)
+        best = cosine.max(axis=1)
+        floor = -3.0 / np.sqrt(flat.shape[1])  # three null standard deviations below zero
+        against = {int(i): float(b) for i, b in zip(live, best, strict=True) if b < floor}
+        if len(live) - len(against) >= 2:
+            for i, b in against.items():
+                out[i][part] = b
+    return out
+
+
 def combine(
-    updates: Sequence[Arrays], weights: Sequence[float], *, bounds: Bounds, keys: Sequence[str]
+    updates: Sequence[Arrays],
+    weights: Sequence[float],
+    *,
+    bounds: Bounds,
+    keys: Sequence[str],
+    left_out: Sequence[Mapping[str, float]] | None = None,
 ) -> Arrays:
-    """The rule applied part by part to the (bounded) updates; returns the mean update."""
+    """The rule applied part by part to the (bounded) updates, without the parts in
+    ``left_out`` (per update: see :func:`pulling_against`); returns the mean update."""
     out: Arrays = {}
     for part in sorted({part_of(k) for k in keys}):
         part_keys = [k for k in keys if part_of(k) == part]
-        results = [([u[k] for k in part_keys], w) for u, w in zip(updates, weights, strict=True)]
+        results = [
+            ([u[k] for k in part_keys], w)
+            for i, (u, w) in enumerate(zip(updates, weights, strict=True))
+            if left_out is None or part not in left_out[i]
+        ]
         combined = _rule(results, bounds)
         out.update(zip(part_keys, combined, strict=True))
     return out
@@ -185,7 +237,10 @@ def aggregate(
     keys = list(current)
     weights = cap_weights(counts, declared or [None] * len(counts), cap=bounds.weight_cap)
     updates, norms, scales = bounded_updates(current, replies, clip=bounds.update_clip)
-    mean = combine(updates, weights, bounds=bounds, keys=keys)
+    against: list[dict[str, float]] = [{} for _ in updates]
+    if bounds.rule in AGREEING_RULES and bounds.update_clip > 0:  # update-clip 0: bounds off
+        against = pulling_against(updates, keys)
+    mean = combine(updates, weights, bounds=bounds, keys=keys, left_out=against)
     out: Arrays = {}
     for k in keys:
         value = current[k].astype(np.float64) + mean[k]
@@ -193,8 +248,8 @@ def aggregate(
             raise AggregationError(f"the aggregate of {k!r} is not finite; the model is kept")
         out[k] = value.astype(np.float32)
     reports = [
-        UpdateReport(w, weight_capped=w < n, norms=nm, clipped=sc)
-        for w, n, nm, sc in zip(weights, counts, norms, scales, strict=True)
+        UpdateReport(w, weight_capped=w < n, norms=nm, clipped=sc, against=ag)
+        for w, n, nm, sc, ag in zip(weights, counts, norms, scales, against, strict=True)
     ]
     return out, reports
 

@@ -34,6 +34,9 @@ ATTACKS: dict[str, str] = {
     "flip1": "sends its update sign-flipped at its honest norm (= global minus its update)",
     "flip1-noise-generator": "solver update sign-flipped, generator update random, each "
     "tensor at its honest norm",
+    "alie": "A Little Is Enough (Baruch et al. 2019): the mean of the round's updates it has "
+    "seen (its own, and the sites that answered before it) moved by one standard deviation "
+    "per coordinate against the mean's sign, inside the honest spread",
     "steal-id": "reports another site's site id and partition id",
     # generator.kind = "embedding" (the other attacks also scale or replace its release)
     "embedding-swap10": "sends its embedding release with the classes' rows swapped, x10",
@@ -114,6 +117,8 @@ def attack_reply(name: str, sent: Message, reply: Message, *, victim: tuple[str,
     elif name == "steal-id":
         site = {wire.SITE_ID: victim[0]}
         metrics["partition-id"] = float(victim[1])
+    elif name == "alie":
+        raise ValueError("alie reads the round's other replies: use hostile_hook")
     elif name not in ATTACKS:
         raise ValueError(f"unknown attack {name!r}; known: {', '.join(ATTACKS)}")
     if name in ("count1e9", "flip10-count1e9"):
@@ -130,11 +135,48 @@ def hostile_hook(name: str, *, node_id: int, victim: tuple[str, int] = ("site-0"
     """A reply hook for :class:`server.inprocess.InProcessGrid`: node ``node_id`` attacks
     (train replies only; ``victim`` is the (site id, partition id) that ``steal-id`` claims)."""
 
+    seen: dict[str, list[dict[str, np.ndarray]]] = {}  # round -> the honest updates seen
+
     def hook(sent: Message, reply: Message) -> Message | None:
-        if sent.metadata.dst_node_id != node_id or reply.has_error():
+        if reply.has_error() or sent.metadata.message_type != "train":  # evaluate, query
             return reply
-        if sent.metadata.message_type != "train":  # an evaluate or query reply
+        if name == "alie":  # the attacker reads every train reply it can (a colluder)
+            start = wire.scholar_of(sent.content)
+            rnd = str(sent.content.config_records[wire.CONFIG]["server-round"])
+            seen.setdefault(rnd, []).append(
+                {
+                    k: a.numpy() - (start[k].numpy() if k in start else 0.0)
+                    for k, a in wire.scholar_of(reply.content).items()
+                }
+            )
+        if sent.metadata.dst_node_id != node_id:
             return reply
+        if name == "alie":
+            updates = seen[rnd]
+            return _replace_update(
+                sent, reply, lambda k, s, a: s + _alie([u[k] for u in updates], z=1.0)
+            )
         return attack_reply(name, sent, reply, victim=victim)
 
     return hook
+
+
+def _alie(updates: list[np.ndarray], *, z: float) -> np.ndarray:
+    """mean - z x std x sign(mean), coordinate by coordinate, over ``updates``."""
+    stacked = np.stack(updates)
+    mean = stacked.mean(axis=0)
+    return mean - z * stacked.std(axis=0) * np.sign(mean)
+
+
+def _replace_update(
+    sent: Message, reply: Message, fn: Callable[[str, np.ndarray, np.ndarray], np.ndarray]
+) -> Message:
+    """``reply`` with its scholar's arrays replaced by ``fn`` (metrics and site kept)."""
+    content = reply.content
+    records: dict[str, object] = {
+        **wire.part_records(_update(sent, reply, fn)),
+        wire.METRICS: content.metric_records[wire.METRICS],
+    }
+    if wire.SITE in content:
+        records[wire.SITE] = content.config_records[wire.SITE]
+    return Message(RecordDict(records), reply_to=sent)  # type: ignore[arg-type]

@@ -45,6 +45,10 @@ def _cut_hard(influence: Mapping[str, Any]) -> str:
     if hard:
         parts = ", ".join(f"{p} x{f:.2f}" for p, f in sorted(hard.items()))
         why.append(f"update clipped to the sites' median norm ({parts})")
+    against = influence.get("against") or {}
+    if against:
+        parts = ", ".join(f"{p} {c:.2f}" for p, c in sorted(against.items()))
+        why.append(f"left out: its update pulls against every other site's (best cosine {parts})")
     return "; ".join(why)
 
 

@@ -309,9 +309,19 @@ class FedReplay(FedAvg):
                 "weight_capped": report.weight_capped,
                 "update_norms": report.norms,
                 "clipped": report.clipped,
+                "against": report.against,
             }
             # honest sites above the median are cut a little every round (rounds.jsonl
             # has it); the console hears of a site cut hard or capped
+            if report.against:
+                log.warning(
+                    "round %d: node %d left out of %s: its update pulls against every other "
+                    "site's (best cosine %s)",
+                    record.server_round,
+                    reply.node_id,
+                    ", ".join(sorted(report.against)),
+                    ", ".join(f"{v:.2f}" for _, v in sorted(report.against.items())),
+                )
             if report.weight_capped or min(report.clipped.values(), default=1.0) < 0.5:
                 log.warning(
                     "round %d: node %d bounded: weight %.4g of %.4g reported, clipped %s",

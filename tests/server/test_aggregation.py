@@ -131,3 +131,61 @@ def test_aggregation_config() -> None:
             load_config({key: value})
     with pytest.raises(ConfigError, match="wait forever"):
         load_config({"fed.num-sites": 2, "fed.min-sites": 3})
+
+
+MODEL = {  # a model large enough for cosines to mean something (-3 / sqrt(d) of noise)
+    "solver.w": RNG.standard_normal((40, 10)).astype(np.float32),
+    "generator.w": RNG.standard_normal((300,)).astype(np.float32),
+}
+
+
+def sites_learning_one_task(n: int) -> list[dict[str, np.ndarray]]:
+    """Honest sites after the same global model: one shared direction, each its own noise."""
+    rng = np.random.default_rng(7)
+    shared = {k: rng.standard_normal(v.shape) for k, v in MODEL.items()}
+    return [
+        {k: (v + 0.1 * (shared[k] + rng.standard_normal(v.shape))).astype(np.float32)
+         for k, v in MODEL.items()}
+        for _ in range(n)
+    ]  # fmt: skip
+
+
+def test_an_update_pulling_against_every_other_site_is_left_out_of_the_median() -> None:
+    # one hostile site of three sends its honest update sign-flipped, at its honest norm:
+    # the norm bound lets it through; the coordinate-wise median would sit between the
+    # two honest sites and zero, and the task would be learned at a fraction of its pace
+    good = sites_learning_one_task(3)
+    flipped = {k: MODEL[k] - (good[2][k] - MODEL[k]) for k in MODEL}
+    bounds = Bounds(rule="trimmed-mean", update_clip=100)  # no honest update is clipped
+    out, reports = aggregate(MODEL, [good[0], good[1], flipped], [100.0] * 3, bounds=bounds)
+    assert set(reports[2].against) == {"solver", "generator"}
+    assert all(c < -0.3 for c in reports[2].against.values())
+    assert not reports[0].against and not reports[1].against
+    for k in MODEL:  # the round is the two honest sites' mean
+        expected = (good[0][k].astype(np.float64) + good[1][k]) / 2
+        assert np.allclose(out[k], expected, atol=1e-5), k
+
+
+def test_honest_sites_that_disagree_or_carry_only_noise_are_all_kept() -> None:
+    # three sites that each point against the other two: no two agree, nobody is left out
+    d = np.eye(3)[:, :, None] - 1 / 3  # three directions of mutual cosine -0.5
+    current = {"solver.w": np.zeros((3, 1), np.float32)}
+    replies = [{"solver.w": d[i].astype(np.float32)} for i in range(3)]
+    out, reports = aggregate(current, replies, [1.0] * 3, bounds=Bounds(rule="fedavg"))
+    assert not any(r.against for r in reports)
+    assert np.allclose(out["solver.w"], np.mean([r["solver.w"] for r in replies], axis=0))
+    # two sites: nothing to compare a direction with
+    _, reports = aggregate(current, replies[:2], [1.0] * 2, bounds=Bounds(rule="fedavg"))
+    assert not any(r.against for r in reports)
+    # a site that sent back what it got (no update) is never judged
+    same = {"solver.w": current["solver.w"].copy()}
+    _, reports = aggregate(current, [*replies[:2], same], [1.0] * 3, bounds=Bounds())
+    assert not any(r.against for r in reports)
+    # updates that are all noise (DP noise far above the signal): 200 rounds of five
+    # sites, nobody is judged to pull against the others
+    rng = np.random.default_rng(3)
+    zero = {"solver.w": np.zeros(20_000, np.float32)}
+    for _ in range(200):
+        noisy = [{"solver.w": rng.standard_normal(20_000).astype(np.float32)} for _ in range(5)]
+        _, reports = aggregate(zero, noisy, [1.0] * 5, bounds=Bounds(rule="fedavg"))
+        assert not any(r.against for r in reports)
