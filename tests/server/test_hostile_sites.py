@@ -66,6 +66,25 @@ def test_a_poisoning_site_is_bounded(tmp_path: Path, attack: str) -> None:
         assert accuracy(unprotected) < accuracy(honest) - 0.3
 
 
+def test_a_site_pulling_against_the_others_is_left_out_and_named(tmp_path: Path) -> None:
+    """A sign-flipped update at its honest norm passes the norm bound; with three sites the
+    coordinate-wise median then drags every round toward zero. It is left out instead, in
+    every round, and the sites table says so; the honest sites never are."""
+    run, _ = federate(tmp_path, "flip1")
+    rounds = run.read_jsonl("rounds.jsonl")
+    for r in rounds:
+        for s in r["sites"]:
+            against = s["influence"]["against"]
+            if s["node_id"] == HOSTILE:
+                assert against.get("solver", 0.0) < -0.1, (r["round"], against)
+            else:
+                assert not against, (r["round"], s["node_id"], against)
+        assert "pulls against every other site" in r["site_status"]["site-1"]["why"]
+    table = load_summary(run.path)["sites"]
+    assert table["site-1"]["cut_hard"] == len(rounds) and table["site-1"]["suspicion"] == 1.0
+    assert table["site-0"]["suspicion"] == 0.0 and table["site-2"]["suspicion"] == 0.0
+
+
 def test_a_count_of_1e9_weighs_at_most_twice_the_median(tmp_path: Path) -> None:
     run, _ = federate(tmp_path, "count1e9", **{"fed.aggregation": "fedavg"})
     for r in run.read_jsonl("rounds.jsonl"):
