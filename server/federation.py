@@ -32,7 +32,6 @@ from common.models.dgm import DGMGenerator
 from common.models.ridge import RidgeSolver
 from common.replay import GenerativeReplay, ReplayPayload
 from common.results import RunFolder
-from common.training.balance import balance_after_task
 from server import replay_check
 from server.aggregation import Bounds
 from server.checkpoint import RunCheckpoint
@@ -297,7 +296,6 @@ class FederatedRun:
             log.warning("task %d: no site update was accepted; the scholar is unchanged", t + 1)
         if isinstance(self.generator, DGMGenerator):  # (masks binarised: the task's final G)
             self._consolidate(t, self.generator)
-        self._balance(t)
         accs = self._task_accuracies(t)
         self.matrix.record(t, accs)
         payload = self._payload(t + 1)  # the frozen scholar(s) after task t
@@ -343,14 +341,6 @@ class FederatedRun:
         size = consolidate(generator, classes, task=t, growth=self.cfg.dgm.growth)
         self.generator_sizes.append(size)
         self.arrays = wire.scholar_record(self.solver, generator)
-
-    def _balance(self, t: int) -> None:
-        """solver.balance-steps: the head refitted on generated samples of every class
-        seen (common.training.balance), before the solver is evaluated and sent on."""
-        if self.generator is not None and balance_after_task(
-            self.cfg, self.solver, self.generator, self.stream, t
-        ):
-            self.arrays = wire.scholar_record(self.solver, self.travelling)
 
     # --- run state (server.run_state) -------------------------------------------------------
     def _checkpoint(self, *, task: int, task_rounds: int, payload: ReplayPayload | None) -> None:

@@ -90,15 +90,6 @@ class ExperimentConfig:
             self._check_discriminator_solver()
         if self.solver.arch == "ridge":
             self._check_ridge_solver()
-        if self.solver.balance_steps > 0 and not (
-            self.uses_generator and self.replay.mode == "global" and self.solver.arch != "ridge"
-        ):
-            raise ConfigError(
-                "solver.balance-steps refits the solver's head on the server's one generator: "
-                "it needs a generator, replay.mode='global' and a trained solver (got "
-                f"method={self.method!r}, replay.mode={self.replay.mode!r}, "
-                f"solver.arch={self.solver.arch!r})"
-            )
         if self.dp.client_level and self.replay.mode != "global" and self.uses_generator:
             raise ConfigError(
                 f"dp.client-level with replay.mode={self.replay.mode!r} would send every "

@@ -93,17 +93,11 @@ class SolverConfig:
     arch: str
     hidden: int
     ridge: float = 30.0  # arch = "ridge": the regularisation lambda of the closed-form fit
-    # after each task the server refits the solver's last layer on as many generated
-    # samples of every class seen (common.training.balance); 0 steps: off
-    balance_steps: int = 0
-    balance_samples: int = 1000
 
     def __post_init__(self) -> None:
         _choice("solver.arch", self.arch, SOLVERS)
         _positive("solver.hidden", self.hidden)
         _positive("solver.ridge", self.ridge)
-        _positive("solver.balance-steps", self.balance_steps, allow_zero=True)
-        _positive("solver.balance-samples", self.balance_samples)
 
 
 @dataclass(frozen=True)
