@@ -74,6 +74,7 @@ def _outcome(s: Mapping[str, Any]) -> str:
     rows = [
         ["status", f"{status}" + (f": {s['failure_reason']}" if s.get("failure_reason") else "")],
         ["method / dataset", f"{s.get('method')} on {s.get('dataset')} ({s.get('scenario')})"],
+        ["tasks (classes)", _tasks(s.get("tasks"))],
         ["final average accuracy", _pct(s.get("final_average_accuracy"))],
         ["newest task's accuracy", _pct(_newest(s))],
         ["privacy", _guarantee(s)],
@@ -86,6 +87,12 @@ def _outcome(s: Mapping[str, Any]) -> str:
         ["provenance", _provenance(s.get("provenance") or {})],
     ]
     return f'<p class="{css}"><b>{html.escape(status)}</b></p>' + _table(rows)
+
+
+def _tasks(tasks: Any) -> str:
+    if not tasks:
+        return "not recorded (a run of an older fedreplay)"
+    return " · ".join(f"{i + 1}: {t}" for i, t in enumerate(tasks))
 
 
 def _provenance(p: Mapping[str, str]) -> str:

@@ -136,6 +136,7 @@ def finish_run(self: FederatedRun, boundaries: list[int]) -> RunFolder:
         "run_key": self.run_key,
         "input_shape": list(stream.shape),  # the audits read the run from its folder alone
         "num_classes": stream.num_classes,
+        "tasks": stream.describe_tasks(),  # each task's classes, by index and name
         "provenance": provenance(),  # fedreplay version and commit, the stack, date, machine
     }
     extra.update(write_privacy_report(run, cfg, self.rounds, run_key=self.run_key))

@@ -96,7 +96,7 @@ def class_incremental(ds: Dataset, groups: list[tuple[int, ...]]) -> TaskStream:
         )
         for i, g in enumerate(groups)
     )
-    return TaskStream(ds.name, "class", ds.num_classes, ds.shape, tasks)
+    return TaskStream(ds.name, "class", ds.num_classes, ds.shape, tasks, ds.class_names)
 
 
 def convert_split(split: Split, shape: Shape) -> Split:
@@ -140,7 +140,10 @@ def domain_incremental(datasets: list[Dataset]) -> TaskStream:
         for i, d in enumerate(datasets)
     )
     num_classes = max(d.num_classes for d in datasets)
-    return TaskStream(",".join(d.name for d in datasets), "domain", num_classes, shape, tasks)
+    names = max((d.class_names for d in datasets), key=len)
+    return TaskStream(
+        ",".join(d.name for d in datasets), "domain", num_classes, shape, tasks, names
+    )
 
 
 def permuted(ds: Dataset, num_tasks: int, seed: int) -> TaskStream:
@@ -155,7 +158,7 @@ def permuted(ds: Dataset, num_tasks: int, seed: int) -> TaskStream:
         perm = None if i == 0 else torch.randperm(c * h * w, generator=gen)
         train, test = (_permute(s, perm) for s in (ds.train, ds.test))
         tasks.append(Task(i, f"permutation {i}", classes, train, test))
-    return TaskStream(ds.name, "permuted", ds.num_classes, ds.shape, tuple(tasks))
+    return TaskStream(ds.name, "permuted", ds.num_classes, ds.shape, tuple(tasks), ds.class_names)
 
 
 def _permute(split: Split, perm: torch.Tensor | None) -> Split:

@@ -114,9 +114,23 @@ class TaskStream:
     num_classes: int
     shape: Shape
     tasks: tuple[Task, ...]
+    class_names: tuple[str, ...] = ()  # the dataset's name of each class index (if known)
 
     def __len__(self) -> int:
         return len(self.tasks)
+
+    def describe_tasks(self) -> list[str]:
+        """Per task, its classes by index and name (a report says what each task was):
+        ``0 Normal, 1 Pneumonia``; for a domain stream the dataset's name too."""
+        out = []
+        for task in self.tasks:
+            names = [self.class_names[c] if c < len(self.class_names) else "" for c in task.classes]
+            classes = ", ".join(
+                f"{c} {n}" if n and n != str(c) else str(c)
+                for c, n in zip(task.classes, names, strict=True)
+            )
+            out.append(f"{task.name}: {classes}" if self.scenario == "domain" else classes)
+        return out
 
     def classes_seen(self, upto: int) -> tuple[int, ...]:
         """Sorted union of classes of tasks 0..upto (inclusive)."""

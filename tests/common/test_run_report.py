@@ -83,6 +83,8 @@ def test_every_run_writes_a_page_that_needs_no_network(
     assert provenance["flwr"] == "1.41.0" and provenance["commit"]
     assert f"fedreplay {provenance['fedreplay']} (commit {provenance['commit']})" in text
     assert set(summary["sites"]) == {"site-0", "site-1"}
+    assert summary["tasks"][:2] == ["0, 1", "2, 3"]  # digits: the class names are the digits
+    assert "tasks (classes)" in text and "1: 0, 1 · 2: 2, 3" in text
     assert all(row["outcome"] == "trained" for row in summary["sites"].values())
     assert "site-0" in text and "suspicion" in text
     # the settings this run changed, as a user types them, beside their defaults

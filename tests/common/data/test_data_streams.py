@@ -142,3 +142,14 @@ def test_impossible_task_splits_and_label_spaces_are_refused() -> None:
     with pytest.raises(ConfigError, match=r"data\.classes"):
         load_config({"data.classes": "a,b,a"})
     assert load_config({"data.classes": " a, b ,c"}).data.class_names == ("a", "b", "c")
+
+
+def test_a_stream_says_each_task_by_class_index_and_name() -> None:
+    from common.data.types import Split, Task, TaskStream
+
+    empty = Split.from_tensors(torch.zeros(0, 1, 2, 2), torch.zeros(0, dtype=torch.long))
+    tasks = tuple(Task(i, f"t{i}", c, empty, empty) for i, c in enumerate([(0, 1), (2,)]))
+    names = ("Normal", "Pneumonia", "<b>Covid</b>")
+    stream = TaskStream("folder", "class", 3, (1, 2, 2), tasks, names)
+    assert stream.describe_tasks() == ["0 Normal, 1 Pneumonia", "2 <b>Covid</b>"]
+    assert TaskStream("x", "class", 3, (1, 2, 2), tasks).describe_tasks() == ["0, 1", "2"]
