@@ -10,11 +10,12 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from flwr.app import Message
-
-from common import wire
 from common.fileio import atomic_write_text
+
+if TYPE_CHECKING:  # `fedreplay pki` reads and writes the bindings without Flower or torch
+    from flwr.app import Message
 
 log = logging.getLogger("fedreplay.server")
 
@@ -106,6 +107,8 @@ class SiteOwners:
 def _claimed_site_id(msg: Message) -> str | None:
     """The site id a reply claims (None if it claims none or is malformed: validation
     refuses it)."""
+    from common import wire
+
     if msg.has_error():
         return None
     try:
