@@ -76,8 +76,16 @@ def _update(sent: Message, reply: Message, fn: Callable[[str, np.ndarray, np.nda
     )
 
 
-def attack_reply(name: str, sent: Message, reply: Message, *, victim: tuple[str, int]) -> Message:
-    """The reply a hostile site sends instead of ``reply`` (an honest one)."""
+def attack_reply(
+    name: str,
+    sent: Message,
+    reply: Message,
+    *,
+    victim: tuple[str, int],
+    seen: list[dict[str, np.ndarray]] | None = None,
+) -> Message:
+    """The reply a hostile site sends instead of ``reply`` (an honest one); ``seen``: the
+    round's updates the attacker could read (``alie``)."""
     if reply.has_error():
         return reply
     content = reply.content
@@ -118,7 +126,9 @@ def attack_reply(name: str, sent: Message, reply: Message, *, victim: tuple[str,
         site = {wire.SITE_ID: victim[0]}
         metrics["partition-id"] = float(victim[1])
     elif name == "alie":
-        raise ValueError("alie reads the round's other replies: use hostile_hook")
+        if not seen:
+            raise ValueError("alie reads the round's other replies: use hostile_hook")
+        arrays = _update(sent, reply, lambda k, s, a: s + _alie([u[k] for u in seen], z=1.0))
     elif name not in ATTACKS:
         raise ValueError(f"unknown attack {name!r}; known: {', '.join(ATTACKS)}")
     if name in ("count1e9", "flip10-count1e9"):
@@ -140,9 +150,9 @@ def hostile_hook(name: str, *, node_id: int, victim: tuple[str, int] = ("site-0"
     def hook(sent: Message, reply: Message) -> Message | None:
         if reply.has_error() or sent.metadata.message_type != "train":  # evaluate, query
             return reply
+        rnd = str(sent.content.config_records[wire.CONFIG]["server-round"])
         if name == "alie":  # the attacker reads every train reply it can (a colluder)
             start = wire.scholar_of(sent.content)
-            rnd = str(sent.content.config_records[wire.CONFIG]["server-round"])
             seen.setdefault(rnd, []).append(
                 {
                     k: a.numpy() - (start[k].numpy() if k in start else 0.0)
@@ -151,12 +161,7 @@ def hostile_hook(name: str, *, node_id: int, victim: tuple[str, int] = ("site-0"
             )
         if sent.metadata.dst_node_id != node_id:
             return reply
-        if name == "alie":
-            updates = seen[rnd]
-            return _replace_update(
-                sent, reply, lambda k, s, a: s + _alie([u[k] for u in updates], z=1.0)
-            )
-        return attack_reply(name, sent, reply, victim=victim)
+        return attack_reply(name, sent, reply, victim=victim, seen=seen.get(rnd))
 
     return hook
 
@@ -166,17 +171,3 @@ def _alie(updates: list[np.ndarray], *, z: float) -> np.ndarray:
     stacked = np.stack(updates)
     mean = stacked.mean(axis=0)
     return mean - z * stacked.std(axis=0) * np.sign(mean)
-
-
-def _replace_update(
-    sent: Message, reply: Message, fn: Callable[[str, np.ndarray, np.ndarray], np.ndarray]
-) -> Message:
-    """``reply`` with its scholar's arrays replaced by ``fn`` (metrics and site kept)."""
-    content = reply.content
-    records: dict[str, object] = {
-        **wire.part_records(_update(sent, reply, fn)),
-        wire.METRICS: content.metric_records[wire.METRICS],
-    }
-    if wire.SITE in content:
-        records[wire.SITE] = content.config_records[wire.SITE]
-    return Message(RecordDict(records), reply_to=sent)  # type: ignore[arg-type]

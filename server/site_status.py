@@ -47,9 +47,14 @@ def _cut_hard(influence: Mapping[str, Any]) -> str:
         why.append(f"update clipped to the sites' median norm ({parts})")
     against = influence.get("against") or {}
     if against:
-        parts = ", ".join(f"{p} {c:.2f}" for p, c in sorted(against.items()))
-        why.append(f"left out: its update pulls against every other site's (best cosine {parts})")
+        why.append(pulled_against(against))
     return "; ".join(why)
+
+
+def pulled_against(against: Mapping[str, float]) -> str:
+    """Why parts of an update were left out (server.aggregation.pulling_against)."""
+    parts = ", ".join(f"{p} {c:.2f}" for p, c in sorted(against.items()))
+    return f"left out: its update pulls against every other site's (best cosine {parts})"
 
 
 def node_names(proven: Mapping[str, int], claimed: Mapping[int, str]) -> dict[int, str]:

@@ -50,6 +50,7 @@ from server.round_record import RoundRecord, SiteReply
 from server.site_owners import BINDINGS, SiteOwners, read_bindings
 from server.site_registry import SiteRegistry, server_dir
 from server.site_sampling import QUERY_TIMEOUT, SiteSampler, wait_for_sites
+from server.site_status import pulled_against
 
 log = logging.getLogger("fedreplay.server")
 
@@ -315,12 +316,10 @@ class FedReplay(FedAvg):
             # has it); the console hears of a site cut hard or capped
             if report.against:
                 log.warning(
-                    "round %d: node %d left out of %s: its update pulls against every other "
-                    "site's (best cosine %s)",
+                    "round %d: node %d %s",
                     record.server_round,
                     reply.node_id,
-                    ", ".join(sorted(report.against)),
-                    ", ".join(f"{v:.2f}" for _, v in sorted(report.against.items())),
+                    pulled_against(report.against),
                 )
             if report.weight_capped or min(report.clipped.values(), default=1.0) < 0.5:
                 log.warning(

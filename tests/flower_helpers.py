@@ -46,15 +46,36 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_for_port(port: int, timeout: float, proc: subprocess.Popen[Any] | None = None) -> None:
+def wait_for_port(
+    port: int,
+    timeout: float,
+    proc: subprocess.Popen[Any] | None = None,
+    *,
+    host: str = "127.0.0.1",
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"process {proc.args!r} exited with {proc.returncode}")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
+        with contextlib.suppress(OSError), socket.create_connection((host, port), 0.5):
             return
         time.sleep(0.2)
-    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout:.0f} s")
+    raise TimeoutError(f"nothing listens on {host}:{port} after {timeout:.0f} s")
+
+
+def fedreplay(*args: str, cwd: Path, env: Mapping[str, str]) -> str:
+    """``fedreplay ARGS``, which must succeed; returns its output."""
+    done = subprocess.run(
+        [str(BIN / "fedreplay"), *args],
+        cwd=cwd,
+        env=dict(env),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -160,6 +181,16 @@ def kill_leftovers(pids: set[int]) -> None:
     for pid in pids:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, signal.SIGKILL)
+
+
+def stop_all(procs: Sequence[subprocess.Popen[Any]], handles: Sequence[IO[str]]) -> None:
+    """Stop what :func:`start` started (last first), then any leftovers; close the logs."""
+    tree = process_tree([p.pid for p in procs])
+    for proc in reversed(procs):
+        stop_group(proc, grace=10)
+    kill_leftovers(tree)
+    for fh in handles:
+        fh.close()
 
 
 def start(

@@ -18,28 +18,13 @@ from flower_helpers import (
     TINY,
     check_completed_run,
     clean_env,
+    fedreplay,
     free_port,
-    kill_leftovers,
-    process_tree,
     run_script,
     start,
-    stop_group,
+    stop_all,
     wait_for_port,
 )
-
-
-def fedreplay(*args: str, cwd: Path, env: dict[str, str]) -> str:
-    done = subprocess.run(
-        [str(BIN / "fedreplay"), *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    return done.stdout
 
 
 @pytest.mark.slow
@@ -129,12 +114,7 @@ def test_registered_node_trains_unregistered_and_wrong_ca_nodes_are_refused(
         assert "Failed to activate SuperNode" in (tmp_path / "unregistered.log").read_text()
         assert "CERTIFICATE_VERIFY_FAILED" in (tmp_path / "wrong-ca.log").read_text()
     finally:
-        tree = process_tree([p.pid for p in procs])
-        for p in reversed(procs):
-            stop_group(p, grace=10)
-        kill_leftovers(tree)
-        for h in handles:
-            h.close()
+        stop_all(procs, handles)
 
 
 def test_pki_refuses_to_overwrite_a_key_and_checks_names(tmp_path: Path) -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import json
 import secrets
-import socket
 import subprocess
 import sys
 import threading
@@ -29,11 +28,11 @@ from flower_helpers import (
     ScriptResult,
     check_completed_run,
     clean_env,
-    kill_leftovers,
-    process_tree,
+    fedreplay,
     run_script,
     start,
-    stop_group,
+    stop_all,
+    wait_for_port,
 )
 
 SITES = ("site-a", "site-b")
@@ -100,20 +99,6 @@ def network_or_skip() -> Network:
         pytest.skip(f"cannot make network namespaces here (root and CAP_NET_ADMIN): {exc}")
 
 
-def fedreplay(*args: str, cwd: Path, env: dict[str, str]) -> str:
-    done = subprocess.run(
-        [str(BIN / "fedreplay"), *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    return done.stdout
-
-
 def logs_of(folder: Path) -> str:
     return "\n".join(f"--- {p.name}\n{p.read_text()[-2500:]}" for p in folder.glob("*.log"))
 
@@ -147,13 +132,7 @@ def test_a_site_whose_link_goes_down_mid_run_comes_back_and_nothing_is_lost(
         proc, fh = start(superlink, env=env, log=tmp_path / "superlink.log", cwd=tmp_path)
         procs.append(proc)
         handles.append(fh)
-        deadline = time.monotonic() + 45
-        while True:  # the SuperLink listens on the bridge's address, not on 127.0.0.1
-            with contextlib.suppress(OSError):
-                socket.create_connection((net.server, port), 0.5).close()
-                break
-            assert proc.poll() is None and time.monotonic() < deadline, "no SuperLink"
-            time.sleep(0.3)
+        wait_for_port(port, 45, proc, host=net.server)  # on the bridge, not on 127.0.0.1
         for pid, name in enumerate(SITES):
             pub = tmp_path / f"{name}-pki" / "sites" / name / f"{name}.pub"
             out = fedreplay(
@@ -220,10 +199,5 @@ def test_a_site_whose_link_goes_down_mid_run_comes_back_and_nothing_is_lost(
         for name, row in summary["sites"].items():
             assert row["trained"] == 4 and row["failed"] == 0, (name, row)
     finally:
-        tree = process_tree([p.pid for p in procs])
-        for p in reversed(procs):
-            stop_group(p, grace=10)
-        kill_leftovers(tree)
-        for h in handles:
-            h.close()
+        stop_all(procs, handles)
         net.close()
