@@ -136,13 +136,27 @@ def _sites(s: Mapping[str, Any]) -> str:
                 for k in ("trained", "sat out", "failed", "refused", "cut_hard", "replay_left_out")
             ),
             f"{float(row.get('suspicion', 0.0)):.2f}",
+            row.get("replies", "–"),
+            _megabytes(row.get("bytes_up")),
+            _megabytes(row.get("bytes_down")),
+            _epsilon(row.get("epsilon")),
+            _epsilon(row.get("budget_left")),
             next(iter(row.get("reasons") or {}), ""),
         ]
         for site, row in table.items()
     ]
     header = ["site", "outcome", "trained", "sat out", "failed", "refused", "cut hard",
-              "generator left out", "suspicion", "main reason"]  # fmt: skip
+              "generator left out", "suspicion", "replies read", "MB up", "MB down",
+              "ε spent (lifetime)", "ε left", "main reason"]  # fmt: skip
     return _table(rows, header)
+
+
+def _megabytes(v: Any) -> str:
+    return "–" if v is None else f"{float(v) / 1e6:.1f}"
+
+
+def _epsilon(v: Any) -> str:
+    return "–" if v is None else f"{float(v):.3f}"
 
 
 def _matrix(s: Mapping[str, Any]) -> str:

@@ -85,7 +85,15 @@ def count_line(statuses: Mapping[str, Mapping[str, str]]) -> str:
 
 
 def _row() -> dict[str, Any]:
-    return {s: 0 for s in STATUSES} | {"cut_hard": 0, "replay_left_out": 0}
+    return {s: 0 for s in STATUSES} | {
+        "cut_hard": 0,
+        "replay_left_out": 0,
+        "replies": 0,
+        "bytes_up": 0.0,
+        "bytes_down": 0.0,
+        "epsilon": None,  # lifetime, as the site's ledger reported it (None: no DP reply)
+        "budget_left": None,
+    }
 
 
 def site_table(
@@ -94,9 +102,21 @@ def site_table(
 ) -> dict[str, dict[str, Any]]:
     """Per site over the run: rounds of each status, times cut hard, tasks whose replay
     left its generator out (server.replay_check), the most frequent reasons, a suspicion
-    score ((refused + cut hard + left out) / rounds) and a one-word outcome."""
+    score ((refused + cut hard + left out) / rounds) and a one-word outcome; and what it
+    sent that was read: replies, bytes up and down as the site reported them, and the
+    lifetime epsilon it reported spent and left (DP runs)."""
     table: dict[str, dict[str, Any]] = {}
     reasons: dict[str, Counter[str]] = {}
+    for entry in rounds:
+        for reply in entry.get("sites", []):
+            key = str(reply.get("site_id") or f"node-{reply.get('node_id')}")
+            row, m = table.setdefault(key, _row()), reply.get("metrics", {})
+            row["replies"] += 1
+            row["bytes_up"] += float(m.get("bytes-up", 0.0))
+            row["bytes_down"] += float(m.get("bytes-down", 0.0))
+            if "dp-epsilon" in m:
+                row["epsilon"] = max(float(row["epsilon"] or 0.0), float(m["dp-epsilon"]))
+                row["budget_left"] = float(m.get("dp-budget-left", 0.0))
     for check in replay_checks:
         for site, why in check.get("left_out", {}).items():
             table.setdefault(site, _row())["replay_left_out"] += 1

@@ -63,6 +63,21 @@ def test_ledger_matches_an_independent_recomputation(
     privacy = page.split("<h2>Privacy</h2>")[1]
     left = ledger["sites"]["site-0"][-1]["budget_left"]
     assert "budget left" in privacy and f"{left:.3f}" in privacy and left >= 0
+    # a privacy officer reads, per site, what it spent and has left and what it sent
+    rounds = run.read_jsonl("rounds.jsonl")
+    for site_id, rows in ledger["sites"].items():
+        row = summary["sites"][site_id]
+        assert row["epsilon"] == max(r["epsilon"] for r in rows)
+        assert row["budget_left"] == rows[-1]["budget_left"] and row["replies"] == len(rows)
+        sent = [
+            s["metrics"]["bytes-up"] for r in rounds for s in r["sites"] if s["site_id"] == site_id
+        ]
+        assert row["bytes_up"] == sum(sent) > 0
+    sites_table = page.split("<h2>Sites</h2>")[1].split("<h2>")[0]
+    assert (
+        "ε left" in sites_table
+        and f"{summary['sites']['site-0']['budget_left']:.3f}" in sites_table
+    )
     for site_id, rows in ledger["sites"].items():
         assert [r["round"] for r in rows] == [1, 2, 3, 4]
         epsilons = [r["epsilon"] for r in rows]

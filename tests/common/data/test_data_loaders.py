@@ -355,6 +355,20 @@ def test_digits_offline_split() -> None:
     assert torch.equal(again.test.y, ds.test.y)
 
 
+def test_the_public_proxy_is_mnist_shaped_offline_and_holds_no_record_twice() -> None:
+    """DP settings are chosen on ``digits-mnist``; a site's budget follows each record's
+    content, so a proxy that repeated an image would be refused as records spent under
+    another site id. No site of any benchmark holds it: it is drawn from sklearn's digits."""
+    ds = load_dataset("digits-mnist", root="/nonexistent")  # no files needed
+    assert ds.train.x.shape == (60_000, 1, 28, 28) and ds.num_classes == 10
+    assert set(ds.train.y.tolist()) == set(range(10)) == set(ds.test.y.tolist())
+    flat = ds.train.x.flatten(1)
+    assert len(torch.unique(flat, dim=0)) == len(flat)  # every draw a different image
+    assert float(flat.min()) >= 0.0 and float(flat.max()) <= 1.0
+    centre, border = ds.train.x[:, :, 4:24, 4:24].mean(), ds.train.x[:, :, :2].mean()
+    assert centre > 10 * border  # centred in its box, as MNIST's digits are
+
+
 def test_unknown_name_lists_known_names() -> None:
     with pytest.raises(ValueError, match="unknown dataset 'imagenet'") as info:
         load_dataset("imagenet")
