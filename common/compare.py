@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from common.plots import plot_accuracy_curves
-from common.results import dumps_json, load_summary
 from common.run_report import comparison_page
+
+# common.results and common.plots load torch and matplotlib: imported where used, so that
+# `fedreplay compare --help` answers at once
 
 GLOB_CHARS = "*?["
 
@@ -61,6 +62,8 @@ def expand(patterns: Sequence[str]) -> list[tuple[str, str]]:
 
 
 def collect(patterns: Sequence[str]) -> list[RunResult]:
+    from common.results import load_summary
+
     results = []
     for path, error in expand(patterns):
         run = RunResult(name=Path(path).name or path, path=path, error=error)
@@ -158,6 +161,9 @@ def table(runs: Sequence[RunResult]) -> str:
 
 def write(runs: Sequence[RunResult], out: Path) -> str:
     """Write comparison.md/.json/.png into ``out``; returns the markdown table."""
+    from common.plots import plot_accuracy_curves
+    from common.results import dumps_json
+
     out.mkdir(parents=True, exist_ok=True)
     text = table(runs)
     failed = sum(not r.ok for r in runs)

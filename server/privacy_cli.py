@@ -19,15 +19,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from common.privacy.ledger import PrivacyStateError, SiteLedger
-from common.privacy.operator import raise_budget
-from common.privacy.record_index import INDEX
-from common.privacy.session import privacy_root
-from server.site_registry import REGISTRY, SiteRegistry, server_dir
+# the ledgers' modules load torch: imported where they are used, so --help answers at once
 
 
 def site_summary(root: Path, site_id: str) -> dict[str, Any]:
     """One site's lifetime ledger as a report (read under the site's lock)."""
+    from common.privacy.ledger import SiteLedger
+
     with SiteLedger.open(root, site_id, dp=None) as ledger:
         runs = {
             key: {
@@ -88,6 +86,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     rel.add_argument("site")
     rel.add_argument("--server-dir", type=Path, default=None, help="default: $FEDREPLAY_SERVER_DIR")
     args = p.parse_args(argv)
+    from common.privacy.ledger import PrivacyStateError
+    from common.privacy.operator import raise_budget
+    from common.privacy.record_index import INDEX
+    from common.privacy.session import privacy_root
+    from server.site_registry import REGISTRY, SiteRegistry, server_dir
+
     try:
         if args.command == "show":
             root = args.sites_dir / "privacy" if args.sites_dir else privacy_root()

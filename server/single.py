@@ -18,8 +18,8 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from client.client_app import app as client_app
 from client.policy import POLICY_KEY, RUN_CONFIG
 from common.config import (
     ExperimentConfig,
@@ -27,17 +27,12 @@ from common.config import (
     parse_overrides,
     read_overrides,
 )
-from common.privacy.ledger import BudgetExceeded, PrivacyStateError
-from common.results import RunFolder
-from common.sitedata import SiteIdentity, local_stream
 from common.sitestate import SITE_ID_KEY
-from common.training.learner import real_data_for
-from server.checkpoint import ResumeError
 from server.console import VERBOSE_ENV, configure_logging
-from server.federation import FederatedRun
-from server.finish import RunFailed
-from server.inprocess import InProcessGrid
 from server.launch.launcher import output_base, resume_overrides
+
+if TYPE_CHECKING:  # the training stack (torch, Flower) loads when a site trains, not for --help
+    from common.results import RunFolder
 
 
 def single_site_config(cfg: ExperimentConfig) -> ExperimentConfig:
@@ -53,6 +48,12 @@ def run_single_site(cfg: ExperimentConfig, *, site_id: str = "single") -> RunFol
 
     With ``dp.enabled`` the site trains with DP-SGD and spends from its lifetime ledger
     ``site_id``, like any federated site."""
+    from client.client_app import app as client_app
+    from common.sitedata import SiteIdentity, local_stream
+    from common.training.learner import real_data_for
+    from server.federation import FederatedRun
+    from server.inprocess import InProcessGrid
+
     cfg = single_site_config(cfg)
     # the person running this is the site's operator: the run config is its policy, unless
     # the site folder holds a policy.toml (client.policy); spent records stay DP either way
@@ -127,6 +128,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, OSError) as exc:
         print(f"fedreplay single: {exc}", file=sys.stderr)
         return 2
+    from common.privacy.ledger import BudgetExceeded, PrivacyStateError
+    from server.checkpoint import ResumeError
+    from server.finish import RunFailed
+
     try:
         run = run_single_site(cfg, site_id=args.site_id)
     except (BudgetExceeded, PrivacyStateError, RunFailed, ResumeError) as exc:

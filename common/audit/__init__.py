@@ -8,28 +8,58 @@ best_lower_bound(canary_scores(model, canaries, device=dev), canaries.include, d
 write_report({"loss": result, ...}, run_dir / "audit", title=..., accountant_epsilon=...)
 """
 
-from .canaries import (
-    Canaries,
-    CanaryBound,
-    best_lower_bound,
-    canary_scores,
-    count_correct,
-    epsilon_from_guesses,
-    epsilon_lower_bound,
-    make_canaries,
-    p_value,
-)
-from .generator_leaks import generator_leak_attack, nearest_sample_distance
-from .lira import (
-    ShadowStats,
-    lira_attack,
-    lira_attacks,
-    lira_attacks_many,
-    lira_scores,
-    logit_confidence,
-)
-from .membership import AttackResult, loss_attack, per_example_loss
-from .report import write_report
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .canaries import (
+        Canaries,
+        CanaryBound,
+        best_lower_bound,
+        canary_scores,
+        count_correct,
+        epsilon_from_guesses,
+        epsilon_lower_bound,
+        make_canaries,
+        p_value,
+    )
+    from .generator_leaks import generator_leak_attack, nearest_sample_distance
+    from .lira import (
+        ShadowStats,
+        lira_attack,
+        lira_attacks,
+        lira_attacks_many,
+        lira_scores,
+        logit_confidence,
+    )
+    from .membership import AttackResult, loss_attack, per_example_loss
+    from .report import write_report
+
+# the attacks load torch; the package's command-line tools (``fedreplay audit --help``) must
+# not: each name is imported from its module on first use
+_HOME = {
+    **dict.fromkeys(
+        ["Canaries", "CanaryBound", "best_lower_bound", "canary_scores", "count_correct",
+         "epsilon_from_guesses", "epsilon_lower_bound", "make_canaries", "p_value"],
+        "canaries",
+    ),
+    **dict.fromkeys(["generator_leak_attack", "nearest_sample_distance"], "generator_leaks"),
+    **dict.fromkeys(
+        ["ShadowStats", "lira_attack", "lira_attacks", "lira_attacks_many", "lira_scores",
+         "logit_confidence"],
+        "lira",
+    ),
+    **dict.fromkeys(["AttackResult", "loss_attack", "per_example_loss"], "membership"),
+    "write_report": "report",
+}  # fmt: skip
+
+
+def __getattr__(name: str) -> object:
+    if name not in _HOME:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(f"{__name__}.{_HOME[name]}"), name)
+
 
 __all__ = [
     "AttackResult",

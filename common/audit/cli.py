@@ -26,27 +26,16 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from common.audit.egress_check import (
-    EgressReport,
-    check_egress,
-    compare_with_server,
-    registered_architectures,
-)
-from common.audit.models_audit import audit_models
-from common.audit.run_folder import (
-    EGRESS_REPORT,
-    load_run_config,
-    read_json,
-)
 from common.config import ExperimentConfig, load_config
-from common.data.root import DatasetNotFoundError
-from common.data.streams import build_stream
-from common.data.types import Shape
-from common.egress import run_dir as egress_run_dir
-from common.results import RunFolder
 from common.sitestate import STATE_POINTER, simulated_state_of, site_dir
+
+# the audits load torch (and Flower, matplotlib): imported where they run, so that
+# `fedreplay audit --help` answers at once
+if TYPE_CHECKING:
+    from common.audit.egress_check import EgressReport
+    from common.data.types import Shape
 
 log = logging.getLogger("fedreplay.audit")
 
@@ -59,6 +48,8 @@ def find_egress_logs(sites_dir: Path, run_id: int | None) -> tuple[int | None, l
             return None, []
         latest = max(runs, key=lambda p: p.stat().st_mtime)
         run_id = int(latest.name.removeprefix("run-"))
+    from common.egress import run_dir as egress_run_dir
+
     return run_id, sorted(egress_run_dir(sites_dir, run_id).glob("*.jsonl"))
 
 
@@ -72,6 +63,8 @@ def _data_shape(cfg: ExperimentConfig, summary: Mapping[str, Any]) -> tuple[Shap
     if "input_shape" in summary and "num_classes" in summary:
         c, h, w = (int(d) for d in summary["input_shape"])
         return (c, h, w), int(summary["num_classes"])
+    from common.data.streams import build_stream
+
     stream = build_stream(cfg)
     return stream.shape, stream.num_classes
 
@@ -79,6 +72,8 @@ def _data_shape(cfg: ExperimentConfig, summary: Mapping[str, Any]) -> tuple[Shap
 def recorded_run_id(run_dir: Path) -> int | None:
     """Flower's run id as the run folder records it: ``summary.json`` ``run_id``, else
     ``resources.json`` ``flower_run_id`` (simulations/run_federated.py), else None."""
+    from common.audit.run_folder import read_json
+
     for name, key in (("summary.json", "run_id"), ("resources.json", "flower_run_id")):
         value = read_json(run_dir / name).get(key)
         if isinstance(value, int) or (isinstance(value, str) and value.isdigit()):
@@ -90,6 +85,14 @@ def audit_egress(
     run_dir: Path, *, sites_dir: Path, run_id: int | None, data_root: str | None = None
 ) -> EgressReport:
     """Check the egress logs of the run in ``run_dir``; writes ``egress_audit.json``."""
+    from common.audit.egress_check import (
+        check_egress,
+        compare_with_server,
+        registered_architectures,
+    )
+    from common.audit.run_folder import EGRESS_REPORT, load_run_config, read_json
+    from common.results import RunFolder
+
     cfg = load_run_config(run_dir, data_root)
     # a resumed run was worked on by several Flower runs: the logs of all of them
     resumed = [int(r) for r in read_json(run_dir / "summary.json").get("flower_run_ids", [])]
@@ -263,6 +266,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command in ("mechanism", "release"):
         _log_progress()
         return audit_mechanism_cli(args) if args.command == "mechanism" else audit_release_cli(args)
+    from common.audit.models_audit import audit_models
+    from common.audit.run_folder import EGRESS_REPORT
+    from common.data.root import DatasetNotFoundError
+
     run_dir: Path = args.run_dir
     if not (run_dir / "config.json").is_file():
         print(f"{run_dir} is not a run folder (no config.json)", file=sys.stderr)

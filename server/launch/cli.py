@@ -47,7 +47,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from common.config import ConfigError
-from common.results import load_summary
 from server.launch.launcher import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -204,6 +203,8 @@ def _main(launch: Launch) -> int:
     if folder is None:
         problems.append(f"no run folder was created in {launch.base}")
     else:
+        from common.results import load_summary  # torch: not before the run is over
+
         try:
             summary = load_summary(folder)
         except ValueError as exc:

@@ -9,12 +9,14 @@ that was not released.
 from __future__ import annotations
 
 from common.config import ConfigError, ExperimentConfig
-from common.data.root import DatasetNotFoundError
-from common.sitedata import SiteIdentity, site_records
+
+# the data modules load torch: imported when a check runs, so `fedreplay run --help` is quick
 
 
 def simulated_records(cfg: ExperimentConfig) -> list[list[int]]:
     """Training records of every task at every simulated site: ``[site][task]``."""
+    from common.sitedata import SiteIdentity, site_records
+
     n = cfg.fed.num_sites
     return [
         [len(task.train) for task in site_records(cfg, SiteIdentity(p, n)).tasks] for p in range(n)
@@ -28,6 +30,8 @@ def check_simulation(cfg: ExperimentConfig) -> None:
     left to the run, which names every path it tried.)"""
     if not cfg.dp.enabled or cfg.dp.min_records == 0:
         return
+    from common.data.root import DatasetNotFoundError
+
     try:
         counts = simulated_records(cfg)
     except DatasetNotFoundError:

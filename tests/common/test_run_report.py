@@ -122,7 +122,7 @@ def test_every_run_writes_a_page_that_needs_no_network(
     def no_data(cfg):  # type: ignore[no-untyped-def]
         raise AssertionError("the egress audit read the data")
 
-    monkeypatch.setattr(audit_cli, "build_stream", no_data)
+    monkeypatch.setattr("common.data.streams.build_stream", no_data)  # imported when needed
     # after the egress audit, the page says what it found
     audit_egress(run, sites_dir=tmp_path / "sites", run_id=None)
     text = " ".join(parse(write_run_report(run)).text)

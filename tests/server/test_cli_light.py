@@ -1,5 +1,5 @@
-"""The commands an operator types first answer without loading torch or Flower: the help,
-the version, and the deployment tools (keys, a site's policy)."""
+"""The commands an operator types first answer without loading torch or Flower: the help of
+every command, the version, and the deployment tools (keys, a site's policy)."""
 
 from __future__ import annotations
 
@@ -25,7 +25,16 @@ print(",".join(heavy))
 
 @pytest.mark.parametrize(
     "args",
-    [["--help"], ["--version"], ["pki", "--help"], ["site", "--help"], ["protocol", "--help"]],
+    [
+        ["--help"],
+        ["--version"],
+        ["pki", "--help"],
+        ["site", "--help"],
+        ["protocol", "--help"],
+        *([tool, "--help"] for tool in ("run", "single", "audit", "privacy", "compare", "report")),
+        ["audit", "egress", "--help"],
+        ["privacy", "show", "--help"],
+    ],
     ids=lambda a: " ".join(a),
 )
 def test_the_first_commands_load_nothing_heavy(args: list[str]) -> None:
