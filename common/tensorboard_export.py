@@ -28,6 +28,8 @@ def write_scalars(
 
     folder = Path(run_dir) / TENSORBOARD
     writer = SummaryWriter(log_dir=str(folder))
+    # the statuses server.site_status gave (trained, sat out, ...), as the run recorded them
+    seen = sorted({s["status"] for e in rounds for s in (e.get("site_status") or {}).values()})
     try:
         for entry in rounds:
             step = int(entry["round"])
@@ -37,7 +39,7 @@ def write_scalars(
                 if acc is not None:
                     writer.add_scalar(f"round/accuracy-task-{j + 1}", float(acc), step)
             statuses = Counter(s["status"] for s in (entry.get("site_status") or {}).values())
-            for status in ("trained", "sat out", "failed", "refused"):
+            for status in seen:
                 name = status.replace(" ", "-")
                 writer.add_scalar(f"round/sites-{name}", statuses[status], step)
             sites = entry.get("sites") or []
