@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from common.run_report import comparison_page
+from common.run_report import byte_size, comparison_page
 
 # common.results and common.plots load torch and matplotlib: imported where used, so that
 # `fedreplay compare --help` answers at once
@@ -85,16 +85,6 @@ def _pct(v: Any, signed: bool = False) -> str:
     return f"{100 * v:+.1f}%" if signed else f"{100 * v:.1f}%"
 
 
-def _bytes(v: Any) -> str:
-    if not isinstance(v, int | float):
-        return "-"
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(v) < 1024 or unit == "GiB":
-            return f"{v:.0f} {unit}" if unit == "B" else f"{v:.1f} {unit}"
-        v /= 1024
-    return "-"  # pragma: no cover
-
-
 def _privacy(s: Mapping[str, Any]) -> str:
     """``eps 7.99, delta 1e-05`` (its scope is in each run's report), or ``none``."""
     if s.get("dp_scope") is None:
@@ -150,8 +140,8 @@ def table(runs: Sequence[RunResult]) -> str:
                 ", ".join(f"{k}={v}" for k, v in diff.get(r.name, {}).items()) or "-",
             ]
             if with_bytes:
-                cells += [_bytes(s.get("bytes_up_per_site_round"))]
-                cells += [_bytes(s.get("bytes_down_per_site_round"))]
+                cells += [byte_size(s.get("bytes_up_per_site_round"))]
+                cells += [byte_size(s.get("bytes_down_per_site_round"))]
         else:
             reason = r.error.replace("|", "/").replace("\n", " ")
             cells = [r.name, f"FAILED: {reason}"] + ["-"] * (len(head) - 2)

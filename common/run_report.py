@@ -137,8 +137,8 @@ def _sites(s: Mapping[str, Any]) -> str:
             ),
             f"{float(row.get('suspicion', 0.0)):.2f}",
             row.get("replies", "–"),
-            _megabytes(row.get("bytes_up")),
-            _megabytes(row.get("bytes_down")),
+            byte_size(row.get("bytes_up")),
+            byte_size(row.get("bytes_down")),
             _epsilon(row.get("epsilon")),
             _epsilon(row.get("budget_left")),
             next(iter(row.get("reasons") or {}), ""),
@@ -146,13 +146,20 @@ def _sites(s: Mapping[str, Any]) -> str:
         for site, row in table.items()
     ]
     header = ["site", "outcome", "trained", "sat out", "failed", "refused", "cut hard",
-              "generator left out", "suspicion", "replies read", "MB up", "MB down",
+              "generator left out", "suspicion", "replies read", "sent", "received",
               "ε spent (lifetime)", "ε left", "main reason"]  # fmt: skip
     return _table(rows, header)
 
 
-def _megabytes(v: Any) -> str:
-    return "–" if v is None else f"{float(v) / 1e6:.1f}"
+def byte_size(v: Any) -> str:
+    """``512 B``, ``5.8 MiB`` (this report's sites table, ``fedreplay compare``)."""
+    if not isinstance(v, int | float):
+        return "-"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(v) < 1024 or unit == "GiB":
+            return f"{v:.0f} {unit}" if unit == "B" else f"{v:.1f} {unit}"
+        v /= 1024
+    return "-"  # pragma: no cover
 
 
 def _epsilon(v: Any) -> str:

@@ -20,6 +20,7 @@ from common.privacy.composition import LIFETIME, PER_TASK, SEQUENTIAL, scope
 from common.results import RunFolder
 from server.client_ledger import LEDGER as CLIENT_LEDGER
 from server.client_ledger import ClientLevelLedger
+from server.round_record import site_key
 from server.site_registry import server_dir
 
 CLIENT_SCOPE = (
@@ -36,8 +37,7 @@ def site_ledger(rounds: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]
             m = site["metrics"]
             if "dp-epsilon" not in m:
                 continue
-            key = site.get("site_id") or f"node-{site['node_id']}"
-            ledger.setdefault(str(key), []).append(
+            ledger.setdefault(site_key(site.get("site_id"), site["node_id"]), []).append(
                 {
                     "task": entry["task"],
                     "round": entry["round"],

@@ -9,6 +9,12 @@ from dataclasses import dataclass, field
 import torch
 
 
+def site_key(site_id: str | None, node_id: object) -> str:
+    """The name a reply is kept under: its site id, or its node for a reply that declares
+    none (a SiteReply, or its ``rounds.jsonl`` entry)."""
+    return site_id or f"node-{node_id}"
+
+
 @dataclass
 class SiteReply:
     node_id: int
@@ -20,7 +26,7 @@ class SiteReply:
     @property
     def key(self) -> str:
         """The site id, or the node for a reply that declares none."""
-        return self.site_id or f"node-{self.node_id}"
+        return site_key(self.site_id, self.node_id)
 
 
 @dataclass

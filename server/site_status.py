@@ -26,7 +26,7 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
-from server.round_record import RoundRecord
+from server.round_record import RoundRecord, site_key
 
 TRAINED, SAT_OUT, FAILED, REFUSED = "trained", "sat out", "failed", "refused"
 STATUSES = (TRAINED, SAT_OUT, FAILED, REFUSED)
@@ -107,16 +107,6 @@ def site_table(
     lifetime epsilon it reported spent and left (DP runs)."""
     table: dict[str, dict[str, Any]] = {}
     reasons: dict[str, Counter[str]] = {}
-    for entry in rounds:
-        for reply in entry.get("sites", []):
-            key = str(reply.get("site_id") or f"node-{reply.get('node_id')}")
-            row, m = table.setdefault(key, _row()), reply.get("metrics", {})
-            row["replies"] += 1
-            row["bytes_up"] += float(m.get("bytes-up", 0.0))
-            row["bytes_down"] += float(m.get("bytes-down", 0.0))
-            if "dp-epsilon" in m:
-                row["epsilon"] = max(float(row["epsilon"] or 0.0), float(m["dp-epsilon"]))
-                row["budget_left"] = float(m.get("dp-budget-left", 0.0))
     for check in replay_checks:
         for site, why in check.get("left_out", {}).items():
             table.setdefault(site, _row())["replay_left_out"] += 1
@@ -129,6 +119,15 @@ def site_table(
                 row["cut_hard"] += 1
             if st["why"]:
                 reasons.setdefault(site, Counter())[st["why"][:300]] += 1
+        for reply in entry.get("sites", []):  # the replies read: what each site sent
+            row = table.setdefault(site_key(reply.get("site_id"), reply.get("node_id")), _row())
+            m = reply.get("metrics", {})
+            row["replies"] += 1
+            row["bytes_up"] += float(m.get("bytes-up", 0.0))
+            row["bytes_down"] += float(m.get("bytes-down", 0.0))
+            if "dp-epsilon" in m:
+                row["epsilon"] = max(float(row["epsilon"] or 0.0), float(m["dp-epsilon"]))
+                row["budget_left"] = float(m.get("dp-budget-left", 0.0))
     for site, row in table.items():
         n = sum(row[s] for s in STATUSES)
         row["rounds"] = n
