@@ -39,6 +39,7 @@ from server.client_dp import ClientLevelDP
 from server.console import flower_log_in
 from server.embedding_sum import TaskGenerator
 from server.finish import finish_run
+from server.inprocess import InProcessGrid
 from server.mask_aggregation import consolidate
 from server.output_dir import resolve_output_dir
 from server.replay_payload import next_payload, replay_source
@@ -153,6 +154,8 @@ class FederatedRun:
         self.run_id = int(grid.run.run_id)
         self.started = time.perf_counter()
         self.nodes_seen |= set(grid.get_node_ids())  # simulation: every SuperNode
+        if isinstance(grid, InProcessGrid):  # simulated sites: ids bound to partitions
+            self.fedreplay.sites.bind_all(grid.site_bindings())
         if cfg.fed.resume:
             self.folder, ckpt = self._resume()
             first_task, done = ckpt.task, ckpt.task_rounds

@@ -10,6 +10,12 @@ with a ``Context`` that persists per node across rounds, as Flower's does.
 ``reply_hook(instruction, reply)`` may replace or drop (return None) a reply, to test
 failed, missing or hostile sites (``instruction.metadata.dst_node_id`` is the site).
 
+Site ids are bound to partitions, as node keys bind them in a deployment: the grid knows
+which node holds which partition, so :meth:`site_bindings` tells the server, and a reply from
+one node claiming another's site id is refused before any registry or aggregate sees it
+(hostile sites are simulated here, by ``reply_hook``; Flower's simulation engine runs only
+the honest ClientApp and does not tell the ServerApp which node holds which partition).
+
 Privacy state is per site, not per run: sites spend from their lifetime ledgers under
 ``$FEDREPLAY_SITE_DIR`` whatever ``run_id`` is (default 1); give independent experiments
 their own ``FEDREPLAY_SITE_DIR`` and ``FEDREPLAY_SERVER_DIR``.
@@ -67,6 +73,16 @@ class InProcessGrid(Grid):
         self._run = Run.create_empty(run_id)
         self.sent: list[Message] = []  # every instruction, for tests that inspect traffic
         TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = run_id, 0, 0
+
+    def site_bindings(self) -> dict[str, int]:
+        """{site id: the node holding it}, from each node's config (``site-id``, else
+        ``site-<partition-id>``); an id two nodes' configs share is bound to neither."""
+        from common.sitestate import site_id_for
+
+        nodes: dict[str, list[int]] = {}
+        for nid, context in self.contexts.items():
+            nodes.setdefault(site_id_for(context.node_config), []).append(nid)
+        return {site: held[0] for site, held in nodes.items() if len(held) == 1}
 
     def set_run(self, run: Run) -> None:
         self._run = run

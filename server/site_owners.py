@@ -1,8 +1,12 @@
 """Which node presents which site id: a site id belongs to one node at a time.
 
-Without node authentication the server cannot tell which of two nodes claiming one site id
-is genuine, so both are refused in that round; a site id stays with its node while that node
-is connected and answers, and moves with a site that restarted on a new node.
+A site id is bound to a node where the server knows which node holds it: the key registered
+for it (``fedreplay pki register``) in a deployment, its partition in an in-process
+simulation. Without a binding, a site id stays with the node that first presented it while
+that node is connected and answers, and moves with a site that restarted on a new node; only
+when two nodes claim an id that neither held before are both refused (which one is genuine
+cannot be told), so an impersonator can deny a new site's first rounds, never take over or
+quarantine a site it did not hold.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ if TYPE_CHECKING:  # `fedreplay pki` reads and writes the bindings without Flowe
 log = logging.getLogger("fedreplay.server")
 
 
+REGISTERED, PARTITION = "its registered key", "its partition"  # what binds a site id
 BINDINGS = "site_nodes.json"  # in the server's folder: site id -> its registered node id
 
 
@@ -47,10 +52,18 @@ class SiteOwners:
         # site id is bound to another node, or from a bound node claiming another id, is
         # refused before the registry, a ledger check or the aggregate sees it
         self.bound = dict(bound or {})
+        self.why: dict[str, str] = {}  # site id -> what bound it, where not a registered key
         self.owners: dict[str, int] = {}  # site id -> the node that presents it
         self.connected: set[int] = set()  # nodes connected when the round was configured
         self.gone: set[int] = set()  # sampled nodes without a usable reply this round
         self.contested: dict[str, set[int]] = {}  # site ids several nodes claim this round
+
+    def bind_all(self, bindings: dict[str, int]) -> None:
+        """Bind site ids to nodes known to hold them (a simulation's partitions); a binding
+        from a registered key wins over one given here."""
+        for site_id, node in bindings.items():
+            if site_id not in self.bound:
+                self.bound[site_id], self.why[site_id] = int(node), PARTITION
 
     def begin_round(
         self, replies: list[Message], instructions: list[Message], sampled: list[int]
@@ -74,30 +87,36 @@ class SiteOwners:
         return node
 
     def check(self, node: int, site_id: str | None) -> str | None:
-        """A site id belongs to the node that first presented it while that node is
-        connected: another node claiming it is refused (None: fine). A site whose node went
-        away, or failed to answer this round (a killed SuperNode is listed as connected
+        """A site id belongs to its bound node (a registered key, a simulation's partition);
+        an unbound one to the node that first presented it while that node is connected:
+        another node claiming it is refused (None: fine), also when both claim it in the
+        same round. Only when neither held it before are both refused. A site whose node
+        went away, or failed to answer this round (a killed SuperNode is listed as connected
         until its heartbeat expires), may come back on a new node. Partition ids are not
         identities: sites with their own data all hold partition 0 of 1."""
         if site_id is None:
             return None
         if site_id in self.bound and self.bound[site_id] != node:
             return (
-                f"site id {site_id!r} is bound to node {self.bound[site_id]} (its registered "
-                f"key); node {node} claims it"
+                f"site id {site_id!r} is bound to node {self.bound[site_id]} "
+                f"({self.why.get(site_id, REGISTERED)}); node {node} claims it"
             )
         claimed = [s for s, n in self.bound.items() if n == node and s != site_id]
         if claimed:
-            return f"node {node} is registered as site {claimed[0]!r}, but claims {site_id!r}"
-        if site_id in self.bound:  # its own registered node: another's claim does not
+            return (
+                f"node {node} is bound to site {claimed[0]!r} "
+                f"({self.why.get(claimed[0], REGISTERED)}), but claims {site_id!r}"
+            )
+        if site_id in self.bound:  # its own bound node: another's claim does not
             self.owners[site_id] = node  # contest it (that claim is refused above)
             return None
-        if site_id in self.contested:
+        owner = self.owners.get(site_id)
+        held = owner is not None and owner in self.connected and owner not in self.gone
+        if site_id in self.contested and not (held and owner in self.contested[site_id]):
             nodes = sorted(self.contested[site_id])
             return f"site id {site_id!r} is claimed by nodes {nodes} in the same round"
-        owner = self.owners.get(site_id)
         if owner is not None and owner != node:
-            if owner in self.connected and owner not in self.gone:
+            if held:
                 return f"site id {site_id!r} belongs to node {owner}, which is connected"
             log.info("site id %r moved from node %d to node %d", site_id, owner, node)
         self.owners[site_id] = node

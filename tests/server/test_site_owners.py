@@ -18,7 +18,7 @@ def test_a_bound_site_id_belongs_to_its_node_only(tmp_path: Path) -> None:
     assert owners.check(1000, "st-olav") is None
     refused = owners.check(1001, "st-olav")  # the hostile node claims its neighbour's id
     assert refused is not None and "bound to node 1000" in refused
-    assert "registered as site 'ous'" in str(owners.check(1001, "forged"))
+    assert "bound to site 'ous' (its registered key)" in str(owners.check(1001, "forged"))
     assert owners.check(1001, "ous") is None
 
 
@@ -74,3 +74,32 @@ def test_a_forged_claim_cannot_quarantine_its_victim(
     registry = SiteRegistry(tmp_path / "server" / "site_privacy_registry.json")
     assert not registry.sites["site-0"].get("quarantined")
     assert registry.sites["site-0"]["epsilon"] < 1000
+
+
+def test_an_unbound_site_id_stays_with_the_node_that_held_it() -> None:
+    """Without node keys: a newcomer claiming a held id in the same round as its holder is
+    refused and the holder keeps training; only a first-round contest refuses both."""
+    from types import SimpleNamespace
+
+    def reply(node: int, site_id: str):
+        from flwr.app import ConfigRecord, RecordDict
+
+        from common import wire
+
+        content = RecordDict({wire.SITE: ConfigRecord({wire.SITE_ID: site_id})})
+        meta = SimpleNamespace(src_node_id=node, message_id=f"r{node}", reply_to_message_id="")
+        return SimpleNamespace(content=content, metadata=meta, has_error=lambda: False)
+
+    owners = SiteOwners()
+    owners.connected = {1000, 1001}
+    both = [reply(1000, "site-0"), reply(1001, "site-0")]
+    owners.begin_round(both, [], [1000, 1001])  # type: ignore[arg-type]
+    assert "claimed by nodes [1000, 1001]" in str(owners.check(1000, "site-0"))
+    assert "claimed by nodes [1000, 1001]" in str(owners.check(1001, "site-0"))
+    owners.begin_round([reply(1000, "site-0")], [], [1000, 1001])  # type: ignore[arg-type]
+    assert owners.check(1000, "site-0") is None  # the holder, alone
+    owners.begin_round(both, [], [1000, 1001])  # type: ignore[arg-type]
+    assert owners.check(1000, "site-0") is None  # the holder keeps it
+    assert "belongs to node 1000, which is connected" in str(owners.check(1001, "site-0"))
+    owners.begin_round([reply(1001, "site-0")], [], [1000, 1001])  # type: ignore[arg-type]
+    assert owners.check(1001, "site-0") is None  # its holder went silent: the site moved
