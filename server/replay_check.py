@@ -13,7 +13,7 @@ server log, ``summary.json`` (``replay_checks``, per task) and the sites table.
 
 What it costs: :data:`SAMPLES_PER_CLASS` samples per class and generator through the
 solver, once per task. With fewer than three sites there is no majority to compare with:
-nothing is left out (the README says so).
+nothing is left out (docs/guide.md says so).
 """
 
 from __future__ import annotations

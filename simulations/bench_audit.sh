@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The model audits of docs/results.md ("Audits of the released models"), side by side:
+# The model audits of docs/notebook/results.md ("Audits of the released models"), side by side:
 # the DP recipe's runs without DP, at epsilon = 1 and at epsilon = 8 (made by
 # bench_federated.sh into OUT_DIR), each attacked on site 0 (which holds the 200 canaries):
 # loss attack and LiRA (4 shadows) on the solver, GAN-Leaks on the generator, canary bounds with their

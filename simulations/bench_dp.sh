@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The DP benchmark of docs/results.md, one run after another:
+# The DP benchmark of docs/notebook/results.md, one run after another:
 # federated split-MNIST (5 sites, Dirichlet 0.5), DGR with the DP recipe at epsilon 8, 3, 1
 # and without DP, the synthetic-solver recipe at epsilon 8, 3, 1; accuracy against
 # epsilon; model audits (site 0) of the no-DP, epsilon=1 and epsilon=8 runs side by side;

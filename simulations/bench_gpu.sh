@@ -1,5 +1,5 @@
 #!/bin/bash
-# The two speed benchmarks of docs/results.md ("Speed") on one machine with a GPU, one after
+# The two speed benchmarks of docs/notebook/results.md ("Speed") on one machine with a GPU, one after
 # the other: single-site DGR (simulations/single_mnist_dgr.toml) and federated ensemble DGR
 # (simulations/fed_mnist_dgr_ensemble.toml, 5 sites) through the in-process grid
 # (simulations/run_inprocess.py: the real ClientApp and strategy, sites one after another,
@@ -11,7 +11,7 @@
 # fed.log and runs.tar.gz (the run folders without checkpoints). The optional third
 # argument is passed to both runs as --set (a smoke run: "train.iterations=20 tasks.num-tasks=2").
 # A machine without a package registry: put wheels of flwr, opacus and what they import
-# that the machine lacks in .whl/ (docs/results.md, "On a GPU", lists them); they are
+# that the machine lacks in .whl/ (docs/notebook/results.md, "On a GPU", lists them); they are
 # installed into a private folder first.
 set -u
 OUTD=$1; WHAT=${2:-both}; SMOKE=${3:-}

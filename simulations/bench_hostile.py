@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""The hostile-site benchmark of docs/results.md: one hostile site among five, every attack
+"""The hostile-site benchmark of docs/notebook/results.md: one hostile site among five, every attack
 of server.attacks, final average accuracy with the default protections and without them.
 
     python simulations/bench_hostile.py --out runs/bench-hostile
@@ -43,7 +43,7 @@ BASE = {
     "partition.alpha": 0.5,
     "replay.mode": "ensemble",
     "eval.generator-quality": False,
-    "generator.kl-weight": 1.0,  # as measured (docs/results.md); "auto" gives digits 0.25
+    "generator.kl-weight": 1.0,  # as measured (docs/notebook/results.md); "auto" gives digits 0.25
 }
 UNPROTECTED = {"fed.aggregation": "fedavg", "fed.update-clip": 0.0, "fed.weight-cap": 0.0}
 HOSTILE_NODE = 1001  # the second site (partition 1); steal-id claims site-0's identity

@@ -6,7 +6,7 @@ prints, per generator and class, how a reference classifier trained on real data
 them (its most frequent answer and that answer's share) and how often the run's own final
 solver reads them as the class they were drawn for. A class the run's solver recognises
 but the reference reads as another class is replay that teaches the solver a wrong
-boundary (docs/results.md, "Aggregation, replay weighting ... under DP").
+boundary (docs/notebook/results.md, "Aggregation, replay weighting ... under DP").
 
     FEDREPLAY_DATA_ROOT=/path/to/data python simulations/probe_generator_classes.py RUN
 """

@@ -19,7 +19,7 @@ replay). Prints the accuracy matrix on the real test data.
     FEDREPLAY_DATA_ROOT=/path/to/data python simulations/probe_mean_embedding.py \
         --epsilon 1 --steps 3000 --bandwidth 6
 
-Measured on 2026-12-03 (docs/results.md, "Probe: a private generator from one noisy
+Measured on 2026-12-03 (docs/notebook/results.md, "Probe: a private generator from one noisy
 release per task"). The kernel bandwidth is an argument: the measured 6 was read off the
 median distance of site 0's records (a choice on private data, outside the budget); 7 is
 the data-free rule sqrt(784) / 4.

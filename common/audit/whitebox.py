@@ -20,7 +20,7 @@ Two bounds, at the stated confidence (Bonferroni over thresholds, scores and bou
   bounds on FPR and FNR, eps_lb = max over tau of log((1 - delta - FNR_ub) / FPR_ub), ...
   Thresholds lie geometrically in the upper tail down to 1/m; (eps, delta) is decided in
   tails that m trials measure only to about 1/m: 73-81% of the true eps with 10^7 canaries
-  at rate 1, about 2/3 with 10^6 at rate 0.5 (docs/results.md).
+  at rate 1, about 2/3 with 10^6 at rate 0.5 (docs/notebook/results.md).
 - mu-GDP (Dong, Roth & Su): a mu-GDP mechanism has FNR >= Phi(Phi^-1(1 - FPR) - mu) for
   every test, so each threshold certifies mu >= Phi^-1(1 - FPR_ub) - Phi^-1(FNR_ub): the
   step is not mu-GDP below that (family-free). The middle of the trade-off curve decides

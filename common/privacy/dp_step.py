@@ -15,7 +15,7 @@ clipped as a whole to the same norm C, so that both parts are in the same units 
 a VAE's replay gradient would be ~100x the private one). The replay weight 1 - r sits inside
 the public loss, before the clipping: a replay gradient above C / (1 - r) is cut back to C
 whatever r is, so replay can outweigh the private part's r C in late tasks. Weighting after
-the clipping (the ratio kept exactly) was measured worse under DP (docs/results.md,
+the clipping (the ratio kept exactly) was measured worse under DP (docs/notebook/results.md,
 "Aggregation, replay weighting, soft labels and a recognition mixture under DP"). Every
 call of :meth:`DPStepper.step` is one subsampled Gaussian mechanism: ``on_step`` records it.
 """

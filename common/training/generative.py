@@ -158,7 +158,7 @@ class GANTrainer:
         The auxiliary classifier learns classes from real and replayed inputs alone. Taught
         on fakes too (the original AC-GAN), it learns whatever the generator draws for a
         new class as that class, and in class-incremental DGR the generator then draws old
-        digits for new labels (measured: docs/results.md, "AC-GAN generator")."""
+        digits for new labels (measured: docs/notebook/results.md, "AC-GAN generator")."""
         source, _ = self.discriminator(fake)
         if self.wasserstein:
             return source

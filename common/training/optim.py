@@ -2,7 +2,7 @@
 
 ``torch.optim.Adam`` runs a Python loop over the parameters on CPU unless told otherwise
 (its ``foreach``/``fused`` defaults favour CUDA). The fused kernel does the same update in
-one call: about 15% of a small MLP's training step on a 2-core CPU (docs/results.md,
+one call: about 15% of a small MLP's training step on a 2-core CPU (docs/notebook/results.md,
 "Speed"). Opacus' DP optimiser wraps it unchanged (it only rewrites ``p.grad``).
 """
 
