@@ -163,7 +163,6 @@ class Site:
             seed=seed,
             dp=prepared.plan if prepared is not None else None,
             task_span=self._task_span(task, server_round),
-            class_counts=prepared.histogram if prepared is not None else None,
         )
         out = {k.replace("_", "-"): v for k, v in metrics.items()}
         if self.cfg.replay.mixture == "class-counts" and self.cfg.uses_generator:

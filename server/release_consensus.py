@@ -2,7 +2,7 @@
 
 The norm bound of :meth:`server.embedding_sum.EmbeddingReleases.bounded_sum` limits how
 much one site's release weighs, not which way it points: a site that swaps its classes'
-rows inside the bound teaches the swap (docs/results.md, "Hostile sites when sites release
+rows inside the bound teaches the swap (docs/notebook/results.md, "Hostile sites when sites release
 embeddings": -16 points through the fitted generator, -49 through the ridge solver on
 digits). Here every block of a release, each class's row of sums and (``solver.arch =
 "ridge"``) the task's Gram matrix, is split against the direction the *other* sites'
@@ -24,7 +24,7 @@ What is left to a hostile site: weight along the honest direction (the norm boun
 and a rest about as large as an honest site's, in a direction of its choice. What it costs
 honest sites: a site whose class the others hardly hold (a class at one site under label
 skew, or under DP noise larger than the others' records) is pulled towards the others'
-weak direction; measured in docs/results.md ("Hostile sites when sites release
+weak direction; measured in docs/notebook/results.md ("Hostile sites when sites release
 embeddings").
 """
 

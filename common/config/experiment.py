@@ -115,14 +115,6 @@ class ExperimentConfig:
                 "train.solver-data='synthetic' trains the solver on the site's own generator's "
                 "samples: it needs method='dgr' (a generator)"
             )
-        if self.dp.class_histogram and not (
-            self.dp.enabled and self.train.solver_data == "synthetic"
-        ):
-            raise ConfigError(
-                "dp.class-histogram weights the classes a site's solver draws from its own "
-                "generator by a DP count of its records: it needs dp.enabled and "
-                "train.solver-data='synthetic'"
-            )
         private = self.dp.enabled or self.dp.client_level
         if (
             private
@@ -179,11 +171,6 @@ class ExperimentConfig:
                 "generator.kind='embedding' needs fed.rounds-per-task >= 2: in a task's first "
                 "round the sites release their embeddings and the server fits the task's "
                 "generator; the solver learns from it in the rounds after"
-            )
-        if self.dp.class_histogram:
-            raise ConfigError(
-                "dp.class-histogram with generator.kind='embedding': the embedding's count "
-                "coordinate is already a noised count per class; set dp.class-histogram=false"
             )
         if self.dp.client_level:
             raise ConfigError(

@@ -310,7 +310,6 @@ class DPConfig:
     client_clip_norm: float
     min_records: int  # sample-level DP: a site with fewer records of a task sits it out
     release_metrics: str  # under DP: comma-separated extra metrics a site may send un-noised
-    class_histogram: bool = False  # synthetic solver: weight the task's classes by DP counts
 
     def __post_init__(self) -> None:
         _choice("dp.accountant", self.accountant, ACCOUNTANTS)

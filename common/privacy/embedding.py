@@ -4,8 +4,8 @@
 Privacy: every record's feature vector has L2 norm 1, and a record belongs to one class,
 so adding or removing one record changes the (classes x features) matrix of sums by at
 most 1 in Frobenius norm: the sums plus N(0, sigma^2) noise on every value is the Gaussian
-mechanism with noise multiplier sigma (in the accountant: one step at sampling rate 1, as
-:mod:`common.privacy.histogram`). The ledger plans and records it before the sums exist
+mechanism with noise multiplier sigma (in the accountant: one step at sampling rate 1,
+``common.privacy.ledger.TASK_RELEASE_RATE``). The ledger plans and records it before the sums exist
 (:class:`common.privacy.session.PrivacySession`); the noise comes from a fresh secret
 generator (:mod:`common.privacy.randomness`), each value a sum of 4 Gaussians as in Opacus'
 secure mode. The count coordinate of each row is then a noised count of the class.

@@ -56,7 +56,6 @@ from common.privacy import records as fp
 from common.privacy.accountant import Event, compute_epsilon, merged
 from common.privacy.calibrate import noise_for_budget
 from common.privacy.composition import PER_TASK, SEQUENTIAL
-from common.privacy.histogram import EVENT_SAMPLE_RATE as HISTOGRAM_SAMPLE_RATE
 from common.privacy.ledger_file import (
     BACKUP,
     LEDGER,
@@ -73,6 +72,9 @@ from common.privacy.record_index import add_spent, claimed_elsewhere
 # A run left with less than this share of its target is refused: its noise would drown
 # every signal (the site is told what it spent and how to proceed).
 MIN_SHARE_LEFT = 0.1
+# a task's one Gaussian release (the embedding) in the accountant's view: every record, one
+# step; kept under the run's "histograms" key, the name ledgers were written with
+TASK_RELEASE_RATE = 1.0
 _WHAT = {"training": "DP-SGD steps", "count release": "record-count release"}
 SITE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 Plan = Mapping[int, tuple[float, int]]  # task -> (sample rate, planned DP steps)
@@ -201,8 +203,8 @@ class SiteLedger:
         histograms: bool = False,
     ) -> None:
         """Declare a run's partitions (once; later calls check they did not change).
-        ``histograms``: every planned task also has one Gaussian release (dp.class-histogram's
-        noised class counts, or generator.kind = "embedding"'s noised feature sums), planned
+        ``histograms``: every planned task also has one Gaussian release (generator.kind =
+        "embedding"'s noised feature sums), planned
         as one more step at sampling rate 1. ``plan=None``: the plan follows from the run's
         released record counts (:meth:`release_counts`, then :meth:`set_plan`); every
         partition with records is declared, since each task's count is released."""
@@ -260,7 +262,7 @@ class SiteLedger:
             "max_grad_norm": max_grad_norm,
             "plan": None if plan is None else {str(t): list(e) for t, e in sorted(plan.items())},
             "counts": None,  # task -> its released (noised) record count
-            "histograms": {} if histograms else None,  # task -> its noised class counts
+            "histograms": {} if histograms else None,  # task -> its one release (embedding)
             "partitions": run_parts,
         }
         self.dirty = True
@@ -313,21 +315,21 @@ class SiteLedger:
         run["plan"] = {str(t): list(e) for t, e in sorted(plan.items())}
         self.dirty = True
 
-    def class_histogram(self, run_key: str, task: int) -> list[float] | None:
-        """The noised class counts of ``task`` released in this run (None: not yet)."""
+    def task_release(self, run_key: str, task: int) -> list[float] | None:
+        """The task's one Gaussian release in this run, flat (None: not yet)."""
         found = (self.state["runs"][run_key].get("histograms") or {}).get(str(task))
         if isinstance(found, dict):  # a long release (an embedding): float32
             return np.frombuffer(read_release(self.directory, task, found), dtype="<f4").tolist()
         return None if found is None else [float(c) for c in found]
 
-    def record_class_histogram(self, run_key: str, task: int, counts: list[float]) -> None:
+    def record_task_release(self, run_key: str, task: int, counts: list[float]) -> None:
         """Keep a task's release (spent with :meth:`spend` in the same transaction) for
         the task's later rounds; a long one in its own file (:func:`write_release`)."""
         histograms = self.state["runs"][run_key].get("histograms")
         if histograms is None:
-            raise PrivacyStateError(f"run {run_key} did not plan class histograms")
+            raise PrivacyStateError(f"run {run_key} did not plan a release per task")
         if str(task) in histograms:
-            raise PrivacyStateError(f"task {task}'s class histogram was already released")
+            raise PrivacyStateError(f"task {task}'s release was already made")
         if len(counts) > 64:
             raw = np.asarray(counts, dtype="<f4").tobytes()
             histograms[str(task)] = write_release(self.directory, raw)
@@ -381,8 +383,8 @@ class SiteLedger:
         }
         tasks = [t for t in run["plan"] if run_partition_of(int(t), run["composition"]) in group]
         plan = [tuple(run["plan"][t]) for t in tasks if int(run["plan"][t][1]) > 0]
-        if run.get("histograms") is not None:  # a Gaussian count of each task's records
-            plan += [(HISTOGRAM_SAMPLE_RATE, 1)] * len(tasks)
+        if run.get("histograms") is not None:  # one Gaussian release per task
+            plan += [(TASK_RELEASE_RATE, 1)] * len(tasks)
         prior = self.partitions[lifetime].history
         self._require_useful_budget(run_key, lifetime)
         try:

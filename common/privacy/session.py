@@ -29,8 +29,7 @@ from common.privacy.calibrate import planned_events
 from common.privacy.composition import PER_TASK, check_composition, composition_for
 from common.privacy.dp_step import DPPlan
 from common.privacy.embedding import release as embedding_release
-from common.privacy.histogram import EVENT_SAMPLE_RATE, noised_class_counts
-from common.privacy.ledger import SiteLedger, check_site_id
+from common.privacy.ledger import TASK_RELEASE_RATE, SiteLedger, check_site_id
 from common.privacy.records import record_digests, union
 from common.sitestate import site_dir
 from common.training.learner import real_data_for
@@ -64,9 +63,9 @@ def private_generator_steps(cfg: ExperimentConfig, iterations: int) -> int:
 
 
 def releases_per_task(cfg: ExperimentConfig) -> bool:
-    """Whether every task also has one Gaussian release at sampling rate 1: the noised class
-    counts (dp.class-histogram) or the embedding (generator.kind = "embedding")."""
-    return cfg.dp.class_histogram or (cfg.uses_generator and cfg.generator.kind == "embedding")
+    """Whether every task also has one Gaussian release at sampling rate 1: the embedding
+    (generator.kind = "embedding")."""
+    return cfg.uses_generator and cfg.generator.kind == "embedding"
 
 
 @dataclass
@@ -77,8 +76,6 @@ class PreparedRound:
     recorded_steps: int
     metrics: dict[str, float]
     taken: list[int] = field(default_factory=lambda: [0])
-    # dp.class-histogram: the task's noised class counts (released once per task)
-    histogram: dict[int, float] | None = None
     # generator.kind = "embedding": the task's noised per-class feature sums (once per task)
     embedding: torch.Tensor | None = None
 
@@ -188,15 +185,15 @@ class PrivacySession:
             iterations = private_solver_steps(cfg, iterations)
             sigma = ledger.noise_multiplier(run_key, task)
             events = [(sigma, q, n) for n in (iterations, generator_steps) if n]
-            stored = ledger.class_histogram(run_key, task) if releases_per_task(cfg) else None
+            stored = ledger.task_release(run_key, task) if releases_per_task(cfg) else None
             release = releases_per_task(cfg) and stored is None
             if release:  # once per task: one Gaussian mechanism, spent before it exists
-                events.append((sigma, EVENT_SAMPLE_RATE, 1))
+                events.append((sigma, TASK_RELEASE_RATE, 1))
             if events:  # (a later round of an embedding's task spends nothing)
                 ledger.spend(run_key, task=task, events=events, server_round=server_round)
             if release:
                 stored = self._release(task, sigma)
-                ledger.record_class_histogram(run_key, task, stored)
+                ledger.record_task_release(run_key, task, stored)
             metrics = ledger.metrics(run_key)
         metrics["num-examples"] = float(n)  # the released count, not the true one
         taken = [0]
@@ -208,23 +205,17 @@ class PrivacySession:
         plan = DPPlan(
             noise_multiplier=sigma, max_grad_norm=cfg.dp.max_grad_norm, sample_rate=q, on_step=count
         )
-        classes = self.tasks[task].classes
-        counts, embedding = None, None
-        if stored is not None and cfg.dp.class_histogram:
-            counts = dict(zip(classes, stored, strict=True))
-        elif stored is not None:  # the embedding, kept flat in the ledger
+        embedding = None
+        if stored is not None:  # the embedding, kept flat in the ledger
             width = 2 * cfg.generator.features + 1  # (common.models.embedding.RandomFeatures)
             embedding = torch.tensor(stored, dtype=torch.float32).view(-1, width)
-        return PreparedRound(plan, iterations + generator_steps, metrics, taken, counts, embedding)
+        return PreparedRound(plan, iterations + generator_steps, metrics, taken, embedding)
 
     def _release(self, task: int, sigma: float) -> list[float]:
         """The task's one Gaussian release, flat (called after it was spent)."""
         data = real_data_for(self.cfg.method, self.tasks, task)
         classes = self.tasks[task].classes
-        if not self.cfg.dp.class_histogram:  # generator.kind = "embedding"
-            features = features_for(self.cfg, tuple(data.x.shape[1:]))  # type: ignore[arg-type]
-            ridge = self.cfg.solver.arch == "ridge"  # (the Gram too: common.models.ridge)
-            out = embedding_release(features, data.x, data.y, classes, sigma=sigma, gram=ridge)
-            return [float(v) for v in out.flatten()]
-        noised = noised_class_counts(data.y, classes, sigma=sigma)
-        return list(noised.values())  # in the task's class order
+        features = features_for(self.cfg, tuple(data.x.shape[1:]))  # type: ignore[arg-type]
+        ridge = self.cfg.solver.arch == "ridge"  # (the Gram too: common.models.ridge)
+        out = embedding_release(features, data.x, data.y, classes, sigma=sigma, gram=ridge)
+        return [float(v) for v in out.flatten()]

@@ -8,7 +8,7 @@ where the previous scholar comes from (its own snapshot, or the server's aggrega
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -24,7 +24,6 @@ from common.models.gan import DISCRIMINATORS, GAN_GENERATORS
 from common.models.solver import DiscriminatorSolver
 from common.models.vae import VAEDecoder, VAEEncoder
 from common.privacy.dp_step import DPPlan, dp_stepper_factory
-from common.privacy.histogram import class_weights
 from common.replay import ExactReplay, GenerativeReplay, Replay, ReplayBatch, ReplayPayload
 from common.scholar import Scholar
 from common.training.batches import poisson_batches, shuffled_batches
@@ -93,20 +92,13 @@ def synthetic_batches(
     batch_size: int,
     *,
     rng: torch.Generator,
-    weights: Sequence[float] | None = None,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Endless batches of the generator's samples of ``classes`` (uniform over them, or
-    in proportion to ``weights``)."""
+    """Endless batches of the generator's samples of ``classes``, uniform over them."""
     if not classes:
         raise ValueError("no classes to draw synthetic batches of")
     pool = torch.tensor(list(classes))
-    p = None if weights is None else torch.tensor(list(weights), dtype=torch.float)
     while True:
-        if p is None:
-            rows = torch.randint(len(pool), (batch_size,), generator=rng)
-        else:
-            rows = torch.multinomial(p, batch_size, replacement=True, generator=rng)
-        labels = pool[rows]
+        labels = pool[torch.randint(len(pool), (batch_size,), generator=rng)]
         with torch.no_grad():
             x = generator.sample(labels, generator=rng)
         yield x, labels
@@ -266,7 +258,6 @@ class Learner:
         desc: str = "",
         progress: bool = False,
         task_span: tuple[float, float] = (0.0, 1.0),
-        class_counts: Mapping[int, float] | None = None,
     ) -> dict[str, float]:
         """``iterations`` updates of the solver (and of the generator, for DGR) on
         ``real`` mixed with ``replay`` at importance ``r`` for the current data.
@@ -279,8 +270,6 @@ class Learner:
         then the solver learns the current task's classes (from the configuration, never
         from which classes the site holds) from the generator's samples, plus replay: the
         solver never sees a real record, so under DP only the generator's steps are private.
-        ``class_counts`` (dp.class-histogram: the site's noised counts per class, already
-        released) weights those classes.
 
         DGM (``method = "dgm"``): the generator learns the current task's classes from real
         data alone (its masks protect the finished tasks), its masks' scale annealed over
@@ -325,9 +314,8 @@ class Learner:
                 raise ValueError("train.solver-data='synthetic' needs a generator")
             old = set(replay.classes) if replay is not None else set()
             current = [c for c in classes_seen if c not in old]
-            weights = None if class_counts is None else class_weights(class_counts, current)
             solver_batches = synthetic_batches(
-                self.generator, current, cfg.train.batch_size, rng=rng, weights=weights
+                self.generator, current, cfg.train.batch_size, rng=rng
             )
             # (solver step?, generator step?) per iteration: the generator first
             schedule = [(False, True)] * gen_steps + [(True, False)] * iterations

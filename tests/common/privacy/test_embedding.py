@@ -104,7 +104,6 @@ def test_it_is_refused_outside_the_run_it_is_built_for() -> None:
     for key, value in [
         ("replay.mode", "ensemble"),
         ("train.solver-data", "real"),
-        ("dp.class-histogram", True),
     ]:
         with pytest.raises(ConfigError, match="embedding"):
             load_config({**EMB, key: value})
