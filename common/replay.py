@@ -144,15 +144,12 @@ class GenerativeReplay:
         prefetch: int = 1,
         generator_classes: Sequence[Sequence[int]] = (),
         mixture: str = "weights",
-        probe: int = 64,
         class_weights: Sequence[Sequence[float]] = (),
     ) -> None:
         if retries < 0:
             raise ValueError(f"retries={retries} must be >= 0")
         if mixture not in REPLAY_MIXTURES:
             raise ValueError(f"mixture={mixture!r}; known: {', '.join(REPLAY_MIXTURES)}")
-        if probe < 1:
-            raise ValueError(f"probe={probe} must be >= 1")
         if prefetch < 1:
             raise ValueError(f"prefetch={prefetch} must be >= 1")
         if not generators:
@@ -179,8 +176,6 @@ class GenerativeReplay:
         # draws from frozen models, fewer and larger forward passes
         self.prefetch = prefetch
         self._buffer: ReplayBatch | None = None
-        if mixture == "recognition" and len(self.generators) > 1:
-            self.per_class = self._recognition_weights(probe)
 
     @torch.no_grad()
     def inputs(self, cond: Tensor) -> Tensor:
@@ -205,29 +200,6 @@ class GenerativeReplay:
         of ``x`` as ``cond[i]``."""
         classes = torch.tensor(self.classes, device=x.device)
         return classes[self.solver(x)[:, classes].argmax(1)] == cond.to(x.device)
-
-    @torch.no_grad()
-    def _recognition_weights(self, probe: int) -> Tensor:
-        """Row c: generator k's share of class c's draws, its mixture weight times the
-        fraction of ``probe`` of its samples of c that the previous solver reads as c,
-        normalised (a class no generator draws recognisably keeps the mixture weights).
-        A site that hardly saw a class then leaves its draws to the sites that can draw
-        it: post-processing of released models only, like ``retries``."""
-        base = self.per_class
-        if base is None:
-            base = self.weights.expand(max(self.classes) + 1, -1).clone()
-        table = base.clone()
-        device = next(self.solver.parameters()).device
-        for c in self.classes:
-            cond = torch.full((probe,), c, dtype=torch.long)
-            for k, gen in enumerate(self.generators):
-                if base[c, k] <= 0:
-                    continue
-                x = gen.sample(cond, generator=self.rng).to(device=device, dtype=torch.float32)
-                table[c, k] = base[c, k] * self._recognised(x, cond).float().mean().cpu()
-        dead = table.sum(1) <= 0
-        table[dead] = base[dead]
-        return table / table.sum(1, keepdim=True).clamp_min(1e-12)
 
     def _draw(self, cond: Tensor) -> Tensor:
         cond = cond.cpu()  # the mixture tables live on the CPU (the caller's labels may not)

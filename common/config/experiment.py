@@ -183,7 +183,7 @@ class ExperimentConfig:
             raise ConfigError(
                 "replay.mixture='class-counts' with DP: each site would send its record count "
                 "per class of the task (a label histogram), which the DP accounting does not "
-                "cover; use replay.mixture='weights' or 'recognition' under DP"
+                "cover; use replay.mixture='weights' under DP"
             )
         if self.replay.mode != "ensemble" or self.generator.kind == "embedding":
             raise ConfigError(

@@ -170,29 +170,10 @@ def test_prefetch_serves_fresh_batches_from_one_draw_of_several() -> None:
         GenerativeReplay([Counting()], PixelSolver(), classes=[0], prefetch=0)
 
 
-def test_recognition_mixture_leaves_a_class_to_the_generators_that_draw_it() -> None:
-    """A faithful generator and one shifted by a class, equal weights: with the recognition
-    mixture, classes 0 and 1 come only from the faithful one (the shifted one's samples of
-    them read as another class), class 2 from both (its shift reads as 2 among the seen
-    classes), and the replayed inputs agree with their labels without any retry."""
+def test_an_unknown_mixture_is_refused() -> None:
     gens = [ConstantGenerator(), ConstantGenerator(offset=1.0)]
-    replay = GenerativeReplay(
-        gens,
-        PixelSolver(),
-        classes=[0, 1, 2],
-        weights=[1.0, 1.0],
-        mixture="recognition",
-        rng=torch.Generator().manual_seed(0),
-    )
-    assert replay.per_class is not None
-    torch.testing.assert_close(replay.per_class[:3], torch.tensor([[1.0, 0], [1, 0], [0.5, 0.5]]))
-    cond = torch.tensor([0, 1] * 150)
-    read = (replay.inputs(cond).flatten(1)[:, 0] * 10).round().long()
-    assert torch.equal(read, cond)
-    plain = GenerativeReplay(gens, PixelSolver(), classes=[0, 1, 2], weights=[1.0, 1.0])
-    assert plain.per_class is None
     with pytest.raises(ValueError, match="mixture"):
-        GenerativeReplay(gens, PixelSolver(), classes=[0], mixture="votes")
+        GenerativeReplay(gens, PixelSolver(), classes=[0], mixture="recognition")
 
 
 def test_class_weights_give_each_class_its_own_mixture() -> None:
