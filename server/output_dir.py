@@ -1,4 +1,6 @@
-"""Where a federated run's folders are created (the ServerApp's side)."""
+"""Where run folders are created: one rule for every way in (``flwr run .``, ``fedreplay
+run``, ``fedreplay single``, ``simulations/run_inprocess.py``), so one config writes to one
+place whichever started it."""
 
 from __future__ import annotations
 
@@ -24,3 +26,12 @@ def resolve_output_dir(configured: str) -> Path:
         return path
     base = os.environ.get(OUTPUT_DIR_ENV, "") or DEFAULT_OUTPUT_BASE
     return (Path(base).expanduser() / path).absolute()
+
+
+def output_base(cli_dir: str | None, configured: str) -> Path:
+    """The folder run folders are created in, absolute: a ``--output-dir`` typed on a
+    command line is a shell path (against the current directory); otherwise the config's
+    ``output-dir`` by :func:`resolve_output_dir`."""
+    if cli_dir:
+        return Path(cli_dir).expanduser().absolute()
+    return resolve_output_dir(configured)

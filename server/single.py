@@ -29,7 +29,8 @@ from common.config import (
 )
 from common.sitestate import SITE_ID_KEY
 from server.console import VERBOSE_ENV, configure_logging
-from server.launch.launcher import output_base, resume_overrides
+from server.launch.launcher import resume_overrides
+from server.output_dir import output_base
 
 if TYPE_CHECKING:  # the training stack (torch, Flower) loads when a site trains, not for --help
     from common.results import RunFolder
@@ -37,8 +38,8 @@ if TYPE_CHECKING:  # the training stack (torch, Flower) loads when a site trains
 
 def single_site_config(cfg: ExperimentConfig) -> ExperimentConfig:
     """The config of a federation of one: one site, started at once; a relative
-    ``output-dir`` is resolved here (against ``$FEDREPLAY_OUTPUT_DIR``, else the current
-    directory), as ``fedreplay run`` resolves it."""
+    ``output-dir`` is resolved here (against ``$FEDREPLAY_OUTPUT_DIR``, else ``~/fedreplay``),
+    as every way in resolves it (server.output_dir)."""
     fed = dataclasses.replace(cfg.fed, num_sites=1, min_sites=1, fraction_train=1.0)
     return dataclasses.replace(cfg, fed=fed, output_dir=str(output_base(None, cfg.output_dir)))
 

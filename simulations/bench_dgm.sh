@@ -6,7 +6,7 @@
 # Needs MNIST under $FEDREPLAY_DATA_ROOT (or data.download=true). Each run's summary.json
 # has the accuracy matrix, wall time and (DGM) the generator's size after every task.
 set -uo pipefail
-out="${1:-runs/bench-dgm}"; shift || true
+out="$(realpath -m "${1:-runs/bench-dgm}")"; shift || true  # absolute: a relative output-dir goes under ~/fedreplay
 protocols=("$@"); [ ${#protocols[@]} -gt 0 ] || protocols=(a5 a10)
 mkdir -p "$out"
 declare -A runs=(

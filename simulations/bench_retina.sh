@@ -6,7 +6,7 @@
 # Usage: [SEEDS="0 1 2"] bash simulations/bench_retina.sh [OUT_DIR] [sites...]   (default sites: 1 3)
 # Needs RetinaMNIST under $FEDREPLAY_DATA_ROOT (or data.download=true).
 set -uo pipefail
-out="${1:-runs/bench-retina}"; shift || true
+out="$(realpath -m "${1:-runs/bench-retina}")"; shift || true  # absolute: a relative output-dir goes under ~/fedreplay
 sites=("$@"); [ ${#sites[@]} -gt 0 ] || sites=(1 3)
 mkdir -p "$out"
 common="data.name='retinamnist' tasks.classes-per-task=2 solver.arch='cnn' solver.hidden=64 train.iterations=300 train.batch-size=64 replay.mode='global' eval.samples-per-class=100"

@@ -3,7 +3,7 @@
 # comparison table and plot. Usage: bash simulations/bench_single_mnist.sh [OUT_DIR]
 # Needs MNIST under $FEDREPLAY_DATA_ROOT (or data.download=true).
 set -euo pipefail
-out="${1:-runs/bench-single-mnist}"
+out="$(realpath -m "${1:-runs/bench-single-mnist}")"  # absolute: a relative output-dir goes under ~/fedreplay
 mkdir -p "$out"
 for method in dgr none exact joint; do
   /usr/bin/time -v fedreplay single --run-config "simulations/single_mnist_${method}.toml" \

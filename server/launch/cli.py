@@ -16,8 +16,9 @@ What it does that bare ``flwr run . --stream`` does not:
 - Always sets the simulation size (``num-supernodes`` = ``--sites``, or ``fed.num-sites`` of
   the config) and keeps ``fed.num-sites`` consistent with it.
 - Passes an absolute ``output-dir`` (``--output-dir``, else the config's ``output-dir``
-  resolved against ``$FEDREPLAY_OUTPUT_DIR`` or the current directory: ``./runs`` by
-  default), so run folders land where you expect, not in the SuperLink's working directory.
+  resolved against ``$FEDREPLAY_OUTPUT_DIR``, else ``~/fedreplay``: ``~/fedreplay/runs`` by
+  default, as under ``flwr run .``), so run folders land where you expect, not in the
+  SuperLink's working directory.
 - Streams the log (and saves it as ``flwr.log`` in the run folder), then checks the outcome
   itself, because ``flwr run`` exits 0 even when the ServerApp crashed: the run folder's
   ``summary.json`` must exist, validate and say ``status: completed``, and ``flwr ls`` must
@@ -52,12 +53,12 @@ from server.launch.launcher import (
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_USAGE,
-    OUTPUT_DIR_ENV,
     Launch,
     say,
     write_overrides,
 )
 from server.launch.processes import TreeSampler, stop_private_superlink, superlink_pids
+from server.output_dir import OUTPUT_DIR_ENV
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -97,7 +98,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--output-dir",
         help=f"folder for run folders (default: output-dir of the config against "
-        f"${OUTPUT_DIR_ENV} or the current directory)",
+        f"${OUTPUT_DIR_ENV}, else ~/fedreplay)",
     )
     p.add_argument(
         "--resume",

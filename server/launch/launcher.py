@@ -33,11 +33,11 @@ from common.sitestate import SITE_DIR_ENV, STATE_POINTER, simulated_state_of
 from server.console import VERBOSE_ENV
 from server.launch.preflight import check_simulation
 from server.launch.processes import cmdline, superlink_pids
+from server.output_dir import output_base
 from server.site_registry import SERVER_DIR_ENV
 
 REPO = Path(__file__).resolve().parents[2]  # the Flower app: pyproject.toml and the apps
 DISABLE_INSTALL_ENV = "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION"
-OUTPUT_DIR_ENV = "FEDREPLAY_OUTPUT_DIR"
 DATA_ROOT_ENV = "FEDREPLAY_DATA_ROOT"
 LOCAL_ADDRESSES = (":local:", ":local-in-memory:")
 RUN_ID_RE = re.compile(r"Successfully started run (\d+)")
@@ -99,15 +99,6 @@ def resume_overrides(run_dir: Path) -> dict[str, Any]:
     if not cfg.fed.start_timeout:  # a resume never waits for its sites without a limit
         out["fed.start-timeout"] = RESUME_START_TIMEOUT
     return out
-
-
-def output_base(cli_dir: str | None, configured: str) -> Path:
-    """Folder the run folder is created in, as an absolute path on this machine."""
-    path = Path(cli_dir or configured or "runs").expanduser()
-    if not path.is_absolute():
-        base = os.environ.get(OUTPUT_DIR_ENV, "")
-        path = (Path(base).expanduser() if base else Path.cwd()) / path
-    return path.absolute()
 
 
 # ------------------------------------------------------------------------- simulated state

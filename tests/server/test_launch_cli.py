@@ -1,5 +1,7 @@
 """``fedreplay run``'s options: checked before anything starts, passed on to Flower."""
 
+from pathlib import Path
+
 import pytest
 
 from server.launch.cli import parse_args
@@ -52,3 +54,27 @@ def test_the_dp_digits_demo_that_cannot_work_is_refused_before_it_starts(
 
     sets = ["--set", f"{dp} dp.min-records=100", "--sites", "2", "--output-dir", "o"]
     Launch(parse_args(sets)).prepare()  # its sites meet it: not refused
+
+
+def test_one_config_writes_to_one_place_whichever_way_in(tmp_path, monkeypatch) -> None:
+    """Before, `fedreplay run` and `fedreplay single` put a relative output-dir under the
+    current directory and `flwr run .` under ~/fedreplay: one config, two places. Now every
+    way in resolves it by server.output_dir; only a --output-dir typed on a command line is
+    a path against the current directory."""
+    from common.config import load_config
+    from server.launch.launcher import Launch
+    from server.output_dir import resolve_output_dir
+    from server.single import single_site_config
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("FEDREPLAY_OUTPUT_DIR", raising=False)
+    expected = tmp_path / "home" / "fedreplay" / "runs"
+    assert resolve_output_dir("runs") == expected  # the ServerApp (flwr run ., in-process)
+    launch = Launch(parse_args(["--sites", "2"]))
+    launch.prepare()
+    assert launch.base == expected  # fedreplay run
+    assert Path(single_site_config(load_config({})).output_dir) == expected  # fedreplay single
+    typed = Launch(parse_args(["--sites", "2", "--output-dir", "o"]))
+    typed.prepare()
+    assert typed.base == tmp_path / "o"
