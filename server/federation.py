@@ -341,7 +341,7 @@ class FederatedRun:
         the grown generator becomes the global model (and the reference every site's
         reply is checked against)."""
         classes = list(self.stream.tasks[t].classes)
-        size = consolidate(generator, classes, task=t, growth=self.cfg.dgm.growth)
+        size = consolidate(generator, classes, task=t)
         self.generator_sizes.append(size)
         self.arrays = wire.scholar_record(self.solver, generator)
 

@@ -46,16 +46,13 @@ def keep_reserved(
     return out
 
 
-def consolidate(
-    generator: DGMGenerator, classes: Sequence[int], *, task: int, growth: bool
-) -> dict[str, int]:
+def consolidate(generator: DGMGenerator, classes: Sequence[int], *, task: int) -> dict[str, int]:
     """The end of task ``task`` (its ``classes``): binarise the aggregated masks into the
-    usage sets, grow every layer by what they reserved (``growth``); returns the
+    usage sets, grow every layer by what they reserved; returns the
     generator's size after it (:meth:`~common.models.dgm.DGMGenerator.capacity`)."""
     claimed = generator.end_task(list(classes))
     before = generator.widths
-    if growth:
-        grow_(generator, claimed)
+    grow_(generator, claimed)
     size = generator.capacity()
     log.info(
         "DGM after task %d: reserved %s, widths %s -> %s, %d parameters",

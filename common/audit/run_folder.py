@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from common.config import ExperimentConfig, load_config
+from common.config import ExperimentConfig, drop_retired, load_config, run_config_of
 
 CANARIES_FILE = "canaries.pt"
 SITE_UPDATES_FILE = "site_updates.pt"
@@ -42,27 +42,11 @@ def site_updates_by_partition(run_dir: Path) -> dict[int, dict[str, Any]]:
     return out
 
 
-# keys that were removed (measured no gain), with the value that meant "off": a run folder
-# written before keeps loading when it did not use them
-RETIRED = {"solver.balance-steps": 0, "solver.balance-samples": None}
-
-
 def load_run_config(run_dir: Path, data_root: str | None = None) -> ExperimentConfig:
     """The run's ``config.json`` back as an :class:`ExperimentConfig` (optionally another
     data root: the auditor's copy of the data)."""
-    flat: dict[str, Any] = {}
-    for key, value in json.loads((run_dir / "config.json").read_text()).items():
-        if isinstance(value, dict):
-            flat.update({f"{key}.{k.replace('_', '-')}": v for k, v in value.items()})
-        else:
-            flat[key.replace("_", "-")] = value
-    for key, off in RETIRED.items():
-        if key in flat and off is not None and flat[key] != off:
-            raise ValueError(
-                f"{run_dir / 'config.json'} uses {key} = {flat[key]!r}, an option this version "
-                "no longer has (it measured no gain): audit it with the version that ran it"
-            )
-        flat.pop(key, None)
+    source = run_dir / "config.json"
+    flat = drop_retired(run_config_of(json.loads(source.read_text())), source=str(source))
     cfg = load_config(flat)
     if data_root:
         cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, root=data_root))

@@ -16,6 +16,7 @@ table and the same override files, so both paths share one schema.
 from common.config.experiment import ExperimentConfig, run_config_of
 from common.config.loading import (
     default_run_config,
+    drop_retired,
     flatten,
     load_config,
     parse_overrides,
@@ -89,6 +90,7 @@ __all__ = [
     "TasksConfig",
     "TrainConfig",
     "default_run_config",
+    "drop_retired",
     "flatten",
     "load_config",
     "parse_overrides",

@@ -116,6 +116,32 @@ def _coerce(key: str, value: Any, default: Scalar) -> Scalar:
     )
 
 
+# keys that were removed (most measured no gain; their figures stay in the notebook), with
+# the value that meant "off" (None: any value): a run folder written before keeps loading
+# for an audit or a resume when it did not use them
+RETIRED: dict[str, Scalar | None] = {
+    "solver.balance-steps": 0,
+    "solver.balance-samples": None,
+    "dp.class-histogram": False,
+    "dgm.growth": True,
+    "dgm.embedding-lr": 0.02,
+}
+
+
+def drop_retired(flat: Mapping[str, Any], *, source: str) -> dict[str, Any]:
+    """``flat`` (a saved run's config) without the removed keys; a ValueError naming the
+    key when the run used one (it needs the version that ran it)."""
+    out = dict(flat)
+    for key, off in RETIRED.items():
+        if key in out and off is not None and out[key] != off:
+            raise ValueError(
+                f"{source} uses {key} = {out[key]!r}, an option this version no longer has: "
+                "use the version that ran it"
+            )
+        out.pop(key, None)
+    return out
+
+
 def load_config(
     overrides: Mapping[str, Any] | None = None,
     *,

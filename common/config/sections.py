@@ -164,8 +164,6 @@ class DGMConfig:
     variant: str  # activations (DGMa) | weights (DGMw)
     s_max: float  # the masks' final scale (HAT's s_max)
     sparsity: float  # weight of the regulariser on newly claimed capacity
-    growth: bool  # grow each layer by what a finished task reserved
-    embedding_lr: float  # learning rate of the mask embeddings (Adam)
 
     def __post_init__(self) -> None:
         _choice("dgm.variant", self.variant, DGM_VARIANTS)
@@ -173,7 +171,6 @@ class DGMConfig:
         if self.s_max < 1:
             raise ConfigError(f"dgm.s-max={self.s_max!r} must be >= 1")
         _positive("dgm.sparsity", self.sparsity, allow_zero=True)
-        _positive("dgm.embedding-lr", self.embedding_lr)
 
 
 @dataclass(frozen=True)

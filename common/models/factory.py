@@ -49,7 +49,6 @@ def build_generator(
             variant=cfg.dgm.variant,
             s_max=cfg.dgm.s_max,
             sparsity=cfg.dgm.sparsity,
-            embedding_lr=cfg.dgm.embedding_lr,
             seed=cfg.seed,
         )
     if gen.kind == "vae":

@@ -24,6 +24,7 @@ from common.config import (
     ConfigError,
     ExperimentConfig,
     default_run_config,
+    drop_retired,
     load_config,
     parse_overrides,
     read_overrides,
@@ -90,7 +91,7 @@ def resume_overrides(run_dir: Path) -> dict[str, Any]:
     path = run_dir.expanduser().absolute()
     try:
         saved = json.loads((path / "config.json").read_text(encoding="utf-8"))
-        cfg = load_config(run_config_of(saved))
+        cfg = load_config(drop_retired(run_config_of(saved), source=str(path / "config.json")))
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise ConfigError(f"cannot resume {path}: its config.json is unusable ({exc})") from None
     if (path / "summary.json").is_file():
