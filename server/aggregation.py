@@ -47,9 +47,10 @@ from flwr.server.strategy.aggregate import (
     aggregate_median,
 )
 
+from common.config import AGGREGATIONS
 from common.protocol import part_of
 
-RULES = ("fedavg", "median", "trimmed-mean", "krum", "multikrum", "bulyan")
+RULES = AGGREGATIONS  # declared once, with the configuration that names them
 
 Arrays = dict[str, np.ndarray]
 

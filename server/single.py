@@ -24,8 +24,7 @@ from client.policy import POLICY_KEY, RUN_CONFIG
 from common.config import (
     ExperimentConfig,
     load_config,
-    parse_overrides,
-    read_overrides,
+    user_overrides,
 )
 from common.sitestate import SITE_ID_KEY
 from server.console import VERBOSE_ENV, configure_logging
@@ -80,12 +79,7 @@ def run_single_site(cfg: ExperimentConfig, *, site_id: str = "single") -> RunFol
 
 
 def config_from_args(config: Sequence[str], overrides: str) -> ExperimentConfig:
-    merged: dict = {}
-    for path in config:
-        merged.update(read_overrides(path))
-    if overrides:
-        merged.update(parse_overrides(overrides))
-    return load_config(merged)
+    return load_config(user_overrides(config, [overrides]))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -25,7 +25,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from client.client_app import app as client_app  # noqa: E402
-from common.config import ConfigError, load_config, parse_overrides, read_overrides  # noqa: E402
+from common.config import ConfigError, load_config, user_overrides  # noqa: E402
 from server.federation import FederatedRun  # noqa: E402
 from server.inprocess import InProcessGrid  # noqa: E402
 from server.launch.launcher import isolated_env, remember_state, simulated_state  # noqa: E402
@@ -42,10 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     overrides: dict = {}
     try:
-        if args.run_config:
-            overrides.update(read_overrides(args.run_config))
-        for text in args.set:
-            overrides.update(parse_overrides(text))
+        overrides.update(user_overrides(args.run_config, args.set))
         if args.sites:
             overrides["fed.num-sites"] = args.sites
         if args.output_dir:

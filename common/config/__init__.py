@@ -21,6 +21,7 @@ from common.config.loading import (
     load_config,
     parse_overrides,
     read_overrides,
+    user_overrides,
 )
 from common.config.sections import (
     ACCOUNTANTS,
@@ -96,4 +97,5 @@ __all__ = [
     "parse_overrides",
     "read_overrides",
     "run_config_of",
+    "user_overrides",
 ]

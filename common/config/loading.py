@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import difflib
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import fields, is_dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -76,6 +76,18 @@ def parse_overrides(text: str) -> dict[str, Scalar]:
         return flatten(tomllib.loads("\n".join(_split_assignments(text))))
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"cannot parse overrides {text!r}: {exc}") from None
+
+
+def user_overrides(files: str | Sequence[str] | None, sets: Sequence[str]) -> dict[str, Scalar]:
+    """What a user asked for on a command line: the override files (``--run-config``), in
+    order, then each ``--set "k=v k2=v2"``, later ones winning. The one way every command
+    reads them."""
+    out: dict[str, Scalar] = {}
+    for path in [files] if isinstance(files, str) else files or []:
+        out.update(read_overrides(path))
+    for text in sets:
+        out.update(parse_overrides(text))
+    return out
 
 
 def _split_assignments(text: str) -> list[str]:

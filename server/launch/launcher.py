@@ -16,7 +16,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +26,8 @@ from common.config import (
     default_run_config,
     drop_retired,
     load_config,
-    parse_overrides,
-    read_overrides,
     run_config_of,
+    user_overrides,
 )
 from common.sitestate import SITE_DIR_ENV, STATE_POINTER, simulated_state_of
 from server.console import VERBOSE_ENV
@@ -75,15 +74,6 @@ def write_overrides(path: Path, overrides: Mapping[str, Any]) -> Path:
     lines = [f"{key} = {toml_value(value)}" for key, value in sorted(overrides.items())]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
-
-
-def user_overrides(run_config: str | None, sets: Sequence[str]) -> dict[str, Any]:
-    overrides: dict[str, Any] = {}
-    if run_config:
-        overrides.update(read_overrides(run_config))
-    for text in sets:
-        overrides.update(parse_overrides(text))
-    return overrides
 
 
 def resume_overrides(run_dir: Path) -> dict[str, Any]:
