@@ -19,6 +19,7 @@ import torch
 
 from common.class_counts import class_count_metrics
 from common.config import ExperimentConfig
+from common.data.types import real_data_for
 from common.device import select_device
 from common.metrics import accuracy
 from common.models.dgm import DGMGenerator
@@ -31,7 +32,6 @@ from common.sitedata import SiteIdentity, local_stream
 from common.training.learner import (
     Learner,
     ReplaySource,
-    real_data_for,
     replay_for,
     source_from_payload,
 )

@@ -16,7 +16,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from common.privacy.ledger import check_site_id
+from common.sitestate import check_site_id
 
 log = logging.getLogger("fedreplay.site")
 LOGS = "logs"

@@ -34,8 +34,8 @@ import numpy as np
 import torch
 
 from common.fileio import atomic_torch_save
-from common.privacy.ledger import check_site_id
 from common.replay import ReplayPayload
+from common.sitestate import check_site_id
 
 log = logging.getLogger("fedreplay.client")
 # what going on without an unreadable file costs

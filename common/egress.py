@@ -30,8 +30,7 @@ from typing import Any
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 
-from common.privacy.ledger import check_site_id
-from common.sitestate import SITE_DIR_ENV, default_site_id, site_dir, site_id_for
+from common.sitestate import SITE_DIR_ENV, check_site_id, default_site_id, site_dir, site_id_for
 
 __all__ = [
     "SITE_DIR_ENV",

@@ -9,14 +9,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from functools import lru_cache
 
-from common.audit.canaries import run_canaries
 from common.config import ExperimentConfig
+from common.data.canaries import run_canaries
 from common.data.holdout import withhold
 from common.data.partition import site_stream
 from common.data.streams import build_stream
 from common.data.types import TaskStream, concat
-from common.privacy.ledger import check_site_id
-from common.sitestate import SITE_ID_KEY, default_site_id
+from common.sitestate import SITE_ID_KEY, check_site_id, default_site_id
 
 
 @dataclass(frozen=True)

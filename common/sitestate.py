@@ -7,6 +7,7 @@ sites share one machine and are told apart by their site ids.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -30,6 +31,17 @@ def simulated_state_of(run_dir: Path) -> Path | None:
 
 
 SITE_ID_KEY = "site-id"
+SITE_ID_RULE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def check_site_id(site_id: str) -> str:
+    """The one rule a site id follows (it names folders and travels in replies)."""
+    if not SITE_ID_RULE.match(site_id):
+        raise ValueError(
+            f"site id {site_id!r} must be 1-64 characters of letters, digits, '_', '.', '-' "
+            "(starting with a letter or digit)"
+        )
+    return site_id
 
 
 def default_site_id(partition_id: int) -> str:

@@ -24,8 +24,8 @@ from common import masked_transfer as masked
 from common import protocol
 from common.models.dgm import DGMGenerator
 from common.models.growth import fit_state
-from common.privacy.ledger import check_site_id
 from common.replay import ReplayPayload
+from common.sitestate import check_site_id
 
 # record and part names: declared in common.protocol
 CONFIG = protocol.TRAIN_CONFIG.name

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from common.audit.canaries import run_canaries
+from common.data.canaries import run_canaries
 from common.plots import plot_rounds
 from common.provenance import provenance
 from common.results import RunFolder, build_summary, summary_line

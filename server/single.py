@@ -49,8 +49,8 @@ def run_single_site(cfg: ExperimentConfig, *, site_id: str = "single") -> RunFol
     With ``dp.enabled`` the site trains with DP-SGD and spends from its lifetime ledger
     ``site_id``, like any federated site."""
     from client.client_app import app as client_app
+    from common.data.types import real_data_for
     from common.sitedata import SiteIdentity, local_stream
-    from common.training.learner import real_data_for
     from server.federation import FederatedRun
     from server.inprocess import InProcessGrid
 

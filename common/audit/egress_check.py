@@ -37,7 +37,6 @@ from common.egress import EgressLog
 from common.models import build_generator, build_solver
 from common.models.dgm import DGMGenerator
 from common.models.growth import widen_
-from common.privacy.ledger import check_site_id
 from common.privacy.release import (
     DP_METRICS,
     PROTOCOL_TRAIN_METRICS,
@@ -45,6 +44,7 @@ from common.privacy.release import (
     evaluation_allowed,
 )
 from common.protocol import REPLIES, part_of
+from common.sitestate import check_site_id
 from common.wire import EMBEDDING_KEY
 
 # message type -> record name -> kind: what common.protocol allows to leave a site

@@ -6,6 +6,7 @@ a :class:`Split`, which shares the base tensors and only holds an index.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -138,3 +139,10 @@ class TaskStream:
         for task in self.tasks[: upto + 1]:
             seen.update(task.classes)
         return tuple(sorted(seen))
+
+
+def real_data_for(method: str, tasks: Sequence[Task], t: int) -> Split:
+    """The real data a site trains on at task t: the current task, or all so far (joint)."""
+    if method == "joint":
+        return concat([task.train for task in tasks[: t + 1]])
+    return tasks[t].train

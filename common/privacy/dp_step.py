@@ -33,10 +33,11 @@ from opacus.grad_sample.grad_sample_module_fast_gradient_clipping import (
 )
 from opacus.optimizers import DPOptimizerFastGradientClipping
 from opacus.validators import ModuleValidator
-from torch import nn
+from torch import Tensor, nn
 
 from common.privacy.randomness import secret_generator
-from common.training.step import LossFn
+
+LossFn = Callable[[], Tensor]  # a closure computing a loss (the Stepper's, common.training.step)
 
 # Opacus' per-sample hooks fire on layers whose inputs need no gradient (the first layer);
 # PyTorch warns about that on every step although the per-sample gradients are correct.

@@ -41,7 +41,6 @@ import contextlib
 import fcntl
 import json
 import os
-import re
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -68,6 +67,7 @@ from common.privacy.ledger_file import (
 )
 from common.privacy.randomness import secret_gaussian
 from common.privacy.record_index import add_spent, claimed_elsewhere
+from common.sitestate import check_site_id
 
 # A run left with less than this share of its target is refused: its noise would drown
 # every signal (the site is told what it spent and how to proceed).
@@ -76,21 +76,11 @@ MIN_SHARE_LEFT = 0.1
 # step; kept under the run's "histograms" key, the name ledgers were written with
 TASK_RELEASE_RATE = 1.0
 _WHAT = {"training": "DP-SGD steps", "count release": "record-count release"}
-SITE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 Plan = Mapping[int, tuple[float, int]]  # task -> (sample rate, planned DP steps)
 
 
 class BudgetExceeded(RuntimeError):
     """Training this round would spend more than the site's privacy budget."""
-
-
-def check_site_id(site_id: str) -> str:
-    if not SITE_ID.match(site_id):
-        raise ValueError(
-            f"site id {site_id!r} must be 1-64 characters of letters, digits, '_', '.', '-' "
-            "(starting with a letter or digit)"
-        )
-    return site_id
 
 
 def run_partition_of(task: int, composition: str) -> str:

@@ -23,16 +23,15 @@ import numpy as np
 import torch
 
 from common.config import ExperimentConfig
-from common.data.types import Task
+from common.data.types import Task, real_data_for
 from common.models.embedding import features_for
 from common.privacy.calibrate import planned_events
 from common.privacy.composition import PER_TASK, check_composition, composition_for
 from common.privacy.dp_step import DPPlan
 from common.privacy.embedding import release as embedding_release
-from common.privacy.ledger import TASK_RELEASE_RATE, SiteLedger, check_site_id
+from common.privacy.ledger import TASK_RELEASE_RATE, SiteLedger
 from common.privacy.records import record_digests, union
-from common.sitestate import site_dir
-from common.training.learner import real_data_for
+from common.sitestate import check_site_id, site_dir
 
 # The noise (standard deviation, in records) of each task's released record count: a
 # Gaussian mechanism of sensitivity 1 under add/remove. Its cost is small beside DP-SGD's

@@ -104,13 +104,6 @@ def synthetic_batches(
         yield x, labels
 
 
-def real_data_for(method: str, tasks: Sequence[Task], t: int) -> Split:
-    """The real data a site trains on at task t: the current task, or all so far (joint)."""
-    if method == "joint":
-        return concat([task.train for task in tasks[: t + 1]])
-    return tasks[t].train
-
-
 def replay_for(
     cfg: ExperimentConfig,
     tasks: Sequence[Task],

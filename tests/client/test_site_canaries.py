@@ -7,8 +7,8 @@ import torch
 
 from client.client_app import app as client_app
 from client.site import SiteIdentity, local_stream
-from common.audit.canaries import run_canaries
 from common.config import ConfigError, load_config
+from common.data.canaries import run_canaries
 from common.privacy.composition import check_composition
 from server.federation import FederatedRun
 from server.inprocess import InProcessGrid

@@ -39,3 +39,32 @@ def test_flwr_only_where_the_protocol_is_declared_and_encoded() -> None:
         if any(m.split(".")[0] == "flwr" for m in imported_modules(p))
     }
     assert users <= allowed, users - allowed
+
+
+# within common/: what a lower layer never imports (the back-edges issue 35 found, and the
+# layers' order: config < data < models < privacy < training < audit)
+NEVER = {
+    "common/config": ("common.",),
+    "common/data": ("common.models", "common.privacy", "common.training", "common.audit"),
+    "common/models": ("common.privacy", "common.training", "common.audit", "common.wire"),
+    "common/privacy": ("common.training", "common.audit", "common.wire", "common.replay"),
+    "common/wire.py": ("common.privacy", "common.training", "common.audit"),
+    "common/egress.py": ("common.privacy", "common.training", "common.audit"),
+    "common/sitedata.py": ("common.audit", "common.training"),
+}
+
+
+def test_lower_layers_never_import_higher_ones() -> None:
+    offenders = {}
+    for where, banned in NEVER.items():
+        base = ROOT / where
+        files = [base] if base.suffix == ".py" else list(base.rglob("*.py"))
+        assert files, where
+        own = where.replace("/", ".").removesuffix(".py")
+        for p in files:
+            bad = sorted(
+                m for m in imported_modules(p) if m.startswith(banned) and not m.startswith(own)
+            )
+            if bad:
+                offenders[str(p.relative_to(ROOT))] = bad
+    assert not offenders, offenders

@@ -7,8 +7,9 @@ from torch import nn
 
 from common.config import load_config
 from common.data.streams import build_stream
+from common.data.types import real_data_for
 from common.privacy.dp_step import DPPlan, DPStepper, PrivacyValidationError
-from common.training.learner import Learner, ReplaySource, real_data_for, replay_for
+from common.training.learner import Learner, ReplaySource, replay_for
 
 
 @pytest.mark.parametrize("replay_scale", [0.01, 10.0])

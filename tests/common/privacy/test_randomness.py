@@ -5,10 +5,11 @@ import torch
 
 from common.config import load_config
 from common.data.streams import build_stream
+from common.data.types import real_data_for
 from common.device import seed_everything
 from common.privacy.dp_step import DPPlan
 from common.training.batches import poisson_batches
-from common.training.learner import Learner, real_data_for
+from common.training.learner import Learner
 
 CFG = load_config(
     {

@@ -7,7 +7,8 @@ import torch
 
 from common.config import load_config
 from common.data.streams import build_stream
-from common.training.learner import real_data_for, replay_for
+from common.data.types import real_data_for
+from common.training.learner import replay_for
 from common.training.step import PlainStepper
 
 
