@@ -42,6 +42,7 @@ from server.finish import finish_run
 from server.inprocess import InProcessGrid
 from server.mask_aggregation import consolidate
 from server.output_dir import resolve_output_dir
+from server.progress_grid import ProgressGrid
 from server.replay_payload import next_payload, replay_source
 from server.run_state import load_for_resume, save_checkpoint
 from server.site_registry import SiteRegistry
@@ -156,6 +157,7 @@ class FederatedRun:
         self.nodes_seen |= set(grid.get_node_ids())  # simulation: every SuperNode
         if isinstance(grid, InProcessGrid):  # simulated sites: ids bound to partitions
             self.fedreplay.sites.bind_all(grid.site_bindings())
+        grid = ProgressGrid(grid)  # a line as sites answer, within a long round
         if cfg.fed.resume:
             self.folder, ckpt = self._resume()
             first_task, done = ckpt.task, ckpt.task_rounds
