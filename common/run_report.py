@@ -122,11 +122,13 @@ def _guarantee(s: Mapping[str, Any]) -> str:
     return f"{shown} ({s['dp_scope']})"
 
 
-def _sites(s: Mapping[str, Any]) -> str:
-    """Per site: what it did over the run and why (server.site_status)."""
+def _sites(s: Mapping[str, Any], egress: Mapping[str, Any] | None = None) -> str:
+    """Per site: what it did over the run and why (server.site_status), and what its own
+    egress log says it sent (``fedreplay audit egress``: messages, bytes), where audited."""
     table = s.get("sites") or {}
     if not table:
         return "<p>No per-site record in this run.</p>"
+    logged = (egress or {}).get("sites") or {}
     rows = [
         [
             site,
@@ -141,14 +143,29 @@ def _sites(s: Mapping[str, Any]) -> str:
             byte_size(row.get("bytes_down")),
             _epsilon(row.get("epsilon")),
             _epsilon(row.get("budget_left")),
+            *_own_log(logged.get(site), audited=egress is not None),
             next(iter(row.get("reasons") or {}), ""),
         ]
         for site, row in table.items()
     ]
     header = ["site", "outcome", "trained", "sat out", "failed", "refused", "cut hard",
               "generator left out", "suspicion", "replies read", "sent", "received",
-              "ε spent (lifetime)", "ε left", "main reason"]  # fmt: skip
-    return _table(rows, header)
+              "ε spent (lifetime)", "ε left", "messages (its log)", "sent (its log)",
+              "main reason"]  # fmt: skip
+    note = (
+        "<p>The last columns but one come from each site's own egress log, as "
+        "<code>fedreplay audit egress</code> read it; run it to fill them (a deployed site's "
+        "log stays on its disk: its operator runs the audit there).</p>"
+    )
+    return _table(rows, header) + note
+
+
+def _own_log(stats: Mapping[str, Any] | None, *, audited: bool) -> list[str]:
+    """(messages, bytes) a site's own egress log records: '-' before an audit, 'no log'
+    for a site the audit found no log of."""
+    if stats is None:
+        return ["no log", "no log"] if audited else ["-", "-"]
+    return [str(stats.get("messages", 0)), byte_size(stats.get("total_bytes"))]
 
 
 def byte_size(v: Any) -> str:
@@ -264,7 +281,7 @@ def write_run_report(run_dir: str | Path) -> Path:
         "<h2>Outcome</h2>",
         _outcome(summary),
         "<h2>Sites</h2>",
-        _sites(summary),
+        _sites(summary, _read(run / "egress_audit.json")),
         "<h2>Accuracy matrix</h2>",
         _matrix(summary),
         "<h2>Figures</h2>",

@@ -63,14 +63,14 @@ SITE_FILE = re.compile(r"site-(\d+)\.jsonl")
 class Deviation:
     """One departure from the protocol in one logged message."""
 
-    site: int  # partition id (from the log's file name, else the entry)
+    site: str  # the site id (its log's file name); "-" for the run as a whole
     index: int  # 0-based message index within the site's log
     message_type: str
     problem: str
     log: str
 
     def __str__(self) -> str:
-        return f"site {self.site}, message {self.index} ({self.message_type}): {self.problem}"
+        return f"{self.site}, message {self.index} ({self.message_type}): {self.problem}"
 
 
 @dataclass
@@ -81,13 +81,14 @@ class SiteStats:
     array_bytes: int = 0
     tensors: int = 0  # tensors sent, summed over messages
     nodes: set[int] = field(default_factory=set)
+    partitions: set[int] = field(default_factory=set)  # the partition ids its entries say
 
 
 @dataclass
 class EgressReport:
     logs: list[str]
     deviations: list[Deviation] = field(default_factory=list)
-    sites: dict[int, SiteStats] = field(default_factory=dict)
+    sites: dict[str, SiteStats] = field(default_factory=dict)  # by site id
 
     @property
     def ok(self) -> bool:
@@ -99,7 +100,8 @@ class EgressReport:
 
     def to_dict(self) -> dict[str, Any]:
         sites = {
-            str(k): {**asdict(s), "nodes": sorted(s.nodes)} for k, s in sorted(self.sites.items())
+            k: {**asdict(s), "nodes": sorted(s.nodes), "partitions": sorted(s.partitions)}
+            for k, s in sorted(self.sites.items())
         }
         return {
             "ok": self.ok,
@@ -117,7 +119,7 @@ class EgressReport:
         for site, s in sorted(self.sites.items()):
             kinds = ", ".join(f"{n} {t}" for t, n in sorted(s.by_type.items()))
             lines.append(
-                f"  site {site}: {s.messages} messages ({kinds}), {s.total_bytes:,} bytes "
+                f"  {site}: {s.messages} messages ({kinds}), {s.total_bytes:,} bytes "
                 f"({s.array_bytes:,} in {s.tensors} tensors)"
             )
         lines += [f"  - {d}" for d in self.deviations[:50]]
@@ -304,8 +306,8 @@ def check_egress(
     run_ids: set[int] = set()
     for path in paths:
         match = SITE_FILE.fullmatch(path.name)
+        site = path.stem  # EgressLog names every log by its site id
         for index, entry in enumerate(EgressLog(path).entries()):
-            site = int(match.group(1)) if match else int(entry.get("partition_id", -1))
             mtype = str(entry.get("message_type"))
             stats = report.sites.setdefault(site, SiteStats())
             stats.messages += 1
@@ -314,8 +316,9 @@ def check_egress(
             stats.array_bytes += int(entry.get("array_bytes", 0))
             stats.tensors += sum(len(r.get("tensors") or []) for r in entry.get("records") or [])
             stats.nodes.add(int(entry.get("node_id", -1)))
+            stats.partitions.add(int(entry.get("partition_id", -1)))
             problems = message_problems(entry, expected, cfg)
-            if match and entry.get("partition_id") != site:
+            if match and entry.get("partition_id") != int(match.group(1)):
                 problems.append(f"entry says partition {entry.get('partition_id')}, log is {site}")
             if entry.get("site_id", path.stem) != path.stem:
                 problems.append(f"entry says site {entry.get('site_id')!r}, log is {path.stem!r}")
@@ -324,7 +327,7 @@ def check_egress(
     allowed = set(runs) if runs is not None else None
     if (allowed is None and len(run_ids) > 1) or (allowed is not None and run_ids - allowed):
         report.deviations.append(
-            Deviation(-1, -1, "-", f"logs mix runs {sorted(run_ids)}", report.logs[0])
+            Deviation("-", -1, "-", f"logs mix runs {sorted(run_ids)}", report.logs[0])
         )
     return report
 
@@ -345,4 +348,4 @@ def compare_with_server(report: EgressReport, rounds: Iterable[Mapping[str, Any]
     for node, n in sorted(received.items()):
         if node in logged and n > logged[node]:
             problem = f"server accepted {n} train replies of node {node}, log has {logged[node]}"
-            report.deviations.append(Deviation(-1, -1, "train", problem, ""))
+            report.deviations.append(Deviation("-", -1, "train", problem, ""))

@@ -187,7 +187,9 @@ def test_every_reply_is_logged_and_passes_the_audit(tmp_path, monkeypatch) -> No
 
     code, report = audit(run.path, sites)  # run id found as the only run under egress/
     assert code == 0 and report["ok"] and report["run_id"] == 7 and report["messages"] == 8
-    assert set(report["sites"]) == {"0", "1"} and report["sites"]["0"]["array_bytes"] > 0
+    assert set(report["sites"]) == {"site-0", "site-1"}  # keyed by site id, not partition
+    assert report["sites"]["site-0"]["array_bytes"] > 0
+    assert report["sites"]["site-0"]["partitions"] == [0]
     cfg = load_config({**TINY, "output-dir": str(tmp_path)})
     assert check_egress(logs, cfg=cfg, shape=SHAPE, num_classes=CLASSES).ok
 
@@ -205,8 +207,8 @@ def test_smuggled_array_is_logged_and_fails_the_audit(tmp_path, monkeypatch) -> 
     code, report = audit(run.path, sites, "--run-id", "7")
     assert code == 1 and not report["ok"]
     bad = [d for d in report["deviations"] if "data.rows" in d["problem"]]
-    assert {(d["site"], d["index"]) for d in bad} == {(1, 0), (1, 2)}  # the 2 train replies
-    assert all(d["site"] == 1 for d in report["deviations"])
+    assert {(d["site"], d["index"]) for d in bad} == {("site-1", 0), ("site-1", 2)}  # 2 trains
+    assert all(d["site"] == "site-1" for d in report["deviations"])
 
 
 def test_unknown_and_non_scalar_metrics_fail_the_audit(tmp_path, monkeypatch) -> None:

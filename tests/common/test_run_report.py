@@ -1,6 +1,7 @@
 """The run report: one self-contained HTML page per run folder (common/run_report.py)."""
 
 import base64
+import json
 import os
 from html.parser import HTMLParser
 from pathlib import Path
@@ -11,7 +12,7 @@ from client.client_app import app as client_app
 from common.audit.cli import audit_egress
 from common.config import load_config
 from common.results import RunFolder, load_summary
-from common.run_report import REPORT, write_run_report
+from common.run_report import REPORT, byte_size, write_run_report
 from server.federation import FederatedRun
 from server.inprocess import InProcessGrid
 
@@ -124,9 +125,21 @@ def test_every_run_writes_a_page_that_needs_no_network(
 
     monkeypatch.setattr("common.data.streams.build_stream", no_data)  # imported when needed
     # after the egress audit, the page says what it found
+    before = (run / REPORT).read_text().split("<h2>Sites</h2>")[1].split("<h2>")[0]
+    assert "messages (its log)" in before and "fedreplay audit egress</code> read it" in before
     audit_egress(run, sites_dir=tmp_path / "sites", run_id=None)
-    text = " ".join(parse(write_run_report(run)).text)
+    page_html = write_run_report(run).read_text()
+    text = " ".join(parse(run / REPORT).text)
     assert "nothing left a site that the protocol does not allow" in text
+    # each site's row now says what its own log recorded sending
+    logged = json.loads((run / "egress_audit.json").read_text())["sites"]
+    sites_html = page_html.split("<h2>Sites</h2>")[1].split("<h2>")[0]
+    for site in ("site-0", "site-1"):
+        row = next(r for r in sites_html.split("<tr>") if f">{site}</td>" in r)
+        own = (
+            f"<td>{logged[site]['messages']}</td><td>{byte_size(logged[site]['total_bytes'])}</td>"
+        )
+        assert logged[site]["messages"] > 0 and own in row, row
 
 
 def test_a_folder_without_a_summary_is_refused(tmp_path: Path) -> None:
