@@ -15,7 +15,7 @@ for name in "${names[@]}"; do
   sites=5; [ "$name" = dgr_20sites ] && sites=20
   echo "=== fed_mnist_${name} ($(date -u +%H:%M:%S))"
   FEDREPLAY_SITE_DIR="$out/state/$name/sites" FEDREPLAY_SERVER_DIR="$out/state/$name/server" \
-  python simulations/run_federated.py --run-config "simulations/fed_mnist_${name}.toml" \
+  fedreplay run --run-config "simulations/fed_mnist_${name}.toml" \
     --sites "$sites" --output-dir "$out" > "$out/${name}.log" 2>&1
   echo "exit $? : $(tail -1 "$out/${name}.log")"
 done

@@ -7,9 +7,9 @@
 The ServerApp's run logic talks to the real ClientApp through an in-process Grid
 (``server.inprocess.InProcessGrid``): same strategy, same wire format, same site code and
 privacy state, but the sites train one after another in this process. Results are the
-same kind of run folder as ``run_federated.py`` writes; wall times are *not* comparable
+same kind of run folder as ``fedreplay run`` writes; wall times are *not* comparable
 with Flower's simulation (no parallel sites, no Ray or message overhead). Benchmarks that
-report time use ``run_federated.py``. The last line printed is the run folder's path.
+report time use ``fedreplay run``. The last line printed is the run folder's path.
 """
 
 from __future__ import annotations

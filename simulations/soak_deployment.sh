@@ -30,7 +30,7 @@ done
     echo
   done ) > "$out/rss.tsv" &
 sampler=$!
-python simulations/run_federated.py --connection soak --sites 5 --output-dir "$out" \
+fedreplay run --connection soak --sites 5 --output-dir "$out" \
   --set "tasks.num-tasks=3 fed.rounds-per-task=2 train.iterations=200" --timeout 1200 > "$out/run.log" 2>&1
 echo "run exit $?: $(tail -1 "$out/run.log")"
 kill "$sampler" "${pids[@]}" 2>/dev/null; wait 2>/dev/null

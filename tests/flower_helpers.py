@@ -22,8 +22,8 @@ from typing import IO, Any
 from common.results import RunFolder, load_summary
 
 REPO = Path(__file__).resolve().parents[1]
-SCRIPT = REPO / "simulations" / "run_federated.py"
 BIN = Path(sys.executable).parent
+FEDREPLAY = [sys.executable, "-m", "server.cli", "run"]  # `fedreplay run`, this interpreter
 
 # Settings for a run that takes seconds of training: digits (bundled with scikit-learn),
 # 2 tasks, one short round per task, no generator-quality evaluator.
@@ -114,10 +114,10 @@ class ScriptResult:
 def run_script(
     args: Sequence[str], *, env: Mapping[str, str], timeout: float, cwd: Path = REPO
 ) -> ScriptResult:
-    """``python simulations/run_federated.py ARGS`` with a hard time limit."""
+    """``fedreplay run ARGS`` with a hard time limit."""
     start = time.monotonic()
     proc = subprocess.Popen(
-        [sys.executable, str(SCRIPT), *args],
+        [*FEDREPLAY, *args],
         cwd=cwd,
         env=dict(env),
         stdout=subprocess.PIPE,

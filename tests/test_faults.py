@@ -22,7 +22,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))  # tests/flower_helpers.py (importlib mode)
-from flower_helpers import SCRIPT, TINY, LoopbackDeployment, clean_env, run_script, stop_group
+from flower_helpers import FEDREPLAY, TINY, LoopbackDeployment, clean_env, run_script, stop_group
 
 from client.client_app import app as client_app
 from common.config import load_config, parse_overrides
@@ -51,7 +51,7 @@ def deployment(tmp_path: Path) -> Iterator[LoopbackDeployment]:
 def launch(dep: LoopbackDeployment, args: list[str], log: Path) -> subprocess.Popen[Any]:
     """``fedreplay run`` in the background (its own session), output into ``log``."""
     return subprocess.Popen(
-        [sys.executable, str(SCRIPT), "--connection", dep.connection, *args],
+        [*FEDREPLAY, "--connection", dep.connection, *args],
         env=clean_env(FLWR_HOME=str(dep.flwr_home)),
         stdout=log.open("w"),
         stderr=subprocess.STDOUT,

@@ -1,4 +1,4 @@
-"""Real ``flwr run`` (simulation engine, Ray) through ``simulations/run_federated.py``.
+"""Real ``flwr run`` (simulation engine, Ray) through ``fedreplay run``.
 
 ``flwr run`` exits 0 even when the ServerApp crashed, so success is judged from the run
 folder (``summary.json`` valid and completed, the per-round log) and a crash must make the

@@ -71,7 +71,7 @@ def _data_shape(cfg: ExperimentConfig, summary: Mapping[str, Any]) -> tuple[Shap
 
 def recorded_run_id(run_dir: Path) -> int | None:
     """Flower's run id as the run folder records it: ``summary.json`` ``run_id``, else
-    ``resources.json`` ``flower_run_id`` (simulations/run_federated.py), else None."""
+    ``resources.json`` ``flower_run_id`` (fedreplay run), else None."""
     from common.audit.run_folder import read_json
 
     for name, key in (("summary.json", "run_id"), ("resources.json", "flower_run_id")):
