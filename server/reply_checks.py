@@ -1,17 +1,34 @@
 """What the server checks of a site's training reply before anything reads it: only the
 declared records, finite metrics, a sane count and partition id, and every array of the
-scholar with the registered keys, shapes and dtypes (a DGM generator made whole first)."""
+scholar with the registered keys, shapes and dtypes (a DGM generator made whole first).
+A reply that passes is decoded here, once, into a :class:`TrainReply`; nothing after this
+edge reads the message's records again."""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
-from flwr.app import RecordDict
+from flwr.app import Array, RecordDict
 from torch import nn
 
 from common import protocol, wire, wire_packed
 from server.embedding_sum import check_release
+
+
+@dataclass(frozen=True)
+class TrainReply:
+    """A site's training reply, checked and decoded once."""
+
+    site_id: str | None  # None: the reply declares none (a simulation without site ids)
+    metrics: dict[str, float]  # finite, with a non-negative num-examples
+    scholar: dict[str, Array]  # every part's arrays under "<part>.<name>", DGM made whole
+    release: np.ndarray | None  # generator.kind = "embedding": the task's release, checked
+
+    def arrays(self, keys: list[str]) -> dict[str, np.ndarray]:
+        """The scholar's arrays under ``keys`` (the global model's), as NumPy."""
+        return {k: self.scholar[k].numpy() for k in keys}
 
 
 def check_train_reply(
@@ -20,13 +37,12 @@ def check_train_reply(
     solver: nn.Module,
     generator: nn.Module | None,
     embedding_shape: tuple[int, int] | None = None,
-) -> np.ndarray | None:
-    """Raise :class:`wire.WireError` naming what is wrong. A packed DGM generator (its free
-    elements only) is replaced in ``content`` by the whole one, made with the server's own
-    frozen elements, before any check, bound or aggregation sees it. Returns the reply's
-    embedding release, checked (None: it carries none)."""
+) -> TrainReply:
+    """The reply decoded, or a :class:`wire.WireError` naming what is wrong. A packed DGM
+    generator (its free elements only) is made whole with the server's own frozen elements
+    before any check, bound or aggregation sees it."""
     wire.check_message(content, protocol.TRAIN_REPLY)  # the declared records only
-    wire.site_id_of(content)  # a malformed site record is a WireError
+    site_id = wire.site_id_of(content)  # a malformed site record is a WireError
     metrics = wire.scalar_metrics(content.metric_records[wire.METRICS])
     for key, value in metrics.items():
         if not math.isfinite(value):
@@ -40,6 +56,5 @@ def check_train_reply(
     if release is not None:  # generator.kind = "embedding" (server.embedding_sum)
         check_release(release, embedding_shape)
     scholar = wire_packed.unpack_scholar(scholar, generator)
-    content.array_records.update(wire.part_records(scholar))
     wire.check_scholar_arrays(scholar, solver, generator)
-    return release
+    return TrainReply(site_id, metrics, dict(scholar.items()), release)

@@ -8,16 +8,13 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from flwr.app import MetricRecord, RecordDict
-
-from common import wire
+from flwr.app import MetricRecord
 
 log = logging.getLogger("fedreplay.server")
 
 
-def weighted_metrics(contents: list[RecordDict]) -> MetricRecord:
+def weighted_metrics(records: list[dict[str, float]]) -> MetricRecord:
     """Example-weighted mean of the metrics every reply has (keys may differ by site)."""
-    records = [wire.scalar_metrics(c.metric_records[wire.METRICS]) for c in contents]
     weights = [r["num-examples"] for r in records]
     common_keys = set.intersection(*(set(r) for r in records)) - {"num-examples"}
     total = sum(weights)

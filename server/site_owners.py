@@ -66,10 +66,15 @@ class SiteOwners:
                 self.bound[site_id], self.why[site_id] = int(node), PARTITION
 
     def begin_round(
-        self, replies: list[Message], instructions: list[Message], sampled: list[int]
+        self,
+        replies: list[Message],
+        claims: list[str | None],
+        instructions: list[Message],
+        sampled: list[int],
     ) -> list[int]:
-        """The node each reply is about; notes the round's contested ids and absent nodes."""
-        self.contested = _contested_claims(replies)
+        """The node each reply is about; notes the round's contested ids (``claims``: the
+        site id each reply declares, None for none or a malformed one) and absent nodes."""
+        self.contested = _contested_claims(replies, claims)
         sent = {m.metadata.message_id: m.metadata.dst_node_id for m in instructions}
         nodes = [self._node_of(msg, sent, sampled) for msg in replies]
         self.gone = set(sampled) - {
@@ -123,25 +128,11 @@ class SiteOwners:
         return None
 
 
-def _claimed_site_id(msg: Message) -> str | None:
-    """The site id a reply claims (None if it claims none or is malformed: validation
-    refuses it)."""
-    from common import wire
-
-    if msg.has_error():
-        return None
-    try:
-        return wire.site_id_of(msg.content)
-    except (wire.WireError, KeyError):
-        return None
-
-
-def _contested_claims(replies: list[Message]) -> dict[str, set[int]]:
+def _contested_claims(replies: list[Message], claims: list[str | None]) -> dict[str, set[int]]:
     """Site ids claimed by more than one node in one round: all those replies are
     refused (without node authentication, which one is genuine cannot be told)."""
     claimed: dict[str, set[int]] = {}
-    for msg in replies:
-        site_id = _claimed_site_id(msg)
+    for msg, site_id in zip(replies, claims, strict=True):
         if site_id is not None:
             claimed.setdefault(site_id, set()).add(msg.metadata.src_node_id)
     return {k: v for k, v in claimed.items() if len(v) > 1}

@@ -27,7 +27,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
-import numpy as np
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.serverapp import Grid
@@ -44,7 +43,7 @@ from server.client_dp import ClientLevelDP
 from server.deliveries import Deliveries
 from server.embedding_sum import EmbeddingReleases
 from server.mask_aggregation import keep_reserved
-from server.reply_checks import check_train_reply
+from server.reply_checks import TrainReply, check_train_reply
 from server.round_metrics import log_failures, per_task_accuracy, weighted_metrics
 from server.round_record import RoundRecord, SiteReply
 from server.site_owners import BINDINGS, SiteOwners, read_bindings
@@ -53,12 +52,6 @@ from server.site_sampling import QUERY_TIMEOUT, SiteSampler, wait_for_sites
 from server.site_status import pulled_against
 
 log = logging.getLogger("fedreplay.server")
-
-
-def _scholar_arrays(content: RecordDict, keys: list[str]) -> dict[str, np.ndarray]:
-    """A reply's scholar under ``keys`` (its part records joined once, not once per key)."""
-    scholar = wire.scholar_of(content)
-    return {k: scholar[k].numpy() for k in keys}
 
 
 class FedReplay(FedAvg):
@@ -230,43 +223,34 @@ class FedReplay(FedAvg):
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         record = self.round_records[-1]
-        accepted: list[tuple[SiteReply, RecordDict]] = []
+        accepted: list[tuple[SiteReply, TrainReply]] = []
         replies = list(replies)
-        nodes = self.sites.begin_round(replies, self.instructions, record.sampled)
-        for node, msg in zip(nodes, replies, strict=True):
-            if msg.has_error():
-                record.failures[node] = f"error reply: {msg.error.reason}"
+        # every reply checked and decoded once, here; nothing below reads its records
+        decoded = [self._decode(msg) for msg in replies]
+        claims = [d.site_id if isinstance(d, TrainReply) else None for d in decoded]
+        nodes = self.sites.begin_round(replies, claims, self.instructions, record.sampled)
+        for node, got in zip(nodes, decoded, strict=True):
+            if isinstance(got, str):
+                record.failures[node] = got
                 continue
-            try:
-                release = check_train_reply(
-                    msg.content,
-                    solver=self.solver_template,
-                    generator=self.generator_template,
-                    embedding_shape=self.embedding_shape,
-                )
-            except (wire.WireError, KeyError) as exc:
-                record.failures[node] = f"rejected: {exc}"
-                continue
-            metrics = wire.scalar_metrics(msg.content.metric_records[wire.METRICS])
-            site_id = wire.site_id_of(msg.content)
             # who owns the id first: a reply claiming another node's site id must never
             # reach the registry, which would record (and quarantine) the victim
-            refused = self.sites.check(node, site_id)
+            refused = self.sites.check(node, got.site_id)
             if refused is None:
-                refused = self._check_privacy(msg.content, metrics, record.server_round)
+                refused = self._check_privacy(got, record.server_round)
             if refused is not None:
                 record.failures[node] = f"rejected: {refused}"
                 continue
-            if site_id is not None:
-                self.sampler.learn(node, site_id)
+            if got.site_id is not None:
+                self.sampler.learn(node, got.site_id)
             self.replay_sent.confirm(node)
             self.generator_sent.confirm(node)
-            reply = SiteReply(node, metrics, None, site_id)
+            reply = SiteReply(node, got.metrics, None, got.site_id)
             record.replies.append(reply)
-            if metrics.get("num-examples", 0.0) > 0:
-                accepted.append((reply, msg.content))
-                if release is not None:  # the first of the task counts (server.embedding_sum)
-                    self.releases.receive(reply.key, release)
+            if got.metrics.get("num-examples", 0.0) > 0:
+                accepted.append((reply, got))
+                if got.release is not None:  # the task's first counts (server.embedding_sum)
+                    self.releases.receive(reply.key, got.release)
         missing = set(record.sampled) - {r.node_id for r in record.replies} - set(record.failures)
         for node in missing:
             record.failures[node] = "no reply before the round timeout"
@@ -280,18 +264,32 @@ class FedReplay(FedAvg):
             return None, None
         if self.client_dp is not None:
             return self._release_client_dp(
-                [c for _, c in accepted], num_sampled=len(record.sampled)
+                [got for _, got in accepted], num_sampled=len(record.sampled)
             )
         return self._aggregate_bounded(record, accepted)
 
+    def _decode(self, msg: Message) -> TrainReply | str:
+        """A reply checked and decoded (server.reply_checks), else why it failed."""
+        if msg.has_error():
+            return f"error reply: {msg.error.reason}"
+        try:
+            return check_train_reply(
+                msg.content,
+                solver=self.solver_template,
+                generator=self.generator_template,
+                embedding_shape=self.embedding_shape,
+            )
+        except (wire.WireError, KeyError) as exc:
+            return f"rejected: {exc}"
+
     def _aggregate_bounded(
-        self, record: RoundRecord, accepted: list[tuple[SiteReply, RecordDict]]
+        self, record: RoundRecord, accepted: list[tuple[SiteReply, TrainReply]]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """Capped counts, norm-bounded updates, the configured rule, a finite result."""
         assert self.current_arrays is not None
         keys = list(self.current_arrays.keys())
         current = {k: self.current_arrays[k].numpy() for k in keys}
-        replies = [_scholar_arrays(c, keys) for _, c in accepted]
+        replies = [got.arrays(keys) for _, got in accepted]
         counts = [r.metrics["num-examples"] for r, _ in accepted]
         declared = []
         for reply, _ in accepted:  # the count a site declared on joining the task is its cap
@@ -304,7 +302,7 @@ class FedReplay(FedAvg):
             record.refused_aggregate = str(exc)
             log.warning("round %d: aggregate refused, model kept: %s", record.server_round, exc)
             return None, None
-        for (reply, content), report, values in zip(accepted, reports, replies, strict=True):
+        for (reply, got), report, values in zip(accepted, reports, replies, strict=True):
             reply.influence = {
                 "weight": report.weight,
                 "weight_capped": report.weight_capped,
@@ -341,40 +339,37 @@ class FedReplay(FedAvg):
                 self.task_generators[reply.key] = (generator, report.weight)
                 self.class_counts[reply.key] = reported_counts(reply.metrics)
             # the privacy audit's view of a site's release (what it sent, un-bounded)
-            parts = wire.split_record(wire.scholar_of(content))
+            parts = wire.split_record(ArrayRecord(got.scholar))  # type: ignore[arg-type]
             partition = int(reply.metrics.get("partition-id", 0))
             self.site_updates[reply.key] = (record.server_round, partition, parts)
         if isinstance(self.generator_template, DGMGenerator):  # finished tasks are the server's
             arrays = keep_reserved(current, arrays, self.generator_template)
         out = ArrayRecord({k: wire.Array(v) for k, v in arrays.items()})  # type: ignore[arg-type]
-        return out, weighted_metrics([c for _, c in accepted])
+        return out, weighted_metrics([got.metrics for _, got in accepted])
 
-    def _check_privacy(
-        self, content: RecordDict, metrics: dict[str, float], server_round: int
-    ) -> str | None:
+    def _check_privacy(self, got: TrainReply, server_round: int) -> str | None:
         """Refuse a site whose lifetime epsilon went backwards (None: fine)."""
-        if self.registry is None or "dp-epsilon" not in metrics:
+        if self.registry is None or "dp-epsilon" not in got.metrics:
             return None
-        site_id = wire.site_id_of(content)
-        if site_id is None:
+        if got.site_id is None:
             return "a DP reply without a site id"
         return self.registry.check(
-            site_id,
-            metrics["dp-epsilon"],
-            metrics.get("dp-steps", 0.0),
+            got.site_id,
+            got.metrics["dp-epsilon"],
+            got.metrics.get("dp-steps", 0.0),
             self.run_key,
             server_round=server_round,
         )
 
     def _release_client_dp(
-        self, accepted: list[RecordDict], *, num_sampled: int
+        self, accepted: list[TrainReply], *, num_sampled: int
     ) -> tuple[ArrayRecord, MetricRecord]:
         """Client-level DP: every accepted site weighs the same, a missing one counts as a
         zero update, the noise is calibrated to the number sampled (server.client_dp)."""
         assert self.client_dp is not None and self.current_arrays is not None
         keys = list(self.current_arrays.keys())
         current = {k: self.current_arrays[k].numpy() for k in keys}
-        replies = [_scholar_arrays(c, keys) for c in accepted]
+        replies = [got.arrays(keys) for got in accepted]
         released, norms = self.client_dp.release(current, replies, num_sampled=num_sampled)
         log.info(
             "client-level DP: %d of %d sampled updates (norms %s) clipped to %.3g, noise "
@@ -386,7 +381,7 @@ class FedReplay(FedAvg):
             self.client_dp.noise_multiplier,
         )
         arrays = ArrayRecord({k: wire.Array(released[k]) for k in keys})  # type: ignore[arg-type]
-        return arrays, weighted_metrics(accepted)
+        return arrays, weighted_metrics([got.metrics for got in accepted])
 
     # --- federated evaluation ------------------------------------------------------------
     def configure_evaluate(

@@ -108,3 +108,24 @@ def test_the_server_refuses_an_undeclared_record() -> None:
     )
     with pytest.raises(wire.WireError, match=r"not allowed \['critic'\]"):
         check_train_reply(content, solver=solver, generator=None)
+
+
+def test_a_reply_is_decoded_once_into_a_typed_reply() -> None:
+    from flwr.app import RecordDict
+
+    from common.models import build_solver
+
+    solver = build_solver(load_config({}).solver, (1, 8, 8), 10)
+    content = RecordDict(
+        {
+            **wire.part_records(wire.scholar_record(solver, None)),
+            wire.METRICS: wire.metrics_record({"num-examples": 3.0}),
+            wire.SITE: wire.site_record("site-0"),
+        }
+    )
+    got = check_train_reply(content, solver=solver, generator=None)
+    assert got.site_id == "site-0" and got.metrics["num-examples"] == 3.0
+    assert got.release is None
+    assert set(got.scholar) == {f"solver.{k}" for k in solver.state_dict()}
+    keys = sorted(got.scholar)
+    assert got.arrays(keys)[keys[0]].shape == tuple(solver.state_dict()[keys[0][7:]].shape)

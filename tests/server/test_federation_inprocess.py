@@ -110,15 +110,16 @@ def test_failed_and_missing_replies_do_not_stop_the_round(
     assert "no reply" in rounds[0]["failures"]["1001"]
     summary = load_summary(run.path)
     assert summary["failures"] == 5  # 4 crashes + 1 lost reply
-    # per site: the crashing one never proved its id (node-1000), the one that lost a
-    # reply trained in the other rounds, the third trained every round
-    assert rounds[0]["site_status"]["node-1000"] == {
+    # per site: the crashing one is named by the site id its partition binds (site-0) though
+    # it never answered, the one that lost a reply trained in the other rounds, the third
+    # trained every round
+    assert rounds[0]["site_status"]["site-0"] == {
         "status": "failed",
         "why": "error reply: site crashed",
     }
     sites = summary["sites"]
-    assert sites["node-1000"]["outcome"] == "failed" and sites["node-1000"]["failed"] == 4
-    assert sites["node-1000"]["reasons"] == {"error reply: site crashed": 4}
+    assert sites["site-0"]["outcome"] == "failed" and sites["site-0"]["failed"] == 4
+    assert sites["site-0"]["reasons"] == {"error reply: site crashed": 4}
     assert sites["site-2"]["outcome"] == "trained" and sites["site-2"]["trained"] == 4
     assert sites["site-1"]["trained"] == 3
     report = (run.path / "report.html").read_text()

@@ -81,25 +81,20 @@ def test_an_unbound_site_id_stays_with_the_node_that_held_it() -> None:
     refused and the holder keeps training; only a first-round contest refuses both."""
     from types import SimpleNamespace
 
-    def reply(node: int, site_id: str):
-        from flwr.app import ConfigRecord, RecordDict
-
-        from common import wire
-
-        content = RecordDict({wire.SITE: ConfigRecord({wire.SITE_ID: site_id})})
+    def reply(node: int):
         meta = SimpleNamespace(src_node_id=node, message_id=f"r{node}", reply_to_message_id="")
-        return SimpleNamespace(content=content, metadata=meta, has_error=lambda: False)
+        return SimpleNamespace(metadata=meta, has_error=lambda: False)
 
     owners = SiteOwners()
     owners.connected = {1000, 1001}
-    both = [reply(1000, "site-0"), reply(1001, "site-0")]
-    owners.begin_round(both, [], [1000, 1001])  # type: ignore[arg-type]
+    both = [reply(1000), reply(1001)]
+    owners.begin_round(both, ["site-0", "site-0"], [], [1000, 1001])  # type: ignore[arg-type]
     assert "claimed by nodes [1000, 1001]" in str(owners.check(1000, "site-0"))
     assert "claimed by nodes [1000, 1001]" in str(owners.check(1001, "site-0"))
-    owners.begin_round([reply(1000, "site-0")], [], [1000, 1001])  # type: ignore[arg-type]
+    owners.begin_round([reply(1000)], ["site-0"], [], [1000, 1001])  # type: ignore[arg-type]
     assert owners.check(1000, "site-0") is None  # the holder, alone
-    owners.begin_round(both, [], [1000, 1001])  # type: ignore[arg-type]
+    owners.begin_round(both, ["site-0", "site-0"], [], [1000, 1001])  # type: ignore[arg-type]
     assert owners.check(1000, "site-0") is None  # the holder keeps it
     assert "belongs to node 1000, which is connected" in str(owners.check(1001, "site-0"))
-    owners.begin_round([reply(1001, "site-0")], [], [1000, 1001])  # type: ignore[arg-type]
+    owners.begin_round([reply(1001)], ["site-0"], [], [1000, 1001])  # type: ignore[arg-type]
     assert owners.check(1001, "site-0") is None  # its holder went silent: the site moved
