@@ -4,6 +4,8 @@ of server.attacks, final average accuracy with the default protections and witho
 
     python simulations/bench_hostile.py --out runs/bench-hostile
     python simulations/bench_hostile.py --out DIR --set "data.name='mnist'" --seeds 0 1
+    python simulations/bench_hostile.py --out DIR --modes default --attacks alie \
+        --run-config simulations/fed_mnist_dgr_ensemble.toml     # a benchmark config instead
 
 Runs in one process through the in-process grid (the real ServerApp logic and ClientApp,
 sites one after another). "unprotected" is fed.aggregation='fedavg' with fed.update-clip=0
@@ -26,7 +28,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from client.client_app import app as client_app  # noqa: E402
-from common.config import load_config, parse_overrides  # noqa: E402
+from common.config import load_config, user_overrides  # noqa: E402
 from common.results import load_summary  # noqa: E402
 from server.attacks import ATTACKS, hostile_hook  # noqa: E402
 from server.federation import FederatedRun  # noqa: E402
@@ -87,6 +89,10 @@ def one_run(overrides: dict, attack: str | None, out: Path) -> dict:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", default="runs/bench-hostile")
+    p.add_argument(
+        "--run-config",
+        help="a benchmark config instead of the digits suite (generator quality not evaluated)",
+    )
     p.add_argument("--set", action="append", default=[], help='overrides "k=v k2=v2"')
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--attacks", nargs="+", default=list(ATTACKS))
@@ -100,9 +106,11 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     out = Path(args.out).absolute()
     out.mkdir(parents=True, exist_ok=True)
-    base = dict(BASE)
-    for text in args.set:
-        base.update(parse_overrides(text))
+    if args.run_config:
+        base = {**user_overrides(args.run_config, []), "eval.generator-quality": False}
+    else:
+        base = dict(BASE)
+    base.update(user_overrides(None, args.set))
     rows = []
     for seed in args.seeds:
         for attack in [None, *args.attacks]:
