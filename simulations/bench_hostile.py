@@ -106,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     out = Path(args.out).absolute()
     out.mkdir(parents=True, exist_ok=True)
+    base: dict[str, object]
     if args.run_config:
         base = {**user_overrides(args.run_config, []), "eval.generator-quality": False}
     else:
