@@ -25,7 +25,6 @@ from common.models.solver import DiscriminatorSolver
 from common.models.vae import VAEDecoder, VAEEncoder
 from common.privacy.dp_step import DPPlan, dp_stepper_factory
 from common.replay import ExactReplay, GenerativeReplay, Replay, ReplayBatch, ReplayPayload
-from common.scholar import Scholar
 from common.training.batches import poisson_batches, shuffled_batches
 from common.training.generative import (
     GANTrainer,
@@ -50,12 +49,6 @@ class ReplaySource:
     classes: tuple[int, ...]  # classes of the finished tasks
     generator_classes: tuple[tuple[int, ...], ...] = ()  # per generator; () = all classes
     class_weights: tuple[tuple[float, ...], ...] = ()  # per generator and class (class-counts)
-
-    @staticmethod
-    def from_scholar(scholar: Scholar, classes: Sequence[int]) -> ReplaySource:
-        frozen = scholar.frozen()
-        gens = (frozen.generator,) if frozen.generator is not None else ()
-        return ReplaySource(frozen.solver, gens, (1.0,) * len(gens), tuple(classes))
 
 
 def source_from_payload(
@@ -168,10 +161,6 @@ class Learner:
     def private_critic(self) -> nn.Module | None:
         """The critic that stays at the site (None: none, or it is the solver)."""
         return None if self.critic_is_solver else self.critic
-
-    @property
-    def scholar(self) -> Scholar:
-        return Scholar(self.solver, self.generator)
 
     def _generative_trainer(
         self, rng: torch.Generator, make_stepper: StepperFactory

@@ -1,6 +1,8 @@
 """DP-SGD with replay: per-sample clipping of real records is exact, replay is added
 outside the private gradient, and only real-data steps are counted."""
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -117,7 +119,11 @@ def test_replay_does_not_consume_budget(kind: str, arch: str) -> None:
         iterations=5,
         seed=0,
     )
-    previous = ReplaySource.from_scholar(learner.scholar, stream.classes_seen(0))
+    assert learner.generator is not None
+    frozen = [
+        copy.deepcopy(m).eval().requires_grad_(False) for m in (learner.solver, learner.generator)
+    ]
+    previous = ReplaySource(frozen[0], (frozen[1],), (1.0,), tuple(stream.classes_seen(0)))
     counts = {}
     for name, replay in (
         ("without", None),
