@@ -36,10 +36,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from common.fileio import atomic_write_text
+from common.sitestate import SITE_ID_RULE
 from server.site_owners import BINDINGS, bind
 from server.site_registry import server_dir
 
-SITE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+SITE_NAME = SITE_ID_RULE  # a site name is the site id it is bound to: one rule
 
 
 class PKIError(ValueError):

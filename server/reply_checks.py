@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from flwr.app import Array, RecordDict
+from flwr.app import ArrayRecord, RecordDict
 from torch import nn
 
 from common import protocol, wire, wire_packed
@@ -23,7 +23,7 @@ class TrainReply:
 
     site_id: str | None  # None: the reply declares none (a simulation without site ids)
     metrics: dict[str, float]  # finite, with a non-negative num-examples
-    scholar: dict[str, Array]  # every part's arrays under "<part>.<name>", DGM made whole
+    scholar: ArrayRecord  # every part's arrays under "<part>.<name>", DGM made whole
     release: np.ndarray | None  # generator.kind = "embedding": the task's release, checked
 
     def arrays(self, keys: list[str]) -> dict[str, np.ndarray]:
@@ -57,4 +57,4 @@ def check_train_reply(
         check_release(release, embedding_shape)
     scholar = wire_packed.unpack_scholar(scholar, generator)
     wire.check_scholar_arrays(scholar, solver, generator)
-    return TrainReply(site_id, metrics, dict(scholar.items()), release)
+    return TrainReply(site_id, metrics, scholar, release)

@@ -129,8 +129,8 @@ class SiteOwners:
 
 
 def _contested_claims(replies: list[Message], claims: list[str | None]) -> dict[str, set[int]]:
-    """Site ids claimed by more than one node in one round: all those replies are
-    refused (without node authentication, which one is genuine cannot be told)."""
+    """Site ids claimed by more than one node in one round (SiteOwners.check refuses all
+    of them unless one is the id's holder or bound node)."""
     claimed: dict[str, set[int]] = {}
     for msg, site_id in zip(replies, claims, strict=True):
         if site_id is not None:

@@ -339,7 +339,7 @@ class FedReplay(FedAvg):
                 self.task_generators[reply.key] = (generator, report.weight)
                 self.class_counts[reply.key] = reported_counts(reply.metrics)
             # the privacy audit's view of a site's release (what it sent, un-bounded)
-            parts = wire.split_record(ArrayRecord(got.scholar))  # type: ignore[arg-type]
+            parts = wire.split_record(got.scholar)
             partition = int(reply.metrics.get("partition-id", 0))
             self.site_updates[reply.key] = (record.server_round, partition, parts)
         if isinstance(self.generator_template, DGMGenerator):  # finished tasks are the server's

@@ -29,7 +29,7 @@ from common.config import ConfigError, load_config, user_overrides  # noqa: E402
 from server.federation import FederatedRun  # noqa: E402
 from server.inprocess import InProcessGrid  # noqa: E402
 from server.launch.launcher import isolated_env, remember_state, simulated_state  # noqa: E402
-from server.output_dir import resolve_output_dir  # noqa: E402
+from server.output_dir import output_base, resolve_output_dir  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.sites:
             overrides["fed.num-sites"] = args.sites
         if args.output_dir:
-            overrides["output-dir"] = str(Path(args.output_dir).absolute())
+            overrides["output-dir"] = str(output_base(args.output_dir, ""))  # a shell path
         cfg = load_config(overrides)
     except (ConfigError, ValueError) as exc:
         print(f"run_inprocess: {exc}", file=sys.stderr)
