@@ -17,6 +17,14 @@ so list the cheaper candidates first.
         --grid generator.features=500,2000 --grid generator.fit-steps=1000,3000 \\
         --out docs/results/dp/choose_embedding_eps1.jsonl
 
+Where a grid would be too many runs, ``--candidate "k=v k2=v2"`` (repeatable) lists the
+settings to try one by one instead; an empty candidate is the recipe as shipped (list it
+first, so a tie keeps it):
+
+    python simulations/choose_on_proxy.py --run-config simulations/fed_mnist_dgr_dp_eps8.toml \\
+        --candidate "" --candidate "solver.hidden=400" --candidate "replay.retries=0" \\
+        --out docs/results/dp/choose_dpsgd_models_eps8.jsonl
+
 Each run is ``simulations/run_inprocess.py`` in a process of its own (one torch thread;
 ``--jobs 2`` runs two at a time, so wall times are not reported). One JSON line per run
 goes to ``--out`` as it finishes (an interrupted sweep keeps what it measured); the last
@@ -49,6 +57,17 @@ def parse_grid(items: list[str]) -> list[tuple[str, list[str]]]:
             raise SystemExit(f"choose_on_proxy: --grid {item!r} is not key=v1,v2,...")
         grid.append((key.strip(), [v.strip() for v in values.split(",")]))
     return grid
+
+
+def parse_candidate(text: str) -> dict[str, str]:
+    """``"k=v k2=v2"`` -> {k: v, k2: v2}; ``""`` -> {} (the recipe as shipped)."""
+    setting = {}
+    for item in text.split():
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise SystemExit(f"choose_on_proxy: --candidate {text!r}: {item!r} is not key=value")
+        setting[key.strip()] = value.strip()
+    return setting
 
 
 def run_one(config: str, setting: dict[str, str], seed: int, out_dir: Path) -> dict:
@@ -85,17 +104,30 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run-config", required=True, help="the recipe (TOML) to choose for")
     ap.add_argument("--grid", action="append", default=[], help="key=v1,v2 (repeatable)")
+    ap.add_argument(
+        "--candidate",
+        action="append",
+        default=[],
+        help='"k=v k2=v2": one setting to try (repeatable; "" = as shipped); not with --grid',
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--jobs", type=int, default=1, help="runs at a time")
     ap.add_argument("--out", required=True, help="JSON lines, one per run")
     args = ap.parse_args(argv)
+    if args.grid and args.candidate:
+        raise SystemExit("choose_on_proxy: give --grid or --candidate, not both")
     grid = parse_grid(args.grid)
-    if not grid:
-        raise SystemExit("choose_on_proxy: give at least one --grid key=v1,v2")
+    if not grid and not args.candidate:
+        raise SystemExit("choose_on_proxy: give --grid key=v1,v2 or --candidate 'k=v ...'")
     keys = [k for k, _ in grid]
-    settings = [
-        dict(zip(keys, combo, strict=True)) for combo in itertools.product(*(v for _, v in grid))
-    ]
+    settings = (
+        [parse_candidate(c) for c in args.candidate]
+        if args.candidate
+        else [
+            dict(zip(keys, combo, strict=True))
+            for combo in itertools.product(*(v for _, v in grid))
+        ]
+    )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="choose-on-proxy-"))
@@ -122,7 +154,8 @@ def main(argv: list[str] | None = None) -> int:
     top = max(r["proxy_final"] for r in scored)
     chosen = next(r for r in scored if r["proxy_final"] >= top - TIE)
     print(f"chosen: {chosen['setting']} ({100 * chosen['proxy_final']:.1f}% on the proxy)")
-    print("ship: " + " ".join(f"{k} = {v}" for k, v in chosen["setting"].items()))
+    ship = " ".join(f"{k} = {v}" for k, v in chosen["setting"].items())
+    print("ship: " + (ship or "the recipe as it is"))
     return 0
 
 

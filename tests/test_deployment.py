@@ -170,6 +170,22 @@ def test_a_deployed_site_refuses_a_run_its_policy_forbids(tmp_path: Path) -> Non
             (reason,) = r["failures"].values()
             assert "privacy policy" in reason and "dp-required" in reason, reason
         assert not (tmp_path / "site0" / "privacy").exists(), "the refusing site read records"
+        # the failing site, its status and its reason, everywhere a person looks: the
+        # console, rounds.jsonl, summary.json's sites table and the report
+        for r in rounds:
+            (status,) = [v for k, v in r["site_status"].items() if k != "ous"]
+            assert status["status"] == "failed" and "dp-required" in status["why"], r
+            assert r["site_status"]["ous"]["status"] == "trained", r
+        summary = json.loads((folder / "summary.json").read_text())
+        table = summary["sites"]
+        assert table["ous"]["outcome"] == "trained", table
+        (failing,) = [row for site, row in table.items() if site != "ous"]
+        assert failing["outcome"] == "failed" and failing["failed"] == len(rounds), failing
+        assert any("dp-required" in why for why in failing["reasons"]), failing
+        console = result.stdout + result.stderr
+        assert "failed (" in console and "dp-required" in console, result.describe()
+        report = (folder / "report.html").read_text(encoding="utf-8")
+        assert "dp-required" in report and "failed" in report
 
         def sent(site: str) -> list[str]:  # the message types a site's egress log holds
             logs = (tmp_path / site / "egress").rglob("*.jsonl")
