@@ -19,8 +19,9 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-PREFIX = "class-count-"
-PATTERN = re.compile(r"class-count-\d+")
+from common.protocol import CLASS_COUNT_PREFIX as PREFIX
+
+PATTERN = re.compile(rf"{PREFIX}\d+")
 
 
 def class_count_metrics(labels: torch.Tensor, classes: Sequence[int]) -> dict[str, float]:

@@ -1,9 +1,10 @@
 """What travels between sites and server, declared once.
 
 Every message of the protocol is a :class:`MessageSpec` (which records it carries, of which
-kind, which are optional) and every model that travels is a :class:`Part` of the scholar,
+kind, which are optional), every model that travels is a :class:`Part` of the scholar,
 in an array record of its own (which way it goes, how the server aggregates and bounds it,
-how it is validated, its privacy role). The readers of this declaration:
+how it is validated, its privacy role), and every metric a site may send is a
+:class:`Metric` (its name, what it holds, when it may leave under DP). The readers:
 
 - :mod:`common.wire` encodes the records and parts under these names;
 - :mod:`server.strategy` checks a reply's records against :data:`TRAIN_REPLY` before any
@@ -13,6 +14,8 @@ how it is validated, its privacy role). The readers of this declaration:
   :data:`EVALUATE_REPLY`;
 - :mod:`common.audit.egress_check` checks every logged message that left a site against
   :data:`REPLIES`;
+- :mod:`common.privacy.release` (what a site sends under DP) and
+  :mod:`common.config` (what ``dp.release-metrics`` may name) read :data:`METRIC_LIST`;
 - ``fedreplay protocol`` prints it (:func:`describe`), and docs/protocol.md is that text.
 
 Plain Python: no flwr, no torch.
@@ -20,6 +23,7 @@ Plain Python: no flwr, no torch.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -217,6 +221,92 @@ STAYS_AT_SITE = (
 )
 
 
+# ---------------------------------------------------------------- metrics
+# When a metric may leave a site under DP (sample- or client-level); without DP every
+# declared metric may.
+PROTOCOL = "protocol"  # public, or a count the privacy scope lists as released
+ACCOUNTANT = "accountant"  # the site's ledger's numbers: functions of the public plan
+OPT_IN = "opt-in"  # from private data, not covered by DP: only if dp.release-metrics names it
+NEVER_DP = "never under DP"  # refused by the configuration under DP
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A metric a site may send: ``name`` (a ``<j>`` / ``<c>`` suffix: one per task / class)."""
+
+    name: str
+    message: str  # train | evaluate
+    holds: str
+    under_dp: str  # PROTOCOL | ACCOUNTANT | OPT_IN | NEVER_DP
+
+    @property
+    def pattern(self) -> re.Pattern[str]:
+        """The names it covers (``accuracy-task-<j>``: ``accuracy-task-0``, ...)."""
+        pieces = re.split(r"(<\w>)", self.name)
+        return re.compile("".join(r"\d+" if p[:1] == "<" else re.escape(p) for p in pieces))
+
+
+NUM_EXAMPLES = "num-examples"
+EMPTY = "empty"
+PARTITION_ID = "partition-id"
+BYTES_UP, BYTES_DOWN = "bytes-up", "bytes-down"
+DP_EPSILON, DP_BUDGET_LEFT, DP_STEPS = "dp-epsilon", "dp-budget-left", "dp-steps"
+ACCURACY = "accuracy"
+CLASS_COUNT_PREFIX = "class-count-"
+
+METRIC_LIST = (
+    Metric(NUM_EXAMPLES, "train", "records trained on (under DP: the released, noised count; "
+           "0 when the site sat out)", PROTOCOL),
+    Metric(EMPTY, "train", "1 when the site sat out the round (the sit-out decision)", PROTOCOL),
+    Metric("iterations", "train", "solver steps of the round (from the instruction)", PROTOCOL),
+    Metric("replay-ratio", "train", "the share of real records in a solver batch (from the "
+           "configuration and the task)", PROTOCOL),
+    Metric(BYTES_DOWN, "train", "bytes of the instruction received", PROTOCOL),
+    Metric(BYTES_UP, "train", "bytes of the scholar sent", PROTOCOL),
+    Metric(PARTITION_ID, "train", "the simulated partition (its node config)", PROTOCOL),
+    Metric(DP_EPSILON, "train", "lifetime epsilon spent (the site's ledger)", ACCOUNTANT),
+    Metric("dp-run-epsilon", "train", "epsilon spent in this run", ACCOUNTANT),
+    Metric("dp-task-epsilon", "train", "epsilon spent on the task's records", ACCOUNTANT),
+    Metric("dp-delta", "train", "the ledger's delta", ACCOUNTANT),
+    Metric("dp-noise-multiplier", "train", "the round's noise multiplier", ACCOUNTANT),
+    Metric("dp-sample-rate", "train", "the round's Poisson sampling rate", ACCOUNTANT),
+    Metric(DP_STEPS, "train", "DP steps in the site's lifetime", ACCOUNTANT),
+    Metric("dp-max-grad-norm", "train", "the clip norm", ACCOUNTANT),
+    Metric(DP_BUDGET_LEFT, "train", "lifetime budget left", ACCOUNTANT),
+    Metric("dp-per-task", "train", "1 when composition is per task", ACCOUNTANT),
+    Metric("loss-solver", "train", "mean solver loss of the round", OPT_IN),
+    Metric("loss-generator", "train", "mean generator loss of the round", OPT_IN),
+    Metric("loss-discriminator", "train", "mean critic loss of the round", OPT_IN),
+    Metric("train-time-s", "train", "seconds the round's training took", OPT_IN),
+    Metric(f"{CLASS_COUNT_PREFIX}<c>", "train", 'records of class c in the task (replay.mixture '
+           '= "class-counts")', NEVER_DP),
+    Metric(ACCURACY, "evaluate", "accuracy on the site's own test records", OPT_IN),
+    Metric(NUM_EXAMPLES, "evaluate", "test records evaluated", OPT_IN),
+    Metric("eval-time-s", "evaluate", "seconds the evaluation took", OPT_IN),
+    Metric("accuracy-task-<j>", "evaluate", "accuracy on task j's test records", OPT_IN),
+    Metric("examples-task-<j>", "evaluate", "test records of task j", OPT_IN),
+)  # fmt: skip
+# answering a federated evaluation at all is opted in under DP by this name
+EVALUATION = "evaluation"
+
+
+def metrics_of(message: str, *, under_dp: tuple[str, ...] = ()) -> frozenset[str]:
+    """Names (without a ``<j>`` / ``<c>`` suffix) of ``message``'s metrics, of the
+    ``under_dp`` kinds (all kinds when empty)."""
+    return frozenset(
+        m.name
+        for m in METRIC_LIST
+        if m.message == message and "<" not in m.name and (not under_dp or m.under_dp in under_dp)
+    )
+
+
+def metric_declared(message: str, name: str) -> Metric | None:
+    """The declaration of metric ``name`` of ``message`` (None: not declared)."""
+    return next(
+        (m for m in METRIC_LIST if m.message == message and m.pattern.fullmatch(name)), None
+    )
+
+
 def part_of(key: str) -> str:
     """The part an array of the scholar belongs to: ``solver.fc.weight`` -> ``solver``."""
     return key.split(".", 1)[0]
@@ -248,6 +338,10 @@ def describe() -> str:
         lines.append(
             f"| `{p.name}` | {p.present} | {p.aggregation} | {p.validation} | {p.privacy} |"
         )
+    lines += ["", "## Metrics (a site's numbers; every other name is refused)", ""]
+    lines += ["| message | metric | holds | under DP |", "|---|---|---|---|"]
+    for metric in METRIC_LIST:
+        lines.append(f"| {metric.message} | `{metric.name}` | {metric.holds} | {metric.under_dp} |")
     lines += ["", "## Never leaves a site", ""]
     lines += [f"- {what}" for what in STAYS_AT_SITE]
     return "\n".join(lines) + "\n"

@@ -6,13 +6,13 @@ Allowed per message (see :mod:`common.wire`):
   generator, ``generator`` (``site``: one site-id string); the part records together
   hold exactly the ``solver.<param>`` (and ``generator.<param>``) tensors of the
   registered architectures, each in its own part's record, float32, the registered
-  shape; ``metrics`` only finite scalar numbers named in :data:`TRAIN_METRICS`, and
-  under DP only those :mod:`common.privacy.release` allows (losses and timings only when
-  opted in);
+  shape; ``metrics`` only finite scalar numbers declared for ``train`` in
+  :data:`common.protocol.METRIC_LIST`, and under DP only those
+  :mod:`common.privacy.release` allows (losses and timings only when opted in);
 * ``query`` replies: records exactly ``{site}``;
-* ``evaluate`` replies: records exactly ``{metrics}`` with names in :data:`EVAL_METRICS`
-  or matching :data:`EVAL_PATTERNS` (``accuracy-task-<j>``, ``examples-task-<j>``); under DP
-  only when ``dp.release-metrics`` names ``evaluation``.
+* ``evaluate`` replies: records exactly ``{metrics}`` with names declared for ``evaluate``
+  (``accuracy-task-<j>``, ...); under DP only when ``dp.release-metrics`` names
+  ``evaluation``.
 
 Every departure is a :class:`Deviation` (site, message index, what was wrong).
 
@@ -29,32 +29,20 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from common.class_counts import PATTERN as CLASS_COUNT
-from common.config import RELEASABLE_METRICS, ExperimentConfig
+from common.config import ExperimentConfig
 from common.data.streams import parse_class_groups
 from common.data.types import Shape
 from common.egress import EgressLog
 from common.models import build_generator, build_solver
 from common.models.dgm import DGMGenerator
 from common.models.growth import widen_
-from common.privacy.release import (
-    DP_METRICS,
-    PROTOCOL_TRAIN_METRICS,
-    allowed_train_metrics,
-    evaluation_allowed,
-)
-from common.protocol import REPLIES, part_of
+from common.privacy.release import allowed_train_metrics, evaluation_allowed
+from common.protocol import NEVER_DP, REPLIES, metric_declared, part_of
 from common.sitestate import check_site_id
 from common.wire import EMBEDDING_KEY
 
 # message type -> record name -> kind: what common.protocol allows to leave a site
 ALLOWED_RECORDS: dict[str, dict[str, str]] = {t: m.allowed for t, m in REPLIES.items()}
-# What a train reply may carry at all (common.privacy.release declares each part): the
-# protocol's metrics, the DP accountant's numbers (dp-*) and the metrics that leave only
-# without DP or when opted in under DP (losses, train-time-s).
-TRAIN_METRICS = PROTOCOL_TRAIN_METRICS | DP_METRICS | (RELEASABLE_METRICS - {"evaluation"})
-EVAL_METRICS = frozenset({"accuracy", "num-examples", "eval-time-s"})
-EVAL_PATTERNS = (re.compile(r"accuracy-task-\d+"), re.compile(r"examples-task-\d+"))
 FLOAT32 = "float32"
 SITE_FILE = re.compile(r"site-(\d+)\.jsonl")
 
@@ -173,12 +161,17 @@ def registered_architectures(
 
 
 def metric_allowed(message_type: str, name: str, cfg: ExperimentConfig | None = None) -> bool:
-    if message_type == "train":
-        under_dp = allowed_train_metrics(cfg) if cfg is not None else None
-        if CLASS_COUNT.fullmatch(name):  # only with replay.mixture = "class-counts", never DP
-            return under_dp is None and (cfg is None or cfg.replay.mixture == "class-counts")
-        return name in TRAIN_METRICS and (under_dp is None or name in under_dp)
-    return name in EVAL_METRICS or any(p.fullmatch(name) for p in EVAL_PATTERNS)
+    """Whether a ``message_type`` reply may carry metric ``name``: declared in
+    common.protocol and, under DP, released by the run's configuration."""
+    declared = metric_declared(message_type, name)
+    if declared is None:
+        return False
+    if message_type != "train":
+        return True  # (an evaluate reply under DP is checked as a whole: evaluation_allowed)
+    under_dp = allowed_train_metrics(cfg) if cfg is not None else None
+    if declared.under_dp == NEVER_DP:  # class counts: replay.mixture = "class-counts", no DP
+        return under_dp is None and (cfg is None or cfg.replay.mixture == "class-counts")
+    return under_dp is None or name in under_dp
 
 
 def _is_number(value: object) -> bool:

@@ -7,6 +7,8 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from common import protocol  # the declaration of what travels (plain Python)
+
 Scalar = bool | int | float | str
 PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"
 
@@ -29,9 +31,9 @@ PRECISIONS = ("fp32", "bf16")
 # Under DP a site sends only what the protocol needs (common.privacy.release); these
 # metrics, computed on private data and not covered by DP, are sent only when named in
 # dp.release-metrics ("evaluation": federated evaluation on the site's own test data).
-RELEASABLE_METRICS = frozenset(
-    {"loss-solver", "loss-generator", "loss-discriminator", "train-time-s", "evaluation"}
-)
+RELEASABLE_METRICS = protocol.metrics_of("train", under_dp=(protocol.OPT_IN,)) | {
+    protocol.EVALUATION
+}
 
 
 class ConfigError(ValueError):

@@ -7,40 +7,20 @@ numbers) or a count the privacy scope lists as released (``num-examples``: per-t
 counts are public, they set the sampling rate and the FedAvg weights; ``empty``: the
 sit-out decision). Losses, timings and federated evaluation on a site's private test data
 are computed on private data and not covered by DP: they leave only when named in
-``dp.release-metrics`` (see ``common.config.RELEASABLE_METRICS``).
+``dp.release-metrics`` (see ``common.config.RELEASABLE_METRICS``). Every name is declared
+once, in :data:`common.protocol.METRIC_LIST`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
+from common import protocol
 from common.config import ExperimentConfig
 
-DP_METRICS = frozenset(
-    {
-        "dp-epsilon",
-        "dp-run-epsilon",
-        "dp-task-epsilon",
-        "dp-delta",
-        "dp-noise-multiplier",
-        "dp-sample-rate",
-        "dp-steps",
-        "dp-max-grad-norm",
-        "dp-budget-left",
-        "dp-per-task",
-    }
-)
-PROTOCOL_TRAIN_METRICS = frozenset(
-    {
-        "num-examples",
-        "empty",
-        "iterations",
-        "replay-ratio",
-        "bytes-down",
-        "bytes-up",
-        "partition-id",
-    }
-)
+# declared in common.protocol (every metric's name, message and when it may leave under DP)
+DP_METRICS = protocol.metrics_of("train", under_dp=(protocol.ACCOUNTANT,))
+PROTOCOL_TRAIN_METRICS = protocol.metrics_of("train", under_dp=(protocol.PROTOCOL,))
 
 
 def is_private(cfg: ExperimentConfig) -> bool:

@@ -90,6 +90,35 @@ def test_what_travels_is_what_is_declared(tmp_path: Path) -> None:
             assert {protocol.part_of(k) for k in reply.content.array_records[name]} == {name}
         if sent.metadata.message_type == "evaluate":  # the solver alone goes to evaluation
             assert set(sent.content.array_records) == {"solver"}
+        for name in reply.content.metric_records.get(wire.METRICS, {}):
+            # every number a site sent is declared (name and message) in common.protocol
+            assert protocol.metric_declared(sent.metadata.message_type, name), name
+
+
+def test_every_metric_name_is_declared_once() -> None:
+    """The readers take their metric names from the declaration: a name the protocol
+    does not declare is refused by the egress audit, and the DP release sets are its
+    kinds."""
+    from common.audit.egress_check import metric_allowed
+    from common.config import RELEASABLE_METRICS
+    from common.privacy.release import DP_METRICS, PROTOCOL_TRAIN_METRICS
+
+    names = [(m.message, m.name) for m in protocol.METRIC_LIST]
+    assert len(names) == len(set(names))
+    assert "dp-epsilon" in DP_METRICS and "num-examples" in PROTOCOL_TRAIN_METRICS
+    assert not DP_METRICS & PROTOCOL_TRAIN_METRICS
+    opt_in = {"loss-solver", "loss-generator", "loss-discriminator", "train-time-s"}
+    assert opt_in | {"evaluation"} == RELEASABLE_METRICS
+    assert metric_allowed("evaluate", "accuracy-task-3")
+    assert metric_allowed("train", "class-count-7")
+    assert not metric_allowed("train", "accuracy-task-3")  # an evaluate metric, not a train one
+    assert not metric_allowed("train", "loss-critic")  # not declared
+    assert not metric_allowed("evaluate", "accuracy-task-x")
+    dp = load_config({"dp.enabled": True, "dp.target-epsilon": 8.0, "dp.delta": 1e-5})
+    assert metric_allowed("train", "dp-epsilon", dp)
+    assert not metric_allowed("train", "loss-solver", dp)  # opt-in under DP
+    assert not metric_allowed("train", "class-count-7", dp)  # never under DP
+    assert "| train | `dp-epsilon` |" in protocol.describe()
 
 
 def test_the_server_refuses_an_undeclared_record() -> None:
