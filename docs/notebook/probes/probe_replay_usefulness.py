@@ -12,7 +12,8 @@ that directly, per run folder (``final_models.pt`` + ``config.json``):
 - diversity: mean pairwise pixel distance of generated samples within a class, divided by
   the same for real training records of that class (1 = as varied as the data).
 
-    FEDREPLAY_DATA_ROOT=/path/to/data python simulations/probe_replay_usefulness.py RUN [RUN ...]
+    FEDREPLAY_DATA_ROOT=/path/to/data \
+        python docs/notebook/probes/probe_replay_usefulness.py RUN [RUN ...]
 """
 
 from __future__ import annotations

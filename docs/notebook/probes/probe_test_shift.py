@@ -6,7 +6,8 @@ solver never saw (both class-matched). Equal AUCs mean the test split is as good
 holdout; a gap is a distribution shift the attack reads as membership (or its absence).
 docs/privacy-audit.md ("The model audit") quotes this probe.
 
-    FEDREPLAY_DATA_ROOT=/path/to/data python simulations/probe_test_shift.py --dataset mnist
+    FEDREPLAY_DATA_ROOT=/path/to/data \
+        python docs/notebook/probes/probe_test_shift.py --dataset mnist
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ noisy mean embedding (MMD with the random-feature kernel); a solver that never s
 record learns, after each task, every class so far from the generators' samples (per-task
 replay). Prints the accuracy matrix on the real test data.
 
-    FEDREPLAY_DATA_ROOT=/path/to/data python simulations/probe_mean_embedding.py \
+    FEDREPLAY_DATA_ROOT=/path/to/data python docs/notebook/probes/probe_mean_embedding.py \
         --epsilon 1 --steps 3000 --bandwidth 6
 
 Measured on 2026-12-03 (docs/notebook/results.md, "Probe: a private generator from one noisy

@@ -7,7 +7,7 @@ labels from that solver), trains a fresh classifier on them alone and prints its
 accuracy per task. ``--arch``/``--hidden`` pick the classifier; ``--temperature`` scales
 the generators' latent draws.
 
-    FEDREPLAY_DATA_ROOT=/path/to/data python simulations/probe_ensemble_usefulness.py RUN \
+    FEDREPLAY_DATA_ROOT=/path/to/data python docs/notebook/probes/probe_ensemble_usefulness.py RUN \
         --retries 4 --arch mlp --hidden 100
 """
 

@@ -8,7 +8,7 @@ solver reads them as the class they were drawn for. A class the run's solver rec
 but the reference reads as another class is replay that teaches the solver a wrong
 boundary (docs/notebook/results.md, "Aggregation, replay weighting ... under DP").
 
-    FEDREPLAY_DATA_ROOT=/path/to/data python simulations/probe_generator_classes.py RUN
+    FEDREPLAY_DATA_ROOT=/path/to/data python docs/notebook/probes/probe_generator_classes.py RUN
 """
 
 from __future__ import annotations
