@@ -258,7 +258,7 @@ class FederatedRun:
             return None
         self.arrays = arrays  # the previous model when the round aggregated nothing
         if self.embedding is not None:
-            refreshed = self.embedding.refresh(self.task, self.fedreplay.releases)
+            refreshed = self.embedding.refresh(self.task, self.fedreplay.task.releases)
             self._solve_ridge(absorb=False)
             if refreshed:
                 finished = self.embedding.finished(self.fedreplay.payload, self.task)
@@ -295,7 +295,7 @@ class FederatedRun:
         cfg, task = self.cfg, self.stream.tasks[t]
         self._load(self.arrays)
         if self.embedding is not None:  # (refitted if a release came after the last fit)
-            self.embedding.refresh(t, self.fedreplay.releases)
+            self.embedding.refresh(t, self.fedreplay.task.releases)
             self._solve_ridge(absorb=True)  # ridge: the task's statistics join the solver's
         if not any(r["accepted"] for r in self.rounds if r["task"] == t):
             log.warning("task %d: no site update was accepted; the scholar is unchanged", t + 1)
@@ -374,7 +374,7 @@ class FederatedRun:
     def _payload(self, t: int) -> ReplayPayload | None:
         """What sites replay while learning task t (server.replay_payload), of the sites'
         generators that pass the replay check (server.replay_check)."""
-        generators = self.fedreplay.task_generators
+        generators = self.fedreplay.task.generators
         if t > 0 and self.generator is not None and generators and replay_check.applies(self.cfg):
             generators, record = replay_check.check_replay(
                 self.cfg, self.stream, t, generators, self.solver, self.device
@@ -389,7 +389,7 @@ class FederatedRun:
             solver=self.solver,
             generator=self.generator,
             site_generators=generators,
-            class_counts=self.fedreplay.class_counts,
+            class_counts=self.fedreplay.task.class_counts,
             previous=(  # embedding: without the finished task's own generator (added here)
                 self.embedding.finished(self.fedreplay.payload, t - 1)
                 if self.embedding is not None

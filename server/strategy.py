@@ -25,7 +25,9 @@ Differences from :class:`flwr.serverapp.strategy.FedAvg`:
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
@@ -52,6 +54,40 @@ from server.site_sampling import QUERY_TIMEOUT, SiteSampler, wait_for_sites
 from server.site_status import pulled_against
 
 log = logging.getLogger("fedreplay.server")
+
+Generator = tuple[dict[str, torch.Tensor], float]  # a site's bounded generator, its weight
+
+
+@dataclass
+class TaskState:
+    """What the strategy keeps of the current task from the sites' replies: a new task
+    starts empty (:meth:`FedReplay.begin_task`); a checkpoint written mid-task keeps it."""
+
+    # {site key: its latest bounded generator of the task, its weight}: the ensemble
+    generators: dict[str, Generator] = field(default_factory=dict)
+    # {site key: the class counts it reported} (replay.mixture = "class-counts")
+    class_counts: dict[str, dict[int, float]] = field(default_factory=dict)
+    # {site key: the num-examples it declared on its first reply of the task}: its cap
+    declared: dict[str, float] = field(default_factory=dict)
+    # generator.kind = "embedding": the task's releases, one per site
+    releases: EmbeddingReleases = field(default_factory=EmbeddingReleases)
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "task_generators": self.generators,
+            "class_counts": self.class_counts,
+            "declared": self.declared,
+            "releases": self.releases.snapshot(),
+        }
+
+    @classmethod
+    def from_dict(cls, snapshot: Mapping[str, Any]) -> TaskState:
+        return cls(
+            generators=dict(snapshot["task_generators"]),
+            class_counts=dict(snapshot.get("class_counts", {})),
+            declared=dict(snapshot["declared"]),
+            releases=EmbeddingReleases.restore(snapshot.get("releases")),
+        )
 
 
 class FedReplay(FedAvg):
@@ -91,8 +127,6 @@ class FedReplay(FedAvg):
         self.sampler = SiteSampler(query_timeout=query_timeout)  # key: set by the run
         self.instructions: list[Message] = []  # the round's messages to sites
         self.reported: dict[int, str] = {}  # node -> kind of failure already logged
-        # {site key: num-examples it declared on its first reply of the task}
-        self.declared: dict[str, float] = {}
         self.run_key = ""  # set by the run, kept across a resume: sites key their state by it
         self.current_arrays: ArrayRecord | None = None
         self.round_offset = 0  # rounds of earlier tasks (start() counts from 1 per task)
@@ -101,15 +135,12 @@ class FedReplay(FedAvg):
         self.replay_sent = Deliveries()  # nodes holding the task's replay payload
         # DGM: nodes holding the task's frozen generator elements (they get the free ones)
         self.generator_sent = Deliveries()
-        # {site key: (its bounded generator of this task, its weight)}: the ensemble
-        self.task_generators: dict[str, tuple[dict[str, torch.Tensor], float]] = {}
-        self.class_counts: dict[str, dict[int, float]] = {}  # {site key: reported (class-counts)}
+        self.task = TaskState()  # what the sites' replies of the current task left
         self.round_records: list[RoundRecord] = []
         self.evaluate_records: dict[int, dict[str, float]] = {}
         # {site id: (round, partition id, {"solver": state, "generator": state})}: the last
         # update every site sent, for the privacy audit of what left each site
         self.site_updates: dict[str, tuple[int, int, dict[str, dict[str, torch.Tensor]]]] = {}
-        self.releases = EmbeddingReleases()  # generator.kind = "embedding": the task's
         self.embedding_shape: tuple[int, int] | None = None
 
     # --- task boundaries ---------------------------------------------------------------
@@ -122,13 +153,11 @@ class FedReplay(FedAvg):
     ) -> None:
         """Called by the run before each task: the replay every site must receive (and,
         for generator.kind = "embedding", the shape of the task's releases)."""
-        self.releases, self.embedding_shape = EmbeddingReleases(), embedding_shape
+        self.task, self.embedding_shape = TaskState(), embedding_shape
         self.payload = payload
         self.payload_records = wire.replay_records(payload) if payload is not None else None
         self.replay_sent.reset()
         self.generator_sent.reset()  # a new task: new frozen elements
-        self.task_generators, self.class_counts = {}, {}
-        self.declared = {}
         self.round_offset = round_offset
 
     def replace_payload(self, payload: ReplayPayload) -> None:
@@ -140,26 +169,19 @@ class FedReplay(FedAvg):
         """What a resumed run needs of the current task (node ids are not kept: they
         change when sites reconnect; a resumed task sends its replay to every site again)."""
         return {
-            "task_generators": self.task_generators,
-            "class_counts": self.class_counts,
-            "declared": self.declared,
+            **self.task.to_dict(),
             "evaluate_records": self.evaluate_records,
             "site_updates": self.site_updates,
-            "releases": self.releases.snapshot(),
         }
 
-    def restore(self, snapshot: dict[str, object], *, mid_task: bool) -> None:
+    def restore(self, snapshot: Mapping[str, Any], *, mid_task: bool) -> None:
         """After :meth:`begin_task` of the task being resumed. A checkpoint written at a
         task's end (``mid_task`` False) holds the finished task's generators, counts and
         caps: the new task starts without them, as :meth:`begin_task` left it."""
-        self.evaluate_records = dict(snapshot["evaluate_records"])  # type: ignore[call-overload]
-        self.site_updates = dict(snapshot["site_updates"])  # type: ignore[call-overload]
-        if not mid_task:
-            return
-        self.task_generators = dict(snapshot["task_generators"])  # type: ignore[call-overload]
-        self.class_counts = dict(snapshot.get("class_counts", {}))  # type: ignore[call-overload]
-        self.declared = dict(snapshot["declared"])  # type: ignore[call-overload]
-        self.releases = EmbeddingReleases.restore(snapshot.get("releases"))  # type: ignore[arg-type]
+        self.evaluate_records = dict(snapshot["evaluate_records"])
+        self.site_updates = dict(snapshot["site_updates"])
+        if mid_task:
+            self.task = TaskState.from_dict(snapshot)
 
     # --- training -------------------------------------------------------------------------
     def configure_train(
@@ -250,7 +272,7 @@ class FedReplay(FedAvg):
             if got.metrics.get("num-examples", 0.0) > 0:
                 accepted.append((reply, got))
                 if got.release is not None:  # the task's first counts (server.embedding_sum)
-                    self.releases.receive(reply.key, got.release)
+                    self.task.releases.receive(reply.key, got.release)
         missing = set(record.sampled) - {r.node_id for r in record.replies} - set(record.failures)
         for node in missing:
             record.failures[node] = "no reply before the round timeout"
@@ -293,7 +315,7 @@ class FedReplay(FedAvg):
         counts = [r.metrics["num-examples"] for r, _ in accepted]
         declared = []
         for reply, _ in accepted:  # the count a site declared on joining the task is its cap
-            declared.append(self.declared.setdefault(reply.key, reply.metrics["num-examples"]))
+            declared.append(self.task.declared.setdefault(reply.key, reply.metrics["num-examples"]))
         try:
             arrays, reports = aggregate(
                 current, replies, counts, bounds=self.bounds, declared=declared
@@ -336,8 +358,8 @@ class FedReplay(FedAvg):
                 )
                 generator = {k.split(".", 1)[1]: torch.from_numpy(v) for k, v in bounded.items()}
                 reply.generator = generator
-                self.task_generators[reply.key] = (generator, report.weight)
-                self.class_counts[reply.key] = reported_counts(reply.metrics)
+                self.task.generators[reply.key] = (generator, report.weight)
+                self.task.class_counts[reply.key] = reported_counts(reply.metrics)
             # the privacy audit's view of a site's release (what it sent, un-bounded)
             parts = wire.split_record(got.scholar)
             partition = int(reply.metrics.get("partition-id", 0))
