@@ -28,8 +28,6 @@ from common.device import seed_everything, select_device
 from common.evaluator import train_evaluator
 from common.metrics import AccuracyMatrix, evaluate_tasks, per_task_generator_quality
 from common.models import build_generator, build_solver
-from common.models.dgm import DGMGenerator
-from common.models.ridge import RidgeSolver
 from common.replay import GenerativeReplay, ReplayPayload
 from common.results import RunFolder
 from server import replay_check
@@ -37,10 +35,9 @@ from server.aggregation import Bounds
 from server.checkpoint import RunCheckpoint
 from server.client_dp import ClientLevelDP
 from server.console import flower_log_in
-from server.embedding_sum import TaskGenerator
 from server.finish import finish_run
 from server.inprocess import InProcessGrid
-from server.mask_aggregation import consolidate
+from server.method_server import server_side
 from server.output_dir import resolve_output_dir
 from server.progress_grid import ProgressGrid
 from server.replay_payload import next_payload, replay_source
@@ -75,16 +72,9 @@ class FederatedRun:
             build_generator(cfg, shape, k).to(self.device) if cfg.uses_generator else None
         )
         self.central = cfg.fed.evaluate in ("central", "both")
-        # generator.kind = "embedding": sites send releases, the server fits the generator
-        self.embedding = (
-            TaskGenerator(cfg, self.stream, self.generator)
-            if self.generator is not None and cfg.generator.kind == "embedding"
-            else None
-        )
-        self.travelling = None if self.embedding is not None else self.generator
-        # solver.arch = "ridge": the solver's statistics at the task's start (the server's
-        # own: it solves the solver from the releases and never takes a site's)
-        self.ridge_base: dict[str, torch.Tensor] | None = None
+        # what the method does at the server beyond the loop (server.method_server)
+        self.side = server_side(cfg, self.stream, self.generator)
+        self.travelling = self.side.travelling  # the generator sites send (None: the server's)
         self.fedreplay = FedReplay(
             solver=self.solver,
             generator=self.travelling,
@@ -212,17 +202,12 @@ class FederatedRun:
         """The rounds of task ``t`` not ``done`` yet; ``self.arrays`` holds the result."""
         cfg, R = self.cfg, self.cfg.fed.rounds_per_task
         self.task = t
-        shape = self.embedding.release_shape(t) if self.embedding is not None else None
+        shape = self.side.release_shape(t)
         self.fedreplay.begin_task(payload, round_offset=t * R + done, embedding_shape=shape)
-        if isinstance(self.generator, DGMGenerator) and len(self.upload_shapes) == t:
-            shapes = wire.packed_shapes(self.generator)
-            self.upload_shapes.append({k: list(v) for k, v in shapes.items()})
         if ckpt is not None:  # (a checkpoint at a task's end: nothing of that task carries on)
             self.fedreplay.restore(ckpt.strategy, mid_task=done > 0)
         self.arrays = arrays
-        if isinstance(self.solver, RidgeSolver):
-            self._load(arrays)
-            self.ridge_base = {k: v.clone() for k, v in self.solver.state_dict().items()}
+        self.side.begin_task(self, t)
         log.info(
             "task %d/%d (%s): rounds %d-%d",
             t + 1,
@@ -257,13 +242,7 @@ class FederatedRun:
         if local_round == 0:
             return None
         self.arrays = arrays  # the previous model when the round aggregated nothing
-        if self.embedding is not None:
-            refreshed = self.embedding.refresh(self.task, self.fedreplay.task.releases)
-            self._solve_ridge(absorb=False)
-            if refreshed:
-                finished = self.embedding.finished(self.fedreplay.payload, self.task)
-                payload = self.embedding.payload(self.task, finished, self.solver)
-                self.fedreplay.replace_payload(payload)
+        self.side.after_round(self)
         central = self.evaluate_central(local_round, self.arrays)
         rec = self.fedreplay.round_records[-1]
         task_round = rec.server_round - self.task * self.cfg.fed.rounds_per_task
@@ -294,13 +273,9 @@ class FederatedRun:
         """Evaluate the global scholar after task ``t``; the replay for task ``t + 1``."""
         cfg, task = self.cfg, self.stream.tasks[t]
         self._load(self.arrays)
-        if self.embedding is not None:  # (refitted if a release came after the last fit)
-            self.embedding.refresh(t, self.fedreplay.task.releases)
-            self._solve_ridge(absorb=True)  # ridge: the task's statistics join the solver's
         if not any(r["accepted"] for r in self.rounds if r["task"] == t):
             log.warning("task %d: no site update was accepted; the scholar is unchanged", t + 1)
-        if isinstance(self.generator, DGMGenerator):  # (masks binarised: the task's final G)
-            self._consolidate(t, self.generator)
+        self.side.end_task(self, t)  # (DGM: masks binarised, the task's final generator)
         accs = self._task_accuracies(t)
         self.matrix.record(t, accs)
         payload = self._payload(t + 1)  # the frozen scholar(s) after task t
@@ -326,26 +301,6 @@ class FederatedRun:
             100 * self.matrix.average_accuracy(t),
         )
         return payload
-
-    def _solve_ridge(self, *, absorb: bool) -> None:
-        """solver.arch = "ridge": the solver solved from the task-start statistics and the
-        task's releases (:class:`server.embedding_sum.TaskGenerator`); it becomes the global
-        model, whatever the sites sent back."""
-        if self.ridge_base is None or self.embedding is None:
-            return
-        assert isinstance(self.solver, RidgeSolver)
-        self.solver.load_state_dict(self.ridge_base)
-        (self.embedding.absorb if absorb else self.embedding.solve)(self.task, self.solver)
-        self.arrays = wire.scholar_record(self.solver, self.travelling)
-
-    def _consolidate(self, t: int, generator: DGMGenerator) -> None:
-        """DGM at the boundary of task ``t`` (:func:`server.mask_aggregation.consolidate`);
-        the grown generator becomes the global model (and the reference every site's
-        reply is checked against)."""
-        classes = list(self.stream.tasks[t].classes)
-        size = consolidate(generator, classes, task=t)
-        self.generator_sizes.append(size)
-        self.arrays = wire.scholar_record(self.solver, generator)
 
     # --- run state (server.run_state) -------------------------------------------------------
     def _checkpoint(self, *, task: int, task_rounds: int, payload: ReplayPayload | None) -> None:
@@ -390,11 +345,7 @@ class FederatedRun:
             generator=self.generator,
             site_generators=generators,
             class_counts=self.fedreplay.task.class_counts,
-            previous=(  # embedding: without the finished task's own generator (added here)
-                self.embedding.finished(self.fedreplay.payload, t - 1)
-                if self.embedding is not None
-                else self.fedreplay.payload
-            ),
+            previous=self.side.previous(self.fedreplay.payload, t - 1),
         )
 
     def _task_accuracies(self, t: int) -> list[float]:

@@ -159,6 +159,7 @@ class PrivacySession:
         spent first, :meth:`SiteLedger.release_counts`); everything about a task's size
         that leaves the site is computed from that release, never from the true count."""
         cfg = self.cfg
+        per_task = releases_per_task(cfg)  # (the embedding: one release per task)
         with SiteLedger.open(self.root, self.site_id, dp=cfg.dp) as ledger:
             ledger.join_run(
                 run_key,
@@ -167,7 +168,7 @@ class PrivacySession:
                 plan=None,
                 run_target=cfg.dp.target_epsilon,
                 max_grad_norm=cfg.dp.max_grad_norm,
-                histograms=releases_per_task(cfg),
+                histograms=per_task,
             )
             counts = ledger.released_counts(run_key)
             if counts is None:
@@ -184,8 +185,8 @@ class PrivacySession:
             iterations = private_solver_steps(cfg, iterations)
             sigma = ledger.noise_multiplier(run_key, task)
             events = [(sigma, q, n) for n in (iterations, generator_steps) if n]
-            stored = ledger.task_release(run_key, task) if releases_per_task(cfg) else None
-            release = releases_per_task(cfg) and stored is None
+            stored = ledger.task_release(run_key, task) if per_task else None
+            release = per_task and stored is None
             if release:  # once per task: one Gaussian mechanism, spent before it exists
                 events.append((sigma, TASK_RELEASE_RATE, 1))
             if events:  # (a later round of an embedding's task spends nothing)

@@ -77,3 +77,12 @@ def test_lower_layers_never_import_higher_ones() -> None:
 def test_the_protocol_declaration_imports_nothing_of_the_platform() -> None:
     assert not {m for m in imported_modules(ROOT / "common" / "protocol.py") if m.startswith(
         ("common", "client", "server", "flwr", "torch"))}  # fmt: skip
+
+
+def test_the_loop_names_no_method() -> None:
+    """server/federation.py is the loop: a method's server work is a class of
+    server/method_server.py, called through its hooks (issue 35: methods were branches)."""
+    loop = (ROOT / "server" / "federation.py").read_text(encoding="utf-8")
+    named = [w for w in ("DGMGenerator", "RidgeSolver", "TaskGenerator", '"embedding"', '"dgm"')
+             if w in loop]  # fmt: skip
+    assert not named, named
