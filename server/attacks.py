@@ -37,6 +37,7 @@ ATTACKS: dict[str, str] = {
     "alie": "A Little Is Enough (Baruch et al. 2019): the mean of the round's updates it has "
     "seen (its own, and the sites that answered before it) moved by one standard deviation "
     "per coordinate against the mean's sign, inside the honest spread",
+    "alie-count1e9": "alie, and reports num-examples = 1e9 (the most weight the cap allows)",
     "steal-id": "reports another site's site id and partition id",
     # generator.kind = "embedding" (the other attacks also scale or replace its release)
     "embedding-swap10": "sends its embedding release with the classes' rows swapped, x10",
@@ -125,13 +126,13 @@ def attack_reply(
     elif name == "steal-id":
         site = {wire.SITE_ID: victim[0]}
         metrics["partition-id"] = float(victim[1])
-    elif name == "alie":
+    elif name in ("alie", "alie-count1e9"):
         if not seen:
             raise ValueError("alie reads the round's other replies: use hostile_hook")
         arrays = _update(sent, reply, lambda k, s, a: s + _alie([u[k] for u in seen], z=1.0))
     elif name not in ATTACKS:
         raise ValueError(f"unknown attack {name!r}; known: {', '.join(ATTACKS)}")
-    if name in ("count1e9", "flip10-count1e9"):
+    if name in ("count1e9", "flip10-count1e9", "alie-count1e9"):
         metrics["num-examples"] = 1e9
     elif name == "count-inf":
         metrics["num-examples"] = float("inf")
@@ -151,7 +152,7 @@ def hostile_hook(name: str, *, node_id: int, victim: tuple[str, int] = ("site-0"
         if reply.has_error() or sent.metadata.message_type != "train":  # evaluate, query
             return reply
         rnd = str(sent.content.config_records[wire.CONFIG]["server-round"])
-        if name == "alie":  # the attacker reads every train reply it can (a colluder)
+        if name.startswith("alie"):  # the attacker reads every train reply it can (a colluder)
             start = wire.scholar_of(sent.content)
             seen.setdefault(rnd, []).append(
                 {

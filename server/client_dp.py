@@ -29,7 +29,7 @@ from common.privacy.randomness import cryptographic_normal
 Arrays = dict[str, np.ndarray]
 
 
-def clip_update(update: Arrays, clip_norm: float) -> tuple[Arrays, float]:
+def clip_update(update: Arrays, *, clip_norm: float) -> tuple[Arrays, float]:
     """``update`` scaled to L2 norm at most ``clip_norm`` (over all arrays); its norm."""
     squares = (float(np.sum(np.square(v, dtype=np.float64))) for v in update.values())
     norm = float(np.sqrt(sum(squares)))
@@ -66,7 +66,9 @@ class ClientLevelDP:
         for reply in replies:
             if set(reply) != set(current):
                 raise ValueError("a reply's arrays do not match the global model's")
-            clipped, norm = clip_update({k: reply[k] - current[k] for k in current}, self.clip_norm)
+            clipped, norm = clip_update(
+                {k: reply[k] - current[k] for k in current}, clip_norm=self.clip_norm
+            )
             norms.append(norm)
             for k, v in clipped.items():
                 total[k] += v

@@ -46,7 +46,7 @@ class SiteRegistry:
                 ) from None
 
     def check(
-        self, site_id: str, epsilon: float, steps: float, run: str, *, server_round: int = 0
+        self, site_id: str, *, epsilon: float, steps: float, run: str, server_round: int = 0
     ) -> str | None:
         """Why a report by ``site_id`` is refused (None: accepted, and recorded).
 

@@ -377,9 +377,9 @@ class FedReplay(FedAvg):
             return "a DP reply without a site id"
         return self.registry.check(
             got.site_id,
-            got.metrics["dp-epsilon"],
-            got.metrics.get("dp-steps", 0.0),
-            self.run_key,
+            epsilon=got.metrics["dp-epsilon"],
+            steps=got.metrics.get("dp-steps", 0.0),
+            run=self.run_key,
             server_round=server_round,
         )
 

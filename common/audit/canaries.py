@@ -53,7 +53,7 @@ def canary_scores(
     return -per_example_loss(model, split, device=device)
 
 
-def p_value(m: int, r: int, v: int, eps: float, delta: float) -> float:
+def p_value(m: int, r: int, v: int, *, eps: float, delta: float) -> float:
     """P[>= v correct of r guesses] allowed by (eps, delta)-DP with m canaries (see above)."""
     if not 0 <= v <= r <= m:
         raise ValueError(f"need 0 <= v <= r <= m, got v={v}, r={r}, m={m}")
@@ -77,16 +77,16 @@ def epsilon_from_guesses(
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")
     level = 1.0 - confidence
-    if p_value(m, r, v, 0.0, delta) >= level:
+    if p_value(m, r, v, eps=0.0, delta=delta) >= level:
         return 0.0
     lo, hi = 0.0, 1.0
-    while p_value(m, r, v, hi, delta) < level:
+    while p_value(m, r, v, eps=hi, delta=delta) < level:
         lo, hi = hi, 2.0 * hi
         if hi > 1e3:  # q == 1 in floating point long before this
             return lo
     for _ in range(BISECTION_STEPS):
         mid = 0.5 * (lo + hi)
-        if p_value(m, r, v, mid, delta) < level:
+        if p_value(m, r, v, eps=mid, delta=delta) < level:
             lo = mid
         else:
             hi = mid

@@ -72,7 +72,7 @@ class ReleaseAudit:
         """The most this audit can certify: no test exceeds the perfect score's bound, nor
         the true epsilon of what this canary moves (mu_canary-GDP; with the Gram a canary
         moves the release by less than its sensitivity)."""
-        return min(self.reachable_epsilon, gdp_epsilon(self.mu_canary, self.delta))
+        return min(self.reachable_epsilon, gdp_epsilon(self.mu_canary, delta=self.delta))
 
     @property
     def verdict(self) -> str:
@@ -188,6 +188,6 @@ def audit_release(
         mu_lower_bound=mu_lb,
         mu_claimed=1.0 / noise_multiplier,
         mu_canary=mu_canary,
-        epsilon_exact=gdp_epsilon(1.0 / noise_multiplier, delta),
-        epsilon_lower_bound_gaussian=gdp_epsilon(mu_lb, delta),
+        epsilon_exact=gdp_epsilon(1.0 / noise_multiplier, delta=delta),
+        epsilon_lower_bound_gaussian=gdp_epsilon(mu_lb, delta=delta),
     )

@@ -66,6 +66,7 @@ def _markdown(
     title: str,
     attacks: dict[str, dict],
     bounds: dict[str, dict],
+    *,
     accountant_epsilon: float | None,
     delta: float | None,
     accountant: str | None,
@@ -188,7 +189,16 @@ def write_report(
     paths["json"].write_text(dumps_json(payload) + "\n")
     json.loads(paths["json"].read_text())  # fail here, not in a reader, on bad JSON
     paths["markdown"].write_text(
-        _markdown(title, attacks, bounds, accountant_epsilon, delta, accountant, scope, non_members)
+        _markdown(
+            title,
+            attacks,
+            bounds,
+            accountant_epsilon=accountant_epsilon,
+            delta=delta,
+            accountant=accountant,
+            scope=scope,
+            non_members=non_members,
+        )
     )
     _plot_roc(attacks, paths["roc"], title)
     return paths

@@ -163,7 +163,7 @@ def gaussian_test_bound(
     return best
 
 
-def gdp_epsilon(mu: float, delta: float) -> float:
+def gdp_epsilon(mu: float, *, delta: float) -> float:
     """Epsilon at ``delta`` of mu-GDP: the root of
     delta = Phi(-eps/mu + mu/2) - e^eps Phi(-eps/mu - mu/2) (Dong, Roth & Su, Cor. 2.13)."""
     if mu <= 0:
@@ -217,7 +217,7 @@ def canary_observations(
     expected = max(round(sample_rate * len(split)), 1)
     factory = make_stepper or dp_stepper_factory(plan, expected_batch_size=expected)
     stepper = factory(torch.optim.SGD(model.parameters(), lr=1.0), model)
-    batches = poisson_batches(split, sample_rate, rng=plan.sampling)
+    batches = poisson_batches(split, sample_rate=sample_rate, rng=plan.sampling)
     big = 100.0 * max_grad_norm  # every canary's gradient is clipped to exactly C
     out = np.empty((steps, m), dtype=np.float64)
     for t in range(steps):
@@ -274,14 +274,14 @@ def canary_scores(
 
 
 def masks_are_fresh(
-    sample_rate: float, *, make_sampling: Callable[[], torch.Generator], records: int = 4096
+    *, sample_rate: float, make_sampling: Callable[[], torch.Generator], records: int = 4096
 ) -> bool:
     """Whether two plans made the platform's way draw different Poisson masks: a sampling
     generator from a fixed or public seed draws the same ones, run after run."""
     split = Split.from_tensors(torch.zeros(records, 1, 1, 1), torch.zeros(records).long())
     draws = []
     for _ in range(2):
-        batches = poisson_batches(split, sample_rate, rng=make_sampling())
+        batches = poisson_batches(split, sample_rate=sample_rate, rng=make_sampling())
         draws.append([next(batches)[1].tolist() for _ in range(4)])
     return draws[0] != draws[1]
 
@@ -352,9 +352,11 @@ def audit_mechanism(
         reachable_epsilon=perfect_test_bound(include, delta=delta, alpha=alpha),
         mu_lower_bound=mu_lb,
         mu_claimed=mu_claimed,
-        epsilon_exact=gdp_epsilon(mu_claimed, delta) if mu_claimed is not None else None,
-        epsilon_lower_bound_gaussian=gdp_epsilon(mu_lb, delta) if mu_claimed is not None else None,
-        masks_fresh=masks_are_fresh(sample_rate, make_sampling=sampling)
+        epsilon_exact=gdp_epsilon(mu_claimed, delta=delta) if mu_claimed is not None else None,
+        epsilon_lower_bound_gaussian=gdp_epsilon(mu_lb, delta=delta)
+        if mu_claimed is not None
+        else None,
+        masks_fresh=masks_are_fresh(sample_rate=sample_rate, make_sampling=sampling)
         if sample_rate < 1.0
         else None,
     )

@@ -43,17 +43,18 @@ def noise_for_budget(
     Memoised: equal plans share the search."""
     return _noise_for_budget(
         tuple((float(q), int(n)) for q, n in plan),
-        target_epsilon,
-        delta,
-        accountant,
-        tolerance,
-        tuple((float(s), float(q), int(n)) for s, q, n in prior),
+        target_epsilon=target_epsilon,
+        delta=delta,
+        accountant=accountant,
+        tolerance=tolerance,
+        prior=tuple((float(s), float(q), int(n)) for s, q, n in prior),
     )
 
 
 @lru_cache(maxsize=256)
 def _noise_for_budget(
     plan: tuple[tuple[float, int], ...],
+    *,
     target_epsilon: float,
     delta: float,
     accountant: str,

@@ -192,7 +192,7 @@ class PrivacySession:
             if events:  # (a later round of an embedding's task spends nothing)
                 ledger.spend(run_key, task=task, events=events, server_round=server_round)
             if release:
-                stored = self._release(task, sigma)
+                stored = self._release(task, sigma=sigma)
                 ledger.record_task_release(run_key, task, stored)
             metrics = ledger.metrics(run_key)
         metrics["num-examples"] = float(n)  # the released count, not the true one
@@ -211,7 +211,7 @@ class PrivacySession:
             embedding = torch.tensor(stored, dtype=torch.float32).view(-1, width)
         return PreparedRound(plan, iterations + generator_steps, metrics, taken, embedding)
 
-    def _release(self, task: int, sigma: float) -> list[float]:
+    def _release(self, task: int, *, sigma: float) -> list[float]:
         """The task's one Gaussian release, flat (called after it was spent)."""
         data = real_data_for(self.cfg.method, self.tasks, task)
         classes = self.tasks[task].classes

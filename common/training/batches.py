@@ -24,7 +24,7 @@ def shuffled_batches(
 
 
 def poisson_batches(
-    split: Split, sample_rate: float, *, rng: torch.Generator
+    split: Split, *, sample_rate: float, rng: torch.Generator
 ) -> Iterator[tuple[Tensor, Tensor]]:
     """Endless batches where every record is in each batch independently with ``sample_rate``.
 

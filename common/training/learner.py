@@ -270,7 +270,7 @@ class Learner:
             generator under DP (never from ``seed``)."""
             if dp is None:
                 return shuffled_batches(real, cfg.train.batch_size, rng=rng)
-            return poisson_batches(real, dp.sample_rate, rng=dp.sampling)
+            return poisson_batches(real, sample_rate=dp.sample_rate, rng=dp.sampling)
 
         if dp is not None:
             make_stepper = dp_stepper_factory(

@@ -86,3 +86,28 @@ def test_the_loop_names_no_method() -> None:
     named = [w for w in ("DGMGenerator", "RidgeSolver", "TaskGenerator", '"embedding"', '"dgm"')
              if w in loop]  # fmt: skip
     assert not named, named
+
+
+RISKY = {"epsilon", "eps", "delta", "sigma", "noise_multiplier", "clip", "clip_norm",
+         "max_grad_norm", "sample_rate", "target_epsilon"}  # fmt: skip
+
+
+def test_privacy_numbers_are_never_passed_by_position() -> None:
+    """Every function and method of the platform that takes epsilon, delta, sigma, a clip
+    norm or a sampling rate takes it by keyword (issue 35: a swapped float is a silent
+    privacy bug). Nested callbacks (root finding) are exempt."""
+    offenders = []
+    for folder in ("common", "client", "server"):
+        for path in (ROOT / folder).rglob("*.py"):
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+            scopes = [tree, *(n for n in tree.body if isinstance(n, ast.ClassDef))]
+            for scope in scopes:
+                for fn in scope.body:
+                    if isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef):
+                        positional = [a.arg for a in (*fn.args.posonlyargs, *fn.args.args)]
+                        bad = sorted(set(positional) & RISKY)
+                        if bad:
+                            offenders.append(
+                                f"{path.relative_to(ROOT)}:{fn.lineno} {fn.name} {bad}"
+                            )
+    assert not offenders, offenders

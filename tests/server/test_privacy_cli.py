@@ -57,8 +57,13 @@ def test_show_raise_and_release(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert shown["budget"] == 4.0 and shown["budget_log"][0]["reason"] == "IRB 2026-17"
     # The server's quarantine of a reset site is lifted only by this explicit action.
     registry = SiteRegistry(tmp_path / "server" / REGISTRY)
-    assert registry.check("st-olav", 2.0, 200, "r1") is None
-    assert "reset" in (registry.check("st-olav", 0.5, 10, "r2") or "")
+    assert registry.check("st-olav", epsilon=2.0, steps=200, run="r1") is None
+    assert "reset" in (registry.check("st-olav", epsilon=0.5, steps=10, run="r2") or "")
     registry.save()
     assert main(["release-site", "st-olav", "--server-dir", str(tmp_path / "server")]) == 0
-    assert SiteRegistry(tmp_path / "server" / REGISTRY).check("st-olav", 2.5, 300, "r3") is None
+    assert (
+        SiteRegistry(tmp_path / "server" / REGISTRY).check(
+            "st-olav", epsilon=2.5, steps=300, run="r3"
+        )
+        is None
+    )

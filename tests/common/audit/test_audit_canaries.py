@@ -67,11 +67,11 @@ def test_monotone_in_correct_guesses() -> None:
 
 def test_p_value_reduces_to_the_binomial_tail() -> None:
     q = 1 / (1 + math.exp(-1.0))
-    assert p_value(500, 100, 70, 1.0, 0.0) == pytest.approx(binom.sf(69, 100, q))
-    assert p_value(500, 100, 70, 1.0, 1e-3) > p_value(500, 100, 70, 1.0, 0.0)
-    assert p_value(500, 100, 0, 0.0, 0.0) == 1.0
+    assert p_value(500, 100, 70, eps=1.0, delta=0.0) == pytest.approx(binom.sf(69, 100, q))
+    assert p_value(500, 100, 70, eps=1.0, delta=1e-3) > p_value(500, 100, 70, eps=1.0, delta=0.0)
+    assert p_value(500, 100, 0, eps=0.0, delta=0.0) == 1.0
     with pytest.raises(ValueError):
-        p_value(10, 5, 6, 1.0, 0.0)
+        p_value(10, 5, 6, eps=1.0, delta=0.0)
 
 
 def test_bound_is_valid_for_randomised_response() -> None:

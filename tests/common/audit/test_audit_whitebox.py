@@ -156,8 +156,8 @@ def test_gdp_epsilon_matches_the_prv_accountant_at_rate_one() -> None:
 
     for sigma, steps in ((5.0, 4), (1.5, 10), (0.8, 1)):
         prv = compute_epsilon([(sigma, 1.0, steps)], delta=DELTA, kind="prv")
-        assert gdp_epsilon(steps**0.5 / sigma, DELTA) == pytest.approx(prv, rel=0.03)
-    assert gdp_epsilon(0.0, DELTA) == 0.0
+        assert gdp_epsilon(steps**0.5 / sigma, delta=DELTA) == pytest.approx(prv, rel=0.03)
+    assert gdp_epsilon(0.0, delta=DELTA) == 0.0
 
 
 def test_masks_from_a_public_seed_at_rate_one_half_are_flagged() -> None:

@@ -31,7 +31,7 @@ def test_two_plans_draw_different_masks_and_noise_even_after_public_seeding() ->
         plan = DPPlan(
             noise_multiplier=1.0, max_grad_norm=1.0, sample_rate=0.1, on_step=lambda: None
         )
-        _, mask_y = next(poisson_batches(split, 0.1, rng=plan.sampling))
+        _, mask_y = next(poisson_batches(split, sample_rate=0.1, rng=plan.sampling))
         noise = torch.normal(0.0, 1.0, (64,), generator=plan.noise)
         draws.append((len(mask_y), noise))
     assert not torch.equal(draws[0][1], draws[1][1])
