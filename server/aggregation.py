@@ -197,12 +197,6 @@ def _rule(results: list[tuple[list[np.ndarray], float]], bounds: Bounds) -> list
     if bounds.rule == "median":
         return aggregate_median(flwr_results)
     if bounds.rule == "trimmed-mean":
-        import os
-
-        if os.environ.get("FEDREPLAY_WTM"):
-            return weighted_trimmed_mean(
-                [arrays for arrays, _ in results], [w for _, w in results], bounds.trim_fraction
-            )
         return trimmed_mean([arrays for arrays, _ in results], bounds.trim_fraction)
     if bounds.rule in ("krum", "multikrum"):
         if n <= 2 * f + 2:
@@ -223,35 +217,6 @@ def trimmed_mean(results: Sequence[Sequence[np.ndarray]], fraction: float) -> li
     for layer in zip(*results, strict=True):
         stacked = np.sort(np.stack(layer), axis=0)  # (n, *shape)
         out.append(stacked[cut : n - cut].mean(axis=0))
-    return out
-
-
-def weighted_trimmed_mean(
-    results: Sequence[Sequence[np.ndarray]], weights: Sequence[float], fraction: float
-) -> list[np.ndarray]:
-    """Coordinate-wise weighted mean without ``cut`` of the weight at each end: the values
-    are sorted, and the lowest and highest ``cut`` of the total (capped) weight are dropped,
-    a reply on the boundary keeping the part of its weight inside. cut = ``fraction``, at
-    least one reply's share (1 / n) from three replies on; with equal weights this is
-    :func:`trimmed_mean`."""
-    n = len(results)
-    w = np.asarray(weights, dtype=np.float64)
-    if not (np.isfinite(w).all() and (w >= 0).all() and w.sum() > 0):
-        raise AggregationError("the replies' capped example counts sum to zero")
-    w = w / w.sum()
-    cut = max(fraction, 1.0 / n if n >= 3 else 0.0)
-    out = []
-    for layer in zip(*results, strict=True):
-        stacked = np.stack(layer).reshape(n, -1)
-        order = np.argsort(stacked, axis=0, kind="stable")
-        values = np.take_along_axis(stacked, order, axis=0)
-        mass = w[order]  # (n, d): each sorted value's weight
-        end = np.cumsum(mass, axis=0)
-        start = end - mass
-        kept = np.clip(np.minimum(end, 1.0 - cut) - np.maximum(start, cut), 0.0, None)
-        total = kept.sum(axis=0)
-        mean = (kept * values).sum(axis=0) / np.where(total > 0, total, 1.0)
-        out.append(mean.reshape(layer[0].shape))
     return out
 
 
