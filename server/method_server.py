@@ -7,7 +7,7 @@ releases, and the ridge solver solved from them) says so here, in its own class,
 four hooks the loop calls at fixed points. DGR and the baselines need nothing:
 :class:`ServerSide` itself, whose hooks do nothing.
 
-    side = server_side(cfg, stream, solver, generator)
+    side = server_side(cfg, stream, generator)
     side.travelling            # the generator that travels (None: the server's own)
     side.release_shape(t)      # the shape of a task's releases (embedding)
     side.begin_task(run, t)    # after the strategy's begin_task and a resume's restore
