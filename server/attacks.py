@@ -44,6 +44,7 @@ ATTACKS: dict[str, str] = {
 }
 
 Hook = Callable[[Message, Message], Message | None]
+ALIE = ("alie", "alie-count1e9")  # attacks that read the round's other replies
 
 
 def _swapped_classes(release: np.ndarray) -> np.ndarray:
@@ -126,7 +127,7 @@ def attack_reply(
     elif name == "steal-id":
         site = {wire.SITE_ID: victim[0]}
         metrics["partition-id"] = float(victim[1])
-    elif name in ("alie", "alie-count1e9"):
+    elif name in ALIE:
         if not seen:
             raise ValueError("alie reads the round's other replies: use hostile_hook")
         arrays = _update(sent, reply, lambda k, s, a: s + _alie([u[k] for u in seen], z=1.0))
@@ -152,7 +153,7 @@ def hostile_hook(name: str, *, node_id: int, victim: tuple[str, int] = ("site-0"
         if reply.has_error() or sent.metadata.message_type != "train":  # evaluate, query
             return reply
         rnd = str(sent.content.config_records[wire.CONFIG]["server-round"])
-        if name.startswith("alie"):  # the attacker reads every train reply it can (a colluder)
+        if name in ALIE:  # the attacker reads every train reply it can (a colluder)
             start = wire.scholar_of(sent.content)
             seen.setdefault(rnd, []).append(
                 {

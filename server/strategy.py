@@ -55,7 +55,7 @@ from server.site_status import pulled_against
 
 log = logging.getLogger("fedreplay.server")
 
-Generator = tuple[dict[str, torch.Tensor], float]  # a site's bounded generator, its weight
+SiteGenerator = tuple[dict[str, torch.Tensor], float]  # a site's bounded generator, weight
 
 
 @dataclass
@@ -64,7 +64,7 @@ class TaskState:
     starts empty (:meth:`FedReplay.begin_task`); a checkpoint written mid-task keeps it."""
 
     # {site key: its latest bounded generator of the task, its weight}: the ensemble
-    generators: dict[str, Generator] = field(default_factory=dict)
+    generators: dict[str, SiteGenerator] = field(default_factory=dict)
     # {site key: the class counts it reported} (replay.mixture = "class-counts")
     class_counts: dict[str, dict[int, float]] = field(default_factory=dict)
     # {site key: the num-examples it declared on its first reply of the task}: its cap
