@@ -8,10 +8,18 @@ Everything a site sends is untrusted. Before a reply reaches the aggregate:
    claim the average by reporting 1e9).
 2. **Update norms are bounded, per part.** The update of each part (``solver``,
    ``generator``) is its difference from the current global model; an update longer than
-   ``update_clip`` times the median norm of the round's updates of that part is scaled
-   down to that length (norm bounding, Sun et al. 2019, "Can you really backdoor federated
+   ``update_clip`` times the round's reference norm of that part is scaled down to that
+   length (norm bounding, Sun et al. 2019, "Can you really backdoor federated
    learning?"), so x10, x100, sign-flipped or 1e30 updates move the model no further than
-   an honest one. Norms are taken in float64 (1e30 squared does not overflow).
+   an honest one. The reference is the (f + 1)-th largest norm of the round's updates of
+   the part, f = ``num_malicious`` (the second-largest by default), from 2f + 1 replies on
+   (the median below, and at 2f + 1 the two agree): f sites can neither raise it (it is at
+   most the largest honest norm) nor pull it down by shrinking their own updates (it is at
+   least the (f + 1)-th largest honest norm). A median reference could be pulled down: an
+   ALIE update shrunk towards zero cut the two sites holding most of a task and cost 9.4
+   points where this reference costs 1.0 (docs/notebook/results.md, "A norm bound a
+   shrunken update cannot pull down"). Norms are taken in float64 (1e30 squared does not
+   overflow); a non-finite norm sorts above every finite one.
 3. **An update that pulls against every other site is left out.** With three replies or
    more, each part's update is compared by cosine with every other site's update of that
    part (all measured from the same previous global model); one whose best cosine is
@@ -31,8 +39,9 @@ Everything a site sends is untrusted. Before a reply reaches the aggregate:
 5. **The aggregate is checked.** A non-finite aggregate is refused: the previous global
    model is kept and the round says so.
 
-With fewer than three replies the medians are those of one or two sites, so the bounds
-protect nothing against a hostile site among two: say so where a run has two sites.
+With fewer than three replies the reference and the counts' median are those of one or two
+sites, so the bounds protect nothing against a hostile site among two: say so where a run
+has two sites.
 """
 
 from __future__ import annotations
@@ -64,10 +73,10 @@ class Bounds:
     """How far one site can move the aggregate (``fed.*`` in the config)."""
 
     rule: str = "fedavg"
-    update_clip: float = 1.0  # x median update norm of the round, per part; 0 = off
+    update_clip: float = 1.0  # x the round's reference update norm, per part; 0 = off
     weight_cap: float = 2.0  # x median example count of the round; 0 = off
     trim_fraction: float = 0.2  # trimmed-mean: cut this fraction at each end
-    num_malicious: int = 1  # krum, multikrum, bulyan: sites assumed hostile
+    num_malicious: int = 1  # sites assumed hostile: the norm reference, krum, bulyan
 
     def __post_init__(self) -> None:
         if self.rule not in RULES:
@@ -96,14 +105,26 @@ def cap_weights(
     return weights
 
 
+def reference_norm(norms: Sequence[float], *, tolerate: int) -> float:
+    """The norm an update is bounded by (x ``update_clip``): the (``tolerate`` + 1)-th
+    largest of ``norms`` from 2 ``tolerate`` + 1 norms on, their median below. ``tolerate``
+    sites can neither raise it nor lower it beyond the honest sites' own norms."""
+    ordered = np.sort(np.asarray(norms, dtype=np.float64))  # nan and inf sort last
+    if len(ordered) >= 2 * tolerate + 1:
+        return float(ordered[len(ordered) - 1 - tolerate])
+    return float(np.median(ordered))
+
+
 def bounded_updates(
     current: Mapping[str, np.ndarray],
     replies: Sequence[Mapping[str, np.ndarray]],
     *,
     clip: float,
+    tolerate: int = 1,
 ) -> tuple[list[Arrays], list[dict[str, float]], list[dict[str, float]]]:
     """Each reply's update (reply - current), each part scaled to at most ``clip`` x the
-    median norm of that part's updates. Returns (updates, norms, scales applied)."""
+    reference norm of that part's updates (:func:`reference_norm`). Returns (updates,
+    norms, scales applied)."""
     parts = sorted({part_of(k) for k in current})
     deltas: list[Arrays] = [
         {k: r[k].astype(np.float64) - current[k].astype(np.float64) for k in current}
@@ -116,7 +137,8 @@ def bounded_updates(
         part_norms = [
             float(np.sqrt(sum(float(np.sum(np.square(d[k]))) for k in keys))) for d in deltas
         ]
-        limit = clip * float(np.median(part_norms)) if clip > 0 else float("inf")
+        reference = reference_norm(part_norms, tolerate=tolerate)
+        limit = clip * reference if clip > 0 else float("inf")
         for i, n in enumerate(part_norms):
             norms[i][part] = n
             if n > limit:
@@ -237,7 +259,9 @@ def aggregate(
         raise AggregationError("no replies to aggregate")
     keys = list(current)
     weights = cap_weights(counts, declared or [None] * len(counts), cap=bounds.weight_cap)
-    updates, norms, scales = bounded_updates(current, replies, clip=bounds.update_clip)
+    updates, norms, scales = bounded_updates(
+        current, replies, clip=bounds.update_clip, tolerate=bounds.num_malicious
+    )
     against: list[dict[str, float]] = [{} for _ in updates]
     if bounds.rule in AGREEING_RULES and bounds.update_clip > 0:  # update-clip 0: bounds off
         against = pulling_against(updates, keys)

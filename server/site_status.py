@@ -44,7 +44,7 @@ def _cut_hard(influence: Mapping[str, Any]) -> str:
     hard = {part: factor for part, factor in clipped.items() if factor < HARD_CLIP}
     if hard:
         parts = ", ".join(f"{p} x{f:.2f}" for p, f in sorted(hard.items()))
-        why.append(f"update clipped to the sites' median norm ({parts})")
+        why.append(f"update clipped to the round's reference norm ({parts})")
     against = influence.get("against") or {}
     if against:
         why.append(pulled_against(against))

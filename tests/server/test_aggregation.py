@@ -4,7 +4,14 @@ import numpy as np
 import pytest
 
 from common.config import ConfigError, load_config
-from server.aggregation import AggregationError, Bounds, aggregate, bounded_model, trimmed_mean
+from server.aggregation import (
+    AggregationError,
+    Bounds,
+    aggregate,
+    bounded_model,
+    reference_norm,
+    trimmed_mean,
+)
 
 RNG = np.random.default_rng(0)
 CURRENT = {
@@ -37,12 +44,15 @@ def hostile(kind: str) -> dict[str, np.ndarray]:
 
 
 @pytest.mark.parametrize("kind", ["scale100", "flip10", "huge"])
-def test_one_update_moves_the_model_no_further_than_the_median_update(kind: str) -> None:
+def test_one_update_moves_the_model_no_further_than_an_honest_update(kind: str) -> None:
     replies = [*honest(4), hostile(kind)]
     out, reports = aggregate(CURRENT, replies, [100.0] * 5, bounds=Bounds(rule="fedavg"))
     honest_norms = sorted(update_norm(r, "solver") for r in replies[:4])
-    assert reports[4].clipped["solver"] < 0.2 and reports[4].clipped["generator"] < 0.2
-    # the hostile site's contribution is at most the median update norm / 5
+    for part in ("solver", "generator"):  # cut to no longer than the longest honest update
+        longest = max(update_norm(r, part) for r in replies[:4])
+        assert reports[4].norms[part] * reports[4].clipped[part] <= longest * (1 + 1e-6)
+        assert reports[4].clipped[part] < 0.5
+    # the hostile site's contribution is at most the largest honest update norm / 5
     assert update_norm(out, "solver") <= np.mean(honest_norms) + honest_norms[-1] / 5 + 1e-6
     assert all(np.isfinite(v).all() for v in out.values())
     plain, _ = aggregate(
@@ -189,3 +199,51 @@ def test_honest_sites_that_disagree_or_carry_only_noise_are_all_kept() -> None:
         noisy = [{"solver.w": rng.standard_normal(20_000).astype(np.float32)} for _ in range(5)]
         _, reports = aggregate(zero, noisy, [1.0] * 5, bounds=Bounds(rule="fedavg"))
         assert not any(r.against for r in reports)
+
+
+def along(direction: dict[str, np.ndarray], norm: float) -> dict[str, np.ndarray]:
+    """CURRENT + an update of the given norm per part, along ``direction``."""
+    out = {}
+    for part in ("solver", "generator"):
+        keys = [k for k in CURRENT if k.startswith(part)]
+        length = np.sqrt(sum(np.sum(direction[k].astype(np.float64) ** 2) for k in keys))
+        out.update(
+            {k: CURRENT[k] + (norm / length * direction[k]).astype(np.float32) for k in keys}
+        )
+    return out
+
+
+@pytest.mark.parametrize("tolerate", [1, 2])
+def test_shrunken_or_inflated_updates_cannot_move_the_bound_on_the_honest_sites(
+    tolerate: int,
+) -> None:
+    # ALIE shrinks its update towards zero: with the median as reference that pulled the
+    # bound down and cut the sites holding most of a task. ``tolerate`` hostile sites, at
+    # any norm, leave the bound between the (f + 1)-th largest and the largest honest norm
+    rng = np.random.default_rng(5)
+    honest_norms = [1.0, 2.0, 3.0, 4.0, 5.0]
+    directions = [{k: rng.standard_normal(v.shape) for k, v in CURRENT.items()} for _ in range(7)]
+    replies = [along(d, n) for d, n in zip(directions, honest_norms, strict=False)]
+    low, high = sorted(honest_norms)[-1 - tolerate], max(honest_norms)
+    for hostile_norm in (0.0, 1e-9, 0.5, 3.5, 1e3, 1e30):
+        hostile = [along(d, hostile_norm) for d in directions[5 : 5 + tolerate]]
+        bounds = Bounds(rule="fedavg", num_malicious=tolerate)
+        _, reports = aggregate(
+            CURRENT, [*replies, *hostile], [100.0] * (5 + tolerate), bounds=bounds
+        )
+        for n, report in zip(honest_norms, reports, strict=False):
+            kept = n * report.clipped.get("solver", 1.0)  # the length it was cut to
+            assert kept >= min(n, low) * (1 - 1e-6), (hostile_norm, n, kept)
+            assert kept <= high * (1 + 1e-6)
+        for report in reports[5:]:  # a hostile update is never longer than the honest ones
+            assert report.norms["solver"] * report.clipped.get("solver", 1.0) <= high * (1 + 1e-6)
+
+
+def test_the_reference_norm_falls_back_to_the_median_and_sorts_non_finite_norms_last() -> None:
+    assert reference_norm([1.0, 2.0, 3.0, 4.0], tolerate=1) == 3.0  # second-largest
+    assert reference_norm([1.0, 5.0, 3.0], tolerate=1) == 3.0  # 2f + 1: the median itself
+    assert reference_norm([1.0, 4.0], tolerate=1) == 2.5  # too few to tolerate one: median
+    assert reference_norm([1.0, 2.0, 3.0, 4.0, 5.0], tolerate=2) == 3.0
+    assert reference_norm([1.0, 2.0, 3.0, float("inf")], tolerate=1) == 3.0
+    assert reference_norm([1.0, 2.0, 3.0, float("nan")], tolerate=1) == 3.0
+    assert reference_norm([1.0, 2.0, 3.0], tolerate=0) == 3.0  # no hostile site assumed
