@@ -129,6 +129,7 @@ def train(msg: Message, context: Context) -> Message:
                 msg.content.array_records[wire.REPLAY], msg.content.config_records[wire.REPLAY_META]
             )
         )
+    memory = store.memory()  # (a regularisation method's: EWC's Fisher information)
     metrics = site.train(
         task,
         payload=store.replay(),
@@ -136,7 +137,10 @@ def train(msg: Message, context: Context) -> Message:
         seed=seed + 7919 * site.identity.partition_id,
         run_id=run_key,
         server_round=server_round,
+        memory=memory,
     )
+    if memory:
+        store.save_memory(memory)
 
     critic = site.critic_state()
     if critic is not None:

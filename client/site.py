@@ -21,6 +21,7 @@ from common.class_counts import class_count_metrics
 from common.config import ExperimentConfig
 from common.data.types import real_data_for
 from common.device import select_device
+from common.methods import Memory, is_regulariser, regulariser_for
 from common.metrics import accuracy
 from common.models.dgm import DGMGenerator
 from common.models.embedding import features_for
@@ -114,8 +115,11 @@ class Site:
         seed: int,
         run_id: int | str = 0,
         server_round: int = 0,
+        memory: Memory | None = None,
     ) -> dict[str, float]:
-        """One round on ``task``. ``seed`` drives initialisation-like, public choices
+        """One round on ``task``. ``memory``: what a regularisation method (LwF, EWC:
+        common.methods) keeps at the site between rounds and tasks (the caller keeps it on
+        the site's disk); updated in place. ``seed`` drives initialisation-like, public choices
         (replay draws, non-DP batches); under DP the noise and the Poisson masks are secret
         and fresh every round (:mod:`common.privacy.randomness`). Under DP (sample- or
         client-level) the metrics are only those :mod:`common.privacy.release` allows."""
@@ -127,7 +131,7 @@ class Site:
                 f"task {task}, but the server's DGM generator has masks for "
                 f"{generator.current_task} finished tasks (it must have {task})"
             )
-        needs_replay = self.cfg.method in ("dgr", "dgm")
+        needs_replay = self.cfg.method in ("dgr", "dgm") or is_regulariser(self.cfg.method)
         if task > 0 and needs_replay and (payload is None or payload.task != task):
             have = "none" if payload is None else f"task {payload.task}"
             raise ValueError(f"task {task} needs the replay payload for task {task}; have {have}")
@@ -135,7 +139,16 @@ class Site:
         if self.embedding_kind and payload is not None:  # the server's generator of the task
             payload, current = payload.split_current(tuple(self.stream.tasks[task].classes))
         rng = torch.Generator().manual_seed(seed)
-        replay = replay_for(self.cfg, self.stream.tasks, task, self.replay_source(payload), rng=rng)
+        source = self.replay_source(payload)
+        replay = replay_for(self.cfg, self.stream.tasks, task, source, rng=rng)
+        memory = {} if memory is None else memory
+        self.learner.regulariser = regulariser_for(
+            self.cfg.method,
+            None if source is None else source.solver,
+            () if source is None else source.classes,
+            memory,
+            task=task,
+        )
         real = real_data_for(self.cfg.method, self.stream.tasks, task)
         if len(real) == 0 and not self.cfg.dp.enabled:  # under DP: decided on the released
             return {"num-examples": 0.0, "empty": 1.0}  # count, like every sit-out
@@ -164,6 +177,8 @@ class Site:
             dp=prepared.plan if prepared is not None else None,
             task_span=self._task_span(task, server_round),
         )
+        if self.learner.regulariser is not None and iterations > 0:
+            self.learner.regulariser.remember(self.solver, real, memory)
         out = {k.replace("_", "-"): v for k, v in metrics.items()}
         if self.cfg.replay.mixture == "class-counts" and self.cfg.uses_generator:
             out.update(class_count_metrics(real.y, self.stream.tasks[task].classes))  # released

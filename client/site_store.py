@@ -9,6 +9,8 @@ is per run and dies with it), so what a site needs from one round to the next li
 - ``generator_base.pt`` (DGM): the whole generator as last received; within a task the
   server then sends only its free elements (masked transfer down) and the site fills in
   the frozen ones from here (:func:`common.wire_packed.unpack_with_base`).
+- ``memory.pt``: what a regularisation method keeps between rounds and tasks (EWC: the
+  Fisher information of each finished task, from the site's records); it never leaves.
 - ``reply.pt``: the last reply this site sent and the digest of the instruction it answered.
   When the same instruction arrives again (the server was killed after the site answered
   and resumed from the round before) the site sends that reply again instead of training
@@ -44,6 +46,7 @@ DISPOSABLE = {
     "reply.pt": "a repeated instruction is trained again; its steps are paid in the ledger",
     "replay.pt": "this round fails naming the missing replay, and the server sends it again",
     "generator_base.pt": "this round fails naming the missing generator; the server resends it",
+    "memory.pt": "EWC holds nothing of the finished tasks at this site (no Fisher information)",
 }
 RUN_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -123,6 +126,13 @@ class SiteStore:
     def save_generator_base(self, arrays: Mapping[str, np.ndarray]) -> None:
         state = {k: torch.from_numpy(np.array(v)) for k, v in arrays.items()}
         atomic_torch_save(state, self.path / "generator_base.pt")
+
+    # --- a regularisation method's memory (common.methods) ---------------------------------
+    def memory(self) -> dict[str, torch.Tensor]:
+        return dict(self._load("memory.pt") or {})
+
+    def save_memory(self, memory: Mapping[str, torch.Tensor]) -> None:
+        atomic_torch_save({k: v.detach().cpu() for k, v in memory.items()}, self.path / "memory.pt")
 
     # --- the last reply ----------------------------------------------------------------------
     def reply_for(self, digest: str) -> CachedReply | None:

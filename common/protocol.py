@@ -105,7 +105,7 @@ REPLAY = Record(
     "replay",
     ARRAY,
     "frozen solver + generator(s) of the finished tasks (generator.kind = embedding: and the "
-    "current task's, once the server has fitted it)",
+    "current task's, once the server has fitted it; method = lwf / ewc: the solver alone)",
     when="once per task (embedding: again after each refit)",
 )
 REPLAY_META = Record(
@@ -217,6 +217,7 @@ STAYS_AT_SITE = (
     "optimizer state",
     "the privacy ledger",
     "the replay cache and last reply (client.site_store)",
+    "a regularisation method's memory (method = ewc: each finished task's Fisher information)",
     "error details (an error reply names the error without local paths)",
 )
 

@@ -171,10 +171,10 @@ class FederatedRun:
         self.fedreplay.run_key = self.run_key
         self.flower_runs.append(self.run_id)
         log.info(
-            "run folder %s | %s, %s replay, %d tasks x %d rounds",
+            "run folder %s | %s, %s, %d tasks x %d rounds",
             self.folder.path,
             cfg.method,
-            cfg.replay.mode,
+            f"{cfg.replay.mode} replay" if cfg.uses_generator else "no generative replay",
             len(stream),
             R,
         )

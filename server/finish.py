@@ -91,22 +91,25 @@ def finish_run(self: FederatedRun, boundaries: list[int]) -> RunFolder:
             "single site"
             if cfg.fed.num_sites == 1 and len(self._nodes()) <= 1
             else f"federated, {cfg.replay.mode} replay"
+            if cfg.uses_generator
+            else "federated"
         ),
         sampler=(  # the samples grid shows what sites replay: the mixture, for ensemble
             self._replay_source(self.final_payload).inputs
-            if self.final_payload is not None
+            if self.final_payload is not None and self.final_payload.generators
             else None
         ),
     )
-    if self.final_payload is not None and cfg.replay.mode in ("ensemble", "per-task"):
+    last = self.final_payload
+    if last is not None and last.generators and cfg.replay.mode in ("ensemble", "per-task"):
         # the ensemble: every site's generator of the last task (per-task: of every task,
         # with the classes each draws), weighted (class-counts: per class)
         torch.save(
             {
-                "generators": list(self.final_payload.generators),
-                "weights": list(self.final_payload.weights),
-                "generator_classes": [list(c) for c in self.final_payload.generator_classes],
-                "class_weights": [list(w) for w in self.final_payload.class_weights],
+                "generators": list(last.generators),
+                "weights": list(last.weights),
+                "generator_classes": [list(c) for c in last.generator_classes],
+                "class_weights": [list(w) for w in last.class_weights],
             },
             run.file("final_ensemble.pt"),
         )

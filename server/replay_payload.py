@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from common.class_counts import class_weight_rows
 from common.config import ExperimentConfig
 from common.data.types import TaskStream
+from common.methods import is_regulariser, previous_solver_payload
 from common.replay import GenerativeReplay, ReplayPayload
 from common.training.learner import source_from_payload
 
@@ -37,15 +38,20 @@ def next_payload(
     previous: ReplayPayload | None,
     class_counts: Mapping[str, Mapping[int, float]] | None = None,
 ) -> ReplayPayload | None:
-    """The replay of tasks < ``t`` (None for task 0 or a method without a generator).
+    """The replay of tasks < ``t`` (None for task 0 or a method without a generator; for
+    a regularisation method, lwf or ewc, the previous solver alone).
 
     ``site_generators``: {site key: (its bounded generator of task t - 1, its weight)};
     ``previous``: the payload sites replayed during task t - 1; ``class_counts``: {site
     key: its records of each class of task t - 1, as it reported them} (class-counts)."""
-    if t == 0 or generator is None:
+    if t == 0:
         return None
     classes = stream.classes_seen(t - 1)
     solver_state = cpu_state(solver)
+    if generator is None:  # lwf, ewc: the previous solver alone (common.methods)
+        if not is_regulariser(cfg.method):
+            return None
+        return previous_solver_payload(t, solver_state, tuple(classes))
     if cfg.replay.mode == "global" or not site_generators:
         # global mode, or a task no site's generator came back from: the global generator
         finished: Mapping[str, tuple[State, float]] = {"global": (cpu_state(generator), 1.0)}

@@ -8,6 +8,7 @@ from typing import Any
 
 from common.config.sections import (
     METHODS,
+    REGULARISERS,
     AuditConfig,
     ConfigError,
     DataConfig,
@@ -52,6 +53,13 @@ class ExperimentConfig:
             raise ConfigError(
                 "method='exact' with dp.enabled: exact replay feeds stored real records "
                 "around DP-SGD's clipping and noise; use 'joint' or 'dgr' under DP"
+            )
+        if self.dp.enabled and self.method in REGULARISERS:
+            raise ConfigError(
+                f"method={self.method!r} with dp.enabled: its penalty reads the site's records "
+                "(EWC's Fisher information is computed from them outside DP-SGD, unaccounted; "
+                "LwF's distillation on them has no measured DP-SGD path); run it without DP "
+                "(common/methods)"
             )
         if self.dp.enabled and self.train.gan_loss == "wgan-gp" and self.uses_generator:
             raise ConfigError(

@@ -15,8 +15,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from common.config import ExperimentConfig
+from common.config import REGULARISERS, ExperimentConfig
 from common.data.types import Shape, Split, Task, concat
+from common.methods import Regulariser
 from common.models import Generator, build_critic, build_generator, build_solver
 from common.models.dgm import DGMGenerator
 from common.models.factory import generator_from_state
@@ -106,7 +107,7 @@ def replay_for(
     rng: torch.Generator,
 ) -> Replay | None:
     """The replay of tasks before t for ``cfg.method`` (None for task 0, none, joint)."""
-    if t == 0 or cfg.method in ("none", "joint"):
+    if t == 0 or cfg.method in ("none", "joint", *REGULARISERS):
         return None
     if cfg.method == "exact":
         return ExactReplay(concat([task.train for task in tasks[:t]]), rng=rng)
@@ -142,6 +143,7 @@ class Learner:
     ) -> None:
         self.cfg, self.shape, self.num_classes, self.device = cfg, shape, num_classes, device
         self.solver = build_solver(cfg, shape, num_classes).to(device)
+        self.regulariser: Regulariser | None = None  # method = lwf / ewc (common.methods)
         self.generator: Generator | None = None
         self.critic: nn.Module | None = None
         if cfg.uses_generator:
@@ -206,24 +208,39 @@ class Learner:
         ``1 - ratio``. Without DP (a plain stepper) real and replayed rows share one
         forward pass (the same loss; the models have no BatchNorm); under DP the real rows
         are the clipped, noised part and replay is added after."""
+        reg = self.regulariser
+
+        def on_real(logits: torch.Tensor) -> torch.Tensor:  # per record (B,)
+            loss = classification_loss(logits, y)
+            extra = reg.per_sample(x, logits) if reg is not None else None
+            return loss if extra is None else loss + extra
+
+        def on_weights() -> torch.Tensor | None:
+            return reg.on_weights(self.solver) if reg is not None else None
+
         if rb is not None and isinstance(stepper, PlainStepper):
             n = x.shape[0]
 
             def joint() -> torch.Tensor:
                 logits = self.solver(torch.cat([x, rb.x]))  # (n + m, K)
-                real = classification_loss(logits[:n], y).mean()
+                real = on_real(logits[:n]).mean()
                 replayed = replay_loss(logits[n:], rb.y, rb.soft, 2.0).mean()
-                return ratio * real + (1 - ratio) * replayed
+                penalty = on_weights()
+                loss = ratio * real + (1 - ratio) * replayed
+                return loss if penalty is None else loss + penalty
 
             return stepper.step(private=joint, public=None, private_weight=1.0)
 
         def public() -> torch.Tensor:
-            assert rb is not None
-            return (1 - ratio) * replay_loss(self.solver(rb.x), rb.y, rb.soft, 2.0).mean()
+            loss = torch.zeros((), device=x.device)
+            if rb is not None:
+                loss = (1 - ratio) * replay_loss(self.solver(rb.x), rb.y, rb.soft, 2.0).mean()
+            penalty = on_weights()
+            return loss if penalty is None else loss + penalty
 
         return stepper.step(
-            private=lambda: classification_loss(self.solver(x), y),
-            public=public if rb is not None else None,
+            private=lambda: on_real(self.solver(x)),
+            public=public if rb is not None or reg is not None else None,
             private_weight=ratio,
         )
 

@@ -31,4 +31,10 @@ def test_a_torn_critic_or_reply_is_moved_aside_and_the_site_goes_on(tmp_path: Pa
     assert store.replay() is None and (store.path / "replay.pt.unreadable").is_file()
     (store.path / "generator_base.pt").write_bytes(b"torn")
     assert store.generator_base() is None
-    assert set(DISPOSABLE) == {"critic.pt", "reply.pt", "replay.pt", "generator_base.pt"}
+    store.save_memory({"fisher.0.w": torch.ones(2)})  # EWC's Fisher: torn, it holds nothing
+    assert torch.equal(store.memory()["fisher.0.w"], torch.ones(2))
+    (store.path / "memory.pt").write_bytes(b"torn")
+    assert store.memory() == {} and (store.path / "memory.pt.unreadable").is_file()
+    assert set(DISPOSABLE) == {
+        "critic.pt", "reply.pt", "replay.pt", "generator_base.pt", "memory.pt"
+    }  # fmt: skip

@@ -51,6 +51,8 @@ NEVER = {
     "common/wire.py": ("common.privacy", "common.training", "common.audit"),
     "common/egress.py": ("common.privacy", "common.training", "common.audit"),
     "common/sitedata.py": ("common.audit", "common.training"),
+    # a regularisation method is a penalty on the solver: below the training loop
+    "common/methods": ("common.training", "common.privacy", "common.audit", "common.wire"),
 }
 
 

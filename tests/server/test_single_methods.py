@@ -80,3 +80,27 @@ def test_two_single_site_runs_keep_separate_egress_logs(
     assert len(list((sites / "egress").glob("run-*"))) == 2
     for run in runs:
         assert audit(["egress", str(run), "--sites-dir", str(sites)]) == 0
+
+
+@pytest.mark.parametrize("method", ["lwf", "ewc"])
+def test_regularisation_methods_run_through_the_loop_and_ewc_keeps_its_fisher_at_home(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, method: str
+) -> None:
+    """LwF and EWC (common.methods) through the whole loop: the server sends the previous
+    solver once per task (a payload without generators); EWC's Fisher information stays
+    in the site's memory.pt and is in no message the site sent (its egress log)."""
+    import torch
+
+    sites = tmp_path / "sites"
+    monkeypatch.setenv("FEDREPLAY_SITE_DIR", str(sites))
+    accs = run_stream(tmp_path, method, iterations=60, tasks=2)
+    assert len(accs) == 2 and accs[1] > 0.8, accs
+    memories = list(sites.rglob("memory.pt"))
+    if method == "lwf":
+        assert not memories  # nothing kept between rounds
+        return
+    assert len(memories) == 1
+    memory = torch.load(memories[0], weights_only=True)
+    assert {k.split(".")[1] for k in memory} == {"0", "1"}  # one Fisher per task learnt
+    sent = b"".join(p.read_bytes() for p in (sites / "egress").rglob("*") if p.is_file())
+    assert sent and b"fisher" not in sent

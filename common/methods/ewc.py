@@ -1,0 +1,90 @@
+"""EWC, Elastic Weight Consolidation (Kirkpatrick et al., PNAS 2017), federated.
+
+Site side: the solver's loss gains ``LAMBDA / 2 * sum_i F_i (w_i - w*_i)^2``, where ``w*``
+is the previous global solver and ``F`` the diagonal Fisher information of the finished
+tasks, summed over them (one penalty anchored at the newest solver: online EWC, Schwarz et
+al. 2018, without decay). A site computes each task's Fisher from its own records of that
+task, with its solver as trained in its last round of the task (the squared gradients of
+the log-likelihood of the record's label, averaged over up to ``FISHER_RECORDS`` records),
+and keeps it on its own disk (``memory``): it never leaves the site. A task the site held
+no records of (or sat out) has no Fisher there: the penalty holds what the site learnt.
+Server side: it sends the previous global solver once per task (a replay payload without
+generators); the aggregate is the loop's.
+
+Under DP the Fisher is computed from the records outside DP-SGD and shapes every later
+update: not accounted, so the configuration refuses it (common.config's rule for every
+method of common.methods).
+"""
+
+from __future__ import annotations
+
+from collections.abc import MutableMapping
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from common.data.types import Split
+
+LAMBDA = 5000.0  # not tuned (see docs/notebook/results.md, "LwF and EWC")
+FISHER_RECORDS = 1000  # records of the task the Fisher is averaged over
+PREFIX = "fisher"  # memory keys: fisher.<task>.<parameter>
+
+
+class EWC:
+    def __init__(
+        self,
+        previous: nn.Module | None,
+        old_classes: tuple[int, ...],
+        memory: MutableMapping[str, Tensor],
+        *,
+        task: int,
+    ) -> None:
+        self.task = task
+        self.anchor: dict[str, Tensor] = {}
+        self.fisher: dict[str, Tensor] = {}
+        if task == 0:
+            return
+        if previous is None:
+            raise ValueError(f"ewc at task {task} needs the previous global solver")
+        self.anchor = {k: p.detach().clone() for k, p in previous.named_parameters()}
+        for key, value in memory.items():  # the finished tasks' Fisher, summed
+            _, t, name = key.split(".", 2)
+            if int(t) < task and name in self.anchor:
+                self.fisher[name] = self.fisher.get(name, 0) + value
+
+    def per_sample(self, x: Tensor, logits: Tensor) -> Tensor | None:
+        return None
+
+    def on_weights(self, solver: nn.Module) -> Tensor | None:
+        if not self.fisher:
+            return None
+        total = torch.zeros(())
+        for name, p in solver.named_parameters():
+            if name in self.fisher:
+                f, a = self.fisher[name].to(p.device), self.anchor[name].to(p.device)
+                total = total.to(p.device) + (f * (p - a) ** 2).sum()
+        return LAMBDA / 2 * total
+
+    def remember(self, solver: nn.Module, real: Split, memory: MutableMapping[str, Tensor]) -> None:
+        """This task's Fisher from the site's records (replacing an earlier round's)."""
+        n = min(len(real), FISHER_RECORDS)
+        if n == 0:
+            return
+        params = dict(solver.named_parameters())
+        sums = {k: torch.zeros_like(p) for k, p in params.items()}
+        device = next(solver.parameters()).device
+        was_training = solver.training
+        solver.eval()
+        chosen = torch.randperm(len(real), generator=torch.Generator().manual_seed(self.task))
+        for i in chosen[:n].tolist():
+            x, y = real.x[i : i + 1].to(device), real.y[i : i + 1].to(device)
+            solver.zero_grad(set_to_none=True)
+            F.cross_entropy(solver(x), y).backward()
+            for k, p in params.items():
+                if p.grad is not None:
+                    sums[k] += p.grad.detach() ** 2
+        solver.zero_grad(set_to_none=True)
+        solver.train(was_training)
+        for k, s in sums.items():
+            memory[f"{PREFIX}.{self.task}.{k}"] = (s / n).cpu()
