@@ -10,6 +10,7 @@ payload of the current task and the last reply.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from collections.abc import Mapping
 from functools import lru_cache
@@ -20,7 +21,7 @@ import torch
 from common.class_counts import class_count_metrics
 from common.config import ExperimentConfig
 from common.data.types import real_data_for
-from common.device import select_device
+from common.device import select_device, slow_bf16
 from common.methods import Memory, is_regulariser, regulariser_for
 from common.metrics import accuracy
 from common.models.dgm import DGMGenerator
@@ -38,6 +39,15 @@ from common.training.learner import (
 )
 
 DATA_ROOT_KEY = "data-root"
+log = logging.getLogger("fedreplay.client")
+
+
+@lru_cache(maxsize=4)
+def warn_slow_bf16(device: torch.device) -> None:
+    """Once per process: bf16 here would be emulated (common.device.slow_bf16)."""
+    why = slow_bf16(device)
+    if why:
+        log.warning(why)
 
 
 def apply_node_config(cfg: ExperimentConfig, node_config: Mapping[str, object]) -> ExperimentConfig:
@@ -63,6 +73,8 @@ class Site:
         self.cfg = cfg
         self.identity = identity
         self.device = select_device(cfg.device)
+        if cfg.train.precision == "bf16":
+            warn_slow_bf16(self.device)
         self.release: torch.Tensor | None = None  # generator.kind = "embedding": what it sent
         self.stream = local_stream(cfg, identity)
         with torch.random.fork_rng(devices=[]):  # identical initial critic at every site,

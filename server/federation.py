@@ -24,7 +24,7 @@ from common import wire
 from common.config import ExperimentConfig
 from common.data.streams import build_stream
 from common.data.types import TaskStream
-from common.device import seed_everything, select_device
+from common.device import seed_everything, select_device, slow_bf16
 from common.evaluator import train_evaluator
 from common.metrics import AccuracyMatrix, evaluate_tasks, per_task_generator_quality
 from common.models import build_generator, build_solver
@@ -178,6 +178,9 @@ class FederatedRun:
             len(stream),
             R,
         )
+        slow = slow_bf16(self.device) if cfg.train.precision == "bf16" else ""
+        if slow:
+            log.warning(slow)
         self.rounds_before = len(self.rounds)
         with flower_log_in(self.folder.path):  # the console keeps the project's own lines
             self.evaluator = None
