@@ -44,13 +44,11 @@ def next_payload(
     ``site_generators``: {site key: (its bounded generator of task t - 1, its weight)};
     ``previous``: the payload sites replayed during task t - 1; ``class_counts``: {site
     key: its records of each class of task t - 1, as it reported them} (class-counts)."""
-    if t == 0:
+    if t == 0 or (generator is None and not is_regulariser(cfg.method)):
         return None
     classes = stream.classes_seen(t - 1)
     solver_state = cpu_state(solver)
     if generator is None:  # lwf, ewc: the previous solver alone (common.methods)
-        if not is_regulariser(cfg.method):
-            return None
         return previous_solver_payload(t, solver_state, tuple(classes))
     if cfg.replay.mode == "global" or not site_generators:
         # global mode, or a task no site's generator came back from: the global generator

@@ -1,5 +1,6 @@
-"""Regularisation methods: a site learns each task from its own records alone, its solver
-held near the previous global solver by a penalty (no replay, no generator).
+"""Regularisation methods (each a :class:`common.methods.base.Regulariser`): a site learns
+each task from its own records alone, its solver held near the previous global solver by a
+penalty (no replay, no generator).
 
 A method here is one module holding the whole of it: the penalty its sites add to the
 solver's loss, what the server sends (the global solver at the end of the task before, once
@@ -17,36 +18,14 @@ under DP, where each reads the site's records outside DP-SGD's accounting).
 
 from __future__ import annotations
 
-from collections.abc import MutableMapping
-from typing import Protocol
-
 from torch import Tensor, nn
 
-from common.data.types import Split
+from common.methods.base import Memory, Regulariser
 from common.methods.ewc import EWC
 from common.methods.lwf import LwF
 from common.replay import ReplayPayload
 
-Memory = MutableMapping[str, Tensor]
-
-
-class Regulariser(Protocol):
-    """A solver penalty built from the previous global solver (None on the first task)."""
-
-    def per_sample(self, x: Tensor, logits: Tensor) -> Tensor | None:
-        """A per-record term (B,) on the real batch, or None."""
-        ...
-
-    def on_weights(self, solver: nn.Module) -> Tensor | None:
-        """A term on the solver's weights alone, or None."""
-        ...
-
-    def remember(self, solver: nn.Module, real: Split, memory: Memory) -> None:
-        """After the round: what the site keeps for the tasks to come."""
-        ...
-
-
-REGULARISERS: dict[str, type] = {"lwf": LwF, "ewc": EWC}
+REGULARISERS: dict[str, type[Regulariser]] = {"lwf": LwF, "ewc": EWC}
 
 
 def is_regulariser(method: str) -> bool:
@@ -75,4 +54,14 @@ def regulariser_for(
     cls = REGULARISERS.get(method)
     if cls is None:
         return None
-    return cls(previous, old_classes, memory, task=task)  # type: ignore[no-any-return]
+    return cls(previous, old_classes, memory, task=task)
+
+
+__all__ = [
+    "REGULARISERS",
+    "Memory",
+    "Regulariser",
+    "is_regulariser",
+    "previous_solver_payload",
+    "regulariser_for",
+]

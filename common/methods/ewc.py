@@ -18,25 +18,24 @@ method of common.methods).
 
 from __future__ import annotations
 
-from collections.abc import MutableMapping
-
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
 from common.data.types import Split
+from common.methods.base import Memory, Regulariser
 
 LAMBDA = 5000.0  # not tuned (see docs/notebook/results.md, "LwF and EWC")
 FISHER_RECORDS = 1000  # records of the task the Fisher is averaged over
 PREFIX = "fisher"  # memory keys: fisher.<task>.<parameter>
 
 
-class EWC:
+class EWC(Regulariser):
     def __init__(
         self,
         previous: nn.Module | None,
         old_classes: tuple[int, ...],
-        memory: MutableMapping[str, Tensor],
+        memory: Memory,
         *,
         task: int,
     ) -> None:
@@ -51,22 +50,20 @@ class EWC:
         for key, value in memory.items():  # the finished tasks' Fisher, summed
             _, t, name = key.split(".", 2)
             if int(t) < task and name in self.anchor:
-                self.fisher[name] = self.fisher.get(name, 0) + value
-
-    def per_sample(self, x: Tensor, logits: Tensor) -> Tensor | None:
-        return None
+                value = value.to(self.anchor[name].device)  # (once, not every step)
+                self.fisher[name] = self.fisher[name] + value if name in self.fisher else value
 
     def on_weights(self, solver: nn.Module) -> Tensor | None:
         if not self.fisher:
             return None
-        total = torch.zeros(())
-        for name, p in solver.named_parameters():
-            if name in self.fisher:
-                f, a = self.fisher[name].to(p.device), self.anchor[name].to(p.device)
-                total = total.to(p.device) + (f * (p - a) ** 2).sum()
-        return LAMBDA / 2 * total
+        terms = [
+            (self.fisher[name] * (p - self.anchor[name]) ** 2).sum()
+            for name, p in solver.named_parameters()
+            if name in self.fisher
+        ]
+        return LAMBDA / 2 * torch.stack(terms).sum()
 
-    def remember(self, solver: nn.Module, real: Split, memory: MutableMapping[str, Tensor]) -> None:
+    def remember(self, solver: nn.Module, real: Split, memory: Memory) -> None:
         """This task's Fisher from the site's records (replacing an earlier round's)."""
         n = min(len(real), FISHER_RECORDS)
         if n == 0:

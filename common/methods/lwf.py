@@ -16,24 +16,22 @@ clipped per-record loss. That path is not measured, so the configuration refuses
 
 from __future__ import annotations
 
-from collections.abc import MutableMapping
-
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from common.data.types import Split
+from common.methods.base import Memory, Regulariser
 
 TEMPERATURE = 2.0  # Li & Hoiem 2016
 WEIGHT = 1.0  # of the distillation term beside the cross-entropy (Li & Hoiem's lambda_o)
 
 
-class LwF:
+class LwF(Regulariser):
     def __init__(
         self,
         previous: nn.Module | None,
         old_classes: tuple[int, ...],
-        memory: MutableMapping[str, Tensor],
+        memory: Memory,
         *,
         task: int,
     ) -> None:
@@ -49,9 +47,3 @@ class LwF:
             soft = torch.softmax(self.previous(x)[:, self.old] / TEMPERATURE, dim=1)
         log_p = F.log_softmax(logits[:, self.old] / TEMPERATURE, dim=1)
         return -WEIGHT * (soft * log_p).sum(1) * TEMPERATURE**2
-
-    def on_weights(self, solver: nn.Module) -> Tensor | None:
-        return None
-
-    def remember(self, solver: nn.Module, real: Split, memory: MutableMapping[str, Tensor]) -> None:
-        pass
