@@ -7,8 +7,8 @@ how it is validated, its privacy role), and every metric a site may send is a
 :class:`Metric` (its name, what it holds, when it may leave under DP). The readers:
 
 - :mod:`common.wire` encodes the records and parts under these names;
-- :mod:`server.strategy` checks a reply's records against :data:`TRAIN_REPLY` before any
-  bound, aggregation or DP mechanism touches it; :mod:`server.aggregation` bounds and
+- :mod:`server.run.strategy` checks a reply's records against :data:`TRAIN_REPLY` before any
+  bound, aggregation or DP mechanism touches it; :mod:`server.robust.aggregation` bounds and
   aggregates part by part (:func:`part_of`);
 - :mod:`client.client_app` builds its replies from :data:`TRAIN_REPLY` /
   :data:`EVALUATE_REPLY`;
@@ -135,7 +135,7 @@ TRAIN_REPLY = MessageSpec(
 )
 EVALUATE_INSTRUCTION = MessageSpec("evaluate", "server -> site", (SOLVER_RECORD, EVAL_CONFIG))
 EVALUATE_REPLY = MessageSpec("evaluate", "site -> server", (METRICS,))
-# which site a node holds, asked before sampling sites by id (server.site_sampling)
+# which site a node holds, asked before sampling sites by id (server.sites.sampling)
 SITE_QUERY = MessageSpec("query", "server -> site", ())
 QUERY_HOLDS = "nothing: asks which site the node holds (before sites are sampled by id)"
 SITE_REPLY = MessageSpec("query", "site -> server", (SITE,))
@@ -189,9 +189,9 @@ EMBEDDING = Part(
     "to at most fed.weight-cap x the median norm of the task's releases (from 3 on), "
     "each block (a class's sums, the Gram) held to the direction of the other sites' "
     "blocks, its part off it cut to fed.weight-cap x the median such part "
-    "(server.release_consensus), summed over sites; after the task's first round (and "
+    "(server.robust.release_consensus), summed over sites; after the task's first round (and "
     "when a late release arrives) the server fits the task's generator to the sum "
-    "(server.embedding_sum) and sends it with "
+    "(server.methods.embedding) and sends it with "
     "the replay, its last generator: the sites' solvers learn the task from it; at the "
     "task's end it joins per-task replay. solver.arch = ridge: the sum also solves the "
     "solver, with the finished tasks' statistics (common.models.ridge), and joins them at "

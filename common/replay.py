@@ -306,3 +306,9 @@ class ExactReplay:
         rows = torch.randint(len(self.memory), (n,), generator=self.rng)
         x, y = self.memory.batch(rows)
         return ReplayBatch(x, y)
+
+
+def cpu_state(model: nn.Module) -> dict[str, Tensor]:
+    """A copy of ``model``'s state on the CPU (never a view of the live tensors): what a
+    replay payload holds."""
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}  # (a copy)

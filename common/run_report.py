@@ -123,7 +123,7 @@ def _guarantee(s: Mapping[str, Any]) -> str:
 
 
 def _sites(s: Mapping[str, Any], egress: Mapping[str, Any] | None = None) -> str:
-    """Per site: what it did over the run and why (server.site_status), and what its own
+    """Per site: what it did over the run and why (server.sites.status), and what its own
     egress log says it sent (``fedreplay audit egress``: messages, bytes), where audited."""
     table = s.get("sites") or {}
     if not table:

@@ -5,7 +5,7 @@ Written once at the end of a run into ``<run>/tensorboard/`` from what the run f
 holds (``rounds.jsonl`` and the accuracy matrix), so a resumed run's file is whole:
 
 - ``round/accuracy`` and ``round/accuracy-task-<j>`` (step: the global round);
-- ``round/sites-<status>`` (trained, sat out, failed, refused: :mod:`server.site_status`),
+- ``round/sites-<status>`` (trained, sat out, failed, refused: :mod:`server.sites.status`),
   ``round/epsilon-max`` (DP runs), ``round/bytes-up`` (all sites);
 - ``task/average-accuracy`` and ``task/accuracy-task-<j>`` (step: tasks learned).
 """
@@ -28,7 +28,7 @@ def write_scalars(
 
     folder = Path(run_dir) / TENSORBOARD
     writer = SummaryWriter(log_dir=str(folder))
-    # the statuses server.site_status gave (trained, sat out, ...), as the run recorded them
+    # the statuses server.sites.status gave (trained, sat out, ...), as the run recorded them
     seen = sorted({s["status"] for e in rounds for s in (e.get("site_status") or {}).values()})
     try:
         for entry in rounds:

@@ -42,7 +42,7 @@ def _tool(name: str) -> Callable[[list[str]], int | None]:
         from common.compare import main as compare
 
         return compare
-    from server.privacy_cli import main as privacy
+    from server.privacy.cli import main as privacy
 
     return privacy
 

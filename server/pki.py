@@ -37,8 +37,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from common.fileio import atomic_write_text
 from common.sitestate import SITE_ID_RULE
-from server.site_owners import BINDINGS, bind
-from server.site_registry import server_dir
+from server.sites.owners import BINDINGS, bind
+from server.sites.registry import server_dir
 
 SITE_NAME = SITE_ID_RULE  # a site name is the site id it is bound to: one rule
 

@@ -1,6 +1,6 @@
 """What the server keeps of one round: whom it sampled, each site's reply (its metrics,
 its bounded generator, what the bounds did to it) and each failure. The run writes it to
-``rounds.jsonl`` (server.federation) and logs failures once (server.round_metrics)."""
+``rounds.jsonl`` (server.run.federation) and logs failures once (server.run.round_metrics)."""
 
 from __future__ import annotations
 

@@ -6,8 +6,8 @@ from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
 from common.config import load_config
-from server.console import configure_logging
-from server.federation import FederatedRun
+from server.run.console import configure_logging
+from server.run.federation import FederatedRun
 
 app = ServerApp()
 

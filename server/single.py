@@ -1,7 +1,7 @@
 """One site: ``fedreplay single --run-config simulations/x.toml``.
 
 A single site is a federation of one. It runs the same continual-learning loop as every
-federated run (:class:`server.federation.FederatedRun`: tasks in sequence, replay built
+federated run (:class:`server.run.federation.FederatedRun`: tasks in sequence, replay built
 from the previous scholar, evaluation after every task, the same run folder, checkpoint,
 resume and privacy ledger), through an in-process grid with one site instead of Flower's
 engines. Same configuration schema as the federated app (``[tool.flwr.app.config]``
@@ -27,9 +27,9 @@ from common.config import (
     user_overrides,
 )
 from common.sitestate import SITE_ID_KEY
-from server.console import VERBOSE_ENV, configure_logging
 from server.launch.launcher import resume_overrides
-from server.output_dir import output_base
+from server.run.console import VERBOSE_ENV, configure_logging
+from server.run.output_dir import output_base
 
 if TYPE_CHECKING:  # the training stack (torch, Flower) loads when a site trains, not for --help
     from common.results import RunFolder
@@ -38,7 +38,7 @@ if TYPE_CHECKING:  # the training stack (torch, Flower) loads when a site trains
 def single_site_config(cfg: ExperimentConfig) -> ExperimentConfig:
     """The config of a federation of one: one site, started at once; a relative
     ``output-dir`` is resolved here (against ``$FEDREPLAY_OUTPUT_DIR``, else ``~/fedreplay``),
-    as every way in resolves it (server.output_dir)."""
+    as every way in resolves it (server.run.output_dir)."""
     fed = dataclasses.replace(cfg.fed, num_sites=1, min_sites=1, fraction_train=1.0)
     return dataclasses.replace(cfg, fed=fed, output_dir=str(output_base(None, cfg.output_dir)))
 
@@ -51,8 +51,8 @@ def run_single_site(cfg: ExperimentConfig, *, site_id: str = "single") -> RunFol
     from client.client_app import app as client_app
     from common.data.types import real_data_for
     from common.sitedata import SiteIdentity, local_stream
-    from server.federation import FederatedRun
-    from server.inprocess import InProcessGrid
+    from server.run.federation import FederatedRun
+    from server.run.inprocess import InProcessGrid
 
     cfg = single_site_config(cfg)
     # the person running this is the site's operator: the run config is its policy, unless
@@ -124,15 +124,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"fedreplay single: {exc}", file=sys.stderr)
         return 2
     from common.privacy.ledger import BudgetExceeded, PrivacyStateError
-    from server.checkpoint import ResumeError
-    from server.finish import RunFailed
+    from server.run.checkpoint import ResumeError
+    from server.run.finish import RunFailed
 
     try:
         run = run_single_site(cfg, site_id=args.site_id)
     except (BudgetExceeded, PrivacyStateError, RunFailed, ResumeError) as exc:
         print(f"fedreplay single: {exc}", file=sys.stderr)
         return 3
-    assert run.path.is_dir()  # its path was the last line printed (server.finish)
+    assert run.path.is_dir()  # its path was the last line printed (server.run.finish)
     return 0
 
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """The hostile-site benchmark of docs/notebook/results.md: one hostile site among five, every attack
-of server.attacks, final average accuracy with the default protections and without them.
+of server.robust.attacks, final average accuracy with the default protections and without them.
 
     python simulations/bench_hostile.py --out runs/bench-hostile
     python simulations/bench_hostile.py --out DIR --set "data.name='mnist'" --seeds 0 1
@@ -30,10 +30,10 @@ if str(REPO) not in sys.path:
 from client.client_app import app as client_app  # noqa: E402
 from common.config import load_config, user_overrides  # noqa: E402
 from common.results import load_summary  # noqa: E402
-from server.attacks import ATTACKS, hostile_hook  # noqa: E402
-from server.federation import FederatedRun  # noqa: E402
-from server.finish import RunFailed  # noqa: E402
-from server.inprocess import InProcessGrid  # noqa: E402
+from server.robust.attacks import ATTACKS, hostile_hook  # noqa: E402
+from server.run.federation import FederatedRun  # noqa: E402
+from server.run.finish import RunFailed  # noqa: E402
+from server.run.inprocess import InProcessGrid  # noqa: E402
 
 BASE = {
     "data.name": "digits",

@@ -5,7 +5,7 @@
     python simulations/run_inprocess.py --run-config FILE --set "dp.target-epsilon=3.0"
 
 The ServerApp's run logic talks to the real ClientApp through an in-process Grid
-(``server.inprocess.InProcessGrid``): same strategy, same wire format, same site code and
+(``server.run.inprocess.InProcessGrid``): same strategy, same wire format, same site code and
 privacy state, but the sites train one after another in this process. Results are the
 same kind of run folder as ``fedreplay run`` writes; wall times are *not* comparable
 with Flower's simulation (no parallel sites, no Ray or message overhead). Benchmarks that
@@ -26,10 +26,10 @@ if str(REPO) not in sys.path:
 
 from client.client_app import app as client_app  # noqa: E402
 from common.config import ConfigError, load_config, user_overrides  # noqa: E402
-from server.federation import FederatedRun  # noqa: E402
-from server.inprocess import InProcessGrid  # noqa: E402
 from server.launch.launcher import isolated_env, remember_state, simulated_state  # noqa: E402
-from server.output_dir import output_base, resolve_output_dir  # noqa: E402
+from server.run.federation import FederatedRun  # noqa: E402
+from server.run.inprocess import InProcessGrid  # noqa: E402
+from server.run.output_dir import output_base, resolve_output_dir  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

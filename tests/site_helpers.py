@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from client.site import Site
-from server.replay_payload import next_payload
+from server.run.replay_payload import next_payload
 
 
 def train_rounds(

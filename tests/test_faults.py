@@ -27,9 +27,9 @@ from flower_helpers import FEDREPLAY, TINY, LoopbackDeployment, clean_env, run_s
 from client.client_app import app as client_app
 from common.config import load_config, parse_overrides
 from common.results import RunFolder, load_summary
-from server.checkpoint import CHECKPOINT
-from server.federation import FederatedRun
-from server.inprocess import InProcessGrid
+from server.run.checkpoint import CHECKPOINT
+from server.run.federation import FederatedRun
+from server.run.inprocess import InProcessGrid
 
 
 def tiny(rounds_per_task: int) -> str:

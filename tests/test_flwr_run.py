@@ -90,7 +90,7 @@ def test_relative_output_dir_does_not_depend_on_the_working_directory(
 ) -> None:
     """The ServerApp's working directory is the SuperLink's: a relative output-dir is
     resolved against $FEDREPLAY_OUTPUT_DIR, else ~/fedreplay."""
-    from server.federation import resolve_output_dir
+    from server.run.federation import resolve_output_dir
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))

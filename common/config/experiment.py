@@ -236,7 +236,7 @@ class ExperimentConfig:
     @property
     def aggregation_rule(self) -> str:
         """``fed.aggregation`` resolved: ``auto`` is ``trimmed-mean``, or under client-level
-        DP the clipped, noised mean (``dp-mean``, server.client_dp)."""
+        DP the clipped, noised mean (``dp-mean``, server.privacy.client_dp)."""
         if self.dp.client_level:
             return "dp-mean"
         return "trimmed-mean" if self.fed.aggregation == "auto" else self.fed.aggregation

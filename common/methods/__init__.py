@@ -4,7 +4,7 @@ penalty (no replay, no generator).
 
 A method here is one module holding the whole of it: the penalty its sites add to the
 solver's loss, what the server sends (the global solver at the end of the task before, once
-per task, as a replay payload without generators: ``server.replay_payload``), what a site
+per task, as a replay payload without generators: ``server.run.replay_payload``), what a site
 keeps between rounds (``memory``, on its own disk: ``client.site_store``). Registering one
 is a line in :data:`REGULARISERS` and its name in ``common.config``'s ``REGULARISERS``
 (the configuration, the lowest layer, knows the names, not the modules: it refuses them
@@ -37,7 +37,7 @@ def previous_solver_payload(
 ) -> ReplayPayload:
     """The server side of every method here: the global solver at the end of task
     ``task - 1`` and the classes it learnt, sent once per task as a payload without
-    generators (server.replay_payload)."""
+    generators (server.run.replay_payload)."""
     return ReplayPayload(task=task, solver=solver, generators=(), weights=(), classes=classes)
 
 

@@ -28,7 +28,7 @@ What it does that bare ``flwr run . --stream`` does not:
 
 - ``--resume RUN_DIR`` restarts a killed run from its last completed round, with the run's
   own configuration (its ``config.json``) and ``fed.resume`` set: see
-  :mod:`server.checkpoint`.
+  :mod:`server.run.checkpoint`.
 
 The last line printed on success is the run folder's path. Exit codes: 0 completed,
 1 the run failed (or could not be verified), 2 bad arguments or configuration,
@@ -58,7 +58,7 @@ from server.launch.launcher import (
     write_overrides,
 )
 from server.launch.processes import TreeSampler, stop_private_superlink, superlink_pids
-from server.output_dir import OUTPUT_DIR_ENV
+from server.run.output_dir import OUTPUT_DIR_ENV
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -30,11 +30,11 @@ from common.config import (
     user_overrides,
 )
 from common.sitestate import SITE_DIR_ENV, STATE_POINTER, simulated_state_of
-from server.console import VERBOSE_ENV
 from server.launch.preflight import check_simulation
 from server.launch.processes import cmdline, superlink_pids
-from server.output_dir import output_base
-from server.site_registry import SERVER_DIR_ENV
+from server.run.console import VERBOSE_ENV
+from server.run.output_dir import output_base
+from server.sites.registry import SERVER_DIR_ENV
 
 REPO = Path(__file__).resolve().parents[2]  # the Flower app: pyproject.toml and the apps
 DISABLE_INSTALL_ENV = "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION"

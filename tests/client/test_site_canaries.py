@@ -10,8 +10,8 @@ from client.site import SiteIdentity, local_stream
 from common.config import ConfigError, load_config
 from common.data.canaries import run_canaries
 from common.privacy.composition import check_composition
-from server.federation import FederatedRun
-from server.inprocess import InProcessGrid
+from server.run.federation import FederatedRun
+from server.run.inprocess import InProcessGrid
 
 CFG = {"tasks.num-tasks": 2, "fed.num-sites": 2, "audit.canaries": 40, "audit.canary-site": 1}
 

@@ -18,8 +18,8 @@ from common.audit.cli import main as audit_main
 from common.audit.egress_check import check_egress, message_problems, registered_architectures
 from common.config import load_config
 from common.egress import EgressLog, egress_entry
-from server.federation import FederatedRun
-from server.inprocess import InProcessGrid
+from server.run.federation import FederatedRun
+from server.run.inprocess import InProcessGrid
 
 TINY = {
     "train.iterations": 10,

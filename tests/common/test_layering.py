@@ -76,15 +76,70 @@ def test_lower_layers_never_import_higher_ones() -> None:
     assert not offenders, offenders
 
 
+def runtime_imports(path: Path) -> set[str]:
+    """The modules ``path`` imports when it runs: imports under ``if TYPE_CHECKING:``
+    (annotations only) are left out."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and ast.unparse(node.test) in ("TYPE_CHECKING",):
+            node.body = []
+    out: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            out.add(node.module)
+    return out
+
+
+# server/'s packages, lowest first: what bounds a hostile site (robust), who the sites are
+# (sites), privacy at the server (privacy) < each method's server side (methods) < the run's
+# loop and state (run) < the ways in (launch, cli, single, server_app). A method's hooks take
+# the run as an argument (annotated under TYPE_CHECKING: a type, not an import that runs).
+TOP = ("server.run", "server.launch", "server.cli", "server.single", "server.server_app")
+SERVER_NEVER = {
+    "server/robust": ("server.methods", "server.sites", "server.privacy", *TOP),
+    "server/sites": ("server.methods", "server.robust", *TOP),
+    "server/privacy": ("server.methods", "server.robust", *TOP),
+    "server/methods": TOP,
+    "server/run": ("server.launch", "server.cli", "server.single", "server.server_app"),
+    "server/round_record.py": ("server.",),
+}
+
+
+def test_server_packages_never_import_higher_ones() -> None:
+    offenders = {}
+    for where, banned in SERVER_NEVER.items():
+        base = ROOT / where
+        files = [base] if base.suffix == ".py" else list(base.rglob("*.py"))
+        assert files, where
+        own = where.replace("/", ".").removesuffix(".py")
+        for p in files:
+            bad = sorted(
+                m for m in runtime_imports(p) if m.startswith(banned) and not m.startswith(own)
+            )
+            if bad:
+                offenders[str(p.relative_to(ROOT))] = bad
+    assert not offenders, offenders
+
+
+def test_server_modules_live_in_their_packages() -> None:
+    """server/ is grouped by concept (issue 35: it was one flat folder of 33 files): at its
+    top only the ways in and the round's record."""
+    top = {p.name for p in (ROOT / "server").glob("*.py")}
+    assert top <= {"__init__.py", "cli.py", "server_app.py", "single.py", "pki.py",
+                   "round_record.py"}, top  # fmt: skip
+
+
 def test_the_protocol_declaration_imports_nothing_of_the_platform() -> None:
     assert not {m for m in imported_modules(ROOT / "common" / "protocol.py") if m.startswith(
         ("common", "client", "server", "flwr", "torch"))}  # fmt: skip
 
 
 def test_the_loop_names_no_method() -> None:
-    """server/federation.py is the loop: a method's server work is a class of
-    server/method_server.py, called through its hooks (issue 35: methods were branches)."""
-    loop = (ROOT / "server" / "federation.py").read_text(encoding="utf-8")
+    """server/run/federation.py is the loop: a method's server work is a module of
+    server/methods/, called through its hooks (issue 35: methods were branches)."""
+    loop = (ROOT / "server" / "run" / "federation.py").read_text(encoding="utf-8")
     named = [w for w in ("DGMGenerator", "RidgeSolver", "TaskGenerator", '"embedding"', '"dgm"')
              if w in loop]  # fmt: skip
     assert not named, named

@@ -9,9 +9,9 @@ from client.client_app import app as client_app
 from common import protocol, wire
 from common.audit.egress_check import ALLOWED_RECORDS
 from common.config import load_config
-from server.federation import FederatedRun
-from server.inprocess import InProcessGrid
-from server.reply_checks import check_train_reply
+from server.robust.reply_checks import check_train_reply
+from server.run.federation import FederatedRun
+from server.run.inprocess import InProcessGrid
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -13,8 +13,8 @@ from common.audit.cli import audit_egress
 from common.config import load_config
 from common.results import RunFolder, load_summary
 from common.run_report import REPORT, byte_size, write_run_report
-from server.federation import FederatedRun
-from server.inprocess import InProcessGrid
+from server.run.federation import FederatedRun
+from server.run.inprocess import InProcessGrid
 
 
 class Page(HTMLParser):

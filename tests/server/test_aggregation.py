@@ -1,10 +1,10 @@
-"""Bounded influence of one site (server.aggregation): the arithmetic an attacker meets."""
+"""Bounded influence of one site (server.robust.aggregation): the arithmetic an attacker meets."""
 
 import numpy as np
 import pytest
 
 from common.config import ConfigError, load_config
-from server.aggregation import (
+from server.robust.aggregation import (
     AggregationError,
     Bounds,
     aggregate,

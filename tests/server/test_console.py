@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from server.console import VERBOSE_ENV, flower_log_in
+from server.run.console import VERBOSE_ENV, flower_log_in
 
 
 def run_with_console(tmp_path: Path) -> tuple[str, str]:

@@ -16,8 +16,8 @@ from common.models import masks
 from common.models.dgm import DGMGenerator
 from common.models.growth import fit_state
 from common.results import load_summary
-from server.federation import FederatedRun
-from server.inprocess import InProcessGrid
+from server.run.federation import FederatedRun
+from server.run.inprocess import InProcessGrid
 
 DGM = {
     "method": "dgm",

@@ -13,9 +13,10 @@ from common import wire
 from common.audit.cli import main as audit_main
 from common.config import load_config
 from common.results import load_summary
-from server.embedding_sum import EmbeddingReleases, check_release
-from server.federation import FederatedRun
-from server.inprocess import InProcessGrid
+from server.methods.embedding import EmbeddingReleases
+from server.robust.reply_checks import check_release
+from server.run.federation import FederatedRun
+from server.run.inprocess import InProcessGrid
 
 
 def test_a_release_is_checked_before_it_is_kept() -> None:

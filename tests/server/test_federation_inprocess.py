@@ -14,8 +14,8 @@ from client.client_app import app as client_app
 from common import wire
 from common.config import load_config
 from common.results import load_summary
-from server.federation import FederatedRun
-from server.inprocess import InProcessGrid
+from server.run.federation import FederatedRun
+from server.run.inprocess import InProcessGrid
 
 TINY = {
     "train.iterations": 15,

@@ -1,5 +1,5 @@
 """One hostile site among honest ones, end to end through the in-process grid (the real
-ServerApp logic and ClientApp): each attack of server.attacks is rejected or bounded.
+ServerApp logic and ClientApp): each attack of server.robust.attacks is rejected or bounded.
 simulations/bench_hostile.py measures the same attacks at benchmark size."""
 
 from pathlib import Path
@@ -12,9 +12,9 @@ from client.client_app import app as client_app
 from common import wire
 from common.config import load_config
 from common.results import load_summary
-from server.attacks import hostile_hook
-from server.federation import FederatedRun
-from server.inprocess import InProcessGrid
+from server.robust.attacks import hostile_hook
+from server.run.federation import FederatedRun
+from server.run.inprocess import InProcessGrid
 
 SMALL = {
     "train.iterations": 40,
@@ -55,7 +55,7 @@ def test_a_poisoning_site_is_bounded(tmp_path: Path, attack: str) -> None:
     # the same attack against plain FedAvg: what the bounds prevent. The poisoned model
     # may break every honest site (NaN losses, every update rejected): then the run ends
     # failed, as it should, instead of reporting a result.
-    from server.finish import RunFailed
+    from server.run.finish import RunFailed
 
     try:
         unprotected, _ = federate(tmp_path / "unprotected", attack, **UNPROTECTED)
@@ -205,7 +205,7 @@ def test_a_task_no_site_survived_fails_the_run(tmp_path: Path) -> None:
     from flwr.app import Message
     from flwr.app.error import Error
 
-    from server.finish import RunFailed
+    from server.run.finish import RunFailed
 
     def crash_in_task_2(sent, reply):
         config = sent.content.config_records.get(wire.CONFIG)
@@ -229,7 +229,7 @@ def test_a_task_no_site_survived_fails_the_run(tmp_path: Path) -> None:
 
 
 def test_too_few_sites_within_the_start_timeout_is_a_clear_error(tmp_path: Path) -> None:
-    from server.site_sampling import SitesMissing
+    from server.sites.sampling import SitesMissing
 
     cfg = load_config(
         {**SMALL, "output-dir": str(tmp_path), "fed.min-sites": 3, "fed.start-timeout": 1.0}

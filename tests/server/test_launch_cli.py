@@ -59,11 +59,11 @@ def test_the_dp_digits_demo_that_cannot_work_is_refused_before_it_starts(
 def test_one_config_writes_to_one_place_whichever_way_in(tmp_path, monkeypatch) -> None:
     """Before, `fedreplay run` and `fedreplay single` put a relative output-dir under the
     current directory and `flwr run .` under ~/fedreplay: one config, two places. Now every
-    way in resolves it by server.output_dir; only a --output-dir typed on a command line is
+    way in resolves it by server.run.output_dir; only a --output-dir typed on a command line is
     a path against the current directory."""
     from common.config import load_config
     from server.launch.launcher import Launch
-    from server.output_dir import resolve_output_dir
+    from server.run.output_dir import resolve_output_dir
     from server.single import single_site_config
 
     monkeypatch.chdir(tmp_path)

@@ -8,8 +8,8 @@ import pytest
 
 from common.config import load_config
 from common.privacy.ledger import SiteLedger
-from server.privacy_cli import main
-from server.site_registry import REGISTRY, SiteRegistry
+from server.privacy.cli import main
+from server.sites.registry import REGISTRY, SiteRegistry
 
 DP = load_config({"dp.enabled": True, "dp.target-epsilon": 2.0, "dp.delta": 1e-5}).dp
 

@@ -11,9 +11,9 @@ from opacus.accountants import RDPAccountant
 from client.client_app import app as client_app
 from common.config import load_config
 from common.results import load_summary
-from server.federation import FederatedRun
-from server.finish import RunFailed
-from server.inprocess import InProcessGrid
+from server.run.federation import FederatedRun
+from server.run.finish import RunFailed
+from server.run.inprocess import InProcessGrid
 
 TINY = {
     "train.iterations": 10,
@@ -205,7 +205,7 @@ def test_client_level_noise_follows_the_number_of_sites_sampled_not_replied() ->
     """Three sites sampled, one replied: the released average is sum/3 with noise sigma C/3
     (a missing site is a zero update); before, it was averaged over the one reply with
     noise calibrated for three (effective noise sigma/3)."""
-    from server.client_dp import ClientLevelDP
+    from server.privacy.client_dp import ClientLevelDP
 
     mech = ClientLevelDP(noise_multiplier=2.0, clip_norm=1.0)
     current = {"w": np.zeros(20000, dtype=np.float32)}
@@ -247,7 +247,7 @@ def test_client_level_noise_comes_from_the_os_cryptographic_source(
     import os
 
     from common.privacy import randomness
-    from server.client_dp import ClientLevelDP
+    from server.privacy.client_dp import ClientLevelDP
 
     mech = ClientLevelDP(noise_multiplier=1.0, clip_norm=1.0)
     current = {"w": np.zeros(50000, dtype=np.float32)}

@@ -10,7 +10,7 @@ from flwr.app import ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 
 from common import wire
-from server.progress_grid import ProgressGrid
+from server.run.progress_grid import ProgressGrid
 
 
 @pytest.fixture(autouse=True)
@@ -63,7 +63,7 @@ class Trickling(Grid):
 def test_sites_answering_are_reported_as_they_answer(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("server.progress_grid.PULL_INTERVAL", 0.0)
+    monkeypatch.setattr("server.run.progress_grid.PULL_INTERVAL", 0.0)
     ticks = iter(range(0, 1000, 20))  # every look at the clock: 20 s later
     grid = ProgressGrid(Trickling(), every=10.0, clock=lambda: float(next(ticks)))
     with caplog.at_level(logging.INFO, logger="fedreplay.server"):
@@ -77,7 +77,7 @@ def test_sites_answering_are_reported_as_they_answer(
 
 
 def test_a_round_that_runs_out_of_time_returns_what_came(monkeypatch) -> None:
-    monkeypatch.setattr("server.progress_grid.PULL_INTERVAL", 0.0)
+    monkeypatch.setattr("server.run.progress_grid.PULL_INTERVAL", 0.0)
     clock = iter([0.0, 0.0, 0.0, 5.0, 5.0, 11.0, 11.0, 11.0])
     grid = ProgressGrid(Trickling(), clock=lambda: next(clock))
     replies = list(grid.send_and_receive(instructions(5), timeout=10))

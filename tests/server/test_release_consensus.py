@@ -4,7 +4,7 @@ most of a class, keep (nearly) what they sent; the Gram block of a ridge release
 
 import numpy as np
 
-from server.release_consensus import blocks, direction_bound
+from server.robust.release_consensus import blocks, direction_bound
 
 F = 64  # features
 

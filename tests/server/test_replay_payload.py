@@ -6,7 +6,7 @@ import torch
 from common.config import load_config
 from common.data.streams import build_stream
 from common.models import build_generator, build_solver
-from server.replay_payload import next_payload, replay_source
+from server.run.replay_payload import next_payload, replay_source
 
 TINY = {"tasks.num-tasks": 3, "solver.hidden": 8, "generator.hidden": 8, "generator.latent-dim": 4}
 

@@ -14,10 +14,10 @@ from common.audit.cli import audit_egress
 from common.config import load_config
 from common.results import load_summary
 from server import federation
-from server.checkpoint import CHECKPOINT, ResumeError, RunCheckpoint
-from server.federation import FederatedRun
-from server.inprocess import InProcessGrid
-from server.site_sampling import ranked
+from server.run.checkpoint import CHECKPOINT, ResumeError, RunCheckpoint
+from server.run.federation import FederatedRun
+from server.run.inprocess import InProcessGrid
+from server.sites.sampling import ranked
 
 TINY = {
     "train.iterations": 10,
@@ -302,8 +302,8 @@ def test_a_resume_waits_for_its_sites_with_a_time_limit(tmp_path: Path) -> None:
     import json as _json
 
     from common.config import load_config as _load
-    from server.checkpoint import comparable
     from server.launch.launcher import RESUME_START_TIMEOUT, resume_overrides
+    from server.run.checkpoint import comparable
 
     cfg = _load({"output-dir": str(tmp_path)})
     folder = tmp_path / "run"
@@ -320,7 +320,7 @@ def test_a_resume_names_the_sites_that_did_not_come_back(
     """A resume that times out waiting for its sites used to say only how many connected;
     it now names the run's sites that are missing (asking the connected nodes which site
     they hold), and the checkpoint is left as it was for a later try."""
-    from server.site_sampling import SitesMissing
+    from server.sites.sampling import SitesMissing
 
     use_dirs(monkeypatch, tmp_path)
     both = {"fed.min-sites": 2}

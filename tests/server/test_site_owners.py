@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from server.site_owners import SiteOwners, bind, read_bindings
-from server.site_registry import SiteRegistry
+from server.sites.owners import SiteOwners, bind, read_bindings
+from server.sites.registry import SiteRegistry
 
 
 def test_a_bound_site_id_belongs_to_its_node_only(tmp_path: Path) -> None:
@@ -34,8 +34,8 @@ def test_a_forged_claim_cannot_quarantine_its_victim(
     from client.client_app import app as client_app
     from common import wire
     from common.config import load_config
-    from server.federation import FederatedRun
-    from server.inprocess import InProcessGrid
+    from server.run.federation import FederatedRun
+    from server.run.inprocess import InProcessGrid
 
     monkeypatch.setenv("FEDREPLAY_SITE_DIR", str(tmp_path / "sites"))
     monkeypatch.setenv("FEDREPLAY_SERVER_DIR", str(tmp_path / "server"))

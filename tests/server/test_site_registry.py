@@ -4,7 +4,7 @@ run that spent nothing (generator.kind = "embedding") may repeat its numbers."""
 
 from pathlib import Path
 
-from server.site_registry import SiteRegistry
+from server.sites.registry import SiteRegistry
 
 
 def test_a_round_that_spent_nothing_may_repeat_its_numbers_in_the_same_run_only(

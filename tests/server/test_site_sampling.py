@@ -6,8 +6,8 @@ from flwr.app import ConfigRecord, Message, RecordDict
 from client.client_app import app as client_app
 from common import wire
 from common.config import load_config
-from server.inprocess import InProcessGrid
-from server.site_sampling import SiteSampler, ranked
+from server.run.inprocess import InProcessGrid
+from server.sites.sampling import SiteSampler, ranked
 
 CFG = load_config({"fed.num-sites": 6})
 

@@ -13,8 +13,8 @@ from client.client_app import app as client_app
 from common import egress
 from common.audit.cli import main
 from common.config import load_config
-from server.federation import FederatedRun
-from server.inprocess import InProcessGrid
+from server.run.federation import FederatedRun
+from server.run.inprocess import InProcessGrid
 
 TINY = {
     "train.iterations": 15,

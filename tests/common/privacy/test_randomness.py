@@ -68,7 +68,7 @@ def test_the_same_dp_round_twice_from_the_same_public_seed_differs() -> None:
 
 
 def test_server_side_noise_is_not_numpys_global_generator() -> None:
-    from server.client_dp import ClientLevelDP
+    from server.privacy.client_dp import ClientLevelDP
 
     mech = ClientLevelDP(noise_multiplier=1.0, clip_norm=1.0)
     current = {"w": np.zeros(256, dtype=np.float32)}

@@ -1,6 +1,6 @@
 """A federated run's state on disk: the checkpoint written after every round and task, and
-the resume that reads it back into a fresh :class:`server.federation.FederatedRun` (the
-format: :mod:`server.checkpoint`)."""
+the resume that reads it back into a fresh :class:`server.run.federation.FederatedRun` (the
+format: :mod:`server.run.checkpoint`)."""
 
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ import torch
 
 from common.replay import ReplayPayload
 from common.results import RunFolder
-from server.checkpoint import ResumeError, RunCheckpoint, comparable, rng_state, set_rng_state
-from server.output_dir import resolve_output_dir
+from server.run.checkpoint import ResumeError, RunCheckpoint, comparable, rng_state, set_rng_state
+from server.run.output_dir import resolve_output_dir
 
 if TYPE_CHECKING:
-    from server.federation import FederatedRun
+    from server.run.federation import FederatedRun
 
 log = logging.getLogger("fedreplay.server")
 
@@ -24,7 +24,7 @@ log = logging.getLogger("fedreplay.server")
 def save_checkpoint(
     run: FederatedRun, *, task: int, task_rounds: int, payload: ReplayPayload | None
 ) -> None:
-    """The run's checkpoint: everything a resumed process reads back (server.checkpoint)."""
+    """The run's checkpoint: everything a resumed process reads back (server.run.checkpoint)."""
     RunCheckpoint(
         run_key=run.run_key,
         sampling_key=run.fedreplay.sampler.key,

@@ -52,7 +52,7 @@ def _cut_hard(influence: Mapping[str, Any]) -> str:
 
 
 def pulled_against(against: Mapping[str, float]) -> str:
-    """Why parts of an update were left out (server.aggregation.pulling_against)."""
+    """Why parts of an update were left out (server.robust.aggregation.pulling_against)."""
     parts = ", ".join(f"{p} {c:.2f}" for p, c in sorted(against.items()))
     return f"left out: its update pulls against every other site's (best cosine {parts})"
 
@@ -101,7 +101,7 @@ def site_table(
     replay_checks: list[dict[str, Any]] = (),  # type: ignore[assignment]
 ) -> dict[str, dict[str, Any]]:
     """Per site over the run: rounds of each status, times cut hard, tasks whose replay
-    left its generator out (server.replay_check), the most frequent reasons, a suspicion
+    left its generator out (server.robust.replay_check), the most frequent reasons, a suspicion
     score ((refused + cut hard + left out) / rounds) and a one-word outcome; and what it
     sent that was read: replies, bytes up and down as the site reported them, and the
     lifetime epsilon it reported spent and left (DP runs)."""

@@ -1,6 +1,6 @@
 """Each site's embedding release held to what the other sites released (a direction bound).
 
-The norm bound of :meth:`server.embedding_sum.EmbeddingReleases.bounded_sum` limits how
+The norm bound of :meth:`server.methods.embedding.EmbeddingReleases.bounded_sum` limits how
 much one site's release weighs, not which way it points: a site that swaps its classes'
 rows inside the bound teaches the swap (docs/notebook/results.md, "Hostile sites when sites release
 embeddings": -16 points through the fitted generator, -49 through the ridge solver on

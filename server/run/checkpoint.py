@@ -55,8 +55,8 @@ class RunCheckpoint:
     elapsed_s: float = 0.0  # wall time of the run before this process
     flower_runs: list[int] = field(default_factory=list)  # Flower run ids that worked on it
     rng: dict[str, Any] = field(default_factory=dict)
-    sampling_key: str = ""  # the run's key for sampling sites (server.site_sampling)
-    replay_checks: list[dict[str, Any]] = field(default_factory=list)  # server.replay_check
+    sampling_key: str = ""  # the run's key for sampling sites (server.sites.sampling)
+    replay_checks: list[dict[str, Any]] = field(default_factory=list)  # server.robust.replay_check
 
     def save(self, folder: Path) -> Path:
         path = folder / CHECKPOINT

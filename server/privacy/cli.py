@@ -90,7 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from common.privacy.operator import raise_budget
     from common.privacy.record_index import INDEX
     from common.privacy.session import privacy_root
-    from server.site_registry import REGISTRY, SiteRegistry, server_dir
+    from server.sites.registry import REGISTRY, SiteRegistry, server_dir
 
     try:
         if args.command == "show":

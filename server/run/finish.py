@@ -15,11 +15,11 @@ from common.results import RunFolder, build_summary, summary_line
 from common.run_artifacts import save_final_artifacts
 from common.run_report import write_run_report
 from common.tensorboard_export import write_scalars
-from server.privacy_report import write_privacy_report
-from server.site_status import site_lines, site_table
+from server.privacy.report import write_privacy_report
+from server.sites.status import site_lines, site_table
 
 if TYPE_CHECKING:
-    from server.federation import FederatedRun
+    from server.run.federation import FederatedRun
 
 log = logging.getLogger("fedreplay.server")
 
@@ -128,7 +128,7 @@ def finish_run(self: FederatedRun, boundaries: list[int]) -> RunFolder:
         "failures": sum(len(r["failures"]) for r in self.rounds),
         # per site: trained / sat out / failed / refused, and generators left out of replay
         "sites": site_table(self.rounds, self.replay_checks),
-        "replay_checks": self.replay_checks,  # server.replay_check: scores per task
+        "replay_checks": self.replay_checks,  # server.robust.replay_check: scores per task
         "aggregates_refused": sum(1 for r in self.rounds if r["aggregate_refused"]),
         "aggregation": cfg.aggregation_rule,
         "wall_time_per_round_s": None,

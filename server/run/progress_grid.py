@@ -22,7 +22,7 @@ from flwr.serverapp import Grid
 from flwr.supercore.run import Run
 
 from common import wire
-from server.inprocess import InProcessGrid
+from server.run.inprocess import InProcessGrid
 
 log = logging.getLogger("fedreplay.server")
 

@@ -4,9 +4,9 @@ Sample-level DP: each site's own lifetime ledger is authoritative (on the site's
 the server collects the ``dp-*`` metrics the sites reported into ``privacy_ledger.json``
 (per site, per task, per round: the site's lifetime epsilon and this run's own share) and
 plots epsilon over rounds. Client-level DP: the server's own releases
-(:mod:`server.client_dp`) are accounted here with RDP, one Gaussian mechanism of noise
+(:mod:`server.privacy.client_dp`) are accounted here with RDP, one Gaussian mechanism of noise
 multiplier sigma per released round and no sampling amplification (which sites train is
-chosen by a key in the server's run folder, server.site_sampling: not secret enough to count).
+chosen by a key in the server's run folder, server.sites.sampling: not secret enough to count).
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ from common.plots import plot_epsilon
 from common.privacy.accountant import compute_epsilon
 from common.privacy.composition import LIFETIME, PER_TASK, SEQUENTIAL, scope
 from common.results import RunFolder
-from server.client_ledger import LEDGER as CLIENT_LEDGER
-from server.client_ledger import ClientLevelLedger
+from server.privacy.client_ledger import LEDGER as CLIENT_LEDGER
+from server.privacy.client_ledger import ClientLevelLedger
 from server.round_record import site_key
-from server.site_registry import server_dir
+from server.sites.registry import server_dir
 
 CLIENT_SCOPE = (
     "client-level (add/remove one site's whole data), server-side clipping and secret noise, "

@@ -9,15 +9,15 @@ Differences from :class:`flwr.serverapp.strategy.FedAvg`:
 - ``aggregate_train`` validates every reply against the registered architectures
   (wrong keys, shapes, dtypes, NaN/inf are rejected and logged), ignores sites that had
   no data, bounds every site's influence and applies ``fed.aggregation``
-  (:mod:`server.aggregation`: capped counts, per-part norm bounds, a finite aggregate or
+  (:mod:`server.robust.aggregation`: capped counts, per-part norm bounds, a finite aggregate or
   the previous model), and keeps each site's latest *bounded* generator of the task for
   the ``ensemble`` replay mode.
 - ``fed.min-sites`` is the number of sites needed to *start*; later rounds go on with the
   sites that are connected (a dead site does not stall the run); with
-  ``fed.fraction-train < 1`` sites are sampled by site id (:mod:`server.site_sampling`).
+  ``fed.fraction-train < 1`` sites are sampled by site id (:mod:`server.sites.sampling`).
 - Per-site metrics of every round are kept in ``round_records`` for the run's log.
 - With ``client_dp`` (client-level DP), the accepted updates are clipped, summed, divided
-  by the number of sites sampled and noised (:mod:`server.client_dp`), after validation.
+  by the number of sites sampled and noised (:mod:`server.privacy.client_dp`), after validation.
 - With a ``registry``, a site whose reported lifetime epsilon falls below one it reported
   before is refused (its privacy ledger was reset).
 """
@@ -40,18 +40,18 @@ from common import protocol, wire, wire_packed
 from common.class_counts import reported_counts
 from common.models.dgm import DGMGenerator
 from common.replay import ReplayPayload
-from server.aggregation import AggregationError, Bounds, aggregate, bounded_model
-from server.client_dp import ClientLevelDP
-from server.deliveries import Deliveries
-from server.embedding_sum import EmbeddingReleases
-from server.mask_aggregation import keep_reserved
-from server.reply_checks import TrainReply, check_train_reply
-from server.round_metrics import log_failures, per_task_accuracy, weighted_metrics
+from server.methods.dgm import keep_reserved
+from server.methods.embedding import EmbeddingReleases
+from server.privacy.client_dp import ClientLevelDP
+from server.robust.aggregation import AggregationError, Bounds, aggregate, bounded_model
+from server.robust.reply_checks import TrainReply, check_train_reply
 from server.round_record import RoundRecord, SiteReply
-from server.site_owners import BINDINGS, SiteOwners, read_bindings
-from server.site_registry import SiteRegistry, server_dir
-from server.site_sampling import QUERY_TIMEOUT, SiteSampler, wait_for_sites
-from server.site_status import pulled_against
+from server.run.deliveries import Deliveries
+from server.run.round_metrics import log_failures, per_task_accuracy, weighted_metrics
+from server.sites.owners import BINDINGS, SiteOwners, read_bindings
+from server.sites.registry import SiteRegistry, server_dir
+from server.sites.sampling import QUERY_TIMEOUT, SiteSampler, wait_for_sites
+from server.sites.status import pulled_against
 
 log = logging.getLogger("fedreplay.server")
 
@@ -271,7 +271,7 @@ class FedReplay(FedAvg):
             record.replies.append(reply)
             if got.metrics.get("num-examples", 0.0) > 0:
                 accepted.append((reply, got))
-                if got.release is not None:  # the task's first counts (server.embedding_sum)
+                if got.release is not None:  # the task's first counts (server.methods.embedding)
                     self.task.releases.receive(reply.key, got.release)
         missing = set(record.sampled) - {r.node_id for r in record.replies} - set(record.failures)
         for node in missing:
@@ -291,7 +291,7 @@ class FedReplay(FedAvg):
         return self._aggregate_bounded(record, accepted)
 
     def _decode(self, msg: Message) -> TrainReply | str:
-        """A reply checked and decoded (server.reply_checks), else why it failed."""
+        """A reply checked and decoded (server.robust.reply_checks), else why it failed."""
         if msg.has_error():
             return f"error reply: {msg.error.reason}"
         try:
@@ -387,7 +387,7 @@ class FedReplay(FedAvg):
         self, accepted: list[TrainReply], *, num_sampled: int
     ) -> tuple[ArrayRecord, MetricRecord]:
         """Client-level DP: every accepted site weighs the same, a missing one counts as a
-        zero update, the noise is calibrated to the number sampled (server.client_dp)."""
+        zero update, the noise is calibrated to the number sampled (server.privacy.client_dp)."""
         assert self.client_dp is not None and self.current_arrays is not None
         keys = list(self.current_arrays.keys())
         current = {k: self.current_arrays[k].numpy() for k in keys}

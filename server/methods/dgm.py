@@ -1,4 +1,5 @@
-"""Masked aggregation of a DGM generator: what finished tasks reserved is the server's.
+"""DGM at the server (``method = "dgm"``): the masks are the server's; what finished tasks
+reserved stays the server's (masked aggregation), and a task's end binarises and grows.
 
 Sites train only free weights (their gradients of reserved weights are zero) and the
 current task's mask embeddings, and send only those (:func:`common.wire.packed_generator`);
@@ -15,12 +16,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from common import protocol
+from common import protocol, wire
 from common.models.dgm import DGMGenerator
 from common.models.growth import grow_
+from server.methods.base import ServerSide
+
+if TYPE_CHECKING:  # (the run calls the hooks with itself; nothing here imports it)
+    from server.run.federation import FederatedRun
 
 log = logging.getLogger("fedreplay.server")
 
@@ -63,3 +69,25 @@ def consolidate(generator: DGMGenerator, classes: Sequence[int], *, task: int) -
         size["parameters"],
     )
     return size
+
+
+class DGMSide(ServerSide):
+    """DGM (``method = "dgm"``): the server owns the masks. At a task's start it records
+    the shapes of what a site sends (the elements free in the task, packed); at its end it
+    binarises the task's masks and grows the generator (:func:`server.methods.dgm.
+    consolidate`), which becomes the global model and the reference every reply is checked
+    against."""
+
+    def __init__(self, generator: DGMGenerator) -> None:
+        super().__init__(generator)
+        self.generator = generator
+
+    def begin_task(self, run: FederatedRun, t: int) -> None:
+        if len(run.upload_shapes) == t:  # (a resumed task has them from its checkpoint)
+            shapes = wire.packed_shapes(self.generator)
+            run.upload_shapes.append({k: list(v) for k, v in shapes.items()})
+
+    def end_task(self, run: FederatedRun, t: int) -> None:
+        size = consolidate(self.generator, list(run.stream.tasks[t].classes), task=t)
+        run.generator_sizes.append(size)
+        run.arrays = wire.scholar_record(run.solver, self.generator)

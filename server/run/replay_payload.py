@@ -21,7 +21,7 @@ from common.class_counts import class_weight_rows
 from common.config import ExperimentConfig
 from common.data.types import TaskStream
 from common.methods import is_regulariser, previous_solver_payload
-from common.replay import GenerativeReplay, ReplayPayload
+from common.replay import GenerativeReplay, ReplayPayload, cpu_state
 from common.training.learner import source_from_payload
 
 State = dict[str, Tensor]
@@ -92,8 +92,3 @@ def replay_source(
         mixture=cfg.replay.mixture,
         class_weights=source.class_weights,
     )
-
-
-def cpu_state(model: nn.Module) -> State:
-    """A copy of ``model``'s state on the CPU (never a view of the live tensors)."""
-    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}  # (a copy)

@@ -86,7 +86,7 @@ QUERY_TIMEOUT = 300.0  # seconds a site query waits (fed.round-timeout when set)
 
 class SiteSampler:
     def __init__(self, key: str = "", *, query_timeout: float = QUERY_TIMEOUT) -> None:
-        self.key = key  # the run's sampling key (server.checkpoint keeps it)
+        self.key = key  # the run's sampling key (server.run.checkpoint keeps it)
         self.query_timeout = query_timeout
         self.site_of: dict[int, str] = {}  # node -> the site id it presented
 

@@ -14,7 +14,6 @@ from flwr.app import ArrayRecord, RecordDict
 from torch import nn
 
 from common import protocol, wire, wire_packed
-from server.embedding_sum import check_release
 
 
 @dataclass(frozen=True)
@@ -53,8 +52,20 @@ def check_train_reply(
     if pid < 0 or pid != int(pid):
         raise wire.WireError(f"partition-id {pid!r} is not a non-negative integer")
     scholar, release = wire.without_embedding(wire.scholar_of(content))
-    if release is not None:  # generator.kind = "embedding" (server.embedding_sum)
+    if release is not None:  # generator.kind = "embedding" (server.methods.embedding)
         check_release(release, embedding_shape)
     scholar = wire_packed.unpack_scholar(scholar, generator)
     wire.check_scholar_arrays(scholar, solver, generator)
     return TrainReply(site_id, metrics, scholar, release)
+
+
+def check_release(release: np.ndarray, shape: tuple[int, int] | None) -> None:
+    """Raise :class:`wire.WireError` naming what is wrong with a received release."""
+    if shape is None:
+        raise wire.WireError("an embedding release in a run whose generator.kind is not embedding")
+    if tuple(release.shape) != tuple(shape):
+        raise wire.WireError(f"embedding has shape {list(release.shape)}, expected {list(shape)}")
+    if release.dtype != np.float32:
+        raise wire.WireError(f"embedding has dtype {release.dtype}, expected float32")
+    if not np.isfinite(release).all():
+        raise wire.WireError("embedding holds NaN or infinite values")

@@ -144,7 +144,7 @@ def attack_reply(
 
 
 def hostile_hook(name: str, *, node_id: int, victim: tuple[str, int] = ("site-0", 0)) -> Hook:
-    """A reply hook for :class:`server.inprocess.InProcessGrid`: node ``node_id`` attacks
+    """A reply hook for :class:`server.run.inprocess.InProcessGrid`: node ``node_id`` attacks
     (train replies only; ``victim`` is the (site id, partition id) that ``steal-id`` claims)."""
 
     seen: dict[str, list[dict[str, np.ndarray]]] = {}  # round -> the honest updates seen

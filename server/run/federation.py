@@ -1,7 +1,7 @@
 """A federated continual-learning run: tasks in sequence, ``rounds-per-task`` rounds each.
 
 For every task the server (1) builds the replay payload from the finished tasks
-(server.replay_payload: ``global``, ``ensemble`` or ``per-task``),
+(server.run.replay_payload: ``global``, ``ensemble`` or ``per-task``),
 (2) runs the FedReplay strategy for the task's rounds, (3) evaluates the global solver
 after every round on the test data of all tasks seen (central) and/or collects the sites'
 own evaluations (federated), and (4) writes everything to the run folder.
@@ -30,22 +30,22 @@ from common.metrics import AccuracyMatrix, evaluate_tasks, per_task_generator_qu
 from common.models import build_generator, build_solver
 from common.replay import GenerativeReplay, ReplayPayload
 from common.results import RunFolder
-from server import replay_check
-from server.aggregation import Bounds
-from server.checkpoint import RunCheckpoint
-from server.client_dp import ClientLevelDP
-from server.console import flower_log_in
-from server.finish import finish_run
-from server.inprocess import InProcessGrid
-from server.method_server import server_side
-from server.output_dir import resolve_output_dir
-from server.progress_grid import ProgressGrid
-from server.replay_payload import next_payload, replay_source
-from server.run_state import load_for_resume, save_checkpoint
-from server.site_registry import SiteRegistry
-from server.site_sampling import QUERY_TIMEOUT
-from server.site_status import count_line, node_names, round_status
-from server.strategy import FedReplay
+from server.methods import server_side
+from server.privacy.client_dp import ClientLevelDP
+from server.robust import replay_check
+from server.robust.aggregation import Bounds
+from server.run.checkpoint import RunCheckpoint
+from server.run.console import flower_log_in
+from server.run.finish import finish_run
+from server.run.inprocess import InProcessGrid
+from server.run.output_dir import resolve_output_dir
+from server.run.progress_grid import ProgressGrid
+from server.run.replay_payload import next_payload, replay_source
+from server.run.state import load_for_resume, save_checkpoint
+from server.run.strategy import FedReplay
+from server.sites.registry import SiteRegistry
+from server.sites.sampling import QUERY_TIMEOUT
+from server.sites.status import count_line, node_names, round_status
 
 log = logging.getLogger("fedreplay.server")
 
@@ -72,7 +72,7 @@ class FederatedRun:
             build_generator(cfg, shape, k).to(self.device) if cfg.uses_generator else None
         )
         self.central = cfg.fed.evaluate in ("central", "both")
-        # what the method does at the server beyond the loop (server.method_server)
+        # what the method does at the server beyond the loop (server.methods)
         self.side = server_side(cfg, self.stream, self.generator)
         self.travelling = self.side.travelling  # the generator sites send (None: the server's)
         self.fedreplay = FedReplay(
@@ -109,7 +109,7 @@ class FederatedRun:
         self.matrix = AccuracyMatrix(len(self.stream))
         self.rounds: list[dict[str, Any]] = []
         self.rounds_before = 0  # rounds done by earlier processes of a resumed run (the ETA)
-        self.replay_checks: list[dict[str, Any]] = []  # server.replay_check, per task
+        self.replay_checks: list[dict[str, Any]] = []  # server.robust.replay_check, per task
         self.quality: list[list[float]] = []  # the aggregated generator, after each task
         self.replay_quality: list[list[float]] = []  # what sites replay, after each task
         self.generator_sizes: list[dict[str, int]] = []  # DGM: capacity after each task
@@ -305,7 +305,7 @@ class FederatedRun:
         )
         return payload
 
-    # --- run state (server.run_state) -------------------------------------------------------
+    # --- run state (server.run.state) -------------------------------------------------------
     def _checkpoint(self, *, task: int, task_rounds: int, payload: ReplayPayload | None) -> None:
         save_checkpoint(self, task=task, task_rounds=task_rounds, payload=payload)
 
@@ -330,8 +330,8 @@ class FederatedRun:
         return replay_source(self.cfg, self.stream, payload, self.solver, self.device)
 
     def _payload(self, t: int) -> ReplayPayload | None:
-        """What sites replay while learning task t (server.replay_payload), of the sites'
-        generators that pass the replay check (server.replay_check)."""
+        """What sites replay while learning task t (server.run.replay_payload), of the sites'
+        generators that pass the replay check (server.robust.replay_check)."""
         generators = self.fedreplay.task.generators
         if t > 0 and self.generator is not None and generators and replay_check.applies(self.cfg):
             generators, record = replay_check.check_replay(

@@ -5,7 +5,7 @@ Each site's release is (classes of the task x features) sums of norm-1 random fe
 noise (:mod:`common.privacy.embedding`). The server keeps the first release of every site
 of the task (a later one of the same site is ignored: a site releases once per task; its
 later rounds resend the same values), checks it (shape, float32, finite, before it is
-kept: :func:`check_release`), and at the task's end:
+kept: :func:`server.robust.reply_checks.check_release`), and at the task's end:
 
 - bounds each release's Frobenius norm by ``fed.weight-cap`` x the median norm of the
   task's releases (from 3 releases on; below 3 a median bounds nothing). Scaling a release
@@ -14,7 +14,7 @@ kept: :func:`check_release`), and at the task's end:
   at most as much as a site of twice the median size;
 - holds every block (a class's row, the Gram) to the direction the other sites' blocks sum
   to: the part off it is cut to ``fed.weight-cap`` x the median such part
-  (:mod:`server.release_consensus`), so a site that swaps its classes inside the norm
+  (:mod:`server.robust.release_consensus`), so a site that swaps its classes inside the norm
   bound keeps about an honest site's spread in the wrong direction, no more;
 - sums them: every class's sum over sites (its noise sums too: the per-site Gaussians of
   sigma make a sum of sigma sqrt(sites));
@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -43,24 +44,15 @@ from common.models import build_generator
 from common.models.embedding import features_for
 from common.models.generator import Generator
 from common.models.ridge import RidgeSolver
-from common.replay import ReplayPayload
+from common.replay import ReplayPayload, cpu_state
 from common.training.embedding import fit_to_release
-from server.release_consensus import MIN_SITES, direction_bound
-from server.replay_payload import cpu_state
+from server.methods.base import ServerSide
+from server.robust.release_consensus import MIN_SITES, direction_bound
+
+if TYPE_CHECKING:  # (the run calls the hooks with itself; nothing here imports it)
+    from server.run.federation import FederatedRun
 
 log = logging.getLogger("fedreplay.server")
-
-
-def check_release(release: np.ndarray, shape: tuple[int, int] | None) -> None:
-    """Raise :class:`wire.WireError` naming what is wrong with a received release."""
-    if shape is None:
-        raise wire.WireError("an embedding release in a run whose generator.kind is not embedding")
-    if tuple(release.shape) != tuple(shape):
-        raise wire.WireError(f"embedding has shape {list(release.shape)}, expected {list(shape)}")
-    if release.dtype != np.float32:
-        raise wire.WireError(f"embedding has dtype {release.dtype}, expected float32")
-    if not np.isfinite(release).all():
-        raise wire.WireError("embedding holds NaN or infinite values")
 
 
 @dataclass
@@ -79,7 +71,7 @@ class EmbeddingReleases:
     def bounded_sum(self, weight_cap: float) -> tuple[np.ndarray, dict[str, float]]:
         """The sum over sites, each cut to ``weight_cap`` x the median norm, then each
         block's part off the other sites' direction cut to ``weight_cap`` x its median
-        (:func:`server.release_consensus.direction_bound`); and per site the smallest
+        (:func:`server.robust.release_consensus.direction_bound`); and per site the smallest
         factor it was cut by (1 = untouched)."""
         if not self.by_site:
             raise ValueError("no site released an embedding of this task")
@@ -188,3 +180,48 @@ class TaskGenerator:
         if finished is None:  # task 0: nothing to replay; the solver labels nothing
             finished = ReplayPayload(t, cpu_state(solver), (), (), (), ())
         return finished.with_current(cpu_state(self.generator), self.classes(t))
+
+
+class EmbeddingSide(ServerSide):
+    """``generator.kind = "embedding"``: sites send noised releases, never a generator; the
+    server fits the task's generator to their sum (:class:`server.methods.embedding.
+    TaskGenerator`) after every round a release arrived in, and sends it with the replay.
+    With ``solver.arch = "ridge"`` the server also solves the solver from the statistics
+    at the task's start and the task's releases: it becomes the global model, whatever the
+    sites sent back, and at the task's end the task's statistics join the solver's."""
+
+    def __init__(self, cfg: ExperimentConfig, stream: TaskStream, generator: Generator) -> None:
+        super().__init__(None)  # the generator is the server's own: it does not travel
+        self.embedding = TaskGenerator(cfg, stream, generator)
+        self.ridge_base: dict[str, torch.Tensor] | None = None  # the solver at the task's start
+
+    def release_shape(self, t: int) -> tuple[int, int] | None:
+        return self.embedding.release_shape(t)
+
+    def begin_task(self, run: FederatedRun, t: int) -> None:
+        if isinstance(run.solver, RidgeSolver):
+            wire.load_scholar(run.arrays, run.solver, None)
+            self.ridge_base = {k: v.clone() for k, v in run.solver.state_dict().items()}
+
+    def after_round(self, run: FederatedRun) -> None:
+        refreshed = self.embedding.refresh(run.task, run.fedreplay.task.releases)
+        self._solve_ridge(run, absorb=False)
+        if refreshed:  # the task's generator travels with the replay from now on
+            finished = self.embedding.finished(run.fedreplay.payload, run.task)
+            run.fedreplay.replace_payload(self.embedding.payload(run.task, finished, run.solver))
+
+    def end_task(self, run: FederatedRun, t: int) -> None:
+        self.embedding.refresh(t, run.fedreplay.task.releases)  # (a release after the last fit)
+        self._solve_ridge(run, absorb=True)  # ridge: the task's statistics join the solver's
+
+    def previous(self, payload: ReplayPayload | None, t: int) -> ReplayPayload | None:
+        """Without the finished task's own generator (the payload adds it)."""
+        return self.embedding.finished(payload, t)
+
+    def _solve_ridge(self, run: FederatedRun, *, absorb: bool) -> None:
+        if self.ridge_base is None:
+            return
+        assert isinstance(run.solver, RidgeSolver)
+        run.solver.load_state_dict(self.ridge_base)
+        (self.embedding.absorb if absorb else self.embedding.solve)(run.task, run.solver)
+        run.arrays = wire.scholar_record(run.solver, None)

@@ -1,6 +1,6 @@
 """Replay checked, not only bounded: a site's generator is scored before it joins the replay.
 
-The bounds (server.aggregation) cap how far one site's generator may move from the global
+The bounds (server.robust.aggregation) cap how far one site's generator may move from the global
 one, but an update inside them can still be a generator of noise: with ``ensemble`` or
 ``per-task`` replay it would be replayed as it is, with its site's weight, at every site
 for the rest of the run. So at a task boundary, before the payload is built, the server
