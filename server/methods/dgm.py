@@ -83,11 +83,11 @@ class DGMSide(ServerSide):
         self.generator = generator
 
     def begin_task(self, run: FederatedRun, t: int) -> None:
-        if len(run.upload_shapes) == t:  # (a resumed task has them from its checkpoint)
+        if len(run.state.upload_shapes) == t:  # (a resumed task has them from its checkpoint)
             shapes = wire.packed_shapes(self.generator)
-            run.upload_shapes.append({k: list(v) for k, v in shapes.items()})
+            run.state.upload_shapes.append({k: list(v) for k, v in shapes.items()})
 
     def end_task(self, run: FederatedRun, t: int) -> None:
         size = consolidate(self.generator, list(run.stream.tasks[t].classes), task=t)
-        run.generator_sizes.append(size)
+        run.state.generator_sizes.append(size)
         run.arrays = wire.scholar_record(run.solver, self.generator)

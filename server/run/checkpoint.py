@@ -18,7 +18,7 @@ one is refused with the keys that differ.
 from __future__ import annotations
 
 import random
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +27,12 @@ import torch
 
 from common.config import ExperimentConfig
 from common.fileio import atomic_torch_save
+from common.metrics import AccuracyMatrix
 
 CHECKPOINT = "checkpoint.pt"
-VERSION = 1
+VERSION = 2  # 1: the run state's fields at the top level (read, and moved into "state")
+STATE_FIELDS = ("run_key", "rounds", "matrix", "quality", "replay_quality", "generator_sizes",
+                "upload_shapes", "replay_checks", "nodes_seen", "flower_runs")  # fmt: skip
 
 
 class ResumeError(RuntimeError):
@@ -37,30 +40,54 @@ class ResumeError(RuntimeError):
 
 
 @dataclass
+class RunState:
+    """What a federated run has done so far, besides its models: the record its end writes
+    out (rounds.jsonl, summary.json, the report) and the key that makes it one run. The
+    run holds one (``FederatedRun.state``), appends to it as it goes, and a checkpoint
+    keeps it whole; a resume takes it back whole."""
+
+    matrix: AccuracyMatrix  # accuracy on task j after task i
+    run_key: str = ""  # sites key their run state and ledger entries by it
+    rounds: list[dict[str, Any]] = field(default_factory=list)  # the rounds.jsonl entries
+    quality: list[list[float]] = field(default_factory=list)  # the global generator, per task
+    replay_quality: list[list[float]] = field(default_factory=list)  # what sites replay
+    generator_sizes: list[dict[str, int]] = field(default_factory=list)  # DGM, per task
+    upload_shapes: list[dict[str, list[int]]] = field(default_factory=list)  # DGM, per task
+    replay_checks: list[dict[str, Any]] = field(default_factory=list)  # server.robust.replay_check
+    nodes_seen: set[int] = field(default_factory=set)
+    flower_runs: list[int] = field(default_factory=list)  # Flower run ids that worked on it
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {k: getattr(self, k) for k in STATE_FIELDS}
+        return d | {
+            "matrix": [list(r) for r in self.matrix.rows],
+            "nodes_seen": sorted(self.nodes_seen),
+        }
+
+    @staticmethod
+    def from_dict(d: dict[str, Any]) -> RunState:
+        matrix = AccuracyMatrix(len(d["matrix"]))
+        matrix.rows = [list(r) for r in d["matrix"]]
+        return RunState(**{**d, "matrix": matrix, "nodes_seen": set(d.get("nodes_seen", ()))})
+
+
+@dataclass
 class RunCheckpoint:
-    run_key: str
+    state: RunState  # the run's record so far
     config: dict[str, Any]  # ExperimentConfig.to_dict() with fed.resume cleared
     task: int  # the task in progress (== number of tasks: every task is done)
     task_rounds: int  # rounds of it completed (== rounds-per-task: only its evaluation left)
     arrays: dict[str, torch.Tensor]  # the global scholar, by wire key
     payload: dict[str, Any] | None  # ReplayPayload.to_dict() of the task in progress
     strategy: dict[str, Any]  # FedReplay.snapshot()
-    rounds: list[dict[str, Any]]  # the rounds.jsonl entries so far
-    matrix: list[list[float]]
-    quality: list[list[float]] = field(default_factory=list)
-    replay_quality: list[list[float]] = field(default_factory=list)
-    generator_sizes: list[dict[str, int]] = field(default_factory=list)  # DGM, per task
-    upload_shapes: list[dict[str, list[int]]] = field(default_factory=list)  # DGM, per task
-    nodes_seen: list[int] = field(default_factory=list)
     elapsed_s: float = 0.0  # wall time of the run before this process
-    flower_runs: list[int] = field(default_factory=list)  # Flower run ids that worked on it
     rng: dict[str, Any] = field(default_factory=dict)
     sampling_key: str = ""  # the run's key for sampling sites (server.sites.sampling)
-    replay_checks: list[dict[str, Any]] = field(default_factory=list)  # server.robust.replay_check
 
     def save(self, folder: Path) -> Path:
         path = folder / CHECKPOINT
-        atomic_torch_save({"version": VERSION, **asdict(self)}, path)
+        d = {f.name: getattr(self, f.name) for f in fields(self)} | {"state": self.state.to_dict()}
+        atomic_torch_save({"version": VERSION, **d}, path)
         return path
 
     @staticmethod
@@ -75,7 +102,10 @@ class RunCheckpoint:
             d = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:
             raise ResumeError(f"{path} is unreadable ({type(exc).__name__}: {exc})") from None
-        if d.pop("version", None) != VERSION:
+        version = d.pop("version", None)
+        if version == 1:  # the state's fields at the top level: the same values
+            d["state"] = {k: d.pop(k) for k in STATE_FIELDS if k in d}
+        elif version != VERSION:
             raise ResumeError(f"{path} was written by another version of fedreplay")
         # a global model with NaN or inf would be sent to every site, and every reply then
         # refused as the sites' fault: the checkpoint is named instead
@@ -86,7 +116,7 @@ class RunCheckpoint:
                 f"{' ...' if len(bad) > 5 else ''}); it cannot be resumed. The aggregate is "
                 "checked before it is saved, so the file was altered or damaged on disk"
             )
-        return RunCheckpoint(**d)
+        return RunCheckpoint(**{**d, "state": RunState.from_dict(d["state"])})
 
     def check_config(self, cfg: ExperimentConfig) -> None:
         """The resumed run's config must be the checkpoint's (``fed.resume`` aside)."""

@@ -34,7 +34,7 @@ from server.methods import server_side
 from server.privacy.client_dp import ClientLevelDP
 from server.robust import replay_check
 from server.robust.aggregation import Bounds
-from server.run.checkpoint import RunCheckpoint
+from server.run.checkpoint import RunCheckpoint, RunState
 from server.run.console import flower_log_in
 from server.run.finish import finish_run
 from server.run.inprocess import InProcessGrid
@@ -106,20 +106,11 @@ class FederatedRun:
             ),
         )
         self.strategy: Strategy = self.fedreplay
-        self.matrix = AccuracyMatrix(len(self.stream))
-        self.rounds: list[dict[str, Any]] = []
+        # the run's record (rounds, accuracy matrix, quality, run key): what a checkpoint keeps
+        self.state = RunState(matrix=AccuracyMatrix(len(self.stream)))
         self.rounds_before = 0  # rounds done by earlier processes of a resumed run (the ETA)
-        self.replay_checks: list[dict[str, Any]] = []  # server.robust.replay_check, per task
-        self.quality: list[list[float]] = []  # the aggregated generator, after each task
-        self.replay_quality: list[list[float]] = []  # what sites replay, after each task
-        self.generator_sizes: list[dict[str, int]] = []  # DGM: capacity after each task
-        # DGM: shapes of the (packed) generator arrays a site sends, per task
-        self.upload_shapes: list[dict[str, list[int]]] = []
         self.final_payload: ReplayPayload | None = None  # what would be replayed next
         self.task = 0
-        self.nodes_seen: set[int] = set()
-        self.run_key = ""  # sites key their run state and ledger entries by it
-        self.flower_runs: list[int] = []
         self.elapsed_before = 0.0  # wall time of earlier processes (a resumed run)
         self.started = time.perf_counter()
         self.folder: RunFolder
@@ -144,7 +135,7 @@ class FederatedRun:
         cfg, stream, R = self.cfg, self.stream, self.cfg.fed.rounds_per_task
         self.run_id = int(grid.run.run_id)
         self.started = time.perf_counter()
-        self.nodes_seen |= set(grid.get_node_ids())  # simulation: every SuperNode
+        self.state.nodes_seen |= set(grid.get_node_ids())  # simulation: every SuperNode
         if isinstance(grid, InProcessGrid):  # simulated sites: ids bound to partitions
             self.fedreplay.sites.bind_all(grid.site_bindings())
         grid = ProgressGrid(grid)  # a line as sites answer, within a long round
@@ -156,20 +147,20 @@ class FederatedRun:
             wire.load_scholar(arrays, self.solver, self.travelling, adopt_shapes=True)
             payload = ReplayPayload.from_dict(ckpt.payload) if ckpt.payload else None
             self.fedreplay.expected_sites = sorted(
-                {s["site_id"] for r in ckpt.rounds for s in r["sites"] if s.get("site_id")}
+                {s["site_id"] for r in ckpt.state.rounds for s in r["sites"] if s.get("site_id")}
             )
         else:
             self.folder = RunFolder.create(resolve_output_dir(cfg.output_dir), cfg.experiment)
             self.folder.save_config(cfg)
             # unique per run (an in-process grid's run id is always 1), kept on resume: sites
             # key their state and privacy ledger entries by it
-            self.run_key = f"{self.run_id}-{secrets.token_hex(4)}"
+            self.state.run_key = f"{self.run_id}-{secrets.token_hex(4)}"
             self.fedreplay.sampler.key = secrets.token_hex(16)  # the server's own
             ckpt, first_task, done = None, 0, 0
             arrays = wire.scholar_record(self.solver, self.travelling)
             payload = None
-        self.fedreplay.run_key = self.run_key
-        self.flower_runs.append(self.run_id)
+        self.fedreplay.run_key = self.state.run_key
+        self.state.flower_runs.append(self.run_id)
         log.info(
             "run folder %s | %s, %s, %d tasks x %d rounds",
             self.folder.path,
@@ -181,7 +172,7 @@ class FederatedRun:
         slow = slow_bf16(self.device) if cfg.train.precision == "bf16" else ""
         if slow:
             log.warning(slow)
-        self.rounds_before = len(self.rounds)
+        self.rounds_before = len(self.state.rounds)
         with flower_log_in(self.folder.path):  # the console keeps the project's own lines
             self.evaluator = None
             if self.generator is not None and self.central and cfg.eval.generator_quality:
@@ -250,7 +241,7 @@ class FederatedRun:
         rec = self.fedreplay.round_records[-1]
         task_round = rec.server_round - self.task * self.cfg.fed.rounds_per_task
         self._log_round(self.task, task_round, rec, central)
-        entry = self.rounds[-1]
+        entry = self.state.rounds[-1]
         total = len(self.stream) * self.cfg.fed.rounds_per_task
         eps = [s["metrics"]["dp-epsilon"] for s in entry["sites"] if "dp-epsilon" in s["metrics"]]
         log.info(
@@ -265,7 +256,7 @@ class FederatedRun:
             self.elapsed(),
             eta(
                 time.perf_counter() - self.started,
-                len(self.rounds) - self.rounds_before,
+                len(self.state.rounds) - self.rounds_before,
                 total - rec.server_round,
             ),
         )
@@ -276,24 +267,24 @@ class FederatedRun:
         """Evaluate the global scholar after task ``t``; the replay for task ``t + 1``."""
         cfg, task = self.cfg, self.stream.tasks[t]
         self._load(self.arrays)
-        if not any(r["accepted"] for r in self.rounds if r["task"] == t):
+        if not any(r["accepted"] for r in self.state.rounds if r["task"] == t):
             log.warning("task %d: no site update was accepted; the scholar is unchanged", t + 1)
         self.side.end_task(self, t)  # (DGM: masks binarised, the task's final generator)
         accs = self._task_accuracies(t)
-        self.matrix.record(t, accs)
+        self.state.matrix.record(t, accs)
         payload = self._payload(t + 1)  # the frozen scholar(s) after task t
         self.final_payload = payload
         if self.evaluator is not None and self.generator is not None:
-            self.quality.append(self._quality(self.generator.sample, self.evaluator, t))
+            self.state.quality.append(self._quality(self.generator.sample, self.evaluator, t))
             if payload is not None:
                 source = self._replay_source(payload)
-                self.replay_quality.append(self._quality(source.inputs, self.evaluator, t))
+                self.state.replay_quality.append(self._quality(source.inputs, self.evaluator, t))
                 log.info(
                     "replay after task %d (%s, %d generators): quality per task %s",
                     t + 1,
                     cfg.replay.mode,
                     len(payload.generators),
-                    " ".join(f"{q:.2f}" for q in self.replay_quality[-1]),
+                    " ".join(f"{q:.2f}" for q in self.state.replay_quality[-1]),
                 )
         log.info(
             "after task %d/%d (%s): accuracies %s, average %.1f%%",
@@ -301,7 +292,7 @@ class FederatedRun:
             len(self.stream),
             task.name,
             " ".join(f"{a:.1%}" for a in accs),
-            100 * self.matrix.average_accuracy(t),
+            100 * self.state.matrix.average_accuracy(t),
         )
         return payload
 
@@ -337,7 +328,7 @@ class FederatedRun:
             generators, record = replay_check.check_replay(
                 self.cfg, self.stream, t, generators, self.solver, self.device
             )
-            self.replay_checks.append(record)
+            self.state.replay_checks.append(record)
             for site, why in record["left_out"].items():
                 log.warning("task %d: %s's generator %s", t, site, why)
         return next_payload(
@@ -379,9 +370,9 @@ class FederatedRun:
             "accepted": rec.refused_aggregate is None
             and any(r.metrics.get("num-examples", 0.0) > 0 for r in rec.replies),
         }
-        self.rounds.append(entry)
+        self.state.rounds.append(entry)
         self.folder.append_jsonl("rounds.jsonl", entry)
 
     def _nodes(self) -> set[int]:
         sampled = {n for rec in self.fedreplay.round_records for n in rec.sampled}
-        return self.nodes_seen | sampled
+        return self.state.nodes_seen | sampled

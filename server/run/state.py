@@ -26,7 +26,7 @@ def save_checkpoint(
 ) -> None:
     """The run's checkpoint: everything a resumed process reads back (server.run.checkpoint)."""
     RunCheckpoint(
-        run_key=run.run_key,
+        state=run.state,
         sampling_key=run.fedreplay.sampler.key,
         config=comparable(run.cfg),
         task=task,
@@ -34,16 +34,7 @@ def save_checkpoint(
         arrays={k: torch.from_numpy(v.numpy().copy()) for k, v in run.arrays.items()},
         payload=payload.to_dict() if payload is not None else None,
         strategy=run.fedreplay.snapshot(),
-        rounds=run.rounds,
-        matrix=run.matrix.rows,
-        quality=run.quality,
-        replay_quality=run.replay_quality,
-        generator_sizes=run.generator_sizes,
-        upload_shapes=run.upload_shapes,
-        replay_checks=run.replay_checks,
-        nodes_seen=sorted(run.nodes_seen),
         elapsed_s=run.elapsed(),
-        flower_runs=run.flower_runs,
         rng=rng_state(),
     ).save(run.folder.path)
 
@@ -56,18 +47,16 @@ def load_for_resume(run: FederatedRun) -> tuple[RunFolder, RunCheckpoint]:
     folder = RunFolder(path)
     if folder.file("summary.json").is_file():
         raise ResumeError(f"{path} has finished (summary.json exists): nothing to resume")
-    run.run_key, run.rounds = ckpt.run_key, list(ckpt.rounds)
+    if len(ckpt.state.matrix.rows) != len(run.stream):
+        raise ResumeError(f"{path}: the checkpoint has {len(ckpt.state.matrix.rows)} tasks, the "
+                          f"config {len(run.stream)}")  # fmt: skip
+    ckpt.state.nodes_seen |= run.state.nodes_seen  # (this process's nodes: seen too)
+    run.state = ckpt.state  # the run's record, whole
     run.fedreplay.sampler.key = ckpt.sampling_key or secrets.token_hex(16)
-    run.matrix.rows = [list(r) for r in ckpt.matrix]
-    run.quality, run.replay_quality = ckpt.quality, ckpt.replay_quality
-    run.generator_sizes = list(ckpt.generator_sizes)
-    run.upload_shapes = list(ckpt.upload_shapes)
-    run.replay_checks = list(ckpt.replay_checks)
-    run.nodes_seen |= set(ckpt.nodes_seen)
-    run.elapsed_before, run.flower_runs = ckpt.elapsed_s, list(ckpt.flower_runs)
+    run.elapsed_before = ckpt.elapsed_s
     set_rng_state(ckpt.rng)
     # rounds logged after the checkpoint (killed in between) are dropped: they run again
-    folder.rewrite_jsonl("rounds.jsonl", run.rounds)
+    folder.rewrite_jsonl("rounds.jsonl", run.state.rounds)
     log.info(
         "resuming %s: task %d/%d after %d of its %d rounds (run key %s, %d rounds done)",
         path,
@@ -75,7 +64,7 @@ def load_for_resume(run: FederatedRun) -> tuple[RunFolder, RunCheckpoint]:
         len(run.stream),
         ckpt.task_rounds,
         run.cfg.fed.rounds_per_task,
-        ckpt.run_key,
-        len(run.rounds),
+        ckpt.state.run_key,
+        len(run.state.rounds),
     )
     return folder, ckpt

@@ -13,7 +13,7 @@ from client.client_app import app as client_app
 from common.audit.cli import audit_egress
 from common.config import load_config
 from common.results import load_summary
-from server import federation
+from server.run import federation
 from server.run.checkpoint import CHECKPOINT, ResumeError, RunCheckpoint
 from server.run.federation import FederatedRun
 from server.run.inprocess import InProcessGrid
@@ -119,7 +119,7 @@ def test_a_resumed_run_equals_an_uninterrupted_one(
     assert not (folder / "summary.json").exists()
     if releases:
         assert sorted(RunCheckpoint.load(folder).strategy["releases"]) == ["site-0", "site-1"]
-    key = RunCheckpoint.load(folder).run_key  # what the sites keyed their state by
+    key = RunCheckpoint.load(folder).state.run_key  # what the sites keyed their state by
     if method is COUNTS:  # the counts of task 2's first round, kept with the strategy
         assert sorted(RunCheckpoint.load(folder).strategy["class_counts"]) == ["site-0", "site-1"]
     resumed_path = run(tmp_path / "b", run_id=2, **{"fed.resume": str(folder)}, **method)
@@ -332,3 +332,21 @@ def test_a_resume_names_the_sites_that_did_not_come_back(
         run(tmp_path, run_id=2, nodes=1, **resume)
     assert (folder / CHECKPOINT).read_bytes() == checkpoint
     run(tmp_path, run_id=3, **resume)  # both back: it completes
+
+
+def test_a_checkpoint_of_the_earlier_format_resumes(tmp_path: Path, monkeypatch) -> None:
+    """A run killed under format 1 (the run state's fields at the top level) resumes: its
+    state is read whole (rounds, accuracy matrix, run key) and the run completes."""
+    use_dirs(monkeypatch, tmp_path)
+    folder = killed_run(tmp_path, 3)
+    saved = torch.load(folder / CHECKPOINT, weights_only=True)
+    assert saved["version"] == 2 and "rounds" not in saved
+    state = saved.pop("state")
+    torch.save({**saved, **state, "version": 1}, folder / CHECKPOINT)  # the old layout
+    old = RunCheckpoint.load(folder)
+    assert old.state.run_key == state["run_key"] and old.state.rounds == state["rounds"]
+    assert old.state.matrix.rows[0][0] == state["matrix"][0][0]
+    run(tmp_path, run_id=2, **{"fed.resume": str(folder)})
+    summary = load_summary(folder)
+    assert summary["status"] == "completed" and summary["rounds"] == 4
+    assert summary["run_key"] == state["run_key"] and summary["flower_run_ids"] == [1, 2]
