@@ -22,7 +22,7 @@ from common.class_counts import class_count_metrics
 from common.config import ExperimentConfig
 from common.data.types import real_data_for
 from common.device import select_device, slow_bf16
-from common.methods import Memory, is_regulariser, regulariser_for
+from common.methods import Memory, regulariser_for
 from common.metrics import accuracy
 from common.models.dgm import DGMGenerator
 from common.models.embedding import features_for
@@ -143,8 +143,11 @@ class Site:
                 f"task {task}, but the server's DGM generator has masks for "
                 f"{generator.current_task} finished tasks (it must have {task})"
             )
-        needs_replay = self.cfg.method in ("dgr", "dgm") or is_regulariser(self.cfg.method)
-        if task > 0 and needs_replay and (payload is None or payload.task != task):
+        if (
+            task > 0
+            and self.cfg.method_traits.needs_payload
+            and (payload is None or payload.task != task)
+        ):
             have = "none" if payload is None else f"task {payload.task}"
             raise ValueError(f"task {task} needs the replay payload for task {task}; have {have}")
         current = None

@@ -23,6 +23,7 @@ from common.config.loading import (
     read_overrides,
     user_overrides,
 )
+from common.config.methods import METHODS, REGULARISERS, Method, method_of
 from common.config.sections import (
     ACCOUNTANTS,
     AGGREGATIONS,
@@ -30,11 +31,9 @@ from common.config.sections import (
     DGM_VARIANTS,
     EVAL_MODES,
     GENERATORS,
-    METHODS,
     PARTITIONS,
     PRECISIONS,
     PYPROJECT,
-    REGULARISERS,
     RELEASABLE_METRICS,
     REPLAY_LABELS,
     REPLAY_MIXTURES,
@@ -86,6 +85,7 @@ __all__ = [
     "ExperimentConfig",
     "FedConfig",
     "GeneratorConfig",
+    "Method",
     "PartitionConfig",
     "ReplayConfig",
     "Scalar",
@@ -96,6 +96,7 @@ __all__ = [
     "drop_retired",
     "flatten",
     "load_config",
+    "method_of",
     "parse_overrides",
     "read_overrides",
     "run_config_of",

@@ -6,9 +6,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from common.config.methods import METHODS, Method, method_of
 from common.config.sections import (
-    METHODS,
-    REGULARISERS,
     AuditConfig,
     ConfigError,
     DataConfig,
@@ -49,17 +48,9 @@ class ExperimentConfig:
 
     def __post_init__(self) -> None:
         _choice("method", self.method, METHODS)
-        if self.dp.enabled and self.method == "exact":
+        if self.dp.enabled and self.method_traits.not_under_dp:
             raise ConfigError(
-                "method='exact' with dp.enabled: exact replay feeds stored real records "
-                "around DP-SGD's clipping and noise; use 'joint' or 'dgr' under DP"
-            )
-        if self.dp.enabled and self.method in REGULARISERS:
-            raise ConfigError(
-                f"method={self.method!r} with dp.enabled: its penalty reads the site's records "
-                "(EWC's Fisher information is computed from them outside DP-SGD, unaccounted; "
-                "LwF's distillation on them has no measured DP-SGD path); run it without DP "
-                "(common/methods)"
+                f"method={self.method!r} with dp.enabled: {self.method_traits.not_under_dp}"
             )
         if self.dp.enabled and self.train.gan_loss == "wgan-gp" and self.uses_generator:
             raise ConfigError(
@@ -242,8 +233,13 @@ class ExperimentConfig:
         return "trimmed-mean" if self.fed.aggregation == "auto" else self.fed.aggregation
 
     @property
+    def method_traits(self) -> Method:
+        """What ``method`` is (common.config.methods): its replay, data and DP traits."""
+        return method_of(self.method)
+
+    @property
     def uses_generator(self) -> bool:
-        return self.method in ("dgr", "dgm")
+        return self.method_traits.uses_generator
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

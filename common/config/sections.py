@@ -12,8 +12,6 @@ from common import protocol  # the declaration of what travels (plain Python)
 Scalar = bool | int | float | str
 PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"
 
-REGULARISERS = ("lwf", "ewc")  # one module each in common/methods (no replay)
-METHODS = ("dgr", "dgm", "none", "exact", "joint", *REGULARISERS)
 DGM_VARIANTS = ("activations", "weights")
 SCENARIOS = ("class", "domain", "permuted")
 PARTITIONS = ("iid", "dirichlet", "classes")

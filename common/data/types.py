@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from common.config.methods import method_of
+
 Shape = tuple[int, int, int]  # (C, H, W)
 
 
@@ -143,6 +145,6 @@ class TaskStream:
 
 def real_data_for(method: str, tasks: Sequence[Task], t: int) -> Split:
     """The real data a site trains on at task t: the current task, or all so far (joint)."""
-    if method == "joint":
+    if method_of(method).all_tasks:
         return concat([task.train for task in tasks[: t + 1]])
     return tasks[t].train

@@ -6,8 +6,8 @@ A method here is one module holding the whole of it: the penalty its sites add t
 solver's loss, what the server sends (the global solver at the end of the task before, once
 per task, as a replay payload without generators: ``server.run.replay_payload``), what a site
 keeps between rounds (``memory``, on its own disk: ``client.site_store``). Registering one
-is a line in :data:`REGULARISERS` and its name in ``common.config``'s ``REGULARISERS``
-(the configuration, the lowest layer, knows the names, not the modules: it refuses them
+is a line in :data:`REGULARISERS` and its traits in ``common.config.methods`` (the
+configuration, the lowest layer, knows what a method is, not its module: it refuses these
 under DP, where each reads the site's records outside DP-SGD's accounting).
 
     reg = regulariser_for(method, previous_solver, old_classes, memory, task=t)

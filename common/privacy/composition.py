@@ -21,6 +21,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from common.config.methods import method_of
 from common.data.types import Split
 from common.privacy.records import record_digests
 
@@ -42,7 +43,7 @@ def composition_for(wanted: str, *, scenario: str, method: str) -> str:
         raise ValueError(f"dp.composition={wanted!r} is not one of {', '.join(COMPOSITIONS)}")
     if wanted == SEQUENTIAL:
         return SEQUENTIAL
-    disjoint = scenario in DISJOINT_SCENARIOS and method != "joint"
+    disjoint = scenario in DISJOINT_SCENARIOS and not method_of(method).all_tasks
     if disjoint:
         return PER_TASK
     if wanted == PER_TASK:

@@ -15,7 +15,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from common.config import REGULARISERS, ExperimentConfig
+from common.config import ExperimentConfig
+from common.config.methods import EXACT, NOTHING, PREVIOUS_SOLVER
 from common.data.types import Shape, Split, Task, concat
 from common.methods import Regulariser
 from common.models import Generator, build_critic, build_generator, build_solver
@@ -106,10 +107,12 @@ def replay_for(
     *,
     rng: torch.Generator,
 ) -> Replay | None:
-    """The replay of tasks before t for ``cfg.method`` (None for task 0, none, joint)."""
-    if t == 0 or cfg.method in ("none", "joint", *REGULARISERS):
+    """The replay of tasks before t for ``cfg.method`` (None for task 0 and the methods
+    that replay nothing: common.config.methods)."""
+    kind = cfg.method_traits.replay
+    if t == 0 or kind in (NOTHING, PREVIOUS_SOLVER):
         return None
-    if cfg.method == "exact":
+    if kind == EXACT:
         return ExactReplay(concat([task.train for task in tasks[:t]]), rng=rng)
     if previous is None or not previous.generators:
         raise ValueError(

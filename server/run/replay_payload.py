@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from common.class_counts import class_weight_rows
 from common.config import ExperimentConfig
 from common.data.types import TaskStream
-from common.methods import is_regulariser, previous_solver_payload
+from common.methods import previous_solver_payload
 from common.replay import GenerativeReplay, ReplayPayload, cpu_state
 from common.training.learner import source_from_payload
 
@@ -44,7 +44,7 @@ def next_payload(
     ``site_generators``: {site key: (its bounded generator of task t - 1, its weight)};
     ``previous``: the payload sites replayed during task t - 1; ``class_counts``: {site
     key: its records of each class of task t - 1, as it reported them} (class-counts)."""
-    if t == 0 or (generator is None and not is_regulariser(cfg.method)):
+    if t == 0 or not cfg.method_traits.needs_payload:
         return None
     classes = stream.classes_seen(t - 1)
     solver_state = cpu_state(solver)

@@ -3,6 +3,7 @@
 in common/ and client/'s core."""
 
 import ast
+import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -167,4 +168,27 @@ def test_privacy_numbers_are_never_passed_by_position() -> None:
                             offenders.append(
                                 f"{path.relative_to(ROOT)}:{fn.lineno} {fn.name} {bad}"
                             )
+    assert not offenders, offenders
+
+
+METHOD_NAME = re.compile(
+    r"""method\s*(==|!=|in)\s*\(?\s*["']|["'](dgr|dgm|none|exact|joint|lwf|ewc)["']\s*(==|in)\b"""
+)
+# DGM's own config section's rules and its masked generator (a model of its own)
+NAMES_DGM = {"common/config/experiment.py", "common/models/factory.py"}
+
+
+def test_methods_are_traits_not_names() -> None:
+    """A method is declared once (common/config/methods.py: what it replays, what it trains
+    on, why DP cannot account for it) and its module (common/methods/, server/methods/);
+    nothing else compares ``method`` to a name (issue 35: methods were branches)."""
+    offenders = []
+    for folder in ("common", "client", "server"):
+        for path in (ROOT / folder).rglob("*.py"):
+            rel = str(path.relative_to(ROOT))
+            if rel == "common/config/methods.py" or rel.startswith("common/methods/"):
+                continue
+            for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+                if METHOD_NAME.search(line) and not (rel in NAMES_DGM and '"dgm"' in line):
+                    offenders.append(f"{rel}:{n}: {line.strip()}")
     assert not offenders, offenders

@@ -96,3 +96,14 @@ def test_a_regulariser_needs_the_previous_solver_after_the_first_task() -> None:
 def test_regularisers_refuse_dp(method: str) -> None:
     with pytest.raises(ConfigError, match=f"method='{method}' with dp.enabled"):
         load_config({"method": method, "dp.enabled": True, "dp.delta": 1e-5})
+
+
+def test_every_method_that_anchors_on_the_previous_solver_has_its_module() -> None:
+    """The traits (common.config.methods) and the modules (common.methods) name the same
+    regularisation methods: a method declared without its penalty, or a penalty without its
+    declaration, fails here."""
+    from common.config import REGULARISERS as DECLARED
+    from common.config import method_of
+
+    assert set(DECLARED) == set(REGULARISERS)
+    assert all(method_of(m).needs_payload and not method_of(m).uses_generator for m in DECLARED)
