@@ -123,12 +123,8 @@ def train(msg: Message, context: Context) -> Message:
     critic = store.critic()
     if critic is not None:
         site.load_critic_state(critic)
-    if wire.REPLAY in msg.content.array_records:  # once per task: keep it at the site
-        store.save_replay(
-            wire.payload_from_records(
-                msg.content.array_records[wire.REPLAY], msg.content.config_records[wire.REPLAY_META]
-            )
-        )
+    if wire.has_replay(msg.content):  # once per task: keep it at the site
+        store.save_replay(wire.payload_of(msg.content))
     memory = store.memory()  # (a regularisation method's: EWC's Fisher information)
     metrics = site.train(
         task,

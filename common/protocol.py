@@ -50,6 +50,14 @@ class Part:
     privacy: str
 
 
+def _declared_name(name: str, allowed: Mapping[str, str]) -> str:
+    """``replay.generator.3`` -> ``replay.generator.<i>`` where that is declared."""
+    head, _, index = name.rpartition(".")
+    if index.isdigit() and f"{head}.<i>" in allowed:
+        return f"{head}.<i>"
+    return name
+
+
 @dataclass(frozen=True)
 class MessageSpec:
     message_type: str  # Flower's message type: train | evaluate
@@ -63,8 +71,10 @@ class MessageSpec:
         return {r.name: r.kind for r in (*self.required, *self.optional)}
 
     def problems(self, records: Mapping[str, str]) -> list[str]:
-        """What is wrong with a message carrying ``records`` (name -> kind); empty: fine."""
+        """What is wrong with a message carrying ``records`` (name -> kind); empty: fine.
+        A declared name ending in ``<i>`` stands for that name with each index 0, 1, ..."""
         allowed = self.allowed
+        records = {_declared_name(name, allowed): kind for name, kind in records.items()}
         out = []
         missing = sorted(r.name for r in self.required if r.name not in records)
         extra = sorted(set(records) - set(allowed))
@@ -101,12 +111,18 @@ TRAIN_CONFIG = Record(
     "task, iterations, seed, input-shape, server-round, run-key[, generator-base]",
 )
 EVAL_CONFIG = Record("config", CONFIG, "task, input-shape")
-REPLAY = Record(
-    "replay",
+REPLAY_SOLVER = Record(
+    "replay.solver",
     ARRAY,
-    "frozen solver + generator(s) of the finished tasks (generator.kind = embedding: and the "
-    "current task's, once the server has fitted it; method = lwf / ewc: the solver alone)",
+    "the frozen solver of the finished tasks (method = lwf / ewc: all that is replayed)",
     when="once per task (embedding: again after each refit)",
+)
+REPLAY_GENERATORS = Record(
+    "replay.generator.<i>",
+    ARRAY,
+    "one record per frozen generator of the replay, i = 0, 1, ... (generator.kind = "
+    "embedding: the last is the current task's, once the server has fitted it)",
+    when="with replay.solver, for a method with a generator",
 )
 REPLAY_META = Record(
     "replay-meta",
@@ -125,7 +141,7 @@ TRAIN_INSTRUCTION = MessageSpec(
     "train",
     "server -> site",
     (SOLVER_RECORD, TRAIN_CONFIG),
-    optional=(GENERATOR_RECORD, REPLAY, REPLAY_META),
+    optional=(GENERATOR_RECORD, REPLAY_SOLVER, REPLAY_GENERATORS, REPLAY_META),
 )
 TRAIN_REPLY = MessageSpec(
     "train",
@@ -170,8 +186,8 @@ GENERATOR = Part(
     "drawing its task's classes). DGM: weights reserved by finished tasks "
     "and the mask state (usage bit sets, class -> task) stay the server's and do not travel "
     "up: a site sends only the elements free in the task, packed (common.wire."
-    "packed_generator; the server fills in its own before validation, server."
-    "mask_aggregation). Down, a site gets the generator whole in its first round of a "
+    "packed_generator; the server fills in its own before validation, server.methods."
+    "dgm). Down, a site gets the generator whole in its first round of a "
     "task and after a failure, else packed the same way with the digest of the frozen "
     "elements it must hold (config `generator-base`; common.wire_packed.unpack_with_base; "
     "a site without them refuses the round and gets the whole generator next round); "

@@ -29,7 +29,8 @@ from common.sitestate import check_site_id
 
 # record and part names: declared in common.protocol
 CONFIG = protocol.TRAIN_CONFIG.name
-REPLAY = protocol.REPLAY.name
+REPLAY_SOLVER = protocol.REPLAY_SOLVER.name  # replay.solver
+REPLAY_GENERATOR = protocol.REPLAY_GENERATORS.name.removesuffix("<i>")  # replay.generator.<i>
 REPLAY_META = protocol.REPLAY_META.name
 METRICS = protocol.METRICS.name
 SITE = protocol.SITE.name
@@ -121,14 +122,11 @@ def without_embedding(record: ArrayRecord) -> tuple[ArrayRecord, np.ndarray | No
 
 
 def split_record(record: ArrayRecord) -> dict[str, dict[str, torch.Tensor]]:
-    """ArrayRecord -> {prefix: state_dict}; the prefix is everything before the last
-    parameter path (``solver``, ``generator`` or ``generator.3``)."""
+    """ArrayRecord -> {part: state_dict}; the part is the key's first name (``solver``,
+    ``generator``)."""
     parts: dict[str, dict[str, torch.Tensor]] = {}
     for key, array in record.items():
         head, _, rest = key.partition(".")
-        if head == "generator" and rest.split(".", 1)[0].isdigit():
-            idx, _, rest = rest.partition(".")
-            head = f"generator.{idx}"
         if not rest:
             raise WireError(f"array key {key!r} does not name a model and a parameter")
         parts.setdefault(head, {})[rest] = torch.from_numpy(np.array(array.numpy()))
@@ -188,14 +186,20 @@ def check_scholar_arrays(
             raise WireError(f"array {key!r} holds NaN or infinite values")
 
 
-def replay_records(payload: ReplayPayload) -> tuple[ArrayRecord, ConfigRecord]:
-    arrays: dict[str, Array] = {
-        f"solver.{k}": Array(v.cpu().float().numpy().copy()) for k, v in payload.solver.items()
-    }
+def _state_record(state: Mapping[str, torch.Tensor]) -> ArrayRecord:
+    return ArrayRecord({k: Array(v.cpu().float().numpy().copy()) for k, v in state.items()})  # type: ignore[arg-type]
+
+
+def _state_of(record: ArrayRecord) -> dict[str, torch.Tensor]:
+    return {k: torch.from_numpy(np.array(a.numpy())) for k, a in record.items()}
+
+
+def replay_records(payload: ReplayPayload) -> dict[str, ArrayRecord | ConfigRecord]:
+    """The replay as records of a message: one ArrayRecord per model (``replay.solver``,
+    ``replay.generator.<i>``) and the ConfigRecord ``replay-meta``."""
+    records: dict[str, ArrayRecord | ConfigRecord] = {REPLAY_SOLVER: _state_record(payload.solver)}
     for i, gen in enumerate(payload.generators):
-        arrays.update(
-            {f"generator.{i}.{k}": Array(v.cpu().float().numpy().copy()) for k, v in gen.items()}
-        )
+        records[f"{REPLAY_GENERATOR}{i}"] = _state_record(gen)
     meta = ConfigRecord(
         {
             "task": payload.task,
@@ -208,27 +212,46 @@ def replay_records(payload: ReplayPayload) -> tuple[ArrayRecord, ConfigRecord]:
         meta["generator-class-counts"] = [len(cs) for cs in payload.generator_classes]
     if payload.class_weights:  # replay.mixture = "class-counts": generator-major, flattened
         meta["class-weights"] = [float(w) for ws in payload.class_weights for w in ws]
-    return ArrayRecord(arrays), meta  # type: ignore[arg-type]
+    records[REPLAY_META] = meta
+    return records
 
 
-def payload_from_records(arrays: ArrayRecord, meta: ConfigRecord) -> ReplayPayload:
-    parts = split_record(arrays)
-    gens = sorted((k for k in parts if k.startswith("generator.")), key=lambda k: int(k[10:]))
+def has_replay(content: RecordDict) -> bool:
+    """The message carries a replay (sent once per task)."""
+    return REPLAY_META in content.config_records
+
+
+def payload_of(content: RecordDict) -> ReplayPayload:
+    """The replay a message carries (:func:`replay_records`), checked: the solver, the
+    generators numbered 0..n-1 with one weight each."""
+    if not has_replay(content):
+        raise WireError(f"the message has no {REPLAY_META!r} record")
+    meta = content.config_records[REPLAY_META]
+    arrays = content.array_records
+    numbers = sorted(
+        int(name.removeprefix(REPLAY_GENERATOR))
+        for name in arrays
+        if name.startswith(REPLAY_GENERATOR) and name.removeprefix(REPLAY_GENERATOR).isdigit()
+    )
     weights = tuple(float(w) for w in _as_list(meta["weights"]))
-    if len(weights) != len(gens) or "solver" not in parts:
+    if (
+        numbers != list(range(len(numbers)))
+        or len(weights) != len(numbers)
+        or (REPLAY_SOLVER not in arrays)
+    ):
         raise WireError(
-            f"replay record has {len(gens)} generators, {len(weights)} weights, "
-            f"solver {'present' if 'solver' in parts else 'missing'}"
+            f"replay has generators {numbers} (expected 0..n-1), {len(weights)} weights, "
+            f"solver {'present' if REPLAY_SOLVER in arrays else 'missing'}"
         )
     classes = tuple(int(c) for c in _as_list(meta["classes"]))
     return ReplayPayload(
         task=int(meta["task"]),  # type: ignore[arg-type]
-        solver=parts["solver"],
-        generators=tuple(parts[g] for g in gens),
+        solver=_state_of(arrays[REPLAY_SOLVER]),
+        generators=tuple(_state_of(arrays[f"{REPLAY_GENERATOR}{i}"]) for i in numbers),
         weights=weights,
         classes=classes,
-        generator_classes=_generator_classes(meta, len(gens), classes),
-        class_weights=_class_weights(meta, len(gens), len(classes)),
+        generator_classes=_generator_classes(meta, len(numbers), classes),
+        class_weights=_class_weights(meta, len(numbers), len(classes)),
     )
 
 

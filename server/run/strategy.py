@@ -131,7 +131,7 @@ class FedReplay(FedAvg):
         self.current_arrays: ArrayRecord | None = None
         self.round_offset = 0  # rounds of earlier tasks (start() counts from 1 per task)
         self.payload: ReplayPayload | None = None
-        self.payload_records: tuple[ArrayRecord, ConfigRecord] | None = None
+        self.payload_records: dict[str, ArrayRecord | ConfigRecord] | None = None
         self.replay_sent = Deliveries()  # nodes holding the task's replay payload
         # DGM: nodes holding the task's frozen generator elements (they get the free ones)
         self.generator_sent = Deliveries()
@@ -225,7 +225,8 @@ class FedReplay(FedAvg):
             elif packed is not None:
                 self.generator_sent.send(node_id)
             if self.payload_records is not None and not self.replay_sent.holds(node_id):
-                content[wire.REPLAY], content[wire.REPLAY_META] = self.payload_records
+                for name, record in self.payload_records.items():  # one record per model
+                    content[name] = record
                 self.replay_sent.send(node_id)
             messages.append(
                 Message(content=content, message_type=MessageType.TRAIN, dst_node_id=node_id)

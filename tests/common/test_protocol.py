@@ -34,8 +34,13 @@ def test_a_message_spec_names_what_is_wrong() -> None:
     # a once-per-task record is allowed down, never up
     assert protocol.TRAIN_INSTRUCTION.problems({"solver": "array", "config": "config"}) == []
     assert "generator" not in protocol.EVALUATE_INSTRUCTION.allowed  # the solver alone
-    assert "replay" in protocol.TRAIN_INSTRUCTION.allowed
-    assert "replay" not in spec.allowed
+    replay = {"solver": "array", "config": "config", "replay.solver": "array",
+              "replay.generator.0": "array", "replay.generator.1": "array",
+              "replay-meta": "config"}  # fmt: skip
+    assert protocol.TRAIN_INSTRUCTION.problems(replay) == []  # one record per model
+    assert "replay.generator.<i>" in protocol.TRAIN_INSTRUCTION.allowed
+    (up,) = spec.problems({**ok, "replay.generator.0": "array"})  # never up
+    assert "not allowed ['replay.generator.0']" in up
 
 
 def test_the_egress_audit_reads_the_declaration() -> None:

@@ -38,11 +38,28 @@ def test_replay_payload_round_trip_with_ensemble() -> None:
     payload = ReplayPayload(
         3, solver.state_dict(), (gen.state_dict(), gen_b.state_dict()), (10.0, 30.0), (0, 1, 2, 3)
     )
-    back = wire.payload_from_records(*wire.replay_records(payload))
+    back = wire.payload_of(RecordDict(wire.replay_records(payload)))
     assert back.task == 3 and back.weights == (10.0, 30.0) and back.classes == (0, 1, 2, 3)
     assert len(back.generators) == 2
     for k, v in gen_b.state_dict().items():
         assert torch.equal(back.generators[1][k], v)
+    # one ArrayRecord per model: the solver and each generator
+    names = sorted(wire.replay_records(payload))
+    assert names == ["replay-meta", "replay.generator.0", "replay.generator.1", "replay.solver"]
+
+
+def test_a_replay_with_a_missing_or_extra_generator_is_refused() -> None:
+    solver, gen = models(0)
+    payload = ReplayPayload(1, solver.state_dict(), (gen.state_dict(),) * 3, (1.0,) * 3, (0, 1))
+    records = wire.replay_records(payload)
+    del records["replay.generator.1"]  # 0 and 2: a hole
+    with pytest.raises(wire.WireError, match=r"generators \[0, 2\] \(expected 0..n-1\)"):
+        wire.payload_of(RecordDict(records))
+    records = wire.replay_records(payload)
+    records["replay.generator.3"] = records["replay.generator.0"]  # one weight short
+    with pytest.raises(wire.WireError, match="3 weights"):
+        wire.payload_of(RecordDict(records))
+    assert not wire.has_replay(RecordDict({"replay.solver": records["replay.solver"]}))
 
 
 def test_per_task_payload_keeps_each_generators_classes() -> None:
@@ -56,17 +73,18 @@ def test_per_task_payload_keeps_each_generators_classes() -> None:
         (0, 1, 2, 3),
         ((0, 1), (2, 3), (2, 3)),
     )
-    arrays, meta = wire.replay_records(payload)
-    assert wire.payload_from_records(arrays, meta).generator_classes == payload.generator_classes
+    records = wire.replay_records(payload)
+    meta = records[wire.REPLAY_META]
+    assert wire.payload_of(RecordDict(records)).generator_classes == payload.generator_classes
     assert ReplayPayload.from_dict(payload.to_dict()) == payload
     # a payload whose lists do not add up, or draw a class not replayed, is refused
     meta["generator-class-counts"] = [2, 2, 1]
     with pytest.raises(wire.WireError, match="generator-class-counts"):
-        wire.payload_from_records(arrays, meta)
+        wire.payload_of(RecordDict(records))
     meta["generator-class-counts"] = [2, 2, 2]
     meta["generator-classes"] = [0, 1, 2, 3, 2, 7]
     with pytest.raises(wire.WireError, match=r"classes \[7\] outside"):
-        wire.payload_from_records(arrays, meta)
+        wire.payload_of(RecordDict(records))
 
 
 def test_class_weights_travel_and_bad_ones_are_refused() -> None:
@@ -80,16 +98,17 @@ def test_class_weights_travel_and_bad_ones_are_refused() -> None:
         (0, 1, 2),
         class_weights=((1.0, 1.0, 0.5), (2.0, 2.0, 0.0)),
     )
-    arrays, meta = wire.replay_records(payload)
-    assert wire.payload_from_records(arrays, meta).class_weights == payload.class_weights
+    records = wire.replay_records(payload)
+    meta = records[wire.REPLAY_META]
+    assert wire.payload_of(RecordDict(records)).class_weights == payload.class_weights
     assert ReplayPayload.from_dict(payload.to_dict()) == payload
     meta["class-weights"] = [1.0, 1.0, 0.5, 2.0, 2.0]
     with pytest.raises(wire.WireError, match="not 2 generators x 3 classes"):
-        wire.payload_from_records(arrays, meta)
+        wire.payload_of(RecordDict(records))
     for bad in (-1.0, float("nan"), float("inf")):
         meta["class-weights"] = [1.0, 1.0, 0.5, 2.0, 2.0, bad]
         with pytest.raises(wire.WireError, match="finite and non-negative"):
-            wire.payload_from_records(arrays, meta)
+            wire.payload_of(RecordDict(records))
 
 
 def test_wrong_architecture_is_rejected_with_the_model_named() -> None:

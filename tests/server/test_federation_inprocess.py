@@ -40,7 +40,7 @@ def replay_deliveries(grid: InProcessGrid) -> Counter:
     return Counter(
         (m.metadata.dst_node_id, int(m.content.config_records[wire.CONFIG]["task"]))
         for m in grid.sent
-        if wire.REPLAY in m.content.array_records
+        if wire.has_replay(m.content)
     )
 
 
@@ -148,7 +148,7 @@ def test_lost_reply_means_replay_is_sent_again(tmp_path: Path) -> None:
 
     def lose_first_reply_to_replay(sent: Message, reply: Message) -> Message | None:
         node = sent.metadata.dst_node_id
-        if node == 1000 and not lost and wire.REPLAY in sent.content:
+        if node == 1000 and not lost and wire.has_replay(sent.content):
             lost.append(node)
             return None
         return reply
@@ -237,11 +237,8 @@ def test_hostile_updates_are_rejected_before_aggregation(tmp_path: Path, attack:
 
 def test_ensemble_mode_replays_every_sites_generator(tmp_path: Path) -> None:
     run, grid = federate(tmp_path, **{"replay.mode": "ensemble", "eval.generator-quality": True})
-    with_replay = [m for m in grid.sent if wire.REPLAY in m.content.array_records]
-    payload = wire.payload_from_records(
-        with_replay[0].content.array_records[wire.REPLAY],
-        with_replay[0].content.config_records[wire.REPLAY_META],
-    )
+    with_replay = [m for m in grid.sent if wire.has_replay(m.content)]
+    payload = wire.payload_of(with_replay[0].content)
     assert len(payload.generators) == 2 and len(payload.weights) == 2
     # The quality of what sites replay (the mixture) is measured after every task.
     summary = load_summary(run.path)
@@ -275,10 +272,8 @@ def test_class_counts_travel_up_and_weigh_each_class_of_the_replay(tmp_path: Pat
         task = 0 if not counts or "class-count-0" in counts else 1
         assert sorted(counts) == [f"class-count-{c}" for c in ((0, 1), (2, 3))[task]]
         assert sum(counts.values()) == metrics["num-examples"]
-    sent = next(m for m in grid.sent if wire.REPLAY in m.content.array_records)
-    payload = wire.payload_from_records(
-        sent.content.array_records[wire.REPLAY], sent.content.config_records[wire.REPLAY_META]
-    )
+    sent = next(m for m in grid.sent if wire.has_replay(m.content))
+    payload = wire.payload_of(sent.content)
     # task 1 replays task 0's classes from both sites' generators, each class by the records
     # of it that the sites reported in their last reply of task 0
     last = {}
@@ -314,10 +309,8 @@ def test_a_site_claiming_1e30_records_of_a_class_moves_only_its_own_bounded_weig
 
     overrides = {"replay.mode": "ensemble", "replay.mixture": "class-counts"}
     _, grid = federate(tmp_path, hook=hostile, **overrides, **{"partition.kind": "dirichlet"})
-    sent = next(m for m in grid.sent if wire.REPLAY in m.content.array_records)
-    payload = wire.payload_from_records(
-        sent.content.array_records[wire.REPLAY], sent.content.config_records[wire.REPLAY_META]
-    )
+    sent = next(m for m in grid.sent if wire.has_replay(m.content))
+    payload = wire.payload_of(sent.content)
     assert payload.classes == (0, 1) and len(payload.class_weights) == 2
     rows = sorted(payload.class_weights, key=lambda row: row[1])  # the hostile row: 0 for 1
     hostile_row, honest_row = rows
@@ -331,10 +324,8 @@ def test_per_task_mode_keeps_every_finished_tasks_generators(tmp_path: Path) -> 
     run, grid = federate(tmp_path, **{"replay.mode": "per-task", "tasks.num-tasks": 3})
     payloads = {}
     for m in grid.sent:
-        if wire.REPLAY in m.content.array_records:
-            p = wire.payload_from_records(
-                m.content.array_records[wire.REPLAY], m.content.config_records[wire.REPLAY_META]
-            )
+        if wire.has_replay(m.content):
+            p = wire.payload_of(m.content)
             payloads[p.task] = p
     assert sorted(payloads) == [1, 2]
     # task 1 replays task 0 from both sites' generators of task 0; task 2 keeps those two
