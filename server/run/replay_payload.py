@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from common.class_counts import class_weight_rows
 from common.config import ExperimentConfig
+from common.config.methods import PREVIOUS_SOLVER
 from common.data.types import TaskStream
 from common.methods import previous_solver_payload
 from common.replay import GenerativeReplay, ReplayPayload, cpu_state
@@ -44,11 +45,12 @@ def next_payload(
     ``site_generators``: {site key: (its bounded generator of task t - 1, its weight)};
     ``previous``: the payload sites replayed during task t - 1; ``class_counts``: {site
     key: its records of each class of task t - 1, as it reported them} (class-counts)."""
-    if t == 0 or not cfg.method_traits.needs_payload:
+    anchors = cfg.method_traits.replay == PREVIOUS_SOLVER  # lwf, ewc (common.methods)
+    if t == 0 or (generator is None and not anchors):
         return None
     classes = stream.classes_seen(t - 1)
     solver_state = cpu_state(solver)
-    if generator is None:  # lwf, ewc: the previous solver alone (common.methods)
+    if anchors or generator is None:  # the previous solver alone
         return previous_solver_payload(t, solver_state, tuple(classes))
     if cfg.replay.mode == "global" or not site_generators:
         # global mode, or a task no site's generator came back from: the global generator
