@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+from torch.func import functional_call, grad, vmap
 from torch.nn import functional as F
 
 from common.data.types import Split
@@ -27,6 +28,7 @@ from common.methods.base import Memory, Regulariser
 
 LAMBDA = 5000.0  # not tuned (see docs/notebook/results.md, "LwF and EWC")
 FISHER_RECORDS = 1000  # records of the task the Fisher is averaged over
+FISHER_CHUNK = 250  # records whose gradients are computed at once
 PREFIX = "fisher"  # memory keys: fisher.<task>.<parameter>
 
 
@@ -64,24 +66,28 @@ class EWC(Regulariser):
         return LAMBDA / 2 * torch.stack(terms).sum()
 
     def remember(self, solver: nn.Module, real: Split, memory: Memory) -> None:
-        """This task's Fisher from the site's records (replacing an earlier round's)."""
+        """This task's Fisher from the site's records (replacing an earlier round's): each
+        record's gradient at once (torch.func), in chunks of ``FISHER_CHUNK``."""
         n = min(len(real), FISHER_RECORDS)
         if n == 0:
             return
-        params = dict(solver.named_parameters())
-        sums = {k: torch.zeros_like(p) for k, p in params.items()}
+        params = {k: p.detach() for k, p in solver.named_parameters() if p.requires_grad}
+        buffers = {k: b.detach() for k, b in solver.named_buffers()}
         device = next(solver.parameters()).device
         was_training = solver.training
         solver.eval()
-        chosen = torch.randperm(len(real), generator=torch.Generator().manual_seed(self.task))
-        for i in chosen[:n].tolist():
-            x, y = real.x[i : i + 1].to(device), real.y[i : i + 1].to(device)
-            solver.zero_grad(set_to_none=True)
-            F.cross_entropy(solver(x), y).backward()
-            for k, p in params.items():
-                if p.grad is not None:
-                    sums[k] += p.grad.detach() ** 2
-        solver.zero_grad(set_to_none=True)
+
+        def loss(p: dict[str, Tensor], x: Tensor, y: Tensor) -> Tensor:
+            logits = functional_call(solver, (p, buffers), (x.unsqueeze(0),))
+            return F.cross_entropy(logits, y.unsqueeze(0))
+
+        per_record = vmap(grad(loss), in_dims=(None, 0, 0))
+        sums = {k: torch.zeros_like(p) for k, p in params.items()}
+        chosen = torch.randperm(len(real), generator=torch.Generator().manual_seed(self.task))[:n]
+        for idx in chosen.split(FISHER_CHUNK):
+            grads = per_record(params, real.x[idx].to(device), real.y[idx].to(device))
+            for k, g in grads.items():
+                sums[k] += (g**2).sum(0)
         solver.train(was_training)
         for k, s in sums.items():
             memory[f"{PREFIX}.{self.task}.{k}"] = (s / n).cpu()

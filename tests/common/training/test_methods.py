@@ -107,3 +107,24 @@ def test_every_method_that_anchors_on_the_previous_solver_has_its_module() -> No
 
     assert set(DECLARED) == set(REGULARISERS)
     assert all(method_of(m).needs_payload and not method_of(m).uses_generator for m in DECLARED)
+
+
+def test_ewc_fisher_is_each_records_squared_gradient_averaged() -> None:
+    """The Fisher computed all at once (torch.func) equals one backward pass per record:
+    the mean over the chosen records of each parameter's squared gradient."""
+    learner, stream, memory = learner_after_task_0("ewc")
+    solver, real = learner.solver, stream.tasks[0].train
+    n = min(len(real), 1000)
+    chosen = torch.randperm(len(real), generator=torch.Generator().manual_seed(0))[:n]
+    params = dict(solver.named_parameters())
+    reference = {k: torch.zeros_like(p) for k, p in params.items()}
+    solver.eval()
+    for i in chosen.tolist():
+        solver.zero_grad()
+        torch.nn.functional.cross_entropy(solver(real.x[i : i + 1]), real.y[i : i + 1]).backward()
+        for k, p in params.items():
+            reference[k] += p.grad.detach() ** 2
+    for k, ref in reference.items():
+        got = memory[f"fisher.0.{k}"]
+        assert torch.allclose(got, ref / n, rtol=1e-4, atol=1e-9), k
+    assert any(v.abs().sum() > 0 for v in memory.values())
