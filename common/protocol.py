@@ -212,7 +212,7 @@ EMBEDDING = Part(
     "task's end it joins per-task replay. solver.arch = ridge: the sum also solves the "
     "solver, with the finished tasks' statistics (common.models.ridge), and joins them at "
     "the task's end",
-    validation="shape (classes of the task [+ F for ridge], F = 2 generator.features + 1), "
+    validation="shape (classes of the task [+ F for ridge], F = 2 embedding.features + 1), "
     "float32, finite",
     privacy="per-class sums of norm-1 random features (L2 sensitivity 1) plus secret "
     "Gaussian noise, once per task, planned and recorded in the site's ledger before it "

@@ -45,7 +45,7 @@ BASE = {
     "partition.alpha": 0.5,
     "replay.mode": "ensemble",
     "eval.generator-quality": False,
-    "generator.kl-weight": 1.0,  # as measured (docs/notebook/results.md); "auto" gives digits 0.25
+    "vae.kl-weight": 1.0,  # as measured (docs/notebook/results.md); "auto" gives digits 0.25
 }
 UNPROTECTED = {"fed.aggregation": "fedavg", "fed.update-clip": 0.0, "fed.weight-cap": 0.0}
 HOSTILE_NODE = 1001  # the second site (partition 1); steal-id claims site-0's identity

@@ -14,7 +14,7 @@ so list the cheaper candidates first.
 
     python simulations/choose_on_proxy.py \\
         --run-config simulations/fed_mnist_dgr_dp_embedding_eps1.toml \\
-        --grid generator.features=500,2000 --grid generator.fit-steps=1000,3000 \\
+        --grid embedding.features=500,2000 --grid embedding.fit-steps=1000,3000 \\
         --out docs/results/dp/choose_embedding_eps1.jsonl
 
 Where a grid would be too many runs, ``--candidate "k=v k2=v2"`` (repeatable) lists the

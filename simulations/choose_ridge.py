@@ -3,7 +3,7 @@
 The ridge solver (common/models/ridge.py) is fitted to the sum of the sites' noised
 releases: per-class sums of random features and their Gram matrix, one Gaussian release
 per site and task at noise multiplier sigma x sqrt(2) (common/privacy/embedding.py). Its
-two settings, the number of random feature pairs (``generator.features``) and lambda
+two settings, the number of random feature pairs (``embedding.features``) and lambda
 (``solver.ridge``), must not be chosen on the records the sites hold (a choice that
 depends on private data is itself a release) nor on the test set (the figure would be
 optimistic). This script chooses them on a **public proxy**:
@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> None:
         type=float,
         nargs="+",
         default=[3.5, 7.0, 14.0],
-        help="kernel widths (generator.bandwidth; 'auto' is sqrt(784) / 4 = 7)",
+        help="kernel widths (embedding.bandwidth; 'auto' is sqrt(784) / 4 = 7)",
     )
     ap.add_argument("--epsilon", type=float, nargs="+", default=[1, 3, 8])
     ap.add_argument("--delta", type=float, default=1e-5)

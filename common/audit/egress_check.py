@@ -151,7 +151,7 @@ def registered_architectures(
     for packed in summary.get("generator_upload_shapes") or []:  # DGM: what sites send
         out.append({**solver, **{k: tuple(v) for k, v in packed.items()}})
     if cfg.uses_generator and cfg.generator.kind == "embedding":  # a release: a task's classes
-        size = 2 * cfg.generator.features + 1
+        size = 2 * cfg.embedding.features + 1
         extra = size if cfg.solver.arch == "ridge" else 0  # (the Gram's rows)
         t = cfg.tasks  # (embedding runs are class-incremental: per-task replay)
         groups = parse_class_groups(t.class_order, num_classes, t.classes_per_task, t.num_tasks)

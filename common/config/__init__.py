@@ -46,8 +46,10 @@ from common.config.sections import (
     DataConfig,
     DGMConfig,
     DPConfig,
+    EmbeddingConfig,
     EvalConfig,
     FedConfig,
+    GANConfig,
     GeneratorConfig,
     PartitionConfig,
     ReplayConfig,
@@ -55,6 +57,7 @@ from common.config.sections import (
     SolverConfig,
     TasksConfig,
     TrainConfig,
+    VAEConfig,
 )
 
 __all__ = [
@@ -81,9 +84,11 @@ __all__ = [
     "DGMConfig",
     "DPConfig",
     "DataConfig",
+    "EmbeddingConfig",
     "EvalConfig",
     "ExperimentConfig",
     "FedConfig",
+    "GANConfig",
     "GeneratorConfig",
     "Method",
     "PartitionConfig",
@@ -92,6 +97,7 @@ __all__ = [
     "SolverConfig",
     "TasksConfig",
     "TrainConfig",
+    "VAEConfig",
     "default_run_config",
     "drop_retired",
     "flatten",

@@ -13,8 +13,10 @@ from common.config.sections import (
     DataConfig,
     DGMConfig,
     DPConfig,
+    EmbeddingConfig,
     EvalConfig,
     FedConfig,
+    GANConfig,
     GeneratorConfig,
     PartitionConfig,
     ReplayConfig,
@@ -22,6 +24,7 @@ from common.config.sections import (
     SolverConfig,
     TasksConfig,
     TrainConfig,
+    VAEConfig,
     _choice,
 )
 
@@ -37,6 +40,9 @@ class ExperimentConfig:
     tasks: TasksConfig
     solver: SolverConfig
     generator: GeneratorConfig
+    vae: VAEConfig  # generator.kind = "vae"
+    gan: GANConfig  # generator.kind = "gan"
+    embedding: EmbeddingConfig  # generator.kind = "embedding"
     dgm: DGMConfig
     train: TrainConfig
     replay: ReplayConfig
@@ -52,15 +58,15 @@ class ExperimentConfig:
             raise ConfigError(
                 f"method={self.method!r} with dp.enabled: {self.method_traits.not_under_dp}"
             )
-        if self.dp.enabled and self.train.gan_loss == "wgan-gp" and self.uses_generator:
+        if self.dp.enabled and self.gan.loss == "wgan-gp" and self.uses_generator:
             raise ConfigError(
-                "train.gan-loss='wgan-gp' with dp.enabled: the gradient penalty differentiates "
+                "gan.loss='wgan-gp' with dp.enabled: the gradient penalty differentiates "
                 "the discriminator's gradient, which Opacus's per-sample gradients do not "
-                "support; use train.gan-loss='bce' under DP"
+                "support; use gan.loss='bce' under DP"
             )
-        if self.dp.enabled and self.train.gan_labels == "real" and self.uses_generator:
+        if self.dp.enabled and self.gan.labels == "real" and self.uses_generator:
             raise ConfigError(
-                "train.gan-labels='real' with dp.enabled: the generator would learn from the "
+                "gan.labels='real' with dp.enabled: the generator would learn from the "
                 "real batch's labels directly, not only through the DP-trained discriminator "
                 "(its privacy is post-processing); use 'uniform' or 'auto' under DP"
             )

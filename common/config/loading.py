@@ -140,10 +140,26 @@ RETIRED: dict[str, Scalar | None] = {
 }
 
 
+# keys that moved into their generator kind's own section (issue 35: method knobs in the
+# method's section): a saved run's config is read with the new names; a user who types an
+# old one is told the new one
+RENAMED: dict[str, str] = {
+    "generator.kl-weight": "vae.kl-weight",
+    "train.gan-diversity": "gan.diversity",
+    "train.gan-loss": "gan.loss",
+    "train.gan-labels": "gan.labels",
+    "generator.features": "embedding.features",
+    "generator.bandwidth": "embedding.bandwidth",
+    "generator.fit-steps": "embedding.fit-steps",
+    "generator.fit-batch": "embedding.fit-batch",
+}
+
+
 def drop_retired(flat: Mapping[str, Any], *, source: str) -> dict[str, Any]:
-    """``flat`` (a saved run's config) without the removed keys; a ValueError naming the
-    key when the run used one (it needs the version that ran it)."""
-    out = dict(flat)
+    """``flat`` (a saved run's config) without the removed keys and with the moved ones
+    under their new names; a ValueError naming the key when the run used a removed one (it
+    needs the version that ran it)."""
+    out = {RENAMED.get(k, k): v for k, v in flat.items()}
     for key, off in RETIRED.items():
         if key in out and off is not None and out[key] != off:
             raise ValueError(
@@ -167,6 +183,8 @@ def load_config(
     base = dict(defaults) if defaults is not None else default_run_config()
     merged = dict(base)
     for key, value in flatten(overrides or {}).items():
+        if key in RENAMED and RENAMED[key] in base:
+            raise ConfigError(f"{key} is now {RENAMED[key]} (the same meaning; rename it)")
         if key not in base:
             close = difflib.get_close_matches(key, list(base), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""

@@ -107,48 +107,28 @@ class GeneratorConfig:
     hidden: int
     latent_dim: int
     arch: str = "mlp"  # mlp | conv
-    kl_weight: str = "auto"  # VAE's KL weight: "auto" or a number in (0, 1] (1 = the ELBO)
-    # kind = "embedding" (DP-MERF, common.models.embedding): random Fourier feature pairs,
-    # the kernel's bandwidth ("auto": sqrt(input size) / 4, data-free), and the generator's
-    # fit to a released embedding (steps; samples per class per step)
-    features: int = 2000
-    bandwidth: str = "auto"
-    fit_steps: int = 3000
-    fit_batch: int = 100
 
     def __post_init__(self) -> None:
         _choice("generator.kind", self.kind, GENERATORS)
         _choice("generator.arch", self.arch, ("mlp", "conv"))
-        if str(self.bandwidth) != "auto":
-            try:
-                width = float(self.bandwidth)
-            except ValueError:
-                width = float("nan")
-            if not (math.isfinite(width) and width > 0):
-                raise ConfigError(
-                    f"generator.bandwidth={self.bandwidth!r} must be 'auto' or a positive number"
-                )
-        _positive("generator.features", self.features)
-        _positive("generator.fit-steps", self.fit_steps)
-        _positive("generator.fit-batch", self.fit_batch)
+        _positive("generator.hidden", self.hidden)
+        _positive("generator.latent-dim", self.latent_dim)
+
+
+@dataclass(frozen=True)
+class VAEConfig:
+    """The VAE generator's own knob (generator.kind = "vae")."""
+
+    kl_weight: str = "auto"  # the KL term's weight: "auto" or a number in (0, 1] (1 = the ELBO)
+
+    def __post_init__(self) -> None:
         if str(self.kl_weight) != "auto":
             try:
                 value = float(self.kl_weight)
             except ValueError:
                 value = float("nan")
             if not 0.0 < value <= 1.0:  # NaN fails too
-                raise ConfigError(
-                    f"generator.kl-weight={self.kl_weight!r} must be 'auto' or in (0, 1]"
-                )
-        _positive("generator.hidden", self.hidden)
-        _positive("generator.latent-dim", self.latent_dim)
-
-    def bandwidth_for(self, input_size: int) -> float:
-        """The random-feature kernel's bandwidth: ``auto`` is sqrt(input size) / 4, a rule
-        that reads no data (7 for 28x28 grey images)."""
-        if str(self.bandwidth) == "auto":
-            return math.sqrt(input_size) / 4
-        return float(self.bandwidth)
+                raise ConfigError(f"vae.kl-weight={self.kl_weight!r} must be 'auto' or in (0, 1]")
 
     def kl_weight_for(self, dataset: str) -> float:
         """``auto``: 0.25 for the embedded 8x8 digits, whose VAE ignores its code under the
@@ -156,6 +136,54 @@ class GeneratorConfig:
         if str(self.kl_weight) == "auto":
             return 0.25 if dataset == "digits" else 1.0
         return float(self.kl_weight)
+
+
+@dataclass(frozen=True)
+class GANConfig:
+    """The AC-GAN generator's own knobs (generator.kind = "gan")."""
+
+    diversity: float = 0.0  # weight of the generator's mode-seeking term (0 = off)
+    loss: str = "bce"  # bce (non-saturating; trains under DP-SGD) | wgan-gp (not under DP)
+    labels: str = "auto"  # auto | uniform | real: the labels its fakes are drawn for
+
+    def __post_init__(self) -> None:
+        _positive("gan.diversity", self.diversity, allow_zero=True)
+        _choice("gan.loss", self.loss, ("bce", "wgan-gp"))
+        _choice("gan.labels", self.labels, GAN_LABELS)
+
+
+@dataclass(frozen=True)
+class EmbeddingConfig:
+    """The mean-embedding generator's own knobs (generator.kind = "embedding", DP-MERF,
+    common.models.embedding): random Fourier feature pairs, the kernel's bandwidth ("auto":
+    sqrt(input size) / 4, data-free), and the server's fit of a generator to a released
+    embedding (steps; samples per class per step)."""
+
+    features: int = 2000
+    bandwidth: str = "auto"
+    fit_steps: int = 3000
+    fit_batch: int = 100
+
+    def __post_init__(self) -> None:
+        if str(self.bandwidth) != "auto":
+            try:
+                width = float(self.bandwidth)
+            except ValueError:
+                width = float("nan")
+            if not (math.isfinite(width) and width > 0):
+                raise ConfigError(
+                    f"embedding.bandwidth={self.bandwidth!r} must be 'auto' or a positive number"
+                )
+        _positive("embedding.features", self.features)
+        _positive("embedding.fit-steps", self.fit_steps)
+        _positive("embedding.fit-batch", self.fit_batch)
+
+    def bandwidth_for(self, input_size: int) -> float:
+        """The random-feature kernel's bandwidth: ``auto`` is sqrt(input size) / 4, a rule
+        that reads no data (7 for 28x28 grey images)."""
+        if str(self.bandwidth) == "auto":
+            return math.sqrt(input_size) / 4
+        return float(self.bandwidth)
 
 
 @dataclass(frozen=True)
@@ -181,9 +209,6 @@ class TrainConfig:
     lr: float
     generator_lr: float
     generator_iterations: int
-    gan_diversity: float  # weight of the GAN generator's mode-seeking term (0 = off)
-    gan_loss: str  # bce (non-saturating; trains under DP-SGD) | wgan-gp (not under DP)
-    gan_labels: str  # auto | uniform | real: the labels the GAN's fakes are drawn for
     solver_data: str  # real | synthetic: what the solver learns the current task from
     precision: str  # fp32 | bf16: bf16 = matrix products in bfloat16 (autocast), weights fp32
 
@@ -195,9 +220,6 @@ class TrainConfig:
         _positive("train.lr", self.lr)
         _positive("train.generator-lr", self.generator_lr)
         _positive("train.generator-iterations", self.generator_iterations, allow_zero=True)
-        _positive("train.gan-diversity", self.gan_diversity, allow_zero=True)
-        _choice("train.gan-loss", self.gan_loss, ("bce", "wgan-gp"))
-        _choice("train.gan-labels", self.gan_labels, GAN_LABELS)
 
     def generator_steps(self, iterations: int | None = None) -> int:
         """Generator updates per round: its own setting, else as many as the solver's."""

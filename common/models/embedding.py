@@ -58,5 +58,5 @@ class RandomFeatures:
 def features_for(cfg: ExperimentConfig, shape: Shape) -> RandomFeatures:
     """The run's public features (seeded by ``seed``: the same at every site and server)."""
     size = math.prod(shape)
-    bandwidth = cfg.generator.bandwidth_for(size)
-    return RandomFeatures(size, cfg.generator.features, bandwidth, seed=cfg.seed + 424242)
+    bandwidth = cfg.embedding.bandwidth_for(size)
+    return RandomFeatures(size, cfg.embedding.features, bandwidth, seed=cfg.seed + 424242)

@@ -207,7 +207,7 @@ class PrivacySession:
         )
         embedding = None
         if stored is not None:  # the embedding, kept flat in the ledger
-            width = 2 * cfg.generator.features + 1  # (common.models.embedding.RandomFeatures)
+            width = 2 * cfg.embedding.features + 1  # (common.models.embedding.RandomFeatures)
             embedding = torch.tensor(stored, dtype=torch.float32).view(-1, width)
         return PreparedRound(plan, iterations + generator_steps, metrics, taken, embedding)
 

@@ -177,7 +177,7 @@ class Learner:
                 self.critic,
                 lr=lr,
                 make_stepper=make_stepper,
-                kl_weight=self.cfg.generator.kl_weight_for(self.cfg.data.name),
+                kl_weight=self.cfg.vae.kl_weight_for(self.cfg.data.name),
             )
         if isinstance(self.generator, GAN_GENERATORS) and isinstance(self.critic, DISCRIMINATORS):
             return GANTrainer(
@@ -186,9 +186,9 @@ class Learner:
                 lr=lr,
                 make_stepper=make_stepper,
                 rng=rng,
-                diversity=self.cfg.train.gan_diversity,
+                diversity=self.cfg.gan.diversity,
                 num_fakes=self.cfg.train.batch_size,
-                loss=self.cfg.train.gan_loss,
+                loss=self.cfg.gan.loss,
                 replay_aux_only=self._own_task_only,
             )
         raise TypeError("generator and critic kinds do not match")
@@ -329,10 +329,10 @@ class Learner:
         gen_batches = real_batches()
         dgm = self.generator if isinstance(self.generator, DGMGenerator) else None
         own_task_only = self._own_task_only
-        # train.gan-labels: "real" draws the fakes for the real batch's labels (a site
+        # gan.labels: "real" draws the fakes for the real batch's labels (a site
         # without a class does not train it); never under DP, where labels are private
-        real_labels = cfg.train.gan_labels == "real" or (
-            cfg.train.gan_labels == "auto" and own_task_only and dp is None
+        real_labels = cfg.gan.labels == "real" or (
+            cfg.gan.labels == "auto" and own_task_only and dp is None
         )
         if own_task_only:  # the generator draws the current task's classes alone
             old = set(replay.classes) if replay is not None else set()

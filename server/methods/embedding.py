@@ -144,8 +144,8 @@ class TaskGenerator:
             self.features,
             self.total[: len(self.classes(t))],
             self.classes(t),
-            steps=cfg.generator.fit_steps,
-            batch=cfg.generator.fit_batch,
+            steps=cfg.embedding.fit_steps,
+            batch=cfg.embedding.fit_batch,
             lr=cfg.train.generator_lr,
             seed=cfg.seed + 1000 * t,
         )

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from common.config import ExperimentConfig
+from common.config.loading import RENAMED
 from common.fileio import atomic_torch_save
 from common.metrics import AccuracyMatrix
 
@@ -121,6 +122,8 @@ class RunCheckpoint:
     def check_config(self, cfg: ExperimentConfig) -> None:
         """The resumed run's config must be the checkpoint's (``fed.resume`` aside)."""
         now, saved = _flat(comparable(cfg)), _flat(self.config)
+        moved = {o.replace("-", "_"): n.replace("-", "_") for o, n in RENAMED.items()}
+        saved = {moved.get(k, k): v for k, v in saved.items()}  # (a run from before a move)
         diff = sorted(k for k in set(now) | set(saved) if now.get(k) != saved.get(k))
         if diff:
             shown = ", ".join(

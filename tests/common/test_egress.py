@@ -292,7 +292,7 @@ def test_an_embedding_release_must_have_a_task_s_rows(solver: str) -> None:
     count from 1 to K: a site cannot send the sums of classes outside its task's size."""
     emb = {
         "generator.kind": "embedding",
-        "generator.features": 20,
+        "embedding.features": 20,
         "replay.mode": "per-task",
         "train.solver-data": "synthetic",
         "fed.rounds-per-task": 2,

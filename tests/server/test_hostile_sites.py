@@ -241,8 +241,8 @@ def test_too_few_sites_within_the_start_timeout_is_a_clear_error(tmp_path: Path)
 EMBEDDING = {
     "generator.kind": "embedding",
     "generator.latent-dim": 10,
-    "generator.features": 300,
-    "generator.fit-steps": 150,
+    "embedding.features": 300,
+    "embedding.fit-steps": 150,
     "train.iterations": 150,
     "replay.mode": "per-task",
     "replay.labels": "condition",
@@ -260,7 +260,7 @@ def test_an_embedding_release_of_1e30_is_bounded(tmp_path: Path, solver: str) ->
     attack = "huge"
     over = {**EMBEDDING, "solver.arch": solver}
     if solver == "ridge":
-        over.update({"fed.rounds-per-task": 1, "generator.features": 100})
+        over.update({"fed.rounds-per-task": 1, "embedding.features": 100})
     honest, _ = federate(tmp_path / "honest", None, **over)
     attacked, _ = federate(tmp_path / "attacked", attack, **over)
     assert accuracy(attacked) >= accuracy(honest) - 0.1, (accuracy(honest), accuracy(attacked))

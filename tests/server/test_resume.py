@@ -40,8 +40,8 @@ DGM = {  # the generator grows at the task boundary: a resumed run must take its
 
 EMB = {  # sites send releases; the server's sum of task 2's must survive the kill
     "generator.kind": "embedding",
-    "generator.features": 50,
-    "generator.fit-steps": 20,
+    "embedding.features": 50,
+    "embedding.fit-steps": 20,
     "replay.mode": "per-task",
     "train.solver-data": "synthetic",
 }

@@ -27,9 +27,9 @@ EMB = {
     "generator.kind": "embedding",
     "generator.hidden": 16,
     "generator.latent-dim": 4,
-    "generator.features": 50,
-    "generator.fit-steps": 3,
-    "generator.fit-batch": 8,
+    "embedding.features": 50,
+    "embedding.fit-steps": 3,
+    "embedding.fit-batch": 8,
     "replay.mode": "per-task",
     "train.solver-data": "synthetic",
     "dp.enabled": True,
@@ -108,7 +108,7 @@ def test_it_is_refused_outside_the_run_it_is_built_for() -> None:
         with pytest.raises(ConfigError, match="embedding"):
             load_config({**EMB, key: value})
     with pytest.raises(ConfigError, match="bandwidth"):
-        load_config({**EMB, "generator.bandwidth": "nan"})
+        load_config({**EMB, "embedding.bandwidth": "nan"})
     # the ridge solver is solved from embedding releases, and only the server sees it
     with pytest.raises(ConfigError, match="ridge"):
         load_config({**EMB, "solver.arch": "ridge", "generator.kind": "vae"})

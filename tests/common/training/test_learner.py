@@ -141,7 +141,7 @@ def one_class_site(cfg):  # type: ignore[no-untyped-def]
 
 @pytest.mark.parametrize("gan_labels", ["auto", "uniform"])
 def test_a_site_without_a_class_does_not_train_its_conditioning(gan_labels: str) -> None:
-    """train.gan-labels: with the real batch's labels ("auto" for a generator that learns
+    """gan.labels: with the real batch's labels ("auto" for a generator that learns
     its own task, without DP) a site that holds no record of class 1 leaves the generator's
     input weights for class 1 exactly as they were (federated averaging then does not pull
     class 1 towards what this site's discriminator knows); drawn uniformly, it trains them."""
@@ -154,7 +154,7 @@ def test_a_site_without_a_class_does_not_train_its_conditioning(gan_labels: str)
             "generator.hidden": 8,
             "generator.latent-dim": 8,
             "solver.hidden": 16,
-            "train.gan-labels": gan_labels,
+            "gan.labels": gan_labels,
         }
     )
     task, real, lrn = one_class_site(cfg)
@@ -172,13 +172,11 @@ def test_real_gan_labels_are_refused_under_dp() -> None:
     from common.config import ConfigError
 
     with pytest.raises(ConfigError, match="gan-labels='real' with dp"):
-        load_config(
-            {"train.gan-labels": "real", "dp.enabled": True, "dp.delta": 1e-5, "method": "dgr"}
-        )
+        load_config({"gan.labels": "real", "dp.enabled": True, "dp.delta": 1e-5, "method": "dgr"})
 
 
 def test_under_dp_the_fakes_never_follow_the_private_labels() -> None:
-    """train.gan-labels = "auto" under DP: the generator's fakes are drawn for every class
+    """gan.labels = "auto" under DP: the generator's fakes are drawn for every class
     of the task (from the configuration), even at a site whose records hold one class, so
     the generator learns nothing from private labels outside the DP-trained critic."""
     from common.privacy.dp_step import DPPlan
