@@ -118,18 +118,31 @@ def replay_for(
         raise ValueError(
             f"method {cfg.method!r} at task {t} needs the previous scholar to replay from"
         )
+    return generative_replay(cfg, previous, rng=rng)
+
+
+def generative_replay(
+    cfg: ExperimentConfig,
+    source: ReplaySource,
+    *,
+    rng: torch.Generator,
+    labeller: nn.Module | None = None,
+) -> GenerativeReplay:
+    """The one constructor of generative replay, for the sites and for the server's own
+    looks at what they replay: ``source``'s generators (the mixture), labelled by its
+    solver (or ``labeller``)."""
     return GenerativeReplay(
-        previous.generators,
-        previous.solver,
-        previous.classes,
-        weights=previous.weights,
+        source.generators,
+        source.solver if labeller is None else labeller,
+        source.classes,
+        weights=source.weights,
         labels=cfg.replay.labels,
         retries=cfg.replay.retries,
         rng=rng,
         prefetch=REPLAY_PREFETCH,
-        generator_classes=previous.generator_classes,
+        generator_classes=source.generator_classes,
         mixture=cfg.replay.mixture,
-        class_weights=previous.class_weights,
+        class_weights=source.class_weights,
     )
 
 

@@ -23,7 +23,7 @@ from common.config.methods import PREVIOUS_SOLVER
 from common.data.types import TaskStream
 from common.methods import previous_solver_payload
 from common.replay import GenerativeReplay, ReplayPayload, cpu_state
-from common.training.learner import source_from_payload
+from common.training.learner import generative_replay, source_from_payload
 
 State = dict[str, Tensor]
 
@@ -83,14 +83,6 @@ def replay_source(
     """The payload as the sites replay it (the mixture, for ``ensemble`` and ``per-task``),
     for the server's own looks at it (replay quality, the samples grid)."""
     source = source_from_payload(cfg, stream.shape, stream.num_classes, payload, device)
-    return GenerativeReplay(
-        source.generators,
-        solver,
-        source.classes,
-        weights=source.weights,
-        retries=cfg.replay.retries,
-        rng=torch.Generator().manual_seed(cfg.seed),
-        generator_classes=source.generator_classes,
-        mixture=cfg.replay.mixture,
-        class_weights=source.class_weights,
+    return generative_replay(
+        cfg, source, rng=torch.Generator().manual_seed(cfg.seed), labeller=solver
     )
