@@ -9,8 +9,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def imported_modules(path: Path) -> set[str]:
+def imported_modules(path: Path, *, runtime: bool = False) -> set[str]:
+    """The modules ``path`` imports; ``runtime``: leaving out those under ``if
+    TYPE_CHECKING:`` (annotations only)."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
+    if runtime:
+        for node in ast.walk(tree):
+            if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING":
+                node.body = []
     out: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -77,22 +83,6 @@ def test_lower_layers_never_import_higher_ones() -> None:
     assert not offenders, offenders
 
 
-def runtime_imports(path: Path) -> set[str]:
-    """The modules ``path`` imports when it runs: imports under ``if TYPE_CHECKING:``
-    (annotations only) are left out."""
-    tree = ast.parse(path.read_text(encoding="utf-8"))
-    for node in ast.walk(tree):
-        if isinstance(node, ast.If) and ast.unparse(node.test) in ("TYPE_CHECKING",):
-            node.body = []
-    out: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            out |= {a.name for a in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            out.add(node.module)
-    return out
-
-
 # server/'s packages, lowest first: what bounds a hostile site (robust), who the sites are
 # (sites), privacy at the server (privacy) < each method's server side (methods) < the run's
 # loop and state (run) < the ways in (launch, cli, single, server_app). A method's hooks take
@@ -117,7 +107,9 @@ def test_server_packages_never_import_higher_ones() -> None:
         own = where.replace("/", ".").removesuffix(".py")
         for p in files:
             bad = sorted(
-                m for m in runtime_imports(p) if m.startswith(banned) and not m.startswith(own)
+                m
+                for m in imported_modules(p, runtime=True)
+                if m.startswith(banned) and not m.startswith(own)
             )
             if bad:
                 offenders[str(p.relative_to(ROOT))] = bad
