@@ -96,6 +96,7 @@ class Benchmark:
     date: str
     shared: bool
     parts: list[tuple[str, list[Run]]]
+    headline: bool = True  # in README's table too (else docs/results.md alone)
 
     @property
     def runs(self) -> list[Run]:
@@ -138,7 +139,8 @@ def load(index: Path = INDEX, results: Path = RESULTS) -> tuple[str, list[Benchm
         if any(not runs for _, runs in parts):
             raise ResultsError(f"{index.name}: {b['name']!r} has a part without sources")
         benchmarks.append(Benchmark(b["name"], b["config"], b["command"], b["date"],
-                                    bool(b.get("shared", False)), parts))  # fmt: skip
+                                    bool(b.get("shared", False)), parts,
+                                    bool(b.get("headline", True))))  # fmt: skip
     return str(spec.get("machine", "")), benchmarks
 
 
@@ -193,7 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         machine, benchmarks = load()
-        readme = with_table(README.read_text(encoding="utf-8"), readme_table(benchmarks))
+        headline = [b for b in benchmarks if b.headline]
+        readme = with_table(README.read_text(encoding="utf-8"), readme_table(headline))
     except ResultsError as e:
         print(f"results_table: {e}", file=sys.stderr)
         return 2
