@@ -171,7 +171,7 @@ def test_a_site_without_a_class_does_not_train_its_conditioning(gan_labels: str)
 def test_real_gan_labels_are_refused_under_dp() -> None:
     from common.config import ConfigError
 
-    with pytest.raises(ConfigError, match="gan.labels='real' with dp"):
+    with pytest.raises(ConfigError, match=r"gan\.labels='real' with dp"):
         load_config({"gan.labels": "real", "dp.enabled": True, "dp.delta": 1e-5, "method": "dgr"})
 
 
