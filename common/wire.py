@@ -68,11 +68,18 @@ def scholar_of(content: RecordDict) -> ArrayRecord:
     return ArrayRecord(arrays)  # type: ignore[arg-type]
 
 
+def _array(t: torch.Tensor) -> Array:
+    """A tensor as it travels: float32, a copy on the CPU."""
+    return Array(t.detach().cpu().float().numpy().copy())
+
+
+def _tensor(a: Array) -> torch.Tensor:
+    """A received array as a tensor of its own (not a view of the message's buffer)."""
+    return torch.from_numpy(np.array(a.numpy()))
+
+
 def module_arrays(prefix: str, module: nn.Module) -> dict[str, Array]:
-    return {
-        f"{prefix}.{name}": Array(t.detach().cpu().float().numpy().copy())
-        for name, t in module.state_dict().items()
-    }
+    return {f"{prefix}.{name}": _array(t) for name, t in module.state_dict().items()}
 
 
 def scholar_record(
@@ -109,7 +116,7 @@ EMBEDDING_KEY = f"{protocol.EMBEDDING.name}.sums"
 
 def embedding_arrays(release: torch.Tensor) -> dict[str, Array]:
     """A site's embedding release (classes of the task x features) as the part's arrays."""
-    return {EMBEDDING_KEY: Array(release.detach().cpu().float().numpy().copy())}
+    return {EMBEDDING_KEY: _array(release)}
 
 
 def without_embedding(record: ArrayRecord) -> tuple[ArrayRecord, np.ndarray | None]:
@@ -129,7 +136,7 @@ def split_record(record: ArrayRecord) -> dict[str, dict[str, torch.Tensor]]:
         head, _, rest = key.partition(".")
         if not rest:
             raise WireError(f"array key {key!r} does not name a model and a parameter")
-        parts.setdefault(head, {})[rest] = torch.from_numpy(np.array(array.numpy()))
+        parts.setdefault(head, {})[rest] = _tensor(array)
     return parts
 
 
@@ -187,11 +194,11 @@ def check_scholar_arrays(
 
 
 def _state_record(state: Mapping[str, torch.Tensor]) -> ArrayRecord:
-    return ArrayRecord({k: Array(v.cpu().float().numpy().copy()) for k, v in state.items()})  # type: ignore[arg-type]
+    return ArrayRecord({k: _array(v) for k, v in state.items()})  # type: ignore[arg-type]
 
 
 def _state_of(record: ArrayRecord) -> dict[str, torch.Tensor]:
-    return {k: torch.from_numpy(np.array(a.numpy())) for k, a in record.items()}
+    return {k: _tensor(a) for k, a in record.items()}
 
 
 def replay_records(payload: ReplayPayload) -> dict[str, ArrayRecord | ConfigRecord]:

@@ -45,13 +45,14 @@ def next_payload(
     ``site_generators``: {site key: (its bounded generator of task t - 1, its weight)};
     ``previous``: the payload sites replayed during task t - 1; ``class_counts``: {site
     key: its records of each class of task t - 1, as it reported them} (class-counts)."""
-    anchors = cfg.method_traits.replay == PREVIOUS_SOLVER  # lwf, ewc (common.methods)
-    if t == 0 or (generator is None and not anchors):
+    if t == 0:
         return None
     classes = stream.classes_seen(t - 1)
+    if cfg.method_traits.replay == PREVIOUS_SOLVER:  # lwf, ewc: the previous solver alone
+        return previous_solver_payload(t, cpu_state(solver), tuple(classes))
+    if generator is None:
+        return None
     solver_state = cpu_state(solver)
-    if anchors or generator is None:  # the previous solver alone
-        return previous_solver_payload(t, solver_state, tuple(classes))
     if cfg.replay.mode == "global" or not site_generators:
         # global mode, or a task no site's generator came back from: the global generator
         finished: Mapping[str, tuple[State, float]] = {"global": (cpu_state(generator), 1.0)}
