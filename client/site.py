@@ -176,7 +176,7 @@ class Site:
                 return {"num-examples": 0.0, "empty": 1.0}
         if self.embedding_kind:  # the task's release (once); the solver learns from the
             self.release = self._embedding_release(task, prepared)  # server's generator
-            if current is None or self.cfg.solver.arch == "ridge":
+            if current is None or self.cfg.solver_traits.solved:
                 iterations = 0  # no generator yet (the task's first round), or the server
                 # solves the solver (ridge): nothing to learn here
             else:
@@ -204,8 +204,8 @@ class Site:
 
     @property
     def embedding_kind(self) -> bool:
-        """generator.kind = "embedding": the site releases an embedding, not a generator."""
-        return self.cfg.uses_generator and self.cfg.generator.kind == "embedding"
+        """The site releases an embedding, not a generator (``cfg.releases_statistics``)."""
+        return self.cfg.releases_statistics
 
     @property
     def shared_generator(self) -> torch.nn.Module | None:
@@ -223,8 +223,8 @@ class Site:
         data = self.stream.tasks[task].train
         features = features_for(self.cfg, self.stream.shape)
         classes = self.stream.tasks[task].classes
-        ridge = self.cfg.solver.arch == "ridge"
-        return embedding_release(features, data.x, data.y, classes, sigma=None, gram=ridge)
+        gram = self.cfg.solver_traits.solved  # the server solves the solver: it needs the Gram
+        return embedding_release(features, data.x, data.y, classes, sigma=None, gram=gram)
 
     def _task_span(self, task: int, server_round: int) -> tuple[float, float]:
         """The share of task ``task`` this round covers (DGM anneals its masks over it)."""

@@ -129,7 +129,7 @@ def expected_tensors(
         f"solver.{k}": tuple(v.shape)
         for k, v in build_solver(cfg, shape, num_classes).state_dict().items()
     }
-    if cfg.uses_generator and cfg.generator.kind != "embedding":  # (the embedding: below)
+    if cfg.uses_generator and not cfg.releases_statistics:  # (a release: below)
         gen = build_generator(cfg, shape, num_classes)
         if widths is not None and isinstance(gen, DGMGenerator):
             widen_(gen, widths)
@@ -150,9 +150,9 @@ def registered_architectures(
     solver = {k: v for k, v in out[0].items() if k.startswith("solver.")}
     for packed in summary.get("generator_upload_shapes") or []:  # DGM: what sites send
         out.append({**solver, **{k: tuple(v) for k, v in packed.items()}})
-    if cfg.uses_generator and cfg.generator.kind == "embedding":  # a release: a task's classes
+    if cfg.releases_statistics:  # a release: a task's classes
         size = 2 * cfg.embedding.features + 1
-        extra = size if cfg.solver.arch == "ridge" else 0  # (the Gram's rows)
+        extra = size if cfg.solver_traits.solved else 0  # (the Gram's rows)
         t = cfg.tasks  # (embedding runs are class-incremental: per-task replay)
         groups = parse_class_groups(t.class_order, num_classes, t.classes_per_task, t.num_tasks)
         rows = sorted({len(g) + extra for g in groups})

@@ -71,7 +71,7 @@ def make_train_fn(
     solver (``solver.arch = "ridge"``) solved on the split's exact statistics instead."""
 
     def train(split: Split, seed: int) -> nn.Module:
-        if cfg.solver.arch == "ridge":  # solved, not trained: the exact fit on the split
+        if cfg.solver_traits.solved:  # solved, not trained: the exact fit on the split
             return _ridge_shadow(build_solver(cfg, shape, num_classes), split)
         return train_fresh_solver(
             cfg.solver,

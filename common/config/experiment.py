@@ -6,7 +6,15 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from common.config.methods import METHODS, Method, method_of
+from common.config.methods import (
+    GENERATOR_TABLE,
+    METHODS,
+    SOLVER_TABLE,
+    GeneratorKind,
+    Method,
+    SolverArch,
+    method_of,
+)
 from common.config.sections import (
     AuditConfig,
     ConfigError,
@@ -246,6 +254,22 @@ class ExperimentConfig:
     @property
     def uses_generator(self) -> bool:
         return self.method_traits.uses_generator
+
+    @property
+    def generator_traits(self) -> GeneratorKind:
+        """What ``generator.kind`` is (common.config.methods): trained or fitted to a release."""
+        return GENERATOR_TABLE[self.generator.kind]
+
+    @property
+    def solver_traits(self) -> SolverArch:
+        """What ``solver.arch`` is (common.config.methods): trained, solved, or the critic."""
+        return SOLVER_TABLE[self.solver.arch]
+
+    @property
+    def releases_statistics(self) -> bool:
+        """Sites release noised statistics (an embedding) instead of training a generator;
+        the server fits the task's generator to their sum (``generator.kind = "embedding"``)."""
+        return self.uses_generator and self.generator_traits.released
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -1,11 +1,14 @@
-"""What each ``method`` is, declared once: what a site replays of the finished tasks, which
-records it trains on, and whether DP-SGD can account for it.
+"""What each ``method``, ``generator.kind`` and ``solver.arch`` is, declared once: what a
+site replays of the finished tasks, which records it trains on, whether DP-SGD can account
+for it; whether a generator is trained at the site or fitted by the server to a release;
+whether a solver is trained or solved.
 
-The loop, the site and the server ask these traits, never a method's name: a method is an
-entry here, plus its module where it needs code of its own (a regularisation penalty:
-``common.methods``; a server side beyond the loop: ``server.methods``). The configuration
-knows the traits (it is the lowest layer and refuses a method under DP from them); the
-modules know the mechanics.
+The loop, the site and the server ask these traits, never a name: a method is an entry
+here, plus its module where it needs code of its own (a regularisation penalty:
+``common.methods``; a server side beyond the loop: ``server.methods``); a model is an entry
+here plus its class, built by ``common.models.factory`` (the one place that maps names to
+classes). The configuration knows the traits (it is the lowest layer and refuses a method
+under DP from them); the modules know the mechanics.
 """
 
 from __future__ import annotations
@@ -70,3 +73,40 @@ def method_of(name: str) -> Method:
         return METHOD_TABLE[name]
     except KeyError:
         raise KeyError(f"method {name!r} is not one of {', '.join(METHODS)}") from None
+
+
+@dataclass(frozen=True)
+class GeneratorKind:
+    name: str
+    released: bool = False  # a site releases noised statistics (an embedding) and the server
+    # fits the generator to their sum: no generator is trained at a site, none travels up
+    adversarial: bool = False  # trained against a critic that stays at the site
+
+
+@dataclass(frozen=True)
+class SolverArch:
+    name: str
+    solved: bool = False  # solved in closed form by the server from released statistics
+    # (no step at a site; the releases carry its Gram matrix)
+    is_critic: bool = False  # the generator's critic is the classifier (AC-GAN)
+
+
+GENERATOR_TABLE: dict[str, GeneratorKind] = {
+    g.name: g
+    for g in (
+        GeneratorKind("vae"),  # a conditional VAE (DGR's default)
+        GeneratorKind("gan", adversarial=True),  # an AC-GAN (DGM's)
+        GeneratorKind("embedding", released=True),  # DP-MERF (Harder et al. 2021)
+    )
+}
+SOLVER_TABLE: dict[str, SolverArch] = {
+    s.name: s
+    for s in (
+        SolverArch("mlp"),
+        SolverArch("cnn"),
+        SolverArch("discriminator", is_critic=True),
+        SolverArch("ridge", solved=True),  # on the run's random features
+    )
+}
+GENERATORS = tuple(GENERATOR_TABLE)
+SOLVERS = tuple(SOLVER_TABLE)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from common import protocol  # the declaration of what travels (plain Python)
+from common.config.methods import GENERATORS, SOLVERS
 
 Scalar = bool | int | float | str
 PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"
@@ -15,8 +16,6 @@ PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"
 DGM_VARIANTS = ("activations", "weights")
 SCENARIOS = ("class", "domain", "permuted")
 PARTITIONS = ("iid", "dirichlet", "classes")
-GENERATORS = ("vae", "gan", "embedding")
-SOLVERS = ("mlp", "cnn", "discriminator", "ridge")
 REPLAY_MODES = ("global", "ensemble", "per-task")
 GAN_LABELS = ("auto", "uniform", "real")
 REPLAY_LABELS = ("hard", "soft", "condition")

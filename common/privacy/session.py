@@ -48,7 +48,7 @@ def privacy_root() -> Path:
 def private_solver_steps(cfg: ExperimentConfig, iterations: int) -> int:
     """Solver steps that touch real records: none when it learns from synthetic data, none
     of its own when the solver is the discriminator (its steps are the critic's)."""
-    if cfg.train.solver_data == "synthetic" or cfg.solver.arch == "discriminator":
+    if cfg.train.solver_data == "synthetic" or cfg.solver_traits.is_critic:
         return 0
     return iterations
 
@@ -56,15 +56,9 @@ def private_solver_steps(cfg: ExperimentConfig, iterations: int) -> int:
 def private_generator_steps(cfg: ExperimentConfig, iterations: int) -> int:
     """Generator (or critic) steps of a round of ``iterations`` solver steps, as
     :meth:`common.training.learner.Learner.train` takes them: each touches real records."""
-    if not cfg.uses_generator or cfg.generator.kind == "embedding":  # (released, not trained)
+    if not cfg.uses_generator or cfg.releases_statistics:  # (released, not trained)
         return 0
     return cfg.train.generator_steps(iterations)
-
-
-def releases_per_task(cfg: ExperimentConfig) -> bool:
-    """Whether every task also has one Gaussian release at sampling rate 1: the embedding
-    (generator.kind = "embedding")."""
-    return cfg.uses_generator and cfg.generator.kind == "embedding"
 
 
 @dataclass
@@ -159,7 +153,7 @@ class PrivacySession:
         spent first, :meth:`SiteLedger.release_counts`); everything about a task's size
         that leaves the site is computed from that release, never from the true count."""
         cfg = self.cfg
-        per_task = releases_per_task(cfg)  # (the embedding: one release per task)
+        per_task = cfg.releases_statistics  # (the embedding: one Gaussian release per task)
         with SiteLedger.open(self.root, self.site_id, dp=cfg.dp) as ledger:
             ledger.join_run(
                 run_key,
@@ -216,6 +210,6 @@ class PrivacySession:
         data = real_data_for(self.cfg.method, self.tasks, task)
         classes = self.tasks[task].classes
         features = features_for(self.cfg, tuple(data.x.shape[1:]))  # type: ignore[arg-type]
-        ridge = self.cfg.solver.arch == "ridge"  # (the Gram too: common.models.ridge)
-        out = embedding_release(features, data.x, data.y, classes, sigma=sigma, gram=ridge)
+        gram = self.cfg.solver_traits.solved  # (the Gram too: common.models.ridge)
+        out = embedding_release(features, data.x, data.y, classes, sigma=sigma, gram=gram)
         return [float(v) for v in out.flatten()]

@@ -166,7 +166,7 @@ class Learner:
             self.generator = build_generator(cfg, shape, num_classes).to(device)
             if isinstance(self.solver, DiscriminatorSolver):
                 self.critic = self.solver.discriminator  # the critic is the solver
-            elif cfg.generator.kind != "embedding":  # (fitted to a release: no critic)
+            elif not cfg.generator_traits.released:  # (fitted to a release: no critic)
                 self.critic = build_critic(cfg.generator, shape, num_classes).to(device)
 
     @property

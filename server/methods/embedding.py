@@ -110,7 +110,7 @@ class TaskGenerator:
     def __init__(self, cfg: ExperimentConfig, stream: TaskStream, generator: Generator) -> None:
         self.cfg, self.stream, self.generator = cfg, stream, generator
         self.features = features_for(cfg, stream.shape)
-        self.ridge = cfg.solver.arch == "ridge"  # releases carry the Gram (F rows more)
+        self.ridge = cfg.solver_traits.solved  # releases carry the Gram (F rows more)
         # (task, sites) of the last fit and the bounded sum it used; after a resume: none
         self.fitted: tuple[int, frozenset[str]] | None = None
         self.total: torch.Tensor | None = None

@@ -36,7 +36,7 @@ SAMPLES_PER_CLASS = 64
 
 def applies(cfg: ExperimentConfig) -> bool:
     """Sites' own generators are replayed (ensemble, per-task) and they can be sampled."""
-    return cfg.replay.mode in ("ensemble", "per-task") and cfg.generator.kind != "embedding"
+    return cfg.replay.mode in ("ensemble", "per-task") and not cfg.generator_traits.released
 
 
 @torch.no_grad()

@@ -168,6 +168,32 @@ METHOD_NAME = re.compile(
 NAMES_DGM = {"common/config/experiment.py", "common/models/factory.py"}
 
 
+_MODELS = "vae|gan|embedding|mlp|cnn|conv|discriminator|ridge"
+MODEL_NAME = re.compile(
+    rf"""\.(kind|arch)\s*(==|!=|in)\s*\(?\s*["']({_MODELS})["']|["']({_MODELS})["']\s*(==|!=|in)\b"""
+)
+# the one place that maps names to classes, and the sections' own rules
+NAMES_MODELS = {"common/models/factory.py", "common/config/experiment.py"}
+
+
+def test_models_are_traits_not_names() -> None:
+    """``generator.kind`` and ``solver.arch`` are declared once with their traits
+    (common/config/methods.py: fitted to a release or trained; solved, trained or the
+    critic); the factory maps a name to its class; nothing else compares a kind or an
+    arch to a name (issue 35: the site branched on them)."""
+    offenders = []
+    for folder in ("common", "client", "server"):
+        for path in (ROOT / folder).rglob("*.py"):
+            rel = str(path.relative_to(ROOT))
+            if rel == "common/config/methods.py" or rel in NAMES_MODELS:
+                continue
+            for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+                code = line.split("#", 1)[0]
+                if MODEL_NAME.search(code):
+                    offenders.append(f"{rel}:{n}: {line.strip()}")
+    assert not offenders, offenders
+
+
 def test_methods_are_traits_not_names() -> None:
     """A method is declared once (common/config/methods.py: what it replays, what it trains
     on, why DP cannot account for it) and its module (common/methods/, server/methods/);
