@@ -202,9 +202,9 @@ EMBEDDING = Part(
     "embedding",
     present='generator.kind = "embedding", up only (key embedding.sums)',
     aggregation="one release per site and task (the first one received), each scaled down "
-    "to at most fed.weight-cap x the median norm of the task's releases (from 3 on), "
+    "to at most robust.weight-cap x the median norm of the task's releases (from 3 on), "
     "each block (a class's sums, the Gram) held to the direction of the other sites' "
-    "blocks, its part off it cut to fed.weight-cap x the median such part "
+    "blocks, its part off it cut to robust.weight-cap x the median such part "
     "(server.robust.release_consensus), summed over sites; after the task's first round (and "
     "when a late release arrives) the server fits the task's generator to the sum "
     "(server.methods.embedding) and sends it with "

@@ -8,8 +8,8 @@ of server.robust.attacks, final average accuracy with the default protections an
         --run-config simulations/fed_mnist_dgr_ensemble.toml     # a benchmark config instead
 
 Runs in one process through the in-process grid (the real ServerApp logic and ClientApp,
-sites one after another). "unprotected" is fed.aggregation='fedavg' with fed.update-clip=0
-and fed.weight-cap=0 (a plain example-weighted FedAvg, which is what the platform did
+sites one after another). "unprotected" is fed.aggregation='fedavg' with robust.update-clip=0
+and robust.weight-cap=0 (a plain example-weighted FedAvg, which is what the platform did
 before the bounds). Writes OUT/hostile.json and OUT/hostile.md.
 """
 
@@ -47,7 +47,7 @@ BASE = {
     "eval.generator-quality": False,
     "vae.kl-weight": 1.0,  # as measured (docs/notebook/results.md); "auto" gives digits 0.25
 }
-UNPROTECTED = {"fed.aggregation": "fedavg", "fed.update-clip": 0.0, "fed.weight-cap": 0.0}
+UNPROTECTED = {"fed.aggregation": "fedavg", "robust.update-clip": 0.0, "robust.weight-cap": 0.0}
 HOSTILE_NODE = 1001  # the second site (partition 1); steal-id claims site-0's identity
 
 

@@ -28,6 +28,7 @@ from common.config.sections import (
     GeneratorConfig,
     PartitionConfig,
     ReplayConfig,
+    RobustConfig,
     Scalar,
     SolverConfig,
     TasksConfig,
@@ -55,6 +56,7 @@ class ExperimentConfig:
     train: TrainConfig
     replay: ReplayConfig
     fed: FedConfig
+    robust: RobustConfig  # the bounds on replies, the robust rules' knobs
     partition: PartitionConfig
     dp: DPConfig
     eval: EvalConfig

@@ -152,6 +152,10 @@ RENAMED: dict[str, str] = {
     "generator.bandwidth": "embedding.bandwidth",
     "generator.fit-steps": "embedding.fit-steps",
     "generator.fit-batch": "embedding.fit-batch",
+    "fed.update-clip": "robust.update-clip",
+    "fed.weight-cap": "robust.weight-cap",
+    "fed.trim-fraction": "robust.trim-fraction",
+    "fed.num-malicious": "robust.num-malicious",
 }
 
 

@@ -269,10 +269,6 @@ class FedConfig:
     round_timeout: float
     evaluate: str
     aggregation: str
-    update_clip: float
-    weight_cap: float
-    trim_fraction: float
-    num_malicious: int
     start_timeout: float
     resume: str  # a run folder to resume from its checkpoint ("" = a new run)
 
@@ -285,22 +281,36 @@ class FedConfig:
         if not 0.0 < self.fraction_train <= 1.0:
             raise ConfigError(f"fed.fraction-train={self.fraction_train!r} must be in (0, 1]")
         _choice("fed.aggregation", self.aggregation, ("auto", *AGGREGATIONS))
-        _positive("fed.update-clip", self.update_clip, allow_zero=True)
-        _positive("fed.weight-cap", self.weight_cap, allow_zero=True)
-        if 0 < self.update_clip < 1 or 0 < self.weight_cap < 1:
-            raise ConfigError(
-                f"fed.update-clip={self.update_clip!r} and fed.weight-cap={self.weight_cap!r} "
-                "are multiples of the round's median: use 0 (off) or a value >= 1"
-            )
-        if not 0.0 <= self.trim_fraction < 0.5:
-            raise ConfigError(f"fed.trim-fraction={self.trim_fraction!r} must be in [0, 0.5)")
-        _positive("fed.num-malicious", self.num_malicious, allow_zero=True)
         _positive("fed.start-timeout", self.start_timeout, allow_zero=True)
         if self.min_sites > self.num_sites:
             raise ConfigError(
                 f"fed.min-sites={self.min_sites} is more than fed.num-sites={self.num_sites}: "
                 "the run would wait forever for sites that do not exist"
             )
+
+
+@dataclass(frozen=True)
+class RobustConfig:
+    """The bounds every reply passes before it touches the aggregate, and the robust rules'
+    own knobs (``fed.aggregation`` picks the rule; server/robust applies them)."""
+
+    update_clip: float  # x the round's (num-malicious + 1)-th largest update norm; 0 = off
+    weight_cap: float  # x the round's median example count (and the joining declaration)
+    trim_fraction: float  # trimmed-mean: the share cut at each end
+    num_malicious: int  # hostile sites assumed: the norm reference; krum, bulyan
+
+    def __post_init__(self) -> None:
+        _positive("robust.update-clip", self.update_clip, allow_zero=True)
+        _positive("robust.weight-cap", self.weight_cap, allow_zero=True)
+        if 0 < self.update_clip < 1 or 0 < self.weight_cap < 1:
+            raise ConfigError(
+                f"robust.update-clip={self.update_clip!r} and robust.weight-cap="
+                f"{self.weight_cap!r} are multiples of the round's median: use 0 (off) or a "
+                "value >= 1"
+            )
+        if not 0.0 <= self.trim_fraction < 0.5:
+            raise ConfigError(f"robust.trim-fraction={self.trim_fraction!r} must be in [0, 0.5)")
+        _positive("robust.num-malicious", self.num_malicious, allow_zero=True)
 
 
 @dataclass(frozen=True)

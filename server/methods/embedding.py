@@ -7,13 +7,13 @@ of the task (a later one of the same site is ignored: a site releases once per t
 later rounds resend the same values), checks it (shape, float32, finite, before it is
 kept: :func:`server.robust.reply_checks.check_release`), and at the task's end:
 
-- bounds each release's Frobenius norm by ``fed.weight-cap`` x the median norm of the
+- bounds each release's Frobenius norm by ``robust.weight-cap`` x the median norm of the
   task's releases (from 3 releases on; below 3 a median bounds nothing). Scaling a release
   keeps that site's per-class means and proportions, so an honest site holding much more
   than the others loses weight, not shape; a hostile one (1e30, a fake count) contributes
   at most as much as a site of twice the median size;
 - holds every block (a class's row, the Gram) to the direction the other sites' blocks sum
-  to: the part off it is cut to ``fed.weight-cap`` x the median such part
+  to: the part off it is cut to ``robust.weight-cap`` x the median such part
   (:mod:`server.robust.release_consensus`), so a site that swaps its classes inside the norm
   bound keeps about an honest site's spread in the wrong direction, no more;
 - sums them: every class's sum over sites (its noise sums too: the per-site Gaussians of
@@ -134,7 +134,7 @@ class TaskGenerator:
             torch.manual_seed(cfg.seed + 1000 * t)
             fresh = build_generator(cfg, self.stream.shape, self.stream.num_classes)
         self.generator.load_state_dict(fresh.state_dict())
-        total, factors = releases.bounded_sum(cfg.fed.weight_cap)
+        total, factors = releases.bounded_sum(cfg.robust.weight_cap)
         cut = {s: f for s, f in factors.items() if f < 1.0}
         if cut:
             log.warning("embedding releases cut to the bound: %s", cut)

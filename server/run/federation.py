@@ -98,10 +98,10 @@ class FederatedRun:
                 if cfg.dp.client_level
                 else Bounds(
                     rule=cfg.aggregation_rule,
-                    update_clip=cfg.fed.update_clip,
-                    weight_cap=cfg.fed.weight_cap,
-                    trim_fraction=cfg.fed.trim_fraction,
-                    num_malicious=cfg.fed.num_malicious,
+                    update_clip=cfg.robust.update_clip,
+                    weight_cap=cfg.robust.weight_cap,
+                    trim_fraction=cfg.robust.trim_fraction,
+                    num_malicious=cfg.robust.num_malicious,
                 )
             ),
         )

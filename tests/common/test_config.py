@@ -200,9 +200,10 @@ def test_dgm_options_are_checked(overrides: dict, message: str) -> None:
 
 
 def test_a_moved_key_names_its_new_name_and_old_run_folders_still_load() -> None:
-    """A generator kind's knobs live in its own section (vae., gan., embedding.): the old
-    spelling typed by a user is refused with the new one; a run folder saved before the move
-    loads with the new names (an audit or a resume reads it)."""
+    """A generator kind's knobs live in its own section (vae., gan., embedding.), the bounds
+    on replies in robust.: the old spelling typed by a user is refused with the new one; a
+    run folder saved before the move loads with the new names (an audit or a resume reads
+    it)."""
     from common.config import drop_retired
 
     with pytest.raises(ConfigError, match=r"generator.features is now embedding.features"):
@@ -212,3 +213,8 @@ def test_a_moved_key_names_its_new_name_and_old_run_folders_still_load() -> None
     saved = {**load_config().to_run_config(), "generator.fit-steps": 7}
     del saved["embedding.fit-steps"]
     assert load_config(drop_retired(saved, source="config.json")).embedding.fit_steps == 7
+    with pytest.raises(ConfigError, match=r"fed.weight-cap is now robust.weight-cap"):
+        load_config({"fed.weight-cap": 3.0})
+    saved = {**load_config().to_run_config(), "fed.update-clip": 4.0}
+    del saved["robust.update-clip"]
+    assert load_config(drop_retired(saved, source="config.json")).robust.update_clip == 4.0

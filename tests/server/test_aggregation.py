@@ -133,9 +133,9 @@ def test_aggregation_config() -> None:
         load_config({**client, "fed.aggregation": "median"})
     for key, value in (
         ("fed.aggregation", "mean"),
-        ("fed.update-clip", 0.5),
-        ("fed.weight-cap", float("inf")),
-        ("fed.trim-fraction", 0.5),
+        ("robust.update-clip", 0.5),
+        ("robust.weight-cap", float("inf")),
+        ("robust.trim-fraction", 0.5),
     ):
         with pytest.raises(ConfigError, match=key):
             load_config({key: value})

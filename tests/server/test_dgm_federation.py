@@ -105,7 +105,7 @@ def test_what_task_1_reserved_is_frozen_even_against_a_hostile_site(tmp_path: Pa
 
     # plain FedAvg, no bounds: only the masked aggregation stands between the site and
     # the reserved weights
-    unbounded = {"fed.aggregation": "fedavg", "fed.update-clip": 0.0, "fed.weight-cap": 0.0}
+    unbounded = {"fed.aggregation": "fedavg", "robust.update-clip": 0.0, "robust.weight-cap": 0.0}
     run, grid = federate(tmp_path, hook=shift_everything, nodes=3, **unbounded)
     after_task_1 = generator_arrays(train_messages(grid, 1)[0])  # consolidated, grown
     final = torch.load(run.path / "final_models.pt", weights_only=True)["generator"]

@@ -27,7 +27,7 @@ SMALL = {
     "generator.latent-dim": 8,
     "eval.generator-quality": False,
 }
-UNPROTECTED = {"fed.aggregation": "fedavg", "fed.update-clip": 0.0, "fed.weight-cap": 0.0}
+UNPROTECTED = {"fed.aggregation": "fedavg", "robust.update-clip": 0.0, "robust.weight-cap": 0.0}
 HOSTILE = 1001
 
 
