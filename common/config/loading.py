@@ -137,6 +137,8 @@ RETIRED: dict[str, Scalar | None] = {
     "dp.class-histogram": False,
     "dgm.growth": True,
     "dgm.embedding-lr": 0.02,
+    "replay.batch-size": 0,  # never set by an experiment: the replay batch is the real one's
+    "eval.samples-per-class": 100,  # the replay quality's draws: server.run.federation
 }
 
 
@@ -189,6 +191,11 @@ def load_config(
     for key, value in flatten(overrides or {}).items():
         if key in RENAMED and RENAMED[key] in base:
             raise ConfigError(f"{key} is now {RENAMED[key]} (the same meaning; rename it)")
+        if key in RETIRED and key not in base:
+            raise ConfigError(
+                f"{key} was removed: no experiment set it, or it measured no gain "
+                "(docs/notebook/results.md); drop it"
+            )
         if key not in base:
             close = difflib.get_close_matches(key, list(base), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""

@@ -228,7 +228,6 @@ class TrainConfig:
 @dataclass(frozen=True)
 class ReplayConfig:
     ratio: str
-    batch_size: int
     labels: str
     retries: int
     mode: str
@@ -239,7 +238,6 @@ class ReplayConfig:
         _choice("replay.mixture", self.mixture, REPLAY_MIXTURES)
         _positive("replay.retries", self.retries, allow_zero=True)
         _choice("replay.labels", self.labels, REPLAY_LABELS)
-        _positive("replay.batch-size", self.batch_size, allow_zero=True)
         if self.ratio != "auto":
             try:
                 value = float(self.ratio)
@@ -371,11 +369,7 @@ class DPConfig:
 
 @dataclass(frozen=True)
 class EvalConfig:
-    generator_quality: bool
-    samples_per_class: int
-
-    def __post_init__(self) -> None:
-        _positive("eval.samples-per-class", self.samples_per_class)
+    generator_quality: bool  # score the replay per task by the evaluator (server.run)
 
 
 @dataclass(frozen=True)

@@ -294,7 +294,7 @@ class Learner:
         cfg = self.cfg
         rng = torch.Generator().manual_seed(seed)
         ratio = 1.0 if replay is None else cfg.replay.ratio_for(num_tasks_seen)
-        replay_n = cfg.replay.batch_size or cfg.train.batch_size
+        replay_n = cfg.train.batch_size
         classes = torch.tensor(list(classes_seen))
         make_stepper: StepperFactory = plain
 

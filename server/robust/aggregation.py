@@ -70,7 +70,7 @@ class AggregationError(ValueError):
 
 @dataclass(frozen=True)
 class Bounds:
-    """How far one site can move the aggregate (``fed.*`` in the config)."""
+    """How far one site can move the aggregate (``fed.aggregation`` and ``robust.*``)."""
 
     rule: str = "fedavg"
     update_clip: float = 1.0  # x the round's reference update norm, per part; 0 = off

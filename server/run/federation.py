@@ -47,6 +47,8 @@ from server.sites.registry import SiteRegistry
 from server.sites.sampling import QUERY_TIMEOUT
 from server.sites.status import count_line, node_names, round_status
 
+QUALITY_SAMPLES = 100  # draws per class when the replay's quality is scored
+
 log = logging.getLogger("fedreplay.server")
 
 
@@ -313,7 +315,7 @@ class FederatedRun:
             evaluator,
             self.stream.tasks,
             t,
-            samples_per_class=self.cfg.eval.samples_per_class,
+            samples_per_class=QUALITY_SAMPLES,
             device=self.device,
         )
 

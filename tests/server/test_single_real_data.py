@@ -14,7 +14,6 @@ SMALL = {
     "solver.hidden": 200,
     "generator.hidden": 200,
     "generator.latent-dim": 32,
-    "eval.samples-per-class": 50,
 }
 
 
