@@ -142,7 +142,9 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--quick", action="store_true", help="4 shadows, 200 records per side")
     m.add_argument("--shadows", type=int, default=None, help="LiRA shadow models (default 8)")
     m.add_argument("--records", type=int, default=None, help="members (= non-members) per site")
-    m.add_argument("--sites", default=None, help="comma-separated partition ids (default all)")
+    m.add_argument(
+        "--sites", default=None, help="comma-separated site ids, e.g. site-0,site-2 (default all)"
+    )
     m.add_argument("--data-root", default=None, help="where the auditor's copy of the data is")
     m.add_argument("--device", default=None, help="default: the run's device setting")
     m.add_argument("--seed", type=int, default=0)
@@ -288,7 +290,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2 if not report.logs else (0 if report.ok else 1)
     _log_progress()
     start = time.perf_counter()
-    sites = [int(s) for s in args.sites.split(",")] if args.sites else None
+    sites = [s.strip() for s in args.sites.split(",") if s.strip()] if args.sites else None
+    from common.audit.run_folder import simulated_partition
+
+    try:
+        for site in sites or ():
+            simulated_partition(site)
+    except ValueError as exc:
+        print(f"fedreplay audit models: --sites: {exc}", file=sys.stderr)
+        return 2
     paths = audit_models(
         run_dir,
         quick=args.quick,

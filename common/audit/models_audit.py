@@ -31,6 +31,7 @@ from common.audit.run_folder import (
     DEFAULT_CANARY_DELTA,
     load_run_config,
     read_json,
+    simulated_partition,
     site_updates_by_partition,
 )
 from common.config import ExperimentConfig
@@ -49,6 +50,7 @@ from common.models.embedding import RandomFeatures
 from common.models.ridge import RidgeSolver
 from common.privacy.embedding import release
 from common.sitedata import SiteIdentity, site_records
+from common.sitestate import default_site_id
 
 log = logging.getLogger("fedreplay.audit")
 
@@ -145,10 +147,11 @@ def audit_models(
     records: int | None,
     data_root: str | None,
     device_name: str | None,
-    sites: Sequence[int] | None,
+    sites: Sequence[str] | None,
     seed: int = 0,
 ) -> dict[str, Path]:
-    """Run the attacks of the module docstring and write ``run_dir/audit``."""
+    """Run the attacks of the module docstring and write ``run_dir/audit`` (``sites``: the
+    simulated site ids to attack, ``site-<p>``; None: every site of the run)."""
     cfg = load_run_config(run_dir, data_root)
     summary = read_json(run_dir / "summary.json")
     device = select_device(device_name or cfg.device)
@@ -172,17 +175,18 @@ def audit_models(
     holdout, non_member_source = audit_non_members(cfg, stream)
     log.info("non-members: %s", non_member_source)
     results: dict[str, Any] = {}
-    for pid in sites if sites is not None else range(n_sites):
+    pids = [simulated_partition(s) for s in sites] if sites is not None else range(n_sites)
+    for pid in pids:
         # Members: the site's real training records (canaries are audited separately).
         # Non-members: held-out test records no site trained on, class for class as many.
         local = site_records(cfg, SiteIdentity(pid, n_sites))
         pool = concat([t.train for t in local.tasks])
         members, non_members = matched_members(pool, holdout, per_side, rng)
         n = len(members)
+        label = default_site_id(pid)  # the id the site trained and sent under
         if n < 2:
-            print(f"site {pid}: too few records to attack ({n}); skipped", file=sys.stderr)
+            print(f"{label}: too few records to attack ({n}); skipped", file=sys.stderr)
             continue
-        label = f"site {pid}"
         log.info("%s: %d members and %d class-matched non-members", label, n, n)
         solvers: dict[str, nn.Module] = {"solver (global)": solver}
         generators: dict[str, nn.Module] = {}

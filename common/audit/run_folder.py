@@ -23,6 +23,19 @@ DEFAULT_CANARY_DELTA = 1e-5
 SIMULATED_SITE = re.compile(r"^site-(\d+)$")  # common.sitestate.default_site_id
 
 
+def simulated_partition(site_id: str) -> int:
+    """The simulated data share a site id names (``site-<p>``: p); a ValueError for any
+    other id (a deployed site: the auditor does not hold its records)."""
+    match = SIMULATED_SITE.match(site_id.strip())
+    if not match:
+        raise ValueError(
+            f"site id {site_id!r} is not a simulated site (site-<p>, e.g. site-0): the "
+            "model audit rebuilds a site's records from its simulated share, and a deployed "
+            "site's records are only at the site"
+        )
+    return int(match.group(1))
+
+
 def site_updates_by_partition(run_dir: Path) -> dict[int, dict[str, Any]]:
     """The last update each site sent (``site_updates.pt``, keyed by the site id the
     server accepted), by the simulated data share its *site id* names (``site-<p>``; the

@@ -60,7 +60,7 @@ def test_quick_model_audit_writes_the_report(run_dir: Path, tmp_path: Path) -> N
             "solver (site's round-2 update) / lira_offline",
             "generator (site's round-2 update) / gan_leaks_median",
         ):
-            result = attacks[f"site {site} / {attack}"]
+            result = attacks[f"site-{site} / {attack}"]
             assert 0.0 <= result["auc"] <= 1.0
             assert "tpr_at_0.1%_fpr" in result and "tpr_at_1%_fpr" in result
             assert result["num_members"] == result["num_non_members"] > 0
@@ -84,7 +84,7 @@ def test_canaries_and_accountant_epsilon_enter_the_report(run_dir: Path, tmp_pat
         },
         run / "canaries.pt",
     )
-    args = ["models", str(run), "--sites", "0", "--shadows", "2", "--records", "40", "--quick"]
+    args = ["models", str(run), "--sites", "site-0", "--shadows", "2", "--records", "40", "--quick"]
     assert main([*args, "--device", "cpu"]) == 0
     report = json.loads((run / "audit" / "audit.json").read_text())
     assert report["accountant"] == {"name": "rdp", "epsilon": 4.0, "delta": 1e-5}
@@ -93,14 +93,26 @@ def test_canaries_and_accountant_epsilon_enter_the_report(run_dir: Path, tmp_pat
     assert 0.0 <= bound["epsilon_lower_bound"] < 4.0  # the canaries were never trained on
     own = "site's round-2 update"
     assert set(report["attacks"]) == {
-        "site 0 / solver (global) / loss",
-        "site 0 / solver (global) / lira_online",
-        "site 0 / solver (global) / lira_offline",
-        f"site 0 / solver ({own}) / loss",
-        f"site 0 / solver ({own}) / lira_online",
-        f"site 0 / solver ({own}) / lira_offline",
-        f"site 0 / generator ({own}) / gan_leaks_median",
+        "site-0 / solver (global) / loss",
+        "site-0 / solver (global) / lira_online",
+        "site-0 / solver (global) / lira_offline",
+        f"site-0 / solver ({own}) / loss",
+        f"site-0 / solver ({own}) / lira_online",
+        f"site-0 / solver ({own}) / lira_offline",
+        f"site-0 / generator ({own}) / gan_leaks_median",
     }
+
+
+def test_the_model_audit_takes_site_ids_and_refuses_others(
+    run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Sites are named by the id they trained and sent under (issue 35: audits keyed sites
+    by partition); a number or a deployed site's id is refused before any attack runs."""
+    run = copy_run(run_dir, tmp_path)
+    for bad in ("0", "hospital-a"):
+        assert main(["models", str(run), "--sites", bad, "--quick", "--device", "cpu"]) == 2
+        assert f"site id {bad!r} is not a simulated site" in capsys.readouterr().err
+        assert not (run / "audit").exists()
 
 
 def test_cli_exits_2_without_a_run_folder_or_logs(run_dir: Path, tmp_path: Path) -> None:
