@@ -1,6 +1,6 @@
 """The privacy-audit report of a run: ``audit.json``, ``audit.md`` and ``roc.png``.
 
-Results are keyed by a label (e.g. ``"site 0 / solver / lira_online"``); each value is an
+Results are keyed by a label (e.g. ``"site-0 / solver / lira_online"``); each value is an
 :class:`AttackResult`, its ``to_dict()``, a :class:`CanaryBound` or its ``to_dict()``.
 Attacks go into the AUC / TPR-at-low-FPR table and the ROC figure (log-log axes, as in
 Carlini et al. 2022); canary bounds are set against the accountant's epsilon.
