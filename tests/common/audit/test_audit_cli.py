@@ -2,7 +2,6 @@
 
 import json
 import shutil
-import time
 from pathlib import Path
 
 import numpy as np
@@ -44,9 +43,7 @@ def copy_run(run_dir: Path, tmp_path: Path) -> Path:
 
 def test_quick_model_audit_writes_the_report(run_dir: Path, tmp_path: Path) -> None:
     run = copy_run(run_dir, tmp_path)
-    start = time.perf_counter()
     assert main(["models", str(run), "--quick", "--device", "cpu"]) == 0
-    assert time.perf_counter() - start < 60
     for name in ("audit.json", "audit.md", "roc.png"):
         assert (run / "audit" / name).is_file(), name
     report = json.loads((run / "audit" / "audit.json").read_text())
