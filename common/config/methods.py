@@ -80,7 +80,6 @@ class GeneratorKind:
     name: str
     released: bool = False  # a site releases noised statistics (an embedding) and the server
     # fits the generator to their sum: no generator is trained at a site, none travels up
-    adversarial: bool = False  # trained against a critic that stays at the site
 
 
 @dataclass(frozen=True)
@@ -95,7 +94,7 @@ GENERATOR_TABLE: dict[str, GeneratorKind] = {
     g.name: g
     for g in (
         GeneratorKind("vae"),  # a conditional VAE (DGR's default)
-        GeneratorKind("gan", adversarial=True),  # an AC-GAN (DGM's)
+        GeneratorKind("gan"),  # an AC-GAN (DGM's)
         GeneratorKind("embedding", released=True),  # DP-MERF (Harder et al. 2021)
     )
 }
