@@ -290,15 +290,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2 if not report.logs else (0 if report.ok else 1)
     _log_progress()
     start = time.perf_counter()
-    sites = [s.strip() for s in args.sites.split(",") if s.strip()] if args.sites else None
     from common.audit.run_folder import simulated_partition
 
-    try:
-        for site in sites or ():
-            simulated_partition(site)
-    except ValueError as exc:
-        print(f"fedreplay audit models: --sites: {exc}", file=sys.stderr)
-        return 2
+    sites = None  # the site ids, read once into the simulated shares they name
+    if args.sites:
+        sites = []
+        for site_id in (s.strip() for s in args.sites.split(",") if s.strip()):
+            partition = simulated_partition(site_id)
+            if partition is None:
+                print(
+                    f"fedreplay audit models: --sites: site id {site_id!r} is not a simulated "
+                    "site (site-<p>, e.g. site-0): the model audit rebuilds a site's records "
+                    "from its simulated share, and a deployed site's records are only at the "
+                    "site",
+                    file=sys.stderr,
+                )
+                return 2
+            sites.append(partition)
     paths = audit_models(
         run_dir,
         quick=args.quick,

@@ -31,7 +31,6 @@ from common.audit.run_folder import (
     DEFAULT_CANARY_DELTA,
     load_run_config,
     read_json,
-    simulated_partition,
     site_updates_by_partition,
 )
 from common.config import ExperimentConfig
@@ -147,11 +146,11 @@ def audit_models(
     records: int | None,
     data_root: str | None,
     device_name: str | None,
-    sites: Sequence[str] | None,
+    sites: Sequence[int] | None,
     seed: int = 0,
 ) -> dict[str, Path]:
     """Run the attacks of the module docstring and write ``run_dir/audit`` (``sites``: the
-    simulated site ids to attack, ``site-<p>``; None: every site of the run)."""
+    simulated shares to attack, p of site id ``site-<p>``; None: every site of the run)."""
     cfg = load_run_config(run_dir, data_root)
     summary = read_json(run_dir / "summary.json")
     device = select_device(device_name or cfg.device)
@@ -175,8 +174,7 @@ def audit_models(
     holdout, non_member_source = audit_non_members(cfg, stream)
     log.info("non-members: %s", non_member_source)
     results: dict[str, Any] = {}
-    pids = [simulated_partition(s) for s in sites] if sites is not None else range(n_sites)
-    for pid in pids:
+    for pid in sites if sites is not None else range(n_sites):
         # Members: the site's real training records (canaries are audited separately).
         # Non-members: held-out test records no site trained on, class for class as many.
         local = site_records(cfg, SiteIdentity(pid, n_sites))

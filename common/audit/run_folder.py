@@ -23,17 +23,11 @@ DEFAULT_CANARY_DELTA = 1e-5
 SIMULATED_SITE = re.compile(r"^site-(\d+)$")  # common.sitestate.default_site_id
 
 
-def simulated_partition(site_id: str) -> int:
-    """The simulated data share a site id names (``site-<p>``: p); a ValueError for any
-    other id (a deployed site: the auditor does not hold its records)."""
-    match = SIMULATED_SITE.match(site_id.strip())
-    if not match:
-        raise ValueError(
-            f"site id {site_id!r} is not a simulated site (site-<p>, e.g. site-0): the "
-            "model audit rebuilds a site's records from its simulated share, and a deployed "
-            "site's records are only at the site"
-        )
-    return int(match.group(1))
+def simulated_partition(site_id: str) -> int | None:
+    """The simulated data share a site id names (``site-<p>``: p); None for any other id
+    (a deployed site: the auditor does not hold its records)."""
+    match = SIMULATED_SITE.match(site_id)
+    return int(match.group(1)) if match else None
 
 
 def site_updates_by_partition(run_dir: Path) -> dict[int, dict[str, Any]]:
@@ -49,9 +43,9 @@ def site_updates_by_partition(run_dir: Path) -> dict[int, dict[str, Any]]:
     saved = torch.load(path, map_location="cpu", weights_only=True)
     out = {}
     for site_id, update in saved.items():
-        match = SIMULATED_SITE.match(str(site_id))
-        if match:
-            out[int(match.group(1))] = update
+        partition = simulated_partition(str(site_id))
+        if partition is not None:
+            out[partition] = update
     return out
 
 
