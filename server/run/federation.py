@@ -98,13 +98,7 @@ class FederatedRun:
             bounds=(  # client-level DP's clipped, noised mean replaces the rule
                 None
                 if cfg.dp.client_level
-                else Bounds(
-                    rule=cfg.aggregation_rule,
-                    update_clip=cfg.robust.update_clip,
-                    weight_cap=cfg.robust.weight_cap,
-                    trim_fraction=cfg.robust.trim_fraction,
-                    num_malicious=cfg.robust.num_malicious,
-                )
+                else Bounds(rule=cfg.aggregation_rule, **asdict(cfg.robust))
             ),
         )
         self.strategy: Strategy = self.fedreplay
