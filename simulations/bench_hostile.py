@@ -44,7 +44,7 @@ BASE = {
     "partition.kind": "dirichlet",
     "partition.alpha": 0.5,
     "replay.mode": "ensemble",
-    "eval.generator-quality": False,
+    "generator.quality": False,
     "vae.kl-weight": 1.0,  # as measured (docs/notebook/results.md); "auto" gives digits 0.25
 }
 UNPROTECTED = {"fed.aggregation": "fedavg", "robust.update-clip": 0.0, "robust.weight-cap": 0.0}
@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     base: dict[str, object]
     if args.run_config:
-        base = {**user_overrides(args.run_config, []), "eval.generator-quality": False}
+        base = {**user_overrides(args.run_config, []), "generator.quality": False}
     else:
         base = dict(BASE)
     base.update(user_overrides(None, args.set))

@@ -4,7 +4,7 @@ The ridge solver (common/models/ridge.py) is fitted to the sum of the sites' noi
 releases: per-class sums of random features and their Gram matrix, one Gaussian release
 per site and task at noise multiplier sigma x sqrt(2) (common/privacy/embedding.py). Its
 two settings, the number of random feature pairs (``embedding.features``) and lambda
-(``solver.ridge``), must not be chosen on the records the sites hold (a choice that
+(``ridge.penalty``), must not be chosen on the records the sites hold (a choice that
 depends on private data is itself a release) nor on the test set (the figure would be
 optimistic). This script chooses them on a **public proxy**:
 scikit-learn's bundled ``digits`` (UCI optical recognition of handwritten digits, 1,797

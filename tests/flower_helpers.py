@@ -28,7 +28,7 @@ FEDREPLAY = [sys.executable, "-m", "server.cli", "run"]  # `fedreplay run`, this
 # Settings for a run that takes seconds of training: digits (bundled with scikit-learn),
 # 2 tasks, one short round per task, no generator-quality evaluator.
 TINY = (
-    "tasks.num-tasks=2 train.iterations=20 fed.rounds-per-task=1 eval.generator-quality=false "
+    "tasks.num-tasks=2 train.iterations=20 fed.rounds-per-task=1 generator.quality=false "
     "solver.hidden=64 generator.hidden=64 generator.latent-dim=16"
 )
 

@@ -6,14 +6,14 @@ Flower hands them (merged with ``--run-config`` overrides) to both apps as a fla
 table and the same override files, so both paths share one schema.
 
     cfg = load_config({"data.name": "mnist", "method": "none"})
-    cfg.data.name, cfg.train.iterations, cfg.replay.ratio_for(num_tasks_seen=3)
+    cfg.data.name, cfg.train.iterations, cfg.replay.ratio_for(3)
 
 - :mod:`common.config.sections`: one dataclass per section, the allowed values
 - :mod:`common.config.experiment`: :class:`ExperimentConfig`, checks across sections
 - :mod:`common.config.loading`: defaults, override files, ``--set`` strings, ``load_config``
 """
 
-from common.config.experiment import ExperimentConfig, run_config_of
+from common.config.experiment import OWNED_SECTIONS, ExperimentConfig, run_config_of
 from common.config.loading import (
     default_run_config,
     drop_retired,
@@ -54,12 +54,12 @@ from common.config.sections import (
     DGMConfig,
     DPConfig,
     EmbeddingConfig,
-    EvalConfig,
     FedConfig,
     GANConfig,
     GeneratorConfig,
     PartitionConfig,
     ReplayConfig,
+    RidgeConfig,
     RobustConfig,
     Scalar,
     SolverConfig,
@@ -76,6 +76,7 @@ __all__ = [
     "EVAL_MODES",
     "GENERATORS",
     "METHODS",
+    "OWNED_SECTIONS",
     "PARTITIONS",
     "PRECISIONS",
     "PYPROJECT",
@@ -93,7 +94,6 @@ __all__ = [
     "DPConfig",
     "DataConfig",
     "EmbeddingConfig",
-    "EvalConfig",
     "ExperimentConfig",
     "FedConfig",
     "GANConfig",
@@ -102,6 +102,7 @@ __all__ = [
     "Method",
     "PartitionConfig",
     "ReplayConfig",
+    "RidgeConfig",
     "RobustConfig",
     "Scalar",
     "SolverArch",

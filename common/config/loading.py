@@ -139,12 +139,14 @@ RETIRED: dict[str, Scalar | None] = {
     "dgm.embedding-lr": 0.02,
     "replay.batch-size": 0,  # never set by an experiment: the replay batch is the real one's
     "eval.samples-per-class": 100,  # the replay quality's draws: server.run.federation
+    "gan.loss": "bce",  # wgan-gp: never benchmarked, and refused under DP
+    "replay.ratio": "auto",  # DGR's 1 / tasks seen; no experiment set another
 }
 
 
-# keys that moved into their generator kind's own section (issue 35: method knobs in the
-# method's section): a saved run's config is read with the new names; a user who types an
-# old one is told the new one
+# keys that moved into the section of what they belong to (issue 35: method knobs in the
+# method's section; common.config.experiment.OWNED_SECTIONS): a saved run's config is read
+# with the new names; a user who types an old one is told the new one
 RENAMED: dict[str, str] = {
     "generator.kl-weight": "vae.kl-weight",
     "train.gan-diversity": "gan.diversity",
@@ -158,6 +160,11 @@ RENAMED: dict[str, str] = {
     "fed.weight-cap": "robust.weight-cap",
     "fed.trim-fraction": "robust.trim-fraction",
     "fed.num-malicious": "robust.num-malicious",
+    "train.generator-lr": "generator.lr",
+    "train.generator-iterations": "generator.iterations",
+    "eval.generator-quality": "generator.quality",
+    "train.solver-data": "replay.solver-data",
+    "solver.ridge": "ridge.penalty",
 }
 
 
@@ -191,7 +198,7 @@ def load_config(
     for key, value in flatten(overrides or {}).items():
         if key in RENAMED and RENAMED[key] in base:
             raise ConfigError(f"{key} is now {RENAMED[key]} (the same meaning; rename it)")
-        if key in RETIRED and key not in base:
+        if RENAMED.get(key, key) in RETIRED and key not in base:
             raise ConfigError(
                 f"{key} was removed: no experiment set it, or it measured no gain "
                 "(docs/notebook/results.md); drop it"

@@ -92,26 +92,46 @@ class TasksConfig:
 class SolverConfig:
     arch: str
     hidden: int
-    ridge: float = 30.0  # arch = "ridge": the regularisation lambda of the closed-form fit
 
     def __post_init__(self) -> None:
         _choice("solver.arch", self.arch, SOLVERS)
         _positive("solver.hidden", self.hidden)
-        _positive("solver.ridge", self.ridge)
+
+
+@dataclass(frozen=True)
+class RidgeConfig:
+    """The ridge solver's own knob (solver.arch = "ridge"; common.models.ridge)."""
+
+    penalty: float = 30.0  # the L2 penalty (lambda) of the closed-form fit
+
+    def __post_init__(self) -> None:
+        _positive("ridge.penalty", self.penalty)
 
 
 @dataclass(frozen=True)
 class GeneratorConfig:
+    """The generator of a method with one (dgr, dgm): its kind and model, its training at
+    a site, and the server's score of its replay."""
+
     kind: str
     hidden: int
     latent_dim: int
     arch: str = "mlp"  # mlp | conv
+    lr: float = 1e-3
+    iterations: int = 0  # updates per round; 0 = as many as the solver's (train.iterations)
+    quality: bool = True  # score the replay per task by the evaluator (server.run)
 
     def __post_init__(self) -> None:
         _choice("generator.kind", self.kind, GENERATORS)
         _choice("generator.arch", self.arch, ("mlp", "conv"))
         _positive("generator.hidden", self.hidden)
         _positive("generator.latent-dim", self.latent_dim)
+        _positive("generator.lr", self.lr)
+        _positive("generator.iterations", self.iterations, allow_zero=True)
+
+    def steps(self, solver_iterations: int) -> int:
+        """Generator updates per round: its own setting, else as many as the solver's."""
+        return self.iterations or solver_iterations
 
 
 @dataclass(frozen=True)
@@ -142,12 +162,10 @@ class GANConfig:
     """The AC-GAN generator's own knobs (generator.kind = "gan")."""
 
     diversity: float = 0.0  # weight of the generator's mode-seeking term (0 = off)
-    loss: str = "bce"  # bce (non-saturating; trains under DP-SGD) | wgan-gp (not under DP)
     labels: str = "auto"  # auto | uniform | real: the labels its fakes are drawn for
 
     def __post_init__(self) -> None:
         _positive("gan.diversity", self.diversity, allow_zero=True)
-        _choice("gan.loss", self.loss, ("bce", "wgan-gp"))
         _choice("gan.labels", self.labels, GAN_LABELS)
 
 
@@ -206,56 +224,40 @@ class TrainConfig:
     iterations: int
     batch_size: int
     lr: float
-    generator_lr: float
-    generator_iterations: int
-    solver_data: str  # real | synthetic: what the solver learns the current task from
     precision: str  # fp32 | bf16: bf16 = matrix products in bfloat16 (autocast), weights fp32
 
     def __post_init__(self) -> None:
-        _choice("train.solver-data", self.solver_data, SOLVER_DATA)
         _choice("train.precision", self.precision, PRECISIONS)
         _positive("train.iterations", self.iterations)
         _positive("train.batch-size", self.batch_size)
         _positive("train.lr", self.lr)
-        _positive("train.generator-lr", self.generator_lr)
-        _positive("train.generator-iterations", self.generator_iterations, allow_zero=True)
-
-    def generator_steps(self, iterations: int | None = None) -> int:
-        """Generator updates per round: its own setting, else as many as the solver's."""
-        return self.generator_iterations or (self.iterations if iterations is None else iterations)
 
 
 @dataclass(frozen=True)
 class ReplayConfig:
-    ratio: str
+    """Generative replay (methods with a generator): what is replayed, how it is labelled,
+    and what the solver learns the current task from."""
+
     labels: str
     retries: int
     mode: str
     mixture: str
+    solver_data: str  # real | synthetic: what the solver learns the current task from
 
     def __post_init__(self) -> None:
         _choice("replay.mode", self.mode, REPLAY_MODES)
         _choice("replay.mixture", self.mixture, REPLAY_MIXTURES)
         _positive("replay.retries", self.retries, allow_zero=True)
         _choice("replay.labels", self.labels, REPLAY_LABELS)
-        if self.ratio != "auto":
-            try:
-                value = float(self.ratio)
-            except ValueError:
-                raise ConfigError(
-                    f"replay.ratio={self.ratio!r} must be 'auto' or a number in (0, 1]"
-                ) from None
-            if not 0.0 < value <= 1.0:
-                raise ConfigError(f"replay.ratio={self.ratio!r} must be in (0, 1]")
+        _choice("replay.solver-data", self.solver_data, SOLVER_DATA)
 
-    def ratio_for(self, num_tasks_seen: int) -> float:
-        """Importance of the current task (DGR's r); replay gets ``1 - r``.
-
-        ``auto`` is the paper's rule: every task seen so far weighs the same.
-        """
+    @staticmethod
+    def ratio_for(num_tasks_seen: int) -> float:
+        """Importance of the current task (DGR's r; replay gets ``1 - r``): the paper's
+        rule, every task seen so far weighs the same."""
         if num_tasks_seen < 1:
             raise ValueError("num_tasks_seen must be >= 1")
-        return 1.0 / num_tasks_seen if self.ratio == "auto" else float(self.ratio)
+        return 1.0 / num_tasks_seen
 
 
 @dataclass(frozen=True)
@@ -365,11 +367,6 @@ class DPConfig:
     def released_metrics(self) -> frozenset[str]:
         """Metrics a site may send un-noised under DP beyond what the protocol needs."""
         return frozenset(m.strip() for m in self.release_metrics.split(",") if m.strip())
-
-
-@dataclass(frozen=True)
-class EvalConfig:
-    generator_quality: bool  # score the replay per task by the evaluator (server.run)
 
 
 @dataclass(frozen=True)

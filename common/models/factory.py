@@ -27,7 +27,7 @@ def build_solver(
     if cfg.arch == "ridge":
         if not isinstance(config, ExperimentConfig):
             raise ValueError("solver.arch='ridge' is built from the experiment's config")
-        return RidgeSolver(features_for(config, shape), num_classes, ridge=cfg.ridge)
+        return RidgeSolver(features_for(config, shape), num_classes, ridge=config.ridge.penalty)
     if cfg.arch == "mlp":
         return MLPSolver(shape, num_classes, cfg.hidden)
     if cfg.arch == "discriminator":  # the AC-GAN's critic, width solver.hidden

@@ -48,7 +48,7 @@ def privacy_root() -> Path:
 def private_solver_steps(cfg: ExperimentConfig, iterations: int) -> int:
     """Solver steps that touch real records: none when it learns from synthetic data, none
     of its own when the solver is the discriminator (its steps are the critic's)."""
-    if cfg.train.solver_data == "synthetic" or cfg.solver_traits.is_critic:
+    if cfg.replay.solver_data == "synthetic" or cfg.solver_traits.is_critic:
         return 0
     return iterations
 
@@ -58,7 +58,7 @@ def private_generator_steps(cfg: ExperimentConfig, iterations: int) -> int:
     :meth:`common.training.learner.Learner.train` takes them: each touches real records."""
     if not cfg.uses_generator or cfg.releases_statistics:  # (released, not trained)
         return 0
-    return cfg.train.generator_steps(iterations)
+    return cfg.generator.steps(iterations)
 
 
 @dataclass

@@ -97,27 +97,21 @@ class GANTrainer:
         rng: torch.Generator | None = None,
         diversity: float = 0.0,
         num_fakes: int = 64,
-        loss: str = "bce",
-        gp_weight: float = 10.0,
         replay_aux_only: bool = False,
     ) -> None:
         if num_fakes < 1:
             raise ValueError(f"num_fakes={num_fakes!r} must be >= 1")
         if diversity < 0:
             raise ValueError(f"diversity={diversity!r} must be >= 0 (0 = no mode-seeking term)")
-        if loss not in ("bce", "wgan-gp"):
-            raise ValueError(f"loss={loss!r} must be 'bce' or 'wgan-gp'")
         self.generator, self.discriminator = generator, discriminator
         self.diversity = diversity
         # True: replay teaches the auxiliary classifier only (the generator learns the
         # current task alone: DGM, per-task replay), as much as every finished task
         self.replay_aux_only = replay_aux_only
-        self.wasserstein, self.gp_weight = loss == "wgan-gp", gp_weight
-        self.fake: Tensor | None = None  # this step's fakes (the gradient penalty pairs them)
         # A fixed number of fakes per step: under DP the real batch's size is private
         # (Poisson sampling), and fakes shape un-noised terms of the discriminator's step.
         self.num_fakes = num_fakes
-        betas = (0.5, 0.9) if self.wasserstein else (0.5, 0.999)  # WGAN-GP's usual Adam
+        betas = (0.5, 0.999)  # DCGAN's Adam
         d_opt = adam(discriminator.parameters(), lr=lr, betas=betas)
         groups = (
             generator.param_groups(lr)
@@ -130,27 +124,11 @@ class GANTrainer:
 
     def _d_terms(self, x: Tensor, labels: Tensor) -> Tensor:
         """Per-sample discriminator loss on real (or replayed) inputs (B,): source
-        ("real") + auxiliary class; WGAN-GP: the critic's -D(x), plus the gradient
-        penalty on points between each input and a fake (Gulrajani et al. 2017)."""
+        ("real") + auxiliary class."""
         source, aux = self.discriminator(x)
         cls = F.cross_entropy(aux, labels, reduction="none")
-        if not self.wasserstein:
-            real = F.binary_cross_entropy_with_logits(
-                source, torch.ones_like(source), reduction="none"
-            )
-            return real + cls
-        return -source + cls + self.gp_weight * self._penalty(x)
-
-    def _penalty(self, x: Tensor) -> Tensor:
-        """(B,): (||grad_x D(x_hat)|| - 1)^2 at x_hat between x and this step's fakes."""
-        assert self.fake is not None
-        fake = self.fake.detach()
-        fake = fake.repeat((len(x) + len(fake) - 1) // len(fake), 1, 1, 1)[: len(x)]
-        eps = torch.rand(len(x), 1, 1, 1, generator=self.rng).to(x.device)
-        between = (eps * x.detach() + (1 - eps) * fake).requires_grad_(True)
-        source, _ = self.discriminator(between)
-        (grad,) = torch.autograd.grad(source.sum(), between, create_graph=True)
-        return (grad.flatten(1).norm(dim=1) - 1).pow(2)
+        real = F.binary_cross_entropy_with_logits(source, torch.ones_like(source), reduction="none")
+        return real + cls
 
     def _d_fake_terms(self, fake: Tensor) -> Tensor:
         """Per-sample discriminator loss on generated inputs (B,): source ("fake") only.
@@ -160,8 +138,6 @@ class GANTrainer:
         new class as that class, and in class-incremental DGR the generator then draws old
         digits for new labels (measured: docs/notebook/results.md, "AC-GAN generator")."""
         source, _ = self.discriminator(fake)
-        if self.wasserstein:
-            return source
         return F.binary_cross_entropy_with_logits(
             source, torch.zeros_like(source), reduction="none"
         )
@@ -174,7 +150,6 @@ class GANTrainer:
         fake_y = classes[torch.randint(len(classes), (n,), generator=self.rng)].to(device)
         z = torch.randn(n, self.generator.latent_dim, generator=self.rng).to(device)
         fake = self.generator(z, fake_y)
-        self.fake = fake
 
         aux_only = self.replay_aux_only and replay is not None
         # aux-only replay: the real batch keeps its full weight (the GAN learns from it) and
@@ -209,11 +184,7 @@ class GANTrainer:
                 # (B,) mean pixel distance over mean code distance, per pair
                 spread = (fake - fake2).abs().flatten(1).mean(1) / (z - z2).abs().mean(1)
             source, aux = self.discriminator(fakes)
-            adversarial = (
-                -source.mean()
-                if self.wasserstein
-                else F.binary_cross_entropy_with_logits(source, torch.ones_like(source))
-            )
+            adversarial = F.binary_cross_entropy_with_logits(source, torch.ones_like(source))
             g_loss = adversarial + F.cross_entropy(aux, fakes_y)
             if spread is not None:
                 g_loss = g_loss + self.diversity / (spread.mean() + 1e-5)

@@ -183,7 +183,7 @@ class Learner:
     def _generative_trainer(
         self, rng: torch.Generator, make_stepper: StepperFactory
     ) -> GenerativeTrainer:
-        lr = self.cfg.train.generator_lr
+        lr = self.cfg.generator.lr
         if isinstance(self.generator, VAEDecoder) and isinstance(self.critic, VAEEncoder):
             return VAETrainer(
                 self.generator,
@@ -201,7 +201,6 @@ class Learner:
                 rng=rng,
                 diversity=self.cfg.gan.diversity,
                 num_fakes=self.cfg.train.batch_size,
-                loss=self.cfg.gan.loss,
                 replay_aux_only=self._own_task_only,
             )
         raise TypeError("generator and critic kinds do not match")
@@ -281,7 +280,7 @@ class Learner:
         sees them is a DP-SGD step (replay stays outside the clipped, noised part).
         Solver and generator draw their own batches, so each step is one mechanism.
 
-        With ``train.solver-data = "synthetic"`` the generator takes all its steps first,
+        With ``replay.solver-data = "synthetic"`` the generator takes all its steps first,
         then the solver learns the current task's classes (from the configuration, never
         from which classes the site holds) from the generator's samples, plus replay: the
         solver never sees a real record, so under DP only the generator's steps are private.
@@ -309,7 +308,7 @@ class Learner:
             make_stepper = dp_stepper_factory(
                 dp, expected_batch_size=round(dp.sample_rate * len(real))
             )
-        synthetic = cfg.train.solver_data == "synthetic"
+        synthetic = cfg.replay.solver_data == "synthetic"
         # the discriminator as the solver learns in the critic's steps: no steps of its own
         solver_step: Stepper | None = None
         if not self.critic_is_solver:
@@ -323,10 +322,10 @@ class Learner:
         gen_trainer = (  # an embedding generator is fitted before (client.site)
             self._generative_trainer(rng, make_stepper) if self.critic is not None else None
         )
-        gen_steps = cfg.train.generator_steps(iterations) if gen_trainer is not None else 0
+        gen_steps = cfg.generator.steps(iterations) if gen_trainer is not None else 0
         if synthetic:
             if self.generator is None:
-                raise ValueError("train.solver-data='synthetic' needs a generator")
+                raise ValueError("replay.solver-data='synthetic' needs a generator")
             old = set(replay.classes) if replay is not None else set()
             current = [c for c in classes_seen if c not in old]
             solver_batches = synthetic_batches(

@@ -146,7 +146,7 @@ class TaskGenerator:
             self.classes(t),
             steps=cfg.embedding.fit_steps,
             batch=cfg.embedding.fit_batch,
-            lr=cfg.train.generator_lr,
+            lr=cfg.generator.lr,
             seed=cfg.seed + 1000 * t,
         )
         self.fitted = (t, sites)

@@ -171,7 +171,7 @@ class FederatedRun:
         self.rounds_before = len(self.state.rounds)
         with flower_log_in(self.folder.path):  # the console keeps the project's own lines
             self.evaluator = None
-            if self.generator is not None and self.central and cfg.eval.generator_quality:
+            if self.generator is not None and self.central and cfg.generator.quality:
                 self.evaluator = train_evaluator(stream, device=self.device, seed=cfg.seed)
             for t in range(first_task, len(stream)):
                 self._learn_task(grid, t, arrays, payload, done, ckpt if t == first_task else None)

@@ -48,7 +48,7 @@ def test_the_run_folder_holds_the_canaries_for_the_audit(tmp_path: Path) -> None
             **CFG,
             "output-dir": str(tmp_path),
             "train.iterations": 10,
-            "eval.generator-quality": False,
+            "generator.quality": False,
             "solver.hidden": 32,
             "generator.hidden": 32,
             "generator.latent-dim": 8,

@@ -25,7 +25,7 @@ def test_defaults_parse_into_typed_config() -> None:
 
 
 def test_run_config_round_trip() -> None:
-    cfg = load_config({"data.name": "mnist", "fed.num-sites": 5, "replay.ratio": "0.3"})
+    cfg = load_config({"data.name": "mnist", "fed.num-sites": 5, "generator.lr": 0.003})
     assert load_config(cfg.to_run_config()) == cfg
     assert cfg.to_run_config().keys() == default_run_config().keys()
 
@@ -41,8 +41,9 @@ def test_unknown_key_names_the_closest_match() -> None:
         ({"method": "bogus"}, "method='bogus'"),
         ({"train.iterations": 0}, "train.iterations"),
         ({"train.iterations": "many"}, "expected int"),
-        ({"replay.ratio": "1.5"}, "replay.ratio"),
-        ({"replay.ratio": "half"}, "replay.ratio"),
+        ({"generator.lr": 0.0}, "generator.lr"),
+        ({"replay.solver-data": "fake"}, "replay.solver-data"),
+        ({"ridge.penalty": -1.0}, "ridge.penalty"),
         ({"fed.fraction-train": 0.0}, "fed.fraction-train"),
         ({"partition.kind": "classes"}, "partition.site-classes"),
         ({"tasks.scenario": "domain"}, "tasks.datasets"),
@@ -65,11 +66,25 @@ def test_int_accepted_for_float_and_bool_strings() -> None:
     assert cfg.train.lr == 1.0 and cfg.dp.enabled is True
 
 
-def test_importance_ratio_follows_dgr_rule_or_fixed_value() -> None:
-    auto = load_config().replay
-    assert [auto.ratio_for(t) for t in (1, 2, 4)] == [1.0, 0.5, 0.25]
-    fixed = load_config({"replay.ratio": "0.7"}).replay
-    assert fixed.ratio_for(5) == pytest.approx(0.7)
+def test_importance_ratio_follows_dgr_rule() -> None:
+    replay = load_config().replay
+    assert [replay.ratio_for(t) for t in (1, 2, 4)] == [1.0, 0.5, 0.25]
+    with pytest.raises(ValueError, match="num_tasks_seen"):
+        replay.ratio_for(0)
+
+
+def test_the_user_facing_keys_are_few_and_the_rest_belong_to_something() -> None:
+    """Issue 35: at most 40 keys every run reads; every other key is in the section of the
+    method, model or tool it belongs to (OWNED_SECTIONS), which names its owner."""
+    from common.config import OWNED_SECTIONS
+
+    keys = default_run_config()
+    sections = {k.split(".", 1)[0] for k in keys if "." in k}
+    assert set(OWNED_SECTIONS) <= sections, set(OWNED_SECTIONS) - sections
+    user_facing = [k for k in keys if k.split(".", 1)[0] not in OWNED_SECTIONS]
+    assert len(user_facing) <= 40, sorted(user_facing)
+    owned = [k for k in keys if k not in user_facing]
+    assert owned and all(OWNED_SECTIONS[k.split(".", 1)[0]] for k in owned)
 
 
 def test_inline_overrides_use_flower_syntax() -> None:
@@ -123,18 +138,8 @@ def test_gan_options_are_checked() -> None:
     from common.config import ConfigError
 
     assert load_config({"generator.kind": "vae", "generator.arch": "conv"}).generator.arch == "conv"
-    with pytest.raises(ConfigError, match="Opacus"):
-        load_config(
-            {
-                "generator.kind": "gan",
-                "gan.loss": "wgan-gp",
-                "dp.enabled": True,
-                "dp.delta": 1e-5,
-            }
-        )
-    with pytest.raises(ConfigError, match=r"gan\.loss"):
-        load_config({"gan.loss": "hinge"})
-    assert load_config({"generator.kind": "gan", "gan.loss": "wgan-gp"}).gan.loss
+    with pytest.raises(ConfigError, match=r"gan\.labels"):
+        load_config({"gan.labels": "hinge"})
 
 
 @pytest.mark.parametrize("bad", [0.0, -1.0, 1.5, float("nan")])
@@ -204,8 +209,34 @@ def test_a_moved_key_names_its_new_name_and_old_run_folders_still_load() -> None
 
     with pytest.raises(ConfigError, match=r"generator.features is now embedding.features"):
         load_config({"generator.features": 300})
-    with pytest.raises(ConfigError, match=r"train.gan-loss is now gan.loss"):
+    with pytest.raises(ConfigError, match=r"train.gan-loss was removed"):
         load_config({"train.gan-loss": "bce"})
+    with pytest.raises(ConfigError, match=r"gan.loss was removed"):
+        load_config({"gan.loss": "wgan-gp"})
+    with pytest.raises(ConfigError, match=r"train.generator-lr is now generator.lr"):
+        load_config({"train.generator-lr": 0.01})
+    with pytest.raises(ConfigError, match=r"solver.ridge is now ridge.penalty"):
+        load_config({"solver.ridge": 10.0})
+    # a run folder saved before the moves and removals of issue 35 (2026-12-07)
+    saved = load_config().to_run_config()
+    old = {k: v for k, v in saved.items() if k.split(".")[0] not in ("generator", "ridge")}
+    old |= {k: v for k, v in saved.items() if k in ("generator.kind", "generator.hidden")}
+    old |= {k: v for k, v in saved.items() if k in ("generator.latent-dim", "generator.arch")}
+    old |= {
+        "train.generator-lr": 0.002,
+        "train.generator-iterations": 5,
+        "eval.generator-quality": False,
+        "train.solver-data": "real",
+        "solver.ridge": 12.0,
+        "replay.ratio": "auto",
+        "gan.loss": "bce",
+    }
+    del old["replay.solver-data"]
+    cfg = load_config(drop_retired(old, source="config.json"))
+    assert (cfg.generator.lr, cfg.generator.iterations, cfg.generator.quality) == (0.002, 5, False)
+    assert cfg.ridge.penalty == 12.0
+    with pytest.raises(ValueError, match=r"replay.ratio = '0.5'"):
+        drop_retired({**old, "replay.ratio": "0.5"}, source="config.json")
     saved = {**load_config().to_run_config(), "generator.fit-steps": 7}
     del saved["embedding.fit-steps"]
     assert load_config(drop_retired(saved, source="config.json")).embedding.fit_steps == 7

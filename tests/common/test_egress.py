@@ -29,7 +29,7 @@ TINY = {
     "solver.hidden": 32,
     "generator.hidden": 32,
     "generator.latent-dim": 8,
-    "eval.generator-quality": False,
+    "generator.quality": False,
     "fed.evaluate": "both",
 }
 SHAPE, CLASSES = (1, 8, 8), 10
@@ -294,7 +294,7 @@ def test_an_embedding_release_must_have_a_task_s_rows(solver: str) -> None:
         "generator.kind": "embedding",
         "embedding.features": 20,
         "replay.mode": "per-task",
-        "train.solver-data": "synthetic",
+        "replay.solver-data": "synthetic",
         "fed.rounds-per-task": 2,
         "solver.arch": solver,
         "tasks.class-order": "0,1,2;3,4;5,6,7,8,9",

@@ -67,7 +67,7 @@ def test_what_travels_is_what_is_declared(tmp_path: Path) -> None:
             "fed.fraction-train": 0.67,  # 2 of 3 sampled: the server asks who is who
             "fed.min-sites": 2,
             "fed.evaluate": "both",
-            "eval.generator-quality": False,
+            "generator.quality": False,
             "output-dir": str(tmp_path),
         }
     )

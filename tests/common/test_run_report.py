@@ -54,7 +54,7 @@ def small_run(tmp_path: Path) -> Path:
             "train.iterations": 10,
             "tasks.num-tasks": 2,
             "fed.num-sites": 2,
-            "eval.generator-quality": False,
+            "generator.quality": False,
             "output-dir": str(tmp_path / "runs"),
         }
     )

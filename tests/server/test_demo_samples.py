@@ -14,8 +14,7 @@ from server.single import run_single_site
 def spread(tmp_path: Path, **overrides: object) -> float:
     """Mean pairwise distance of 32 draws per class, over that of 32 real images."""
     cfg = load_config(
-        {"tasks.num-tasks": 2, "eval.generator-quality": False, "output-dir": str(tmp_path)}
-        | overrides
+        {"tasks.num-tasks": 2, "generator.quality": False, "output-dir": str(tmp_path)} | overrides
     )
     run = run_single_site(cfg)
     stream = build_stream(cfg)

@@ -30,7 +30,7 @@ DGM = {
     "solver.hidden": 32,
     "generator.hidden": 8,
     "generator.latent-dim": 8,
-    "eval.generator-quality": False,
+    "generator.quality": False,
 }
 HOSTILE = 1001
 

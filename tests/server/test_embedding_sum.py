@@ -81,7 +81,7 @@ def test_a_dp_federation_learns_from_releases_and_its_egress_is_clean(
             "solver.arch": solver,
             "replay.mode": "per-task",
             "replay.labels": "condition",
-            "train.solver-data": "synthetic",
+            "replay.solver-data": "synthetic",
             "dp.enabled": True,
             "dp.min-records": 0,
             "dp.delta": 1e-5,

@@ -25,7 +25,7 @@ TINY = {
     "solver.hidden": 32,
     "generator.hidden": 32,
     "generator.latent-dim": 8,
-    "eval.generator-quality": False,
+    "generator.quality": False,
 }
 
 
@@ -236,7 +236,7 @@ def test_hostile_updates_are_rejected_before_aggregation(tmp_path: Path, attack:
 
 
 def test_ensemble_mode_replays_every_sites_generator(tmp_path: Path) -> None:
-    run, grid = federate(tmp_path, **{"replay.mode": "ensemble", "eval.generator-quality": True})
+    run, grid = federate(tmp_path, **{"replay.mode": "ensemble", "generator.quality": True})
     with_replay = [m for m in grid.sent if wire.has_replay(m.content)]
     payload = wire.payload_of(with_replay[0].content)
     assert len(payload.generators) == 2 and len(payload.weights) == 2

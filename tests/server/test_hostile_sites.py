@@ -25,7 +25,7 @@ SMALL = {
     "solver.hidden": 64,
     "generator.hidden": 64,
     "generator.latent-dim": 8,
-    "eval.generator-quality": False,
+    "generator.quality": False,
 }
 UNPROTECTED = {"fed.aggregation": "fedavg", "robust.update-clip": 0.0, "robust.weight-cap": 0.0}
 HOSTILE = 1001
@@ -246,7 +246,7 @@ EMBEDDING = {
     "train.iterations": 150,
     "replay.mode": "per-task",
     "replay.labels": "condition",
-    "train.solver-data": "synthetic",
+    "replay.solver-data": "synthetic",
 }
 
 

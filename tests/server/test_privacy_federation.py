@@ -23,7 +23,7 @@ TINY = {
     "solver.hidden": 32,
     "generator.hidden": 32,
     "generator.latent-dim": 8,
-    "eval.generator-quality": False,
+    "generator.quality": False,
     "dp.min-records": 0,  # digits sites hold ~140 records per task
     "dp.delta": 1e-5,
 }

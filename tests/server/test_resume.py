@@ -27,7 +27,7 @@ TINY = {
     "solver.hidden": 32,
     "generator.hidden": 32,
     "generator.latent-dim": 8,
-    "eval.generator-quality": False,
+    "generator.quality": False,
 }
 DP = {"dp.enabled": True, "dp.min-records": 0, "dp.delta": 1e-5, "dp.target-epsilon": 8.0}
 DGM = {  # the generator grows at the task boundary: a resumed run must take its shapes
@@ -43,7 +43,7 @@ EMB = {  # sites send releases; the server's sum of task 2's must survive the ki
     "embedding.features": 50,
     "embedding.fit-steps": 20,
     "replay.mode": "per-task",
-    "train.solver-data": "synthetic",
+    "replay.solver-data": "synthetic",
 }
 RIDGE = {**EMB, "solver.arch": "ridge"}  # the server's solved solver and its statistics too
 # the sites' reported counts per class must survive the kill (the next replay is built of them)

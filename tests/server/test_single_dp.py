@@ -10,7 +10,7 @@ from server.single import main
 
 ARGS = (
     "tasks.num-tasks=2 train.iterations=10 solver.hidden=16 generator.hidden=16 "
-    "generator.latent-dim=4 eval.generator-quality=false dp.enabled=true dp.delta=1e-5 "
+    "generator.latent-dim=4 generator.quality=false dp.enabled=true dp.delta=1e-5 "
     "dp.min-records=0 dp.target-epsilon=4.0"
 )
 
@@ -46,7 +46,7 @@ def test_a_solver_learning_from_synthetic_data_spends_only_the_generators_steps(
 ) -> None:
     monkeypatch.setenv("FEDREPLAY_SITE_DIR", str(tmp_path / "sites"))
     monkeypatch.setenv("FEDREPLAY_SERVER_DIR", str(tmp_path / "server"))
-    sets = f"{ARGS} train.solver-data='synthetic' output-dir='{tmp_path / 'runs'}'"
+    sets = f"{ARGS} replay.solver-data='synthetic' output-dir='{tmp_path / 'runs'}'"
     assert main(["--no-progress", "--set", sets]) == 0
     ledger = training_rows(tmp_path / "sites" / "privacy" / "single")
     assert all(row["steps"] == 10 for row in ledger), "generator steps only"

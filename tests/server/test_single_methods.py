@@ -28,7 +28,7 @@ def run_stream(
             "solver.hidden": 100,
             "generator.hidden": 100,
             "generator.latent-dim": 16,
-            "eval.generator-quality": False,
+            "generator.quality": False,
             "train.precision": precision,
             "output-dir": str(tmp_path / f"{method}-{precision}"),
         }
@@ -73,7 +73,7 @@ def test_two_single_site_runs_keep_separate_egress_logs(
     sites = tmp_path / "sites"
     monkeypatch.setenv("FEDREPLAY_SITE_DIR", str(sites))
     cfg = load_config(
-        {"tasks.num-tasks": 1, "train.iterations": 5, "eval.generator-quality": False,
+        {"tasks.num-tasks": 1, "train.iterations": 5, "generator.quality": False,
          "solver.hidden": 16, "generator.hidden": 16, "output-dir": str(tmp_path / "runs")}
     )  # fmt: skip
     runs = [run_single_site(cfg).path for _ in range(2)]

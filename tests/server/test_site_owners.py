@@ -57,7 +57,7 @@ def test_a_forged_claim_cannot_quarantine_its_victim(
     cfg = load_config(
         {"train.iterations": 5, "tasks.num-tasks": 2, "fed.rounds-per-task": 2,
          "fed.num-sites": 2, "solver.hidden": 16, "generator.hidden": 16,
-         "generator.latent-dim": 4, "eval.generator-quality": False, "dp.enabled": True,
+         "generator.latent-dim": 4, "generator.quality": False, "dp.enabled": True,
          "dp.min-records": 0, "dp.delta": 1e-5, "output-dir": str(tmp_path / "runs")}
     )  # fmt: skip
     grid = InProcessGrid(client_app, cfg.to_run_config(), num_nodes=2, reply_hook=forge)

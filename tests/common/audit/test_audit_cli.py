@@ -23,7 +23,7 @@ TINY = {
     "solver.hidden": 32,
     "generator.hidden": 32,
     "generator.latent-dim": 8,
-    "eval.generator-quality": False,
+    "generator.quality": False,
 }
 
 

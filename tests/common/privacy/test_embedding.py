@@ -31,7 +31,7 @@ EMB = {
     "embedding.fit-steps": 3,
     "embedding.fit-batch": 8,
     "replay.mode": "per-task",
-    "train.solver-data": "synthetic",
+    "replay.solver-data": "synthetic",
     "dp.enabled": True,
     "dp.min-records": 0,
     "dp.delta": 1e-5,
@@ -103,7 +103,7 @@ def test_the_gram_release_s_noise_is_fresh_symmetric_and_scaled() -> None:
 def test_it_is_refused_outside_the_run_it_is_built_for() -> None:
     for key, value in [
         ("replay.mode", "ensemble"),
-        ("train.solver-data", "real"),
+        ("replay.solver-data", "real"),
     ]:
         with pytest.raises(ConfigError, match="embedding"):
             load_config({**EMB, key: value})

@@ -25,7 +25,7 @@ BASE = {
     "solver.arch": "discriminator",
     "solver.hidden": 16,
     "tasks.num-tasks": 2,
-    "eval.generator-quality": False,
+    "generator.quality": False,
 }
 
 
@@ -48,7 +48,7 @@ class StoredReplay:
         ({"method": "none"}, "method='dgr' or 'dgm' with generator.kind='gan'"),
         ({"method": "dgr", "generator.kind": "vae"}, "generator.kind='gan'"),
         ({"method": "dgr", "generator.arch": "mlp"}, "generator.arch='conv'"),
-        ({"train.solver-data": "synthetic"}, "train.solver-data='synthetic' does not apply"),
+        ({"replay.solver-data": "synthetic"}, "replay.solver-data='synthetic' does not apply"),
     ],
 )
 def test_the_discriminator_solver_needs_a_conv_gan_that_learns_from_real_data(
