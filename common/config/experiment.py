@@ -259,6 +259,20 @@ class ExperimentConfig:
             return "dp-mean"
         return "trimmed-mean" if self.fed.aggregation == "auto" else self.fed.aggregation
 
+    def section_in_use(self, section: str) -> bool:
+        """Whether this run reads an owned section (OWNED_SECTIONS; robust., partition.
+        and audit. are read whenever their tool runs; any other section: always)."""
+        gen, kind = self.uses_generator, self.generator.kind
+        return {
+            "generator": gen,
+            "replay": gen,
+            "vae": gen and kind == "vae",
+            "gan": gen and kind == "gan",
+            "embedding": gen and kind == "embedding",
+            "dgm": self.method == "dgm",
+            "ridge": self.solver.arch == "ridge",
+        }.get(section, True)
+
     @property
     def method_traits(self) -> Method:
         """What ``method`` is (common.config.methods): its replay, data and DP traits."""

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import difflib
 import tomllib
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import fields, is_dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, get_type_hints
 
-from common.config.experiment import ExperimentConfig
+from common.config.experiment import OWNED_SECTIONS, ExperimentConfig
 from common.config.sections import PYPROJECT, ConfigError, Scalar
 
 
@@ -232,4 +233,18 @@ def load_config(
     missing_top = wanted_top - set(top)
     if missing_top:
         raise ConfigError(f"missing top-level options {sorted(missing_top)}")
-    return ExperimentConfig(**{k: top[k] for k in wanted_top}, **built)
+    cfg = ExperimentConfig(**{k: top[k] for k in wanted_top}, **built)
+    idle = sorted(
+        k for k, v in merged.items() if v != base[k] and not cfg.section_in_use(k.split(".")[0])
+    )
+    if idle:
+        owners = sorted({k.split(".")[0] for k in idle})
+        warnings.warn(
+            f"{', '.join(idle)} {'has' if len(idle) == 1 else 'have'} no effect in this run "
+            f"(method={cfg.method!r}, generator.kind={cfg.generator.kind!r}, solver.arch="
+            f"{cfg.solver.arch!r}): "
+            + "; ".join(f"{name}. is read only for {OWNED_SECTIONS[name]}" for name in owners),
+            UserWarning,
+            stacklevel=2,
+        )
+    return cfg

@@ -87,6 +87,24 @@ def test_the_user_facing_keys_are_few_and_the_rest_belong_to_something() -> None
     assert owned and all(OWNED_SECTIONS[k.split(".", 1)[0]] for k in owned)
 
 
+def test_a_key_whose_owner_is_not_in_use_is_reported_not_silently_ignored() -> None:
+    """A careless override (a GAN knob on a VAE run, the ridge penalty on an MLP) would do
+    nothing; the loader says so, naming each key and what reads it."""
+    import warnings
+
+    with pytest.warns(UserWarning, match=r"gan.diversity, ridge.penalty have no effect") as got:
+        load_config({"gan.diversity": 0.1, "ridge.penalty": 3.0})
+    assert 'solver.arch = "ridge"' in str(got[0].message)
+    with pytest.warns(UserWarning, match=r"generator.hidden has no effect.*method='none'"):
+        load_config({"method": "none", "generator.hidden": 64})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # in use, or left at the default: nothing to say
+        load_config({"generator.kind": "gan", "gan.diversity": 0.1})
+        load_config(
+            {"method": "none", "generator.hidden": default_run_config()["generator.hidden"]}
+        )
+
+
 def test_inline_overrides_use_flower_syntax() -> None:
     parsed = parse_overrides("method='none' train.iterations=20 data.name=\"mnist\"")
     assert parsed == {"method": "none", "train.iterations": 20, "data.name": "mnist"}
