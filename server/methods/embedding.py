@@ -204,14 +204,14 @@ class EmbeddingSide(ServerSide):
             self.ridge_base = {k: v.clone() for k, v in run.solver.state_dict().items()}
 
     def after_round(self, run: FederatedRun) -> None:
-        refreshed = self.embedding.refresh(run.task, run.fedreplay.task.releases)
+        refreshed = self.embedding.refresh(run.task, run.state.task_replies.releases)
         self._solve_ridge(run, absorb=False)
         if refreshed:  # the task's generator travels with the replay from now on
             finished = self.embedding.finished(run.fedreplay.payload, run.task)
             run.fedreplay.replace_payload(self.embedding.payload(run.task, finished, run.solver))
 
     def end_task(self, run: FederatedRun, t: int) -> None:
-        self.embedding.refresh(t, run.fedreplay.task.releases)  # (a release after the last fit)
+        self.embedding.refresh(t, run.state.task_replies.releases)  # (a release after the last fit)
         self._solve_ridge(run, absorb=True)  # ridge: the task's statistics join the solver's
 
     def previous(self, payload: ReplayPayload | None, t: int) -> ReplayPayload | None:

@@ -26,18 +26,57 @@ import numpy as np
 import torch
 
 from common.config import ExperimentConfig
-from common.config.loading import RENAMED
+from common.config.loading import RENAMED, RETIRED
 from common.fileio import atomic_torch_save
 from common.metrics import AccuracyMatrix
+from server.methods.embedding import EmbeddingReleases
 
 CHECKPOINT = "checkpoint.pt"
-VERSION = 2  # 1: the run state's fields at the top level (read, and moved into "state")
+# 1: the run state's fields at the top level; 2: what the strategy collected beside them
+# (both read, and moved into "state")
+VERSION = 3
 STATE_FIELDS = ("run_key", "rounds", "matrix", "quality", "replay_quality", "generator_sizes",
-                "upload_shapes", "replay_checks", "nodes_seen", "flower_runs")  # fmt: skip
+                "upload_shapes", "replay_checks", "nodes_seen", "flower_runs", "task_replies",
+                "evaluations", "site_updates")  # fmt: skip
+SiteGenerator = tuple[dict[str, torch.Tensor], float]  # a site's bounded generator, weight
+# a site's last update: (round, partition id, {"solver": state, "generator": state})
+SiteUpdate = tuple[int, int, dict[str, dict[str, torch.Tensor]]]
 
 
 class ResumeError(RuntimeError):
     """The run folder cannot be resumed (no checkpoint, another config, a finished run)."""
+
+
+@dataclass
+class TaskState:
+    """What the sites' replies of the current task left: a new task starts empty
+    (:meth:`server.run.strategy.FedReplay.begin_task`); a resume mid-task keeps it."""
+
+    # {site key: its latest bounded generator of the task, its weight}: the ensemble
+    generators: dict[str, SiteGenerator] = field(default_factory=dict)
+    # {site key: the class counts it reported} (replay.mixture = "class-counts")
+    class_counts: dict[str, dict[int, float]] = field(default_factory=dict)
+    # {site key: the num-examples it declared on its first reply of the task}: its cap
+    declared: dict[str, float] = field(default_factory=dict)
+    # generator.kind = "embedding": the task's releases, one per site
+    releases: EmbeddingReleases = field(default_factory=EmbeddingReleases)
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "task_generators": self.generators,
+            "class_counts": self.class_counts,
+            "declared": self.declared,
+            "releases": self.releases.snapshot(),
+        }
+
+    @classmethod
+    def from_dict(cls, snapshot: dict[str, Any]) -> TaskState:
+        return cls(
+            generators=dict(snapshot["task_generators"]),
+            class_counts=dict(snapshot.get("class_counts", {})),
+            declared=dict(snapshot["declared"]),
+            releases=EmbeddingReleases.restore(snapshot.get("releases")),
+        )
 
 
 @dataclass
@@ -57,19 +96,33 @@ class RunState:
     replay_checks: list[dict[str, Any]] = field(default_factory=list)  # server.robust.replay_check
     nodes_seen: set[int] = field(default_factory=set)
     flower_runs: list[int] = field(default_factory=list)  # Flower run ids that worked on it
+    # what the strategy (server.run.strategy) collected from the sites' replies:
+    task_replies: TaskState = field(default_factory=TaskState)  # of the task in progress
+    evaluations: dict[int, dict[str, float]] = field(default_factory=dict)  # federated, by round
+    # {site id: its last update}, for the privacy audit of what left each site
+    site_updates: dict[str, SiteUpdate] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         d = {k: getattr(self, k) for k in STATE_FIELDS}
         return d | {
             "matrix": [list(r) for r in self.matrix.rows],
             "nodes_seen": sorted(self.nodes_seen),
+            "task_replies": self.task_replies.to_dict(),
         }
 
     @staticmethod
     def from_dict(d: dict[str, Any]) -> RunState:
         matrix = AccuracyMatrix(len(d["matrix"]))
         matrix.rows = [list(r) for r in d["matrix"]]
-        return RunState(**{**d, "matrix": matrix, "nodes_seen": set(d.get("nodes_seen", ()))})
+        replies = d.get("task_replies")
+        return RunState(
+            **{
+                **d,
+                "matrix": matrix,
+                "nodes_seen": set(d.get("nodes_seen", ())),
+                "task_replies": TaskState.from_dict(replies) if replies else TaskState(),
+            }
+        )
 
 
 @dataclass
@@ -80,7 +133,6 @@ class RunCheckpoint:
     task_rounds: int  # rounds of it completed (== rounds-per-task: only its evaluation left)
     arrays: dict[str, torch.Tensor]  # the global scholar, by wire key
     payload: dict[str, Any] | None  # ReplayPayload.to_dict() of the task in progress
-    strategy: dict[str, Any]  # FedReplay.snapshot()
     elapsed_s: float = 0.0  # wall time of the run before this process
     rng: dict[str, Any] = field(default_factory=dict)
     sampling_key: str = ""  # the run's key for sampling sites (server.sites.sampling)
@@ -106,6 +158,13 @@ class RunCheckpoint:
         version = d.pop("version", None)
         if version == 1:  # the state's fields at the top level: the same values
             d["state"] = {k: d.pop(k) for k in STATE_FIELDS if k in d}
+        if version in (1, 2):  # what the strategy collected: beside the state
+            strategy = d.pop("strategy")
+            d["state"] |= {
+                "evaluations": dict(strategy.pop("evaluate_records")),
+                "site_updates": dict(strategy.pop("site_updates")),
+                "task_replies": strategy,
+            }
         elif version != VERSION:
             raise ResumeError(f"{path} was written by another version of fedreplay")
         # a global model with NaN or inf would be sent to every site, and every reply then
@@ -124,6 +183,8 @@ class RunCheckpoint:
         now, saved = _flat(comparable(cfg)), _flat(self.config)
         moved = {o.replace("-", "_"): n.replace("-", "_") for o, n in RENAMED.items()}
         saved = {moved.get(k, k): v for k, v in saved.items()}  # (a run from before a move)
+        retired = {k.replace("-", "_") for k in RETIRED}
+        saved = {k: v for k, v in saved.items() if k not in retired or k in now}
         diff = sorted(k for k in set(now) | set(saved) if now.get(k) != saved.get(k))
         if diff:
             shown = ", ".join(

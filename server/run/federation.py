@@ -78,6 +78,9 @@ class FederatedRun:
         self.side = server_side(cfg, self.stream, self.generator)
         self.travelling = self.side.travelling  # the generator sites send (None: the server's)
         self.fedreplay = FedReplay(
+            # the run's record (rounds, accuracy matrix, quality, run key, what the replies
+            # left): what a checkpoint keeps; the strategy reads and writes it
+            state=RunState(matrix=AccuracyMatrix(len(self.stream))),
             solver=self.solver,
             generator=self.travelling,
             fraction_train=cfg.fed.fraction_train,
@@ -102,8 +105,6 @@ class FederatedRun:
             ),
         )
         self.strategy: Strategy = self.fedreplay
-        # the run's record (rounds, accuracy matrix, quality, run key): what a checkpoint keeps
-        self.state = RunState(matrix=AccuracyMatrix(len(self.stream)))
         self.rounds_before = 0  # rounds done by earlier processes of a resumed run (the ETA)
         self.final_payload: ReplayPayload | None = None  # what would be replayed next
         self.task = 0
@@ -112,6 +113,12 @@ class FederatedRun:
         self.folder: RunFolder
         self.arrays: ArrayRecord
         self.evaluator: torch.nn.Module | None = None
+
+    @property
+    def state(self) -> RunState:
+        """The run's record, one object: the strategy writes what the replies leave, the
+        loop the rest; a checkpoint keeps it whole and a resume replaces it whole."""
+        return self.fedreplay.state
 
     # --- evaluation ------------------------------------------------------------------------
     def _load(self, arrays: ArrayRecord) -> None:
@@ -155,7 +162,6 @@ class FederatedRun:
             ckpt, first_task, done = None, 0, 0
             arrays = wire.scholar_record(self.solver, self.travelling)
             payload = None
-        self.fedreplay.run_key = self.state.run_key
         self.state.flower_runs.append(self.run_id)
         log.info(
             "run folder %s | %s, %s, %d tasks x %d rounds",
@@ -193,9 +199,12 @@ class FederatedRun:
         cfg, R = self.cfg, self.cfg.fed.rounds_per_task
         self.task = t
         shape = self.side.release_shape(t)
-        self.fedreplay.begin_task(payload, round_offset=t * R + done, embedding_shape=shape)
-        if ckpt is not None:  # (a checkpoint at a task's end: nothing of that task carries on)
-            self.fedreplay.restore(ckpt.strategy, mid_task=done > 0)
+        self.fedreplay.begin_task(  # (a checkpoint at a task's end: nothing of it carries on)
+            payload,
+            round_offset=t * R + done,
+            embedding_shape=shape,
+            resumed_mid_task=ckpt is not None and done > 0,
+        )
         self.arrays = arrays
         self.side.begin_task(self, t)
         log.info(
@@ -319,7 +328,7 @@ class FederatedRun:
     def _payload(self, t: int) -> ReplayPayload | None:
         """What sites replay while learning task t (server.run.replay_payload), of the sites'
         generators that pass the replay check (server.robust.replay_check)."""
-        generators = self.fedreplay.task.generators
+        generators = self.state.task_replies.generators
         if t > 0 and self.generator is not None and generators and replay_check.applies(self.cfg):
             generators, record = replay_check.check_replay(
                 self.cfg, self.stream, t, generators, self.solver, self.device
@@ -334,14 +343,14 @@ class FederatedRun:
             solver=self.solver,
             generator=self.generator,
             site_generators=generators,
-            class_counts=self.fedreplay.task.class_counts,
+            class_counts=self.state.task_replies.class_counts,
             previous=self.side.previous(self.fedreplay.payload, t - 1),
         )
 
     def _task_accuracies(self, t: int) -> list[float]:
         if self.central:
             return evaluate_tasks(self.solver, self.stream.tasks, t, device=self.device)
-        last = self.fedreplay.evaluate_records.get((t + 1) * self.cfg.fed.rounds_per_task, {})
+        last = self.state.evaluations.get((t + 1) * self.cfg.fed.rounds_per_task, {})
         return [float(last.get(f"accuracy-task-{j}", float("nan"))) for j in range(t + 1)]
 
     def _node_names(self) -> dict[int, str]:
@@ -349,7 +358,7 @@ class FederatedRun:
         return node_names({**sites.owners, **sites.bound}, self.fedreplay.sampler.site_of)
 
     def _log_round(self, t: int, task_round: int, rec: Any, central: MetricRecord | None) -> None:
-        federated = self.fedreplay.evaluate_records.get(rec.server_round)
+        federated = self.state.evaluations.get(rec.server_round)
         evaluation = dict(central) if central is not None else federated or {}
         entry = {
             "round": rec.server_round,

@@ -148,7 +148,7 @@ def finish_run(run: FederatedRun, boundaries: list[int]) -> RunFolder:
     torch.save(  # what each site last sent: the privacy audit's view of a site's release
         {
             site: {"round": rnd, "partition": pid, **parts}
-            for site, (rnd, pid, parts) in sorted(run.fedreplay.site_updates.items())
+            for site, (rnd, pid, parts) in sorted(run.state.site_updates.items())
         },
         folder.file("site_updates.pt"),
     )

@@ -33,7 +33,6 @@ def save_checkpoint(
         task_rounds=task_rounds,
         arrays={k: torch.from_numpy(v.numpy().copy()) for k, v in run.arrays.items()},
         payload=payload.to_dict() if payload is not None else None,
-        strategy=run.fedreplay.snapshot(),
         elapsed_s=run.elapsed(),
         rng=rng_state(),
     ).save(run.folder.path)
@@ -51,7 +50,7 @@ def load_for_resume(run: FederatedRun) -> tuple[RunFolder, RunCheckpoint]:
         raise ResumeError(f"{path}: the checkpoint has {len(ckpt.state.matrix.rows)} tasks, the "
                           f"config {len(run.stream)}")  # fmt: skip
     ckpt.state.nodes_seen |= run.state.nodes_seen  # (this process's nodes: seen too)
-    run.state = ckpt.state  # the run's record, whole
+    run.fedreplay.state = ckpt.state  # the run's record, whole
     run.fedreplay.sampler.key = ckpt.sampling_key or secrets.token_hex(16)
     run.elapsed_before = ckpt.elapsed_s
     set_rng_state(ckpt.rng)

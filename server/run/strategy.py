@@ -25,9 +25,7 @@ Differences from :class:`flwr.serverapp.strategy.FedAvg`:
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Iterable
 
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
@@ -41,11 +39,11 @@ from common.class_counts import reported_counts
 from common.models.dgm import DGMGenerator
 from common.replay import ReplayPayload
 from server.methods.dgm import keep_reserved
-from server.methods.embedding import EmbeddingReleases
 from server.privacy.client_dp import ClientLevelDP
 from server.robust.aggregation import AggregationError, Bounds, aggregate, bounded_model
 from server.robust.reply_checks import TrainReply, check_train_reply
 from server.round_record import RoundRecord, SiteReply
+from server.run.checkpoint import RunState, TaskState
 from server.run.deliveries import Deliveries
 from server.run.round_metrics import log_failures, per_task_accuracy, weighted_metrics
 from server.sites.owners import BINDINGS, SiteOwners, read_bindings
@@ -55,45 +53,17 @@ from server.sites.status import pulled_against
 
 log = logging.getLogger("fedreplay.server")
 
-SiteGenerator = tuple[dict[str, torch.Tensor], float]  # a site's bounded generator, weight
-
-
-@dataclass
-class TaskState:
-    """What the strategy keeps of the current task from the sites' replies: a new task
-    starts empty (:meth:`FedReplay.begin_task`); a checkpoint written mid-task keeps it."""
-
-    # {site key: its latest bounded generator of the task, its weight}: the ensemble
-    generators: dict[str, SiteGenerator] = field(default_factory=dict)
-    # {site key: the class counts it reported} (replay.mixture = "class-counts")
-    class_counts: dict[str, dict[int, float]] = field(default_factory=dict)
-    # {site key: the num-examples it declared on its first reply of the task}: its cap
-    declared: dict[str, float] = field(default_factory=dict)
-    # generator.kind = "embedding": the task's releases, one per site
-    releases: EmbeddingReleases = field(default_factory=EmbeddingReleases)
-
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "task_generators": self.generators,
-            "class_counts": self.class_counts,
-            "declared": self.declared,
-            "releases": self.releases.snapshot(),
-        }
-
-    @classmethod
-    def from_dict(cls, snapshot: Mapping[str, Any]) -> TaskState:
-        return cls(
-            generators=dict(snapshot["task_generators"]),
-            class_counts=dict(snapshot.get("class_counts", {})),
-            declared=dict(snapshot["declared"]),
-            releases=EmbeddingReleases.restore(snapshot.get("releases")),
-        )
-
 
 class FedReplay(FedAvg):
+    """Reads and writes the run's :class:`~server.run.checkpoint.RunState` (``state``: what
+    the replies of the task left, federated evaluations, each site's last update); what
+    else it keeps is this process's bookkeeping of deliveries and node ids, which a resumed
+    run starts afresh."""
+
     def __init__(
         self,
         *,
+        state: RunState,
         solver: nn.Module,
         generator: nn.Module | None,
         fraction_train: float,
@@ -115,6 +85,7 @@ class FedReplay(FedAvg):
             arrayrecord_key=protocol.SOLVER.name,  # evaluation: the solver alone travels
             configrecord_key=wire.CONFIG,
         )
+        self.state = state  # the run's: checkpointed whole (server.run.checkpoint)
         self.solver_template, self.generator_template = solver, generator
         self.client_dp = client_dp  # client-level DP: clip, sum, / sampled, secret noise
         self.registry = registry  # sites' lifetime epsilons across runs
@@ -127,7 +98,6 @@ class FedReplay(FedAvg):
         self.sampler = SiteSampler(query_timeout=query_timeout)  # key: set by the run
         self.instructions: list[Message] = []  # the round's messages to sites
         self.reported: dict[int, str] = {}  # node -> kind of failure already logged
-        self.run_key = ""  # set by the run, kept across a resume: sites key their state by it
         self.current_arrays: ArrayRecord | None = None
         self.round_offset = 0  # rounds of earlier tasks (start() counts from 1 per task)
         self.payload: ReplayPayload | None = None
@@ -135,12 +105,7 @@ class FedReplay(FedAvg):
         self.replay_sent = Deliveries()  # nodes holding the task's replay payload
         # DGM: nodes holding the task's frozen generator elements (they get the free ones)
         self.generator_sent = Deliveries()
-        self.task = TaskState()  # what the sites' replies of the current task left
         self.round_records: list[RoundRecord] = []
-        self.evaluate_records: dict[int, dict[str, float]] = {}
-        # {site id: (round, partition id, {"solver": state, "generator": state})}: the last
-        # update every site sent, for the privacy audit of what left each site
-        self.site_updates: dict[str, tuple[int, int, dict[str, dict[str, torch.Tensor]]]] = {}
         self.embedding_shape: tuple[int, int] | None = None
 
     # --- task boundaries ---------------------------------------------------------------
@@ -150,10 +115,14 @@ class FedReplay(FedAvg):
         round_offset: int,
         *,
         embedding_shape: tuple[int, int] | None = None,
+        resumed_mid_task: bool = False,
     ) -> None:
         """Called by the run before each task: the replay every site must receive (and,
-        for generator.kind = "embedding", the shape of the task's releases)."""
-        self.task, self.embedding_shape = TaskState(), embedding_shape
+        for generator.kind = "embedding", the shape of the task's releases). The replies
+        collected of the task start empty, unless a resumed run goes on mid-task."""
+        if not resumed_mid_task:
+            self.state.task_replies = TaskState()
+        self.embedding_shape = embedding_shape
         self.payload = payload
         self.payload_records = wire.replay_records(payload) if payload is not None else None
         self.replay_sent.reset()
@@ -164,24 +133,6 @@ class FedReplay(FedAvg):
         """Within a task (generator.kind = "embedding"): every site gets this one next."""
         self.payload, self.payload_records = payload, wire.replay_records(payload)
         self.replay_sent.reset()
-
-    def snapshot(self) -> dict[str, object]:
-        """What a resumed run needs of the current task (node ids are not kept: they
-        change when sites reconnect; a resumed task sends its replay to every site again)."""
-        return {
-            **self.task.to_dict(),
-            "evaluate_records": self.evaluate_records,
-            "site_updates": self.site_updates,
-        }
-
-    def restore(self, snapshot: Mapping[str, Any], *, mid_task: bool) -> None:
-        """After :meth:`begin_task` of the task being resumed. A checkpoint written at a
-        task's end (``mid_task`` False) holds the finished task's generators, counts and
-        caps: the new task starts without them, as :meth:`begin_task` left it."""
-        self.evaluate_records = dict(snapshot["evaluate_records"])
-        self.site_updates = dict(snapshot["site_updates"])
-        if mid_task:
-            self.task = TaskState.from_dict(snapshot)
 
     # --- training -------------------------------------------------------------------------
     def configure_train(
@@ -210,7 +161,7 @@ class FedReplay(FedAvg):
         node_ids = self.sampler.choose(grid, connected, sample_size, server_round=global_round)
         self.current_arrays = arrays
         round_config = ConfigRecord(
-            {**dict(config), "server-round": global_round, wire.RUN_KEY: self.run_key}
+            {**dict(config), "server-round": global_round, wire.RUN_KEY: self.state.run_key}
         )
         self.round_records.append(RoundRecord(global_round, sampled=list(node_ids)))
         messages: list[Message] = []
@@ -273,7 +224,7 @@ class FedReplay(FedAvg):
             if got.metrics.get("num-examples", 0.0) > 0:
                 accepted.append((reply, got))
                 if got.release is not None:  # the task's first counts (server.methods.embedding)
-                    self.task.releases.receive(reply.key, got.release)
+                    self.state.task_replies.releases.receive(reply.key, got.release)
         missing = set(record.sampled) - {r.node_id for r in record.replies} - set(record.failures)
         for node in missing:
             record.failures[node] = "no reply before the round timeout"
@@ -314,9 +265,9 @@ class FedReplay(FedAvg):
         current = {k: self.current_arrays[k].numpy() for k in keys}
         replies = [got.arrays(keys) for _, got in accepted]
         counts = [r.metrics["num-examples"] for r, _ in accepted]
-        declared = []
+        declared, caps = [], self.state.task_replies.declared
         for reply, _ in accepted:  # the count a site declared on joining the task is its cap
-            declared.append(self.task.declared.setdefault(reply.key, reply.metrics["num-examples"]))
+            declared.append(caps.setdefault(reply.key, reply.metrics["num-examples"]))
         try:
             arrays, reports = aggregate(
                 current, replies, counts, bounds=self.bounds, declared=declared
@@ -359,12 +310,12 @@ class FedReplay(FedAvg):
                 )
                 generator = {k.split(".", 1)[1]: torch.from_numpy(v) for k, v in bounded.items()}
                 reply.generator = generator
-                self.task.generators[reply.key] = (generator, report.weight)
-                self.task.class_counts[reply.key] = reported_counts(reply.metrics)
+                self.state.task_replies.generators[reply.key] = (generator, report.weight)
+                self.state.task_replies.class_counts[reply.key] = reported_counts(reply.metrics)
             # the privacy audit's view of a site's release (what it sent, un-bounded)
             parts = wire.split_record(got.scholar)
             partition = int(reply.metrics.get("partition-id", 0))
-            self.site_updates[reply.key] = (record.server_round, partition, parts)
+            self.state.site_updates[reply.key] = (record.server_round, partition, parts)
         if isinstance(self.generator_template, DGMGenerator):  # finished tasks are the server's
             arrays = keep_reserved(current, arrays, self.generator_template)
         out = ArrayRecord({k: wire.Array(v) for k, v in arrays.items()})  # type: ignore[arg-type]
@@ -380,7 +331,7 @@ class FedReplay(FedAvg):
             got.site_id,
             epsilon=got.metrics["dp-epsilon"],
             steps=got.metrics.get("dp-steps", 0.0),
-            run=self.run_key,
+            run=self.state.run_key,
             server_round=server_round,
         )
 
@@ -429,5 +380,5 @@ class FedReplay(FedAvg):
         if not records:
             return None
         merged = per_task_accuracy(records)
-        self.evaluate_records[self.round_offset + server_round] = merged
+        self.state.evaluations[self.round_offset + server_round] = merged
         return MetricRecord(dict(merged))

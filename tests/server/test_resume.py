@@ -118,10 +118,12 @@ def test_a_resumed_run_equals_an_uninterrupted_one(
     folder = killed_run(tmp_path / "b", kill, **method)  # mid task 2, its replay delivered
     assert not (folder / "summary.json").exists()
     if releases:
-        assert sorted(RunCheckpoint.load(folder).strategy["releases"]) == ["site-0", "site-1"]
+        replies = RunCheckpoint.load(folder).state.task_replies
+        assert sorted(replies.releases.snapshot()) == ["site-0", "site-1"]
     key = RunCheckpoint.load(folder).state.run_key  # what the sites keyed their state by
-    if method is COUNTS:  # the counts of task 2's first round, kept with the strategy
-        assert sorted(RunCheckpoint.load(folder).strategy["class_counts"]) == ["site-0", "site-1"]
+    if method is COUNTS:  # the counts of task 2's first round, kept in the run's state
+        replies = RunCheckpoint.load(folder).state.task_replies
+        assert sorted(replies.class_counts) == ["site-0", "site-1"]
     resumed_path = run(tmp_path / "b", run_id=2, **{"fed.resume": str(folder)}, **method)
     assert resumed_path == folder
     resumed = load_summary(folder)
@@ -334,18 +336,32 @@ def test_a_resume_names_the_sites_that_did_not_come_back(
     run(tmp_path, run_id=3, **resume)  # both back: it completes
 
 
-def test_a_checkpoint_of_the_earlier_format_resumes(tmp_path: Path, monkeypatch) -> None:
-    """A run killed under format 1 (the run state's fields at the top level) resumes: its
-    state is read whole (rounds, accuracy matrix, run key) and the run completes."""
+@pytest.mark.parametrize("version", [1, 2])
+def test_a_checkpoint_of_an_earlier_format_resumes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, version: int
+) -> None:
+    """A run killed under format 1 (the run state's fields at the top level) or 2 (what the
+    strategy collected beside the state) resumes: its state is read whole (rounds, accuracy
+    matrix, run key, the task's collected replies, each site's last update) and the run
+    completes."""
     use_dirs(monkeypatch, tmp_path)
     folder = killed_run(tmp_path, 3)
     saved = torch.load(folder / CHECKPOINT, weights_only=True)
-    assert saved["version"] == 2 and "rounds" not in saved
+    assert saved["version"] == 3 and "rounds" not in saved and "strategy" not in saved
     state = saved.pop("state")
-    torch.save({**saved, **state, "version": 1}, folder / CHECKPOINT)  # the old layout
+    strategy = {
+        **state.pop("task_replies"),
+        "evaluate_records": state.pop("evaluations"),
+        "site_updates": state.pop("site_updates"),
+    }
+    assert sorted(strategy["site_updates"]) == ["site-0", "site-1"]
+    old_layout = {**saved, **state} if version == 1 else {**saved, "state": state}
+    torch.save({**old_layout, "strategy": strategy, "version": version}, folder / CHECKPOINT)
     old = RunCheckpoint.load(folder)
     assert old.state.run_key == state["run_key"] and old.state.rounds == state["rounds"]
     assert old.state.matrix.rows[0][0] == state["matrix"][0][0]
+    assert sorted(old.state.site_updates) == ["site-0", "site-1"]
+    assert old.state.task_replies.declared == strategy["declared"]
     run(tmp_path, run_id=2, **{"fed.resume": str(folder)})
     summary = load_summary(folder)
     assert summary["status"] == "completed" and summary["rounds"] == 4
