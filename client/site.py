@@ -146,6 +146,7 @@ class Site:
         if (
             task > 0
             and self.cfg.method_traits.needs_payload
+            and not self.cfg.generator_free  # (the ridge solver on ScatterNet: no replay)
             and (payload is None or payload.task != task)
         ):
             have = "none" if payload is None else f"task {payload.task}"

@@ -15,9 +15,13 @@ afresh per record), with as many records as the benchmark's sites hold in all (t
 signal grows with the record count, the noise does not; the count is the benchmark's
 design, not a private value). It simulates exactly the summed releases of split-digits
 (5 tasks of 2 classes over ``--sites`` sites), fits the solver task after task and scores
-it on the proxy's test draws. The kernel width is chosen too (``--bandwidth``).
+it on the proxy's test draws. The kernel width is chosen too (``--bandwidth``), and the
+features may be drawn on the images' ScatterNet coefficients instead of their pixels
+(``--base scatter``, ``embedding.base``; the coefficients are computed once, as a site would).
 
     python simulations/choose_ridge.py --pairs 200 400 800 1200 --ridge 3 10 30 100 300 1000 3000
+    python simulations/choose_ridge.py --base scatter --bandwidth 0.25 0.5 1 --pairs 400 1200 \
+        --ridge 1 3 10 30 100
 
 Prints one line per (epsilon, width, pairs): proxy accuracy per lambda, then the best
 setting per epsilon (the largest accuracy; ties to the fewer pairs, then the larger lambda,
@@ -40,6 +44,7 @@ if str(REPO) not in sys.path:
 from common.data.datasets import digits_as_mnist  # noqa: E402
 from common.models.embedding import RandomFeatures  # noqa: E402
 from common.models.ridge import RidgeSolver  # noqa: E402
+from common.models.scatter import Scattering  # noqa: E402
 from common.privacy.calibrate import noise_for_budget  # noqa: E402
 from common.privacy.embedding import release  # noqa: E402
 
@@ -75,10 +80,10 @@ def scores(
     return out
 
 
-def _rank(acc: float, pairs: int, lam: float, width: float) -> tuple[float, ...]:
+def _rank(acc: float, pairs: int, lam: float, width: float, rule: float) -> tuple[float, ...]:
     """The rule: the largest accuracy (to 0.1 point); ties to fewer pairs, then the larger
-    lambda, then the width nearest the data-free rule's 7 (sqrt(784) / 4)."""
-    return (round(acc, 3), -pairs, lam, -abs(math.log(width / 7)))
+    lambda, then the width nearest the data-free rule's (pixels: 7 = sqrt(784) / 4)."""
+    return (round(acc, 3), -pairs, lam, -abs(math.log(width / rule)))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -97,13 +102,21 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--sites", type=int, default=5)
     ap.add_argument("--records", type=int, default=54000, help="the benchmark's records in all")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--base", choices=("pixels", "scatter"), default="pixels")
     args = ap.parse_args(argv)
     data = digits_as_mnist(args.records, seed=args.seed)
+    rule = 7.0  # the tie-break's width: pixels' data-free rule; unit-norm coefficients: 1
+    if args.base == "scatter":  # the same map every site applies before its features
+        front = Scattering((1, 28, 28))
+        fit_x, fit_y, val_x, val_y = data
+        data = (front(fit_x), fit_y, front(val_x), val_y)
+        rule = 1.0
+    size = data[0][0].numel()
     best: dict[float, tuple[float, int, float, float]] = {}  # eps: (acc, pairs, lambda, width)
     for width in args.bandwidth:
         for pairs in args.pairs:
             torch.manual_seed(args.seed)
-            features = RandomFeatures(784, pairs, width, seed=args.seed + 424242)
+            features = RandomFeatures(size, pairs, width, seed=args.seed + 424242)
             for eps in args.epsilon:
                 sigma = (  # the ledger's calibration: one release at sampling rate 1 per task
                     noise_for_budget(
@@ -123,11 +136,14 @@ def main(argv: list[str] | None = None) -> None:
                     flush=True,
                 )
                 for lam, a in zip(args.ridge, accs, strict=True):
-                    if eps not in best or _rank(a, pairs, lam, width) > _rank(*best[eps]):
+                    if eps not in best or _rank(a, pairs, lam, width, rule) > _rank(
+                        *best[eps], rule
+                    ):
                         best[eps] = (a, pairs, lam, width)
     for eps, (a, pairs, lam, width) in sorted(best.items()):
         print(
-            f"chosen for epsilon {eps:g}: {pairs} pairs, lambda {lam:g}, bandwidth {width:g} "
+            f"chosen for epsilon {eps:g} ({args.base}): {pairs} pairs, lambda {lam:g}, "
+            f"bandwidth {width:g} "
             f"({100 * a:.1f}% on the proxy)"
         )
 

@@ -45,7 +45,6 @@ from common.models import (
     generator_from_state,
     load_generator_state,
 )
-from common.models.embedding import RandomFeatures
 from common.models.ridge import RidgeSolver
 from common.privacy.embedding import release
 from common.sitedata import SiteIdentity, site_records
@@ -58,7 +57,7 @@ def _ridge_shadow(solver: nn.Module, split: Split) -> nn.Module:
     """A ridge solver solved on ``split``'s exact statistics (a shadow model: no noise)."""
     assert isinstance(solver, RidgeSolver)
     classes = sorted(int(c) for c in split.y.unique())
-    features = RandomFeatures.from_weights(solver.w)
+    features = solver.random_features()
     solver.absorb(release(features, split.x, split.y, classes, sigma=None, gram=True), classes)
     return solver.eval()
 

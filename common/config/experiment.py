@@ -198,6 +198,13 @@ class ExperimentConfig:
                 "round the sites release their embeddings and the server fits the task's "
                 "generator; the solver learns from it in the rounds after"
             )
+        if self.embedding.base == "scatter" and self.solver.arch != "ridge":
+            raise ConfigError(
+                "embedding.base='scatter' is for solver.arch='ridge': fitting a generator to "
+                "releases on ScatterNet coefficients would differentiate through the transform "
+                "for every one of its embedding.fit-steps (hours a task on a CPU), and the "
+                "ridge solver needs no generator"
+            )
         if self.dp.client_level:
             raise ConfigError(
                 "dp.client-level with generator.kind='embedding': the embedding is released "
@@ -272,6 +279,18 @@ class ExperimentConfig:
             "dgm": self.method == "dgm",
             "ridge": self.solver.arch == "ridge",
         }.get(section, True)
+
+    @property
+    def fits_generator(self) -> bool:
+        """The run has a generator to train or fit: a method with one, except the ridge
+        solver on ScatterNet features (:attr:`generator_free`)."""
+        return self.uses_generator and not self.generator_free
+
+    @property
+    def generator_free(self) -> bool:
+        """The ridge solver on ScatterNet features (embedding.base = "scatter"): the server
+        solves the solver from the releases and fits no generator; no replay travels."""
+        return self.releases_statistics and self.embedding.base == "scatter"
 
     @property
     def method_traits(self) -> Method:

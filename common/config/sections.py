@@ -25,6 +25,8 @@ COMPOSITIONS = ("auto", "per-task", "sequential")
 EVAL_MODES = ("central", "federated", "both")
 AGGREGATIONS = ("fedavg", "median", "trimmed-mean", "krum", "multikrum", "bulyan")
 SOLVER_DATA = ("real", "synthetic")
+FEATURE_BASES = ("pixels", "scatter")  # what the embedding's random features are drawn on
+SCATTER_BANDWIDTH = 0.5  # "auto" on ScatterNet coefficients: chosen on the public proxy
 PRECISIONS = ("fp32", "bf16")
 # Under DP a site sends only what the protocol needs (common.privacy.release); these
 # metrics, computed on private data and not covered by DP, are sent only when named in
@@ -173,15 +175,18 @@ class GANConfig:
 class EmbeddingConfig:
     """The mean-embedding generator's own knobs (generator.kind = "embedding", DP-MERF,
     common.models.embedding): random Fourier feature pairs, the kernel's bandwidth ("auto":
-    sqrt(input size) / 4, data-free), and the server's fit of a generator to a released
-    embedding (steps; samples per class per step)."""
+    sqrt(input size) / 4, data-free), what they are drawn on (the pixels, or the images'
+    ScatterNet coefficients: common.models.scatter), and the server's fit of a generator to
+    a released embedding (steps; samples per class per step)."""
 
     features: int = 2000
     bandwidth: str = "auto"
     fit_steps: int = 3000
     fit_batch: int = 100
+    base: str = "pixels"  # pixels | scatter
 
     def __post_init__(self) -> None:
+        _choice("embedding.base", self.base, FEATURE_BASES)
         if str(self.bandwidth) != "auto":
             try:
                 width = float(self.bandwidth)
@@ -196,10 +201,12 @@ class EmbeddingConfig:
         _positive("embedding.fit-batch", self.fit_batch)
 
     def bandwidth_for(self, input_size: int) -> float:
-        """The random-feature kernel's bandwidth: ``auto`` is sqrt(input size) / 4, a rule
-        that reads no data (7 for 28x28 grey images)."""
+        """The random-feature kernel's bandwidth: ``auto`` is sqrt(input size) / 4 on pixels,
+        a rule that reads no data (7 for 28x28 grey images); on ScatterNet coefficients
+        (norm 1 per record) 0.5, chosen on the public proxy (docs/notebook/results.md,
+        "ScatterNet features for the ridge solver")."""
         if str(self.bandwidth) == "auto":
-            return math.sqrt(input_size) / 4
+            return SCATTER_BANDWIDTH if self.base == "scatter" else math.sqrt(input_size) / 4
         return float(self.bandwidth)
 
 

@@ -47,6 +47,7 @@ class RidgeSolver(nn.Module):
         size = features.size
         self.ridge = float(ridge)
         self.register_buffer("w", features.w.clone())  # (D, P), public
+        self.front = features.front  # what the features are drawn on (public, fixed)
         self.register_buffer("gram", torch.zeros(size, size))  # finished tasks, (F, F)
         self.register_buffer("sums", torch.zeros(num_classes, size))  # (K, F)
         self.register_buffer("seen", torch.zeros(num_classes))  # 1: the class has sums
@@ -57,7 +58,11 @@ class RidgeSolver(nn.Module):
             p.requires_grad_(False)
 
     def features(self, x: Tensor) -> Tensor:  # (B, ...) -> (B, F): the run's public map
-        return RandomFeatures.from_weights(self.w)(x)
+        return self.random_features()(x)
+
+    def random_features(self) -> RandomFeatures:
+        """The run's public feature map, as the releases were computed in."""
+        return RandomFeatures.from_weights(self.w, front=self.front)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.features(x))

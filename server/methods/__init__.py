@@ -35,7 +35,7 @@ def server_side(
     """The server side of the configured method."""
     if isinstance(generator, DGMGenerator):
         return DGMSide(generator)
-    if generator is not None and cfg.generator_traits.released:
+    if cfg.releases_statistics:  # (no generator: the ridge solver on ScatterNet features)
         return EmbeddingSide(cfg, stream, generator)
     return ServerSide(generator)
 

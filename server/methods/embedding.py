@@ -107,7 +107,10 @@ class TaskGenerator:
     solvers learn the task from it; it is refitted when a site's release arrives later, and
     at the task's end it becomes the task's generator in per-task replay."""
 
-    def __init__(self, cfg: ExperimentConfig, stream: TaskStream, generator: Generator) -> None:
+    def __init__(
+        self, cfg: ExperimentConfig, stream: TaskStream, generator: Generator | None
+    ) -> None:
+        # None: no generator is fitted (the ridge solver on ScatterNet features needs none)
         self.cfg, self.stream, self.generator = cfg, stream, generator
         self.features = features_for(cfg, stream.shape)
         self.ridge = cfg.solver_traits.solved  # releases carry the Gram (F rows more)
@@ -125,20 +128,21 @@ class TaskGenerator:
         return tuple(self.stream.tasks[t].classes)
 
     def refresh(self, t: int, releases: EmbeddingReleases) -> bool:
-        """Fit afresh if releases arrived since the last fit (True: refitted)."""
+        """Fit afresh if releases arrived since the last fit (True: refitted; without a
+        generator only the bounded sum is taken)."""
         sites = frozenset(releases.by_site)
         if not sites or (t, sites) == self.fitted:
             return False
         cfg = self.cfg
+        if self.generator is None:
+            self.total = torch.from_numpy(self._bounded(releases)).float()
+            self.fitted = (t, sites)
+            return False
         with torch.random.fork_rng(devices=[]):  # a fresh, public initialisation per task
             torch.manual_seed(cfg.seed + 1000 * t)
             fresh = build_generator(cfg, self.stream.shape, self.stream.num_classes)
         self.generator.load_state_dict(fresh.state_dict())
-        total, factors = releases.bounded_sum(cfg.robust.weight_cap)
-        cut = {s: f for s, f in factors.items() if f < 1.0}
-        if cut:
-            log.warning("embedding releases cut to the bound: %s", cut)
-        self.total = torch.from_numpy(total).float()
+        self.total = torch.from_numpy(self._bounded(releases)).float()
         counts = fit_to_release(
             self.generator,
             self.features,
@@ -157,6 +161,13 @@ class TaskGenerator:
             " ".join(f"{c}:{n:.0f}" for c, n in counts.items()),
         )
         return True
+
+    def _bounded(self, releases: EmbeddingReleases) -> np.ndarray:
+        total, factors = releases.bounded_sum(self.cfg.robust.weight_cap)
+        cut = {s: f for s, f in factors.items() if f < 1.0}
+        if cut:
+            log.warning("embedding releases cut to the bound: %s", cut)
+        return total
 
     def solve(self, t: int, solver: RidgeSolver) -> None:
         """Solve ``solver`` (holding the finished tasks' statistics) with task ``t``'s
@@ -179,6 +190,7 @@ class TaskGenerator:
         """The replay sites get within task ``t``: the finished tasks' plus this one's."""
         if finished is None:  # task 0: nothing to replay; the solver labels nothing
             finished = ReplayPayload(t, cpu_state(solver), (), (), (), ())
+        assert self.generator is not None  # (called only after a fit)
         return finished.with_current(cpu_state(self.generator), self.classes(t))
 
 
@@ -190,7 +202,9 @@ class EmbeddingSide(ServerSide):
     at the task's start and the task's releases: it becomes the global model, whatever the
     sites sent back, and at the task's end the task's statistics join the solver's."""
 
-    def __init__(self, cfg: ExperimentConfig, stream: TaskStream, generator: Generator) -> None:
+    def __init__(
+        self, cfg: ExperimentConfig, stream: TaskStream, generator: Generator | None
+    ) -> None:
         super().__init__(None)  # the generator is the server's own: it does not travel
         self.embedding = TaskGenerator(cfg, stream, generator)
         self.ridge_base: dict[str, torch.Tensor] | None = None  # the solver at the task's start

@@ -71,7 +71,7 @@ class FederatedRun:
         k, shape = self.stream.num_classes, self.stream.shape
         self.solver = build_solver(cfg, shape, k).to(self.device)
         self.generator = (
-            build_generator(cfg, shape, k).to(self.device) if cfg.uses_generator else None
+            build_generator(cfg, shape, k).to(self.device) if cfg.fits_generator else None
         )
         self.central = cfg.fed.evaluate in ("central", "both")
         # what the method does at the server beyond the loop (server.methods)
