@@ -25,8 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from common.config import ExperimentConfig
-from common.config.loading import RENAMED, RETIRED
+from common.config import ExperimentConfig, drop_retired, run_config_of
 from common.fileio import atomic_torch_save
 from common.metrics import AccuracyMatrix
 from server.methods.embedding import EmbeddingReleases
@@ -180,11 +179,11 @@ class RunCheckpoint:
 
     def check_config(self, cfg: ExperimentConfig) -> None:
         """The resumed run's config must be the checkpoint's (``fed.resume`` aside)."""
-        now, saved = _flat(comparable(cfg)), _flat(self.config)
-        moved = {o.replace("-", "_"): n.replace("-", "_") for o, n in RENAMED.items()}
-        saved = {moved.get(k, k): v for k, v in saved.items()}  # (a run from before a move)
-        retired = {k.replace("-", "_") for k in RETIRED}
-        saved = {k: v for k, v in saved.items() if k not in retired or k in now}
+        now = run_config_of(comparable(cfg))
+        try:  # a run from before a key moved or was removed: read as the loader reads it
+            saved = drop_retired(run_config_of(self.config), source="the run's config.json")
+        except ValueError as exc:
+            raise ResumeError(str(exc)) from None
         diff = sorted(k for k in set(now) | set(saved) if now.get(k) != saved.get(k))
         if diff:
             shown = ", ".join(
@@ -202,16 +201,6 @@ def comparable(cfg: ExperimentConfig) -> dict[str, Any]:
     d = cfg.to_dict()
     d["fed"] = {**d["fed"], "resume": "", "start_timeout": 0.0}
     return d
-
-
-def _flat(d: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in d.items():
-        if isinstance(value, dict):
-            out.update({f"{key}.{k}": v for k, v in value.items()})
-        else:
-            out[key] = value
-    return out
 
 
 def rng_state() -> dict[str, Any]:

@@ -366,3 +366,31 @@ def test_a_checkpoint_of_an_earlier_format_resumes(
     summary = load_summary(folder)
     assert summary["status"] == "completed" and summary["rounds"] == 4
     assert summary["run_key"] == state["run_key"] and summary["flower_run_ids"] == [1, 2]
+
+
+def test_a_run_saved_before_keys_moved_or_were_removed_resumes_with_its_config() -> None:
+    """The checkpoint's config is read as the loader reads a saved run: moved keys under
+    their new names, removed ones at their "off" value dropped; one that was on is refused
+    (the run needs the version that ran it)."""
+    from common.metrics import AccuracyMatrix
+    from server.run.checkpoint import RunState, comparable
+
+    cfg = load_config(TINY)
+    old = comparable(cfg)
+    old["train"] = {**old["train"], "generator_lr": old["generator"].pop("lr")}
+    old["solver"] = {**old["solver"], "ridge": old.pop("ridge")["penalty"]}
+    old["gan"] = {**old["gan"], "loss": "bce"}
+    ckpt = RunCheckpoint(
+        state=RunState(matrix=AccuracyMatrix(1)),
+        config=old,
+        task=0,
+        task_rounds=0,
+        arrays={},
+        payload=None,
+    )
+    ckpt.check_config(cfg)  # the same run
+    with pytest.raises(ResumeError, match=r"train\.iterations: 10 in the run, 11 now"):
+        ckpt.check_config(load_config({**TINY, "train.iterations": 11}))
+    ckpt.config = {**old, "gan": {**old["gan"], "loss": "wgan-gp"}}
+    with pytest.raises(ResumeError, match=r"gan\.loss = 'wgan-gp'.*no longer has"):
+        ckpt.check_config(cfg)
