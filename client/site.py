@@ -143,12 +143,7 @@ class Site:
                 f"task {task}, but the server's DGM generator has masks for "
                 f"{generator.current_task} finished tasks (it must have {task})"
             )
-        if (
-            task > 0
-            and self.cfg.method_traits.needs_payload
-            and not self.cfg.generator_free  # (the ridge solver on ScatterNet: no replay)
-            and (payload is None or payload.task != task)
-        ):
+        if task > 0 and self.cfg.needs_payload and (payload is None or payload.task != task):
             have = "none" if payload is None else f"task {payload.task}"
             raise ValueError(f"task {task} needs the replay payload for task {task}; have {have}")
         current = None

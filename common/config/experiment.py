@@ -9,6 +9,7 @@ from typing import Any
 from common.config.methods import (
     GENERATOR_TABLE,
     METHODS,
+    NOTHING,
     SOLVER_TABLE,
     GeneratorKind,
     Method,
@@ -279,6 +280,17 @@ class ExperimentConfig:
             "dgm": self.method == "dgm",
             "ridge": self.solver.arch == "ridge",
         }.get(section, True)
+
+    @property
+    def replay_kind(self) -> str:
+        """What a site replays (common.config.methods: generative, exact, previous-solver,
+        nothing): the method's, except nothing for :attr:`generator_free`."""
+        return NOTHING if self.generator_free else self.method_traits.replay
+
+    @property
+    def needs_payload(self) -> bool:
+        """A site needs the server's payload of the finished tasks from task 1 on."""
+        return self.method_traits.needs_payload and not self.generator_free
 
     @property
     def fits_generator(self) -> bool:

@@ -109,9 +109,9 @@ def replay_for(
 ) -> Replay | None:
     """The replay of tasks before t for ``cfg.method`` (None for task 0 and the methods
     that replay nothing: common.config.methods)."""
-    kind = cfg.method_traits.replay
-    if t == 0 or kind in (NOTHING, PREVIOUS_SOLVER) or cfg.generator_free:
-        return None  # (generator_free: the ridge solver on ScatterNet features)
+    kind = cfg.replay_kind
+    if t == 0 or kind in (NOTHING, PREVIOUS_SOLVER):
+        return None
     if kind == EXACT:
         return ExactReplay(concat([task.train for task in tasks[:t]]), rng=rng)
     if previous is None or not previous.generators:
