@@ -16,8 +16,8 @@ from flwr.app.error import Error
 from flwr.clientapp import ClientApp
 from flwr.common.constant import ErrorCode
 
-from client import site_log
-from client.policy import site_policy
+from client import secure_aggregation, site_log
+from client.policy import SitePolicy, site_policy
 from client.site import Site, SiteIdentity, apply_node_config
 from client.site_store import CachedReply, SiteStore, instruction_digest
 from common import egress, protocol, wire, wire_packed
@@ -28,7 +28,8 @@ from common.privacy.session import privacy_root
 from common.sitestate import site_dir, site_id_for
 
 log = logging.getLogger("fedreplay.client")
-app = ClientApp()
+# fed.aggregation = "secure": a train round's four SecAgg+ stages pass Flower's mod
+app = ClientApp(mods=[secure_aggregation.secure_aggregation_mod(lambda c: _noise_shares(c))])
 
 
 def _guarded(
@@ -75,10 +76,7 @@ def _identity(context: Context) -> tuple[ExperimentConfig, SiteIdentity]:
     return cfg, SiteIdentity.from_node_config(context.node_config, cfg.fed.num_sites)
 
 
-def _site(context: Context) -> Site:
-    """The site, once the server's instruction has passed this site's own privacy policy
-    (:mod:`client.policy`): a run asking for less privacy is refused before any record is
-    read, with an error reply naming the policy and the key."""
+def _policy(context: Context) -> tuple[ExperimentConfig, SiteIdentity, SitePolicy]:
     cfg, identity = _identity(context)
     policy = site_policy(
         cfg,
@@ -86,8 +84,22 @@ def _site(context: Context) -> Site:
         site_dir=site_dir(),
         has_spent=has_spent(privacy_root(), identity.site_id),
     )
+    return cfg, identity, policy
+
+
+def _noise_shares(context: Context) -> int:
+    """Of how many sites' noise this site's release is a share (its policy's)."""
+    cfg, _, policy = _policy(context)
+    return policy.noise_shares(cfg)
+
+
+def _site(context: Context) -> Site:
+    """The site, once the server's instruction has passed this site's own privacy policy
+    (:mod:`client.policy`): a run asking for less privacy is refused before any record is
+    read, with an error reply naming the policy and the key."""
+    cfg, identity, policy = _policy(context)
     policy.check(cfg)
-    return Site(cfg, identity)
+    return Site(cfg, identity, noise_shares=policy.noise_shares(cfg))
 
 
 @app.train()
@@ -101,6 +113,11 @@ def train(msg: Message, context: Context) -> Message:
     before (same run, round, config and global arrays) gets the same reply again, without
     training or spending privacy budget a second time."""
     site = _site(context)
+    if site.cfg.secure_aggregation and not secure_aggregation.requested(msg.content):
+        raise PermissionError(
+            "this run declares fed.aggregation = 'secure': the site sends its release only "
+            "masked in a SecAgg+ sum, and this instruction is not one; nothing trained or sent"
+        )
     config = msg.content.config_records[wire.CONFIG]
     wire.check_input_shape(config, site.stream.shape, data=site.cfg.data.name)
     task, seed = wire.config_int(config, "task"), wire.config_int(config, "seed")
@@ -116,7 +133,7 @@ def train(msg: Message, context: Context) -> Message:
     if cached is not None:
         log.info("round %d: answered before; sending the same reply again", server_round)
         _log_train(site, server_round, task, cached.metrics, again=True)
-        return _reply(msg, context, site, wire.array_record(cached.scholar), cached.metrics)
+        return _reply(msg, context, site, wire.array_record(cached.scholar), cached.metrics, task)
     bytes_down = wire.record_bytes(msg.content)
 
     wire.load_scholar(scholar_in, site.solver, site.shared_generator, adopt_shapes=True)
@@ -144,12 +161,15 @@ def train(msg: Message, context: Context) -> Message:
     scholar = wire.scholar_record(site.solver, site.shared_generator, packed=True)  # DGM: free
     if site.release is not None:  # generator.kind = "embedding": its release, not its generator
         scholar = ArrayRecord({**scholar, **wire.embedding_arrays(site.release)})
-    metrics.update({"bytes-down": float(bytes_down), "bytes-up": float(wire.record_bytes(scholar))})
+    up = wire.record_bytes(scholar)
+    if secure_aggregation.requested(msg.content):  # the release alone, masked as int64
+        up = 2 * (site.release.numel() * 4 if site.release is not None else 0)
+    metrics.update({"bytes-down": float(bytes_down), "bytes-up": float(up)})
     metrics["partition-id"] = float(site.identity.partition_id)
     # before it is sent: a site killed after sending answers a repeated instruction the same
     store.save_reply(CachedReply(server_round, digest, wire.numpy_arrays(scholar), metrics))
     _log_train(site, server_round, task, metrics, again=False)
-    return _reply(msg, context, site, scholar, metrics)
+    return _reply(msg, context, site, scholar, metrics, task)
 
 
 def _whole_scholar(msg: Message, store: SiteStore, site: Site) -> ArrayRecord:
@@ -177,15 +197,25 @@ def _whole_scholar(msg: Message, store: SiteStore, site: Site) -> ArrayRecord:
 
 
 def _reply(
-    msg: Message, context: Context, site: Site, scholar: ArrayRecord, metrics: dict[str, float]
+    msg: Message,
+    context: Context,
+    site: Site,
+    scholar: ArrayRecord,
+    metrics: dict[str, float],
+    task: int,
 ) -> Message:
-    content = RecordDict(
+    records = RecordDict(
         {
-            **wire.part_records(scholar),
             wire.METRICS: wire.metrics_record(metrics),
             wire.SITE: wire.site_record(site.identity.site_id),
         }
     )
+    if secure_aggregation.requested(msg.content):  # SecAgg+ masks the release; its mod logs
+        _, release = wire.without_embedding(scholar)  # what leaves (client.secure_aggregation)
+        return secure_aggregation.masked_reply(
+            msg, site.cfg, release, site.release_shape(task), records
+        )
+    content = RecordDict({**wire.part_records(scholar), **records})
     wire.check_message(content, protocol.TRAIN_REPLY)  # nothing undeclared leaves the site
     return egress.logged(Message(content=content, reply_to=msg), context)
 

@@ -29,6 +29,15 @@ Where the policy comes from, in order:
     max-delta = 1e-5      # a run's dp.delta may not exceed it
     min-records = 256     # a run's dp.min-records may not be lower
     release-metrics = []  # metrics beyond the protocol a run may ask this site to send
+    own-noise = false     # true: add all the noise itself, also under secure aggregation
+
+Distributed noise: in a run that sums the releases under secure aggregation
+(``fed.aggregation = "secure"``), a site adds only its share of the noise (1/m of its
+variance, m the protocol's threshold: a majority of the run's sites), so the unmasked sum
+carries the noise once instead of once per site. Its epsilon then holds against anyone who
+sees the sum, with at least m honest sites' shares in it; against a server colluding with
+every other site, its own share is all there is (``dp-epsilon-own-noise``, kept in its
+ledger). ``own-noise = true`` makes that the guarantee: the site adds all the noise itself.
 """
 
 from __future__ import annotations
@@ -42,12 +51,13 @@ from typing import Any
 
 from common.config import RELEASABLE_METRICS, ExperimentConfig
 from common.fileio import atomic_write_text
+from common.protocol import secure_threshold
 from common.sitestate import SITE_ID_KEY
 
 POLICY_FILE = "policy.toml"
 POLICY_KEY = "policy"  # node config: the path of this site's policy file
 RUN_CONFIG = "run-config"  # node config policy="run-config": the operator wrote the run config
-KEYS = ("dp-required", "max-epsilon", "max-delta", "min-records", "release-metrics")
+KEYS = ("dp-required", "max-epsilon", "max-delta", "min-records", "release-metrics", "own-noise")
 
 
 class PolicyError(ValueError):
@@ -66,6 +76,7 @@ class SitePolicy:
     min_records: int
     release_metrics: frozenset[str] = field(default_factory=frozenset)
     source: str = ""  # where it came from, said in every refusal
+    own_noise: bool = False  # add all the noise itself, also under secure aggregation
 
     def __post_init__(self) -> None:
         for key, value in (("max-epsilon", self.max_epsilon), ("max-delta", self.max_delta)):
@@ -118,6 +129,15 @@ class SitePolicy:
             )
         return None
 
+    def noise_shares(self, cfg: ExperimentConfig) -> int:
+        """Of how many sites' noise this site's release is a share: 1 (it adds all the
+        noise) unless the run sums releases under secure aggregation with sample-level DP
+        and this policy allows distributed noise: then the protocol's threshold, the fewest
+        sites whose releases an unmasked sum holds (common.protocol.secure_threshold)."""
+        if self.own_noise or not (cfg.secure_aggregation and cfg.dp.enabled):
+            return 1
+        return secure_threshold(cfg.fed.num_sites)
+
     def check(self, cfg: ExperimentConfig) -> None:
         reason = self.refusal(cfg)
         if reason is not None:
@@ -138,6 +158,7 @@ class SitePolicy:
         lines.append(f"min-records = {self.min_records}")
         metrics = ", ".join(f'"{m}"' for m in sorted(self.release_metrics))
         lines.append(f"release-metrics = [{metrics}]")
+        lines.append(f"own-noise = {'true' if self.own_noise else 'false'}")
         return "\n".join(lines) + "\n"
 
 
@@ -177,6 +198,9 @@ def read_policy(path: Path) -> SitePolicy:
         raise PolicyError(
             f"site privacy policy {path}: min-records = {min_records!r} is not a whole number"
         )
+    own_noise = table.get("own-noise", False)
+    if not isinstance(own_noise, bool):
+        raise PolicyError(f"site privacy policy {path}: own-noise = {own_noise!r} is not a bool")
     return SitePolicy(
         dp_required=required,
         max_epsilon=number("max-epsilon"),
@@ -184,6 +208,7 @@ def read_policy(path: Path) -> SitePolicy:
         min_records=min_records,
         release_metrics=frozenset(metrics),
         source=str(path),
+        own_noise=own_noise,
     )
 
 

@@ -61,17 +61,24 @@ def apply_node_config(cfg: ExperimentConfig, node_config: Mapping[str, object]) 
 
 
 @lru_cache(maxsize=16)
-def privacy_session(cfg: ExperimentConfig, identity: SiteIdentity, root: Path) -> PrivacySession:
+def privacy_session(
+    cfg: ExperimentConfig, identity: SiteIdentity, root: Path, noise_shares: int = 1
+) -> PrivacySession:
     """This site's private training (its record fingerprints are computed once per process)."""
+    tasks = local_stream(cfg, identity).tasks
     return PrivacySession(
-        cfg, site_id=identity.site_id, tasks=local_stream(cfg, identity).tasks, root=root
+        cfg, site_id=identity.site_id, tasks=tasks, root=root, noise_shares=noise_shares
     )
 
 
 class Site:
-    def __init__(self, cfg: ExperimentConfig, identity: SiteIdentity) -> None:
+    def __init__(
+        self, cfg: ExperimentConfig, identity: SiteIdentity, *, noise_shares: int = 1
+    ) -> None:
         self.cfg = cfg
         self.identity = identity
+        # > 1: distributed noise, from this site's policy (client.policy.SitePolicy.noise_shares)
+        self.noise_shares = noise_shares
         self.device = select_device(cfg.device)
         if cfg.train.precision == "bf16":
             warn_slow_bf16(self.device)
@@ -116,7 +123,7 @@ class Site:
     # --- work ---------------------------------------------------------------------------
     def privacy(self) -> PrivacySession:
         """This site's private training session (sample-level DP)."""
-        return privacy_session(self.cfg, self.identity, privacy_root())
+        return privacy_session(self.cfg, self.identity, privacy_root(), self.noise_shares)
 
     def train(
         self,
@@ -169,6 +176,8 @@ class Site:
                 run_key=str(run_id), task=task, iterations=iterations, server_round=server_round
             )
             if prepared is None:  # too few records to train on privately: sit out
+                if self.embedding_kind and self.noise_shares > 1:  # its share of the noise
+                    self.release = self.privacy().noise_share(run_key=str(run_id), task=task)
                 return {"num-examples": 0.0, "empty": 1.0}
         if self.embedding_kind:  # the task's release (once); the solver learns from the
             self.release = self._embedding_release(task, prepared)  # server's generator
@@ -208,6 +217,13 @@ class Site:
         """The generator that travels in the scholar's records (None: none does; an
         embedding site sends its release, and gets the server's generator with the replay)."""
         return None if self.embedding_kind else self.learner.generator
+
+    def release_shape(self, task: int) -> tuple[int, int]:
+        """The shape of task ``task``'s release: (classes [+ F for the ridge solver's Gram])
+        x F features (common.privacy.embedding)."""
+        size = features_for(self.cfg, self.stream.shape).size
+        rows = len(self.stream.tasks[task].classes)
+        return rows + (size if self.cfg.solver_traits.solved else 0), size
 
     def _embedding_release(self, task: int, prepared: PreparedRound | None) -> torch.Tensor:
         """The task's release: from the ledger under DP (noised, spent once per task),

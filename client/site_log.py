@@ -55,6 +55,9 @@ def train_line(
             f"epsilon {metrics['dp-epsilon']:.3f} spent in the site's lifetime"
             + (f", {metrics['dp-budget-left']:.3f} left" if "dp-budget-left" in metrics else "")
         )
+    own = metrics.get("dp-epsilon-own-noise")
+    if own is not None and own > metrics.get("dp-epsilon", own) + 1e-9:  # distributed noise
+        parts.append(f"epsilon {own:.3f} against a server colluding with every other site")
     return ", ".join(parts)
 
 

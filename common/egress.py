@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 
+from common.protocol import SECAGG
 from common.sitestate import SITE_DIR_ENV, check_site_id, default_site_id, site_dir, site_id_for
 
 __all__ = [
@@ -62,6 +63,16 @@ def _json_value(value: Any) -> Any:
     return value
 
 
+def _digest_value(value: Any) -> Any:
+    """A SecAgg+ value as logged: bytes by their size and SHA-256 (keys, encrypted shares,
+    a masked release), integers (site numbers) as they are."""
+    if isinstance(value, bytes):
+        return {"bytes": len(value), "sha256": hashlib.sha256(value).hexdigest()}
+    if isinstance(value, list):
+        return [_digest_value(v) for v in value]
+    return _json_value(value)
+
+
 def _value_bytes(value: Any) -> int:
     if isinstance(value, list):
         return sum(_value_bytes(v) for v in value)
@@ -90,7 +101,8 @@ def record_entry(name: str, record: ArrayRecord | MetricRecord | ConfigRecord) -
         size = sum(t["bytes"] for t in tensors)
         return {"name": name, "kind": "array", "bytes": size, "tensors": tensors}
     kind = "metric" if isinstance(record, MetricRecord) else "config"
-    values = {k: _json_value(v) for k, v in record.items()}
+    show = _digest_value if name == SECAGG.name else _json_value  # (a masked release: MBs)
+    values = {k: show(v) for k, v in record.items()}
     size = sum(_value_bytes(v) for v in record.values())
     return {"name": name, "kind": kind, "bytes": size, "values": values}
 

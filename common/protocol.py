@@ -136,6 +136,17 @@ METRICS = Record(
     "num-examples (class-counts: class-count-<c>) and the metrics common.privacy.release allows",
 )
 SITE = Record("site", CONFIG, "site-id: the stable id the site's ledger and state are kept under")
+# fed.aggregation = "secure": Flower's SecAgg+ (server.run.secure_aggregation,
+# client.secure_aggregation); the record's name is Flower's
+SECAGG = Record(
+    "secaggplus_configs",
+    CONFIG,
+    "SecAgg+, by stage: the site's two public keys; its Shamir shares for the other sites, "
+    "each encrypted to its site; its release masked (integers mod 2^40, bytes); the shares "
+    "that unmask the sum. Bytes and integers only (the egress log keeps their sizes and "
+    "SHA-256, not their values)",
+    when='fed.aggregation = "secure": the four stages of a round',
+)
 
 TRAIN_INSTRUCTION = MessageSpec(
     "train",
@@ -149,6 +160,30 @@ TRAIN_REPLY = MessageSpec(
     (SOLVER_RECORD, METRICS, SITE),
     optional=(GENERATOR_RECORD, EMBEDDING_RECORD),
 )
+# SecAgg+'s numbers, the same at the server and every site: each value an honest site sends
+# is clipped to [-SECURE_CLIP, SECURE_CLIP] (far above an honest value: a sum over 2^16
+# records of norm-1 features), quantized to SECURE_LEVELS levels over that range (a step of 2^-13,
+# stochastic rounding) and masked in the integers mod SECURE_MODULUS (room for a sum over
+# 2^10 sites without overflow)
+SECURE_CLIP = float(2**16)
+SECURE_LEVELS = 2**30
+SECURE_MODULUS = 2**40
+
+
+def secure_threshold(sites: int) -> int:
+    """SecAgg+'s threshold for ``sites`` sampled sites: the shares needed to unmask, so the
+    fewest sites a sum holds. A majority (at least 2): the server cannot rebuild both the
+    mask seed and the key of a site from fewer."""
+    return max(2, sites // 2 + 1)
+
+
+# fed.aggregation = "secure": the train reply that carries the masked release (the release
+# is the only array: the ridge solver a site would send back is the server's own), and the
+# replies of the protocol's other three stages
+SECURE_TRAIN_REPLY = MessageSpec("train", "site -> server", (SECAGG, METRICS, SITE))
+SECURE_STAGE_REPLY = MessageSpec("train", "site -> server", (SECAGG,))
+# (the secure train reply as the strategy gets it: its masked release went into the sum)
+SECURE_SUMMED_REPLY = MessageSpec("train", "site -> server", (METRICS, SITE))
 EVALUATE_INSTRUCTION = MessageSpec("evaluate", "server -> site", (SOLVER_RECORD, EVAL_CONFIG))
 EVALUATE_REPLY = MessageSpec("evaluate", "site -> server", (METRICS,))
 # which site a node holds, asked before sampling sites by id (server.sites.sampling)
@@ -158,6 +193,8 @@ SITE_REPLY = MessageSpec("query", "site -> server", (SITE,))
 MESSAGES = (
     TRAIN_INSTRUCTION,
     TRAIN_REPLY,
+    SECURE_TRAIN_REPLY,
+    SECURE_STAGE_REPLY,
     EVALUATE_INSTRUCTION,
     EVALUATE_REPLY,
     SITE_QUERY,
@@ -165,6 +202,16 @@ MESSAGES = (
 )
 # what may leave a site
 REPLIES = {m.message_type: m for m in (TRAIN_REPLY, EVALUATE_REPLY, SITE_REPLY)}
+
+
+def reply_spec(message_type: str, records: set[str]) -> MessageSpec | None:
+    """The declared reply a message of ``message_type`` carrying ``records`` must be: a
+    train reply with the SecAgg+ record is one of secure aggregation's (None: no such
+    reply may leave a site)."""
+    if message_type == TRAIN_REPLY.message_type and SECAGG.name in records:
+        return SECURE_TRAIN_REPLY if METRICS.name in records else SECURE_STAGE_REPLY
+    return REPLIES.get(message_type)
+
 
 SOLVER = Part(
     "solver",
@@ -290,6 +337,9 @@ METRIC_LIST = (
     Metric(DP_STEPS, "train", "DP steps in the site's lifetime", ACCOUNTANT),
     Metric("dp-max-grad-norm", "train", "the clip norm", ACCOUNTANT),
     Metric(DP_BUDGET_LEFT, "train", "lifetime budget left", ACCOUNTANT),
+    Metric("dp-epsilon-own-noise", "train", "lifetime epsilon from the noise the site added "
+           "itself: against a server colluding with every other site (dp-epsilon unless it "
+           "added a share of the noise under secure aggregation)", ACCOUNTANT),
     Metric("dp-per-task", "train", "1 when composition is per task", ACCOUNTANT),
     Metric("loss-solver", "train", "mean solver loss of the round", OPT_IN),
     Metric("loss-generator", "train", "mean generator loss of the round", OPT_IN),

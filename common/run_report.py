@@ -119,6 +119,12 @@ def _guarantee(s: Mapping[str, Any]) -> str:
     shown = f"epsilon = {float(eps):.2f}" if eps is not None else "epsilon not reported"
     if delta is not None:
         shown += f", delta = {float(delta):.0e}"
+    own = s.get("dp_epsilon_own_noise")
+    if eps is not None and own is not None and float(own) > float(eps) + 1e-9:
+        shown += (  # distributed noise under secure aggregation
+            f" against whoever sees only the secure sum; epsilon = {float(own):.2f} against a "
+            "server colluding with every other site"
+        )
     return f"{shown} ({s['dp_scope']})"
 
 

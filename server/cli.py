@@ -144,6 +144,12 @@ def site_main(argv: list[str]) -> int:
     init.add_argument(
         "--release-metrics", default="", help="metrics a run may ask for, comma-separated"
     )
+    init.add_argument(
+        "--own-noise",
+        action="store_true",
+        help="add all the noise at this site, also under secure aggregation (its epsilon then "
+        "holds against a server colluding with every other site)",
+    )
     init.add_argument("--force", action="store_true", help="replace an existing policy")
     show = sub.add_parser("show", help="print the site's policy")
     for sp in (init, show):
@@ -165,6 +171,7 @@ def site_main(argv: list[str]) -> int:
                     m.strip() for m in args.release_metrics.split(",") if m.strip()
                 ),
                 source="fedreplay site init",
+                own_noise=args.own_noise,
             )
             print(f"wrote {write_policy(folder, policy, force=args.force)}")
         else:

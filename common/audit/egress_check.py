@@ -37,7 +37,7 @@ from common.models import build_generator, build_solver
 from common.models.dgm import DGMGenerator
 from common.models.growth import widen_
 from common.privacy.release import allowed_train_metrics, evaluation_allowed
-from common.protocol import NEVER_DP, REPLIES, metric_declared, part_of
+from common.protocol import NEVER_DP, REPLIES, SECAGG, metric_declared, part_of, reply_spec
 from common.sitestate import check_site_id
 from common.wire import EMBEDDING_KEY
 
@@ -237,6 +237,20 @@ def _site_problems(values: Mapping[str, Any]) -> list[str]:
     return []
 
 
+def _secagg_problems(values: Mapping[str, Any]) -> list[str]:
+    """A SecAgg+ record holds keys, encrypted shares and masked integers (logged as their
+    sizes and digests) and site numbers: nothing a reader could take a value from."""
+
+    def plain(v: Any) -> bool:
+        if isinstance(v, list):
+            return all(plain(x) for x in v)
+        digest = isinstance(v, Mapping) and set(v) == {"bytes", "sha256"}
+        return digest or (isinstance(v, int) and not isinstance(v, bool))
+
+    bad = sorted(k for k, v in values.items() if not plain(v))
+    return [f"SecAgg+ record holds values other than bytes and integers: {bad}"] if bad else []
+
+
 def message_problems(
     entry: Mapping[str, Any],
     expected: Expected,
@@ -245,14 +259,15 @@ def message_problems(
     """Everything wrong with one logged message (empty: it is allowed); with ``cfg``, the
     run's DP rules for metrics apply."""
     mtype = str(entry.get("message_type"))
-    allowed = ALLOWED_RECORDS.get(mtype)
-    if allowed is None:
+    records = entry.get("records") or []
+    names = [str(r.get("name")) for r in records]
+    spec = reply_spec(mtype, set(names))
+    if spec is None:
         return [f"message type {mtype!r} may not leave a site"]
     if mtype == "evaluate" and cfg is not None and not evaluation_allowed(cfg):
         return ["federated evaluation under DP without dp.release-metrics='evaluation'"]
-    records = entry.get("records") or []
-    names = [str(r.get("name")) for r in records]
-    required = {r.name for r in REPLIES[mtype].required}
+    allowed = spec.allowed
+    required = {r.name for r in spec.required}
     problems = []
     if len(set(names)) != len(names) or not required <= set(names) <= set(allowed):
         problems.append(
@@ -271,6 +286,8 @@ def message_problems(
             if others:
                 problems.append(f"record {name!r} carries tensors of another part: {others[:5]}")
             tensors += part
+        elif kind == "config" and name == SECAGG.name:
+            problems += _secagg_problems(rec.get("values") or {})
         elif kind == "config":
             problems += _site_problems(rec.get("values") or {})
         else:

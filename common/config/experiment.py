@@ -17,6 +17,7 @@ from common.config.methods import (
     method_of,
 )
 from common.config.sections import (
+    SECURE,
     AuditConfig,
     ConfigError,
     DataConfig,
@@ -137,6 +138,8 @@ class ExperimentConfig:
                 "DP's noise is calibrated to a clipped sum of updates; use fed.aggregation="
                 "'auto' (the clipped, noised mean; the clipping already bounds every site)"
             )
+        if self.secure_aggregation:
+            self._check_secure_aggregation()
         if self.replay.solver_data == "synthetic" and not self.uses_generator:
             raise ConfigError(
                 "replay.solver-data='synthetic' trains the solver on the site's own generator's "
@@ -241,6 +244,31 @@ class ExperimentConfig:
                 "use fed.evaluate='central'"
             )
 
+    def _check_secure_aggregation(self) -> None:
+        """fed.aggregation = 'secure': the server learns the sum of the sites' releases only."""
+        if self.solver.arch != "ridge":
+            raise ConfigError(
+                "fed.aggregation='secure' sums the sites' releases under SecAgg+, so the server "
+                "sees only their sum: it serves solver.arch='ridge' (the solver solved from "
+                "the summed releases). Models a site trains are not summed under SecAgg+ here: "
+                "ensemble and per-task replay keep each site's generator, and the robust rules "
+                f"(trimmed mean, update bounds) need each site's update (got solver.arch="
+                f"{self.solver.arch!r})"
+            )
+        if self.fed.rounds_per_task != 1:
+            raise ConfigError(
+                "fed.aggregation='secure' with fed.rounds-per-task="
+                f"{self.fed.rounds_per_task}: a site releases its task once, in the task's one "
+                "round; a sum of later rounds could not tell a release from a resent one. "
+                "Use fed.rounds-per-task=1"
+            )
+        if self.fed.num_sites < 3:
+            raise ConfigError(
+                "fed.aggregation='secure' needs fed.num-sites >= 3: Flower's SecAgg+ shares "
+                "each site's secrets among at least 3 (with 2, the server and one site "
+                f"together would learn the other's release from the sum); got {self.fed.num_sites}"
+            )
+
     def _check_discriminator_solver(self) -> None:
         if not (self.uses_generator and self.generator.kind == "gan"):
             raise ConfigError(
@@ -266,6 +294,11 @@ class ExperimentConfig:
         if self.dp.client_level:
             return "dp-mean"
         return "trimmed-mean" if self.fed.aggregation == "auto" else self.fed.aggregation
+
+    @property
+    def secure_aggregation(self) -> bool:
+        """The server learns only the sum of the sites' releases (SecAgg+)."""
+        return self.fed.aggregation == SECURE
 
     def section_in_use(self, section: str) -> bool:
         """Whether this run reads an owned section (OWNED_SECTIONS; robust., partition.

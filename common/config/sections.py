@@ -24,6 +24,7 @@ ACCOUNTANTS = ("rdp", "prv")
 COMPOSITIONS = ("auto", "per-task", "sequential")
 EVAL_MODES = ("central", "federated", "both")
 AGGREGATIONS = ("fedavg", "median", "trimmed-mean", "krum", "multikrum", "bulyan")
+SECURE = "secure"  # fed.aggregation: the sum under SecAgg+ (server.run.secure_aggregation)
 SOLVER_DATA = ("real", "synthetic")
 FEATURE_BASES = ("pixels", "scatter")  # what the embedding's random features are drawn on
 SCATTER_BANDWIDTH = 0.5  # "auto" on ScatterNet coefficients: chosen on the public proxy
@@ -287,7 +288,7 @@ class FedConfig:
         _choice("fed.evaluate", self.evaluate, EVAL_MODES)
         if not 0.0 < self.fraction_train <= 1.0:
             raise ConfigError(f"fed.fraction-train={self.fraction_train!r} must be in (0, 1]")
-        _choice("fed.aggregation", self.aggregation, ("auto", *AGGREGATIONS))
+        _choice("fed.aggregation", self.aggregation, ("auto", *AGGREGATIONS, SECURE))
         _positive("fed.start-timeout", self.start_timeout, allow_zero=True)
         if self.min_sites > self.num_sites:
             raise ConfigError(

@@ -87,6 +87,16 @@ def class_rows(shape: Sequence[int]) -> int:
     return rows - cols if rows > cols else rows
 
 
+def noise_only(classes: int, size: int, *, sigma: float, gram: bool) -> Tensor:
+    """A release of no record: the noise of :func:`release` alone, (classes [+ size]) x size
+    (distributed noise: the share a site that sits a task out adds to a secure sum)."""
+    std = sigma * GRAM_SENSITIVITY if gram else sigma
+    sums = noised(torch.zeros(classes, size, dtype=torch.float64), sigma=std)
+    if not gram:
+        return sums
+    return torch.cat([sums, noised_gram(torch.zeros(size, size, dtype=torch.float64), sigma=std)])
+
+
 def release(
     features: RandomFeatures,
     x: Tensor,

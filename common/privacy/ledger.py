@@ -93,9 +93,17 @@ class LifetimePartition:
     history: list[Event] = field(default_factory=list)
     merged_into: str | None = None
     created: float = field(default_factory=time.time)
+    # the same steps at the noise this site added itself, where that was a share of the
+    # noise (distributed noise under secure aggregation); None: it always added it all
+    own_history: list[Event] | None = None
+
+    @property
+    def own(self) -> list[Event]:
+        """The history against a server that colludes with every other site."""
+        return self.history if self.own_history is None else self.own_history
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "count": int(self.records.size),
             "digest": fp.digest_of(self.records),
             "records": fp.encode(self.records),
@@ -103,14 +111,19 @@ class LifetimePartition:
             "merged_into": self.merged_into,
             "created": self.created,
         }
+        if self.own_history is not None:
+            out["own_history"] = [list(e) for e in self.own_history]
+        return out
 
     @staticmethod
     def from_dict(d: Mapping[str, Any]) -> LifetimePartition:
+        own = d.get("own_history")
         return LifetimePartition(
             fp.decode(d["records"]),
             [(float(s), float(q), int(n)) for s, q, n in d["history"]],
             d.get("merged_into"),
             float(d.get("created", 0.0)),
+            None if own is None else [(float(s), float(q), int(n)) for s, q, n in own],
         )
 
 
@@ -175,6 +188,14 @@ class SiteLedger:
         """The site's lifetime epsilon: the largest of its live partitions'."""
         live = [p for p in self.partitions.values() if p.merged_into is None]
         return max((self._eps(p.history) for p in live), default=0.0)
+
+    @property
+    def own_epsilon(self) -> float:
+        """The lifetime epsilon against a server colluding with every other site: from the
+        noise this site added itself (the same as :attr:`epsilon` unless it added a share
+        of the noise under secure aggregation)."""
+        live = [p for p in self.partitions.values() if p.merged_into is None]
+        return max((self._eps(p.own) for p in live), default=0.0)
 
     @property
     def steps(self) -> int:
@@ -312,10 +333,22 @@ class SiteLedger:
             return np.frombuffer(read_release(self.directory, task, found), dtype="<f4").tolist()
         return None if found is None else [float(c) for c in found]
 
-    def record_task_release(self, run_key: str, task: int, counts: list[float]) -> None:
+    def release_shares(self, run_key: str, task: int) -> int:
+        """Of how many sites' noise the task's release carries a share (1: all of its own;
+        more: it may leave only masked in a secure sum of at least that many sites)."""
+        shares = self.state["runs"][run_key].get("release_shares") or {}
+        return int(shares.get(str(task), 1))
+
+    def record_task_release(
+        self, run_key: str, task: int, counts: list[float], *, shares: int = 1
+    ) -> None:
         """Keep a task's release (spent with :meth:`spend` in the same transaction) for
-        the task's later rounds; a long one in its own file (:func:`write_release`)."""
-        histograms = self.state["runs"][run_key].get("histograms")
+        the task's later rounds; a long one in its own file (:func:`write_release`).
+        ``shares`` > 1: it carries 1/shares of the noise's variance (distributed noise)."""
+        run = self.state["runs"][run_key]
+        if shares > 1:
+            run.setdefault("release_shares", {})[str(task)] = int(shares)
+        histograms = run.get("histograms")
         if histograms is None:
             raise PrivacyStateError(f"run {run_key} did not plan a release per task")
         if str(task) in histograms:
@@ -338,8 +371,11 @@ class SiteLedger:
             return touching[0]
         key = f"p{len(self.partitions)}"
         history = [e for k in touching for e in self.partitions[k].history]
+        own = None
+        if any(self.partitions[k].own_history is not None for k in touching):
+            own = [e for k in touching for e in self.partitions[k].own]
         records = fp.union([recs, *(self.partitions[k].records for k in touching)])
-        self.partitions[key] = LifetimePartition(records, history)
+        self.partitions[key] = LifetimePartition(records, history, own_history=own)
         for k in touching:
             self.partitions[k].merged_into = key
         return key
@@ -413,8 +449,13 @@ class SiteLedger:
         events: list[Event],
         server_round: int,
         kind: str = "training",
+        own_events: list[Event] | None = None,
     ) -> None:
-        """Check ``events`` against the lifetime budget, then record them (before training)."""
+        """Check ``events`` against the lifetime budget, then record them (before training).
+        ``own_events``: the same steps at the noise this site adds itself, where that is a
+        share of ``events``' noise (distributed noise: the others' shares make up the rest);
+        the budget is held against ``events``, the guarantee without the others is kept
+        beside it (:attr:`own_epsilon`)."""
         run = self.state["runs"][run_key]
         key = run_partition_of(task, run["composition"])
         part = run["partitions"].get(key)
@@ -430,7 +471,11 @@ class SiteLedger:
                 f"bring site {self.site_id!r} to lifetime epsilon={after:.3f} > budget {target} "
                 f"at delta={self.delta:.2e} ({self.accountant}); refusing to train"
             )
-        history[:] = merged([*history, *((float(s), float(q), int(n)) for s, q, n in events)])
+        partition = self.partitions[lifetime]
+        if own_events is not None or partition.own_history is not None:
+            mine = own_events if own_events is not None else events
+            partition.own_history = merged([*partition.own, *_events(mine)])
+        history[:] = merged([*history, *_events(events)])
         part["events"].extend([list(e) for e in events])
         (self.directory / MARKER).touch()
         site_eps = self.epsilon
@@ -452,6 +497,9 @@ class SiteLedger:
                 "run_epsilon": self.run_epsilon(run_key),
                 "epsilon": site_eps,
                 "budget_left": self.budget - site_eps,
+                # against a server colluding with every other site (distributed noise)
+                "own_epsilon": self.own_epsilon,
+                "own_noise_multiplier": max(s for s, _, _ in (own_events or events)),
             }
         )
         self.dirty = True
@@ -484,6 +532,7 @@ class SiteLedger:
             "dp-steps": float(sum(int(r["steps"]) for r in self.state["ledger"])),
             "dp-max-grad-norm": float(run["max_grad_norm"]),
             "dp-budget-left": self.budget - eps,
+            "dp-epsilon-own-noise": self.own_epsilon,
             "dp-per-task": 1.0 if run["composition"] == PER_TASK else 0.0,
         }
 
@@ -497,3 +546,7 @@ class SiteLedger:
         atomic_write_text(self.directory / LEDGER, text)
         atomic_write_text(self.directory / BACKUP, text)
         self.dirty = False
+
+
+def _events(events: list[Event]) -> list[Event]:
+    return [(float(s), float(q), int(n)) for s, q, n in events]

@@ -14,6 +14,7 @@ Poisson sampling come from fresh secret generators.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -28,6 +29,7 @@ from common.models.embedding import features_for
 from common.privacy.calibrate import planned_events
 from common.privacy.composition import PER_TASK, check_composition, composition_for
 from common.privacy.dp_step import DPPlan
+from common.privacy.embedding import noise_only
 from common.privacy.embedding import release as embedding_release
 from common.privacy.ledger import TASK_RELEASE_RATE, SiteLedger
 from common.privacy.records import record_digests, union
@@ -88,10 +90,15 @@ class PrivacySession:
         site_id: str,
         tasks: Sequence[Task],
         root: Path | None = None,
+        noise_shares: int = 1,
     ) -> None:
         if not cfg.dp.enabled:
             raise ValueError("a privacy session needs dp.enabled")
         self.cfg, self.site_id, self.tasks = cfg, check_site_id(site_id), tuple(tasks)
+        # distributed noise (the site's policy allows it under fed.aggregation = "secure"):
+        # a task's release carries 1/noise_shares of the noise's variance, the sum of at
+        # least that many sites' releases all of it (client.policy.SitePolicy.noise_shares)
+        self.noise_shares = noise_shares
         self.root = root if root is not None else privacy_root()
         self.composition = composition_for(
             cfg.dp.composition, scenario=cfg.tasks.scenario, method=cfg.method
@@ -179,15 +186,30 @@ class PrivacySession:
             iterations = private_solver_steps(cfg, iterations)
             sigma = ledger.noise_multiplier(run_key, task)
             events = [(sigma, q, n) for n in (iterations, generator_steps) if n]
+            own = list(events)
             stored = ledger.task_release(run_key, task) if per_task else None
             release = per_task and stored is None
+            m = self.noise_shares
             if release:  # once per task: one Gaussian mechanism, spent before it exists
                 events.append((sigma, TASK_RELEASE_RATE, 1))
+                own.append((sigma / math.sqrt(m), TASK_RELEASE_RATE, 1))
             if events:  # (a later round of an embedding's task spends nothing)
-                ledger.spend(run_key, task=task, events=events, server_round=server_round)
+                ledger.spend(
+                    run_key,
+                    task=task,
+                    events=events,
+                    server_round=server_round,
+                    own_events=own if m > 1 else None,
+                )
             if release:
-                stored = self._release(task, sigma=sigma)
-                ledger.record_task_release(run_key, task, stored)
+                stored = self._release(task, sigma=sigma / math.sqrt(m))
+                ledger.record_task_release(run_key, task, stored, shares=m)
+            elif per_task and ledger.release_shares(run_key, task) > m:
+                raise PermissionError(
+                    f"task {task}'s release carries a share of the noise, for a secure sum of "
+                    f"at least {ledger.release_shares(run_key, task)} sites; this instruction "
+                    f"would send it with the noise of {m}: refused, nothing sent"
+                )
             metrics = ledger.metrics(run_key)
         metrics["num-examples"] = float(n)  # the released count, not the true one
         taken = [0]
@@ -204,6 +226,21 @@ class PrivacySession:
             width = 2 * cfg.embedding.features + 1  # (common.models.embedding.RandomFeatures)
             embedding = torch.tensor(stored, dtype=torch.float32).view(-1, width)
         return PreparedRound(plan, iterations + generator_steps, metrics, taken, embedding)
+
+    def noise_share(self, *, run_key: str, task: int) -> torch.Tensor:
+        """What a site that sits task ``task`` out sends into a secure sum under distributed
+        noise: its share of the noise alone (no record is read, nothing is spent), so the
+        sum carries the noise the other sites' shares count on."""
+        with SiteLedger.open(self.root, self.site_id, dp=self.cfg.dp) as ledger:
+            sigma = ledger.noise_multiplier(run_key, task)
+        classes = len(self.tasks[task].classes)
+        size = features_for(self.cfg, tuple(self.tasks[task].train.x.shape[1:])).size  # type: ignore[arg-type]
+        return noise_only(
+            classes,
+            size,
+            sigma=sigma / math.sqrt(self.noise_shares),
+            gram=self.cfg.solver_traits.solved,
+        )
 
     def _release(self, task: int, *, sigma: float) -> list[float]:
         """The task's one Gaussian release, flat (called after it was spent)."""

@@ -55,11 +55,23 @@ if TYPE_CHECKING:  # (the run calls the hooks with itself; nothing here imports 
 log = logging.getLogger("fedreplay.server")
 
 
+SECURE_SUM = "(secure sum)"  # the key of a sum under SecAgg+ (no site id has a space)
+
+
 @dataclass
 class EmbeddingReleases:
-    """The current task's releases, one per site key."""
+    """The current task's releases, one per site key; under secure aggregation one sum of
+    all sites' releases (:data:`SECURE_SUM`), which no per-site bound can reach."""
 
     by_site: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def receive_sum(self, total: np.ndarray, sites: int) -> None:
+        """The task's releases summed under SecAgg+ (fed.aggregation = "secure")."""
+        if SECURE_SUM in self.by_site:
+            log.warning("a second secure sum of the task's releases ignored")
+            return
+        log.info("task's releases: the secure sum of %d sites", sites)
+        self.by_site[SECURE_SUM] = np.array(total, dtype=np.float64)
 
     def receive(self, site: str, release: np.ndarray) -> bool:
         """Keep ``site``'s first release of the task (False: it had one already)."""
@@ -75,6 +87,8 @@ class EmbeddingReleases:
         factor it was cut by (1 = untouched)."""
         if not self.by_site:
             raise ValueError("no site released an embedding of this task")
+        if SECURE_SUM in self.by_site:  # (the server never saw a site's release)
+            return self.by_site[SECURE_SUM], {}
         sites = sorted(self.by_site)
         norms = np.array([np.linalg.norm(self.by_site[s]) for s in sites])
         factors = np.ones(len(sites))

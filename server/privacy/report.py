@@ -46,6 +46,8 @@ def site_ledger(rounds: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]
                     "steps": m["dp-steps"],
                     "max_grad_norm": m["dp-max-grad-norm"],
                     "epsilon": m["dp-epsilon"],
+                    # against a server colluding with every other site (distributed noise)
+                    "own_noise_epsilon": m.get("dp-epsilon-own-noise", m["dp-epsilon"]),
                     "run_epsilon": m.get("dp-run-epsilon", m["dp-epsilon"]),
                     "task_epsilon": m.get("dp-task-epsilon", m["dp-epsilon"]),
                     "composition": PER_TASK if m.get("dp-per-task", 0.0) else SEQUENTIAL,
@@ -115,6 +117,9 @@ def write_privacy_report(
             ),
             "dp_epsilon_per_site": {pid: row["epsilon"] for pid, row in final.items()},
             "dp_epsilon_run_per_site": {pid: row["run_epsilon"] for pid, row in final.items()},
+            # the sites' guarantee against a server colluding with every other site: larger
+            # than dp_epsilon only under distributed noise (fed.aggregation = "secure")
+            "dp_epsilon_own_noise": max(row["own_noise_epsilon"] for row in final.values()),
         }
     if dp.client_level:
         delta = dp.delta  # explicit (config refuses 0 under DP)

@@ -41,6 +41,26 @@ def check_train_reply(
     generator (its free elements only) is made whole with the server's own frozen elements
     before any check, bound or aggregation sees it."""
     wire.check_message(content, protocol.TRAIN_REPLY)  # the declared records only
+    site_id, metrics = _identity_and_metrics(content)
+    scholar, release = wire.without_embedding(wire.scholar_of(content))
+    if release is not None:  # generator.kind = "embedding" (server.methods.embedding)
+        check_release(release, embedding_shape)
+    scholar = wire_packed.unpack_scholar(scholar, generator)
+    wire.check_scholar_arrays(scholar, solver, generator)
+    return TrainReply(site_id, metrics, scholar, release)
+
+
+def check_secure_reply(content: RecordDict, *, global_arrays: ArrayRecord) -> TrainReply:
+    """A reply of a SecAgg+ round (fed.aggregation = "secure") decoded, once its masked
+    release has gone into the sum (server.run.secure_aggregation): its site id and
+    metrics. It carries no model: the ridge solver a site would send back is the server's
+    own, ``global_arrays``."""
+    wire.check_message(content, protocol.SECURE_SUMMED_REPLY)
+    site_id, metrics = _identity_and_metrics(content)
+    return TrainReply(site_id, metrics, global_arrays, None)
+
+
+def _identity_and_metrics(content: RecordDict) -> tuple[str | None, dict[str, float]]:
     site_id = wire.site_id_of(content)  # a malformed site record is a WireError
     metrics = wire.scalar_metrics(content.metric_records[wire.METRICS])
     for key, value in metrics.items():
@@ -51,12 +71,7 @@ def check_train_reply(
     pid = metrics.get("partition-id", 0.0)
     if pid < 0 or pid != int(pid):
         raise wire.WireError(f"partition-id {pid!r} is not a non-negative integer")
-    scholar, release = wire.without_embedding(wire.scholar_of(content))
-    if release is not None:  # generator.kind = "embedding" (server.methods.embedding)
-        check_release(release, embedding_shape)
-    scholar = wire_packed.unpack_scholar(scholar, generator)
-    wire.check_scholar_arrays(scholar, solver, generator)
-    return TrainReply(site_id, metrics, scholar, release)
+    return site_id, metrics
 
 
 def check_release(release: np.ndarray, shape: tuple[int, int] | None) -> None:

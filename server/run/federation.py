@@ -41,6 +41,7 @@ from server.run.inprocess import InProcessGrid
 from server.run.output_dir import resolve_output_dir
 from server.run.progress_grid import ProgressGrid
 from server.run.replay_payload import next_payload, replay_source
+from server.run.secure_aggregation import SecureAggregationGrid
 from server.run.state import load_for_resume, save_checkpoint
 from server.run.strategy import FedReplay
 from server.sites.registry import SiteRegistry
@@ -101,8 +102,13 @@ class FederatedRun:
             bounds=(  # client-level DP's clipped, noised mean replaces the rule
                 None
                 if cfg.dp.client_level
-                else Bounds(rule=cfg.aggregation_rule, **asdict(cfg.robust))
+                # (secure: the solver a reply stands for is the server's own)
+                else Bounds(
+                    rule="fedavg" if cfg.secure_aggregation else cfg.aggregation_rule,
+                    **asdict(cfg.robust),
+                )
             ),
+            secure=cfg.secure_aggregation,
         )
         self.strategy: Strategy = self.fedreplay
         self.rounds_before = 0  # rounds done by earlier processes of a resumed run (the ETA)
@@ -142,6 +148,10 @@ class FederatedRun:
         if isinstance(grid, InProcessGrid):  # simulated sites: ids bound to partitions
             self.fedreplay.sites.bind_all(grid.site_bindings())
         grid = ProgressGrid(grid)  # a line as sites answer, within a long round
+        if cfg.secure_aggregation:  # train rounds under SecAgg+: the server gets only the sum
+            grid = SecureAggregationGrid(
+                grid, on_sum=self.fedreplay.receive_sum, timeout=cfg.fed.round_timeout or None
+            )
         if cfg.fed.resume:
             self.folder, ckpt = self._resume()
             first_task, done = ckpt.task, ckpt.task_rounds

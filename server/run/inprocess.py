@@ -23,11 +23,12 @@ their own ``FEDREPLAY_SITE_DIR`` and ``FEDREPLAY_SERVER_DIR``.
 
 from __future__ import annotations
 
+import copy
 import itertools
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from flwr.app import Context, Message, RecordDict
+from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.app.error import Error
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid
@@ -126,7 +127,7 @@ class InProcessGrid(Grid):
             self.sent.append(msg)
             node = msg.metadata.dst_node_id
             try:
-                reply = self.client_app(msg, self.contexts[node])
+                reply = self.client_app(_delivered(msg), self.contexts[node])
             except Exception as exc:  # a crashing ClientApp becomes an error reply
                 reply = Message(Error(code=0, reason=f"{type(exc).__name__}: {exc}"), reply_to=msg)
             if self.reply_hook is not None:
@@ -136,3 +137,23 @@ class InProcessGrid(Grid):
                 reply = hooked
             replies.append(reply)
         return replies
+
+
+def _delivered(msg: Message) -> Message:
+    """``msg`` as a site receives it: its own copy of the config records (a site's mod may
+    change them, as SecAgg+'s does; on the wire every site gets its own), the arrays shared
+    (read only)."""
+    content = RecordDict(
+        {
+            name: copy.deepcopy(rec) if isinstance(rec, ConfigRecord) else rec
+            for name, rec in msg.content.items()
+        }
+    )
+    out = Message(
+        content=content,
+        dst_node_id=msg.metadata.dst_node_id,
+        message_type=msg.metadata.message_type,
+        group_id=msg.metadata.group_id,
+    )
+    out.metadata.__dict__["_message_id"] = msg.metadata.message_id
+    return out

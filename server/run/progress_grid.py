@@ -17,11 +17,11 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 
-from flwr.app import Message, RecordDict
+from flwr.app import Message
 from flwr.serverapp import Grid
-from flwr.supercore.run import Run
 
 from common import wire
+from server.run.grid_wrapper import GridWrapper
 from server.run.inprocess import InProcessGrid
 
 log = logging.getLogger("fedreplay.server")
@@ -30,7 +30,7 @@ PULL_INTERVAL = 1.0  # seconds between pulls (Flower's own grids: 3 s)
 REPORTED = ("train", "evaluate")  # message types a round line is written for
 
 
-class ProgressGrid(Grid):
+class ProgressGrid(GridWrapper):
     def __init__(
         self,
         grid: Grid,
@@ -38,36 +38,9 @@ class ProgressGrid(Grid):
         every: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.grid = grid
+        super().__init__(grid)
         self.every = every
         self.clock = clock
-
-    # --- delegated --------------------------------------------------------------------
-    def set_run(self, run: Run) -> None:
-        self.grid.set_run(run)
-
-    @property
-    def run(self) -> Run:
-        return self.grid.run
-
-    def create_message(
-        self,
-        content: RecordDict,
-        message_type: str,
-        dst_node_id: int,
-        group_id: str,
-        ttl: float | None = None,
-    ) -> Message:
-        return self.grid.create_message(content, message_type, dst_node_id, group_id, ttl)
-
-    def get_node_ids(self) -> Iterable[int]:
-        return self.grid.get_node_ids()
-
-    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
-        return self.grid.push_messages(messages)
-
-    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
-        return self.grid.pull_messages(message_ids)
 
     # --- the round, with progress -----------------------------------------------------
     def send_and_receive(

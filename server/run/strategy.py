@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
+import numpy as np
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.serverapp import Grid
@@ -41,7 +42,7 @@ from common.replay import ReplayPayload
 from server.methods.dgm import keep_reserved
 from server.privacy.client_dp import ClientLevelDP
 from server.robust.aggregation import AggregationError, Bounds, aggregate, bounded_model
-from server.robust.reply_checks import TrainReply, check_train_reply
+from server.robust.reply_checks import TrainReply, check_secure_reply, check_train_reply
 from server.round_record import RoundRecord, SiteReply
 from server.run.checkpoint import RunState, TaskState
 from server.run.deliveries import Deliveries
@@ -75,6 +76,7 @@ class FedReplay(FedAvg):
         bounds: Bounds | None = None,
         start_timeout: float = 0.0,
         query_timeout: float = QUERY_TIMEOUT,
+        secure: bool = False,
     ) -> None:
         super().__init__(
             fraction_train=fraction_train,
@@ -107,6 +109,9 @@ class FedReplay(FedAvg):
         self.generator_sent = Deliveries()
         self.round_records: list[RoundRecord] = []
         self.embedding_shape: tuple[int, int] | None = None
+        # fed.aggregation = "secure": replies carry no release, their sum arrives unmasked
+        # (server.run.secure_aggregation calls receive_sum before the replies come)
+        self.secure = secure
 
     # --- task boundaries ---------------------------------------------------------------
     def begin_task(
@@ -128,6 +133,10 @@ class FedReplay(FedAvg):
         self.replay_sent.reset()
         self.generator_sent.reset()  # a new task: new frozen elements
         self.round_offset = round_offset
+
+    def receive_sum(self, total: np.ndarray, sites: int) -> None:
+        """The round's releases, summed under SecAgg+ (``sites`` of them)."""
+        self.state.task_replies.releases.receive_sum(total, sites)
 
     def replace_payload(self, payload: ReplayPayload) -> None:
         """Within a task (generator.kind = "embedding"): every site gets this one next."""
@@ -247,6 +256,9 @@ class FedReplay(FedAvg):
         if msg.has_error():
             return f"error reply: {msg.error.reason}"
         try:
+            if self.secure:  # its release went into the sum (server.run.secure_aggregation)
+                assert self.current_arrays is not None  # (set when the round was configured)
+                return check_secure_reply(msg.content, global_arrays=self.current_arrays)
             return check_train_reply(
                 msg.content,
                 solver=self.solver_template,

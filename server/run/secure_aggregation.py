@@ -1,0 +1,237 @@
+"""Secure aggregation of the sites' releases (``fed.aggregation = "secure"``): the server
+learns the sum over sites, never one site's release. Flower's SecAgg+ protocol
+(:class:`flwr.server.workflow.SecAggPlusWorkflow` here, ``secaggplus_mod`` at the site,
+:mod:`client.secure_aggregation`) runs around the round's train instructions.
+
+:class:`SecureAggregationGrid` wraps the run's grid: every batch of train instructions it
+is asked to send becomes one SecAgg+ exchange of four stages (each site makes two key pairs;
+they exchange Shamir shares of a mask seed and of a key, encrypted site to site; each site
+trains as instructed and sends its release masked, as integers mod 2^40; the sites still
+there send the shares that remove the masks). The server unmasks the sum alone and hands it
+to ``on_sum``; the strategy then gets the sites' replies without any release (their metrics
+and site ids only). Up to ``n - threshold`` sites may drop out after sharing their keys
+(threshold: a majority of the sampled sites): their pairwise masks are rebuilt from the
+others' shares and the sum is of the sites that sent. Fewer sites than the threshold: the
+exchange halts, the round's replies become failures naming why, and nothing is summed.
+
+What bounds a hostile site here: nothing. The server cannot see a site's release, so no
+per-site bound (norm cap, direction consensus, trimmed mean) can apply; an honest site
+clips each value to [-2^16, 2^16] before it is masked (:data:`common.protocol.SECURE_CLIP`,
+far above any honest value, so an honest sum cannot overflow), but a hostile site's masked
+integers can encode any value in the ring. Secure aggregation keeps the releases from the
+server; it does not keep the sum from a site (docs/privacy.md). The masks' pseudo-random
+generator is Flower's: ``numpy.random.RandomState`` seeded with 32 bits of each key.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import numpy as np
+from flwr.app import ConfigRecord, Message, RecordDict
+from flwr.app.error import Error
+from flwr.common import Code, FitIns, FitRes, Parameters, Status, parameters_to_ndarrays
+from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key, Stage
+from flwr.compat.common import recorddict_compat as compat
+from flwr.server.compat.legacy_context import LegacyContext
+from flwr.server.workflow import SecAggPlusWorkflow
+from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, MAIN_PARAMS_RECORD
+from flwr.server.workflow.constant import Key as WorkflowKey
+from flwr.server.workflow.secure_aggregation.secaggplus_workflow import WorkflowState
+from flwr.serverapp import Grid
+
+from common import protocol, wire
+from server.run.grid_wrapper import GridWrapper
+
+log = logging.getLogger("fedreplay.server")
+
+SECAGG_RECORD = RECORD_KEY_CONFIGS  # the protocol's record in every stage's message
+
+
+OnSum = Callable[[np.ndarray, int], None]  # (the sum over the sites that sent, how many)
+
+
+@dataclass
+class _Proxy:  # what the workflow reads of a ClientProxy: the node it stands for
+    node_id: int
+
+
+class _Manager:
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def num_available(self) -> int:
+        return self.n
+
+
+@dataclass
+class _Strategy:
+    """The workflow's view of a strategy: the sites to instruct, and where the sum goes."""
+
+    nodes: list[int]
+    result: list[np.ndarray] = field(default_factory=list)
+    summed: int = 0
+
+    def configure_fit(self, *_: Any) -> list[tuple[_Proxy, Any]]:
+        empty = FitIns(Parameters([], "numpy.ndarray"), {})  # (the instructions are ours)
+        return [(_Proxy(n), empty) for n in self.nodes]
+
+    def aggregate_fit(
+        self, _round: int, results: list[tuple[_Proxy, FitRes]], _failures: list[Any]
+    ) -> tuple[None, dict[str, Any]]:
+        # the workflow hands the weighted mean (every site weighs 1) on each result
+        self.summed = len(results)
+        if results:
+            self.result = parameters_to_ndarrays(results[0][1].parameters)
+        return None, {}
+
+
+class _Context:
+    """The parts of a LegacyContext the workflow's stages read."""
+
+    def __init__(self, nodes: list[int], server_round: int) -> None:
+        self.strategy = _Strategy(nodes)
+        self.client_manager = _Manager(len(nodes))
+        self.state = RecordDict(
+            {
+                MAIN_CONFIGS_RECORD: ConfigRecord({WorkflowKey.CURRENT_ROUND: server_round}),
+                MAIN_PARAMS_RECORD: compat.parameters_to_arrayrecord(
+                    Parameters(tensors=[], tensor_type="numpy.ndarray"), keep_input=True
+                ),
+            }
+        )
+
+
+class _Workflow(SecAggPlusWorkflow):
+    """SecAgg+ with the round's own instructions in its collect stage."""
+
+    def exchange(self, grid: _StageGrid, instructions: list[Message], server_round: int) -> bool:
+        nodes = [m.metadata.dst_node_id for m in instructions]
+        context = cast(LegacyContext, _Context(nodes, server_round))
+        state = WorkflowState()
+        if not self.setup_stage(grid, context, state):
+            return False
+        state.nid_to_fitins = {m.metadata.dst_node_id: m.content for m in instructions}
+        for stage in (self.share_keys_stage, self.collect_masked_vectors_stage, self.unmask_stage):
+            if not stage(grid, context, state):
+                return False
+        grid.total = cast(_Strategy, context.strategy).result
+        grid.summed = cast(_Strategy, context.strategy).summed
+        return True
+
+
+class _StageGrid(GridWrapper):
+    """The grid as the workflow sees it: each stage's errors kept for the round's record,
+    the collect stage's replies kept (our metrics and site id) and completed with the
+    legacy records the workflow reads (every site weighs 1: no count leaves a site)."""
+
+    def __init__(self, grid: Grid, timeout: float | None) -> None:
+        super().__init__(grid)
+        self.timeout = timeout
+        self.errors: dict[int, Message] = {}
+        self.collected: list[Message] = []
+        self.total: list[np.ndarray] = []
+        self.summed = 0
+
+    def send_and_receive(
+        self, messages: Iterable[Message], *, timeout: float | None = None
+    ) -> Iterable[Message]:
+        messages = list(messages)
+        stage = _stage_of(messages)  # (before sending: an in-process site's mod pops it)
+        replies = list(self.grid.send_and_receive(messages, timeout=self.timeout))
+        for reply in replies:
+            if reply.has_error():
+                self.errors[reply.metadata.src_node_id] = reply
+            elif stage == Stage.COLLECT_MASKED_VECTORS:
+                self.collected.append(reply)
+                legacy = compat.fitres_to_recorddict(
+                    FitRes(Status(Code.OK, ""), Parameters([], "numpy.ndarray"), 1, {}), True
+                )
+                for name, record in legacy.items():
+                    reply.content[name] = record
+        return replies
+
+
+def _stage_of(messages: list[Message]) -> str:
+    stages = {str(m.content.config_records[SECAGG_RECORD][Key.STAGE]) for m in messages}
+    return stages.pop() if len(stages) == 1 else ""
+
+
+class SecureAggregationGrid(GridWrapper):
+    """``grid`` with every batch of train instructions sent under SecAgg+ (module doc);
+    everything else passes through."""
+
+    def __init__(self, grid: Grid, *, on_sum: OnSum, timeout: float | None = None) -> None:
+        super().__init__(grid)
+        self.on_sum, self.timeout = on_sum, timeout
+
+    def send_and_receive(
+        self, messages: Iterable[Message], *, timeout: float | None = None
+    ) -> Iterable[Message]:
+        messages = list(messages)
+        if not messages or any(m.metadata.message_type != "train" for m in messages):
+            return self.grid.send_and_receive(messages, timeout=timeout)
+        return list(self._secure_round(messages, timeout))
+
+    def _secure_round(self, messages: list[Message], timeout: float | None) -> Iterator[Message]:
+        n = len(messages)
+        server_round = _round_of(messages[0])
+        if n < 3:
+            reason = f"secure aggregation needs at least 3 sites in a round; {n} were sampled"
+            yield from (_failed(m, reason) for m in messages)
+            return
+        workflow = _Workflow(
+            num_shares=n,
+            reconstruction_threshold=protocol.secure_threshold(n),
+            max_weight=1.0,
+            clipping_range=protocol.SECURE_CLIP,
+            quantization_range=protocol.SECURE_LEVELS,
+            modulus_range=protocol.SECURE_MODULUS,
+            timeout=timeout if timeout is not None else self.timeout,
+        )
+        stages = _StageGrid(self.grid, timeout if timeout is not None else self.timeout)
+        done = workflow.exchange(stages, messages, server_round)
+        answered = {r.metadata.src_node_id for r in stages.collected}
+        for node, error in stages.errors.items():
+            if node not in answered:
+                yield error  # (a site that dropped out: its own error says why)
+        if not done or not stages.total:
+            reason = (
+                f"secure aggregation halted: {len(answered)} of {n} sites sent a masked "
+                f"release, at least {protocol.secure_threshold(n)} must send and unmask"
+            )
+            log.error("round %d: %s", server_round, reason)
+            by_node = {m.metadata.dst_node_id: m for m in messages}
+            for reply in stages.collected:
+                yield _failed(by_node[reply.metadata.src_node_id], reason)
+            return
+        # the workflow's mean over the sites that sent (each weighs 1) -> their sum
+        total = np.asarray(stages.total[0], dtype=np.float64) * stages.summed
+        log.info("round %d: secure sum of %d sites' releases unmasked", server_round, stages.summed)
+        self.on_sum(total, stages.summed)
+        for reply in stages.collected:
+            yield _plain(reply)
+
+
+def _round_of(message: Message) -> int:
+    config = message.content.config_records.get(wire.CONFIG)
+    return int(cast(int, config["server-round"])) if config and "server-round" in config else 0
+
+
+def _plain(reply: Message) -> Message:
+    """The reply as the strategy reads it: its metrics and site id (the masked vector and
+    the workflow's legacy records removed)."""
+    for name in (SECAGG_RECORD, *compat.fitres_to_recorddict(_EMPTY, True)):
+        if name in reply.content:
+            del reply.content[name]
+    return reply
+
+
+_EMPTY = FitRes(Status(Code.OK, ""), Parameters([], "numpy.ndarray"), 1, {})
+
+
+def _failed(instruction: Message, reason: str) -> Message:
+    return Message(Error(code=0, reason=reason), reply_to=instruction)
