@@ -26,7 +26,7 @@ import torch
 from common.config import ExperimentConfig
 from common.data.types import Task, real_data_for
 from common.models.embedding import features_for
-from common.privacy.calibrate import planned_events
+from common.privacy.calibrate import noise_for_budget, planned_events
 from common.privacy.composition import PER_TASK, check_composition, composition_for
 from common.privacy.dp_step import DPPlan
 from common.privacy.embedding import noise_only
@@ -229,18 +229,25 @@ class PrivacySession:
 
     def noise_share(self, *, run_key: str, task: int) -> torch.Tensor:
         """What a site that sits task ``task`` out sends into a secure sum under distributed
-        noise: its share of the noise alone (no record is read, nothing is spent), so the
-        sum carries the noise the other sites' shares count on."""
-        with SiteLedger.open(self.root, self.site_id, dp=self.cfg.dp) as ledger:
-            sigma = ledger.noise_multiplier(run_key, task)
-        classes = len(self.tasks[task].classes)
-        size = features_for(self.cfg, tuple(self.tasks[task].train.x.shape[1:])).size  # type: ignore[arg-type]
-        return noise_only(
-            classes,
-            size,
-            sigma=sigma / math.sqrt(self.noise_shares),
-            gram=self.cfg.solver_traits.solved,
+        noise: its share of the noise alone (no record is read, nothing is spent), at the
+        noise a site of this run with a fresh ledger adds (its count release, then one
+        release per task: what the others' shares are calibrated to; this site's own plan
+        may be empty), so the sum carries the noise the other sites' shares count on."""
+        del run_key  # (nothing of this site's ledger is read)
+        cfg = self.cfg
+        releases = 1 if self.composition == PER_TASK else len(self.tasks)
+        sigma = noise_for_budget(
+            [(TASK_RELEASE_RATE, 1)] * releases,
+            target_epsilon=cfg.dp.target_epsilon,
+            delta=cfg.dp.delta,
+            accountant=cfg.dp.accountant,
+            prior=[(COUNT_NOISE, 1.0, 1)],
         )
+        classes = len(self.tasks[task].classes)
+        shape = tuple(self.tasks[task].train.x.shape[1:])
+        size = features_for(cfg, shape).size  # type: ignore[arg-type]
+        share = sigma / math.sqrt(self.noise_shares)
+        return noise_only(classes, size, sigma=share, gram=cfg.solver_traits.solved)
 
     def _release(self, task: int, *, sigma: float) -> list[float]:
         """The task's one Gaussian release, flat (called after it was spent)."""

@@ -325,3 +325,25 @@ def test_a_site_s_policy_decides_its_share_of_the_noise(tmp_path: Path) -> None:
     path.write_text(path.read_text().replace("own-noise = true", 'own-noise = "yes"'))
     with pytest.raises(PolicyError, match="own-noise"):
         read_policy(path)
+
+
+def test_a_site_that_sits_the_task_out_still_adds_its_share_of_the_noise(
+    tmp_path: Path,
+) -> None:
+    """Under distributed noise the others' shares count on m shares in the sum: a site with
+    too few records sends its share of the noise alone, at the noise of a site that trains
+    (no record is read, nothing but its count release is spent)."""
+    from client.site import Site, SiteIdentity
+    from common.privacy.embedding import GRAM_SENSITIVITY
+
+    cfg = load_config(DISTRIBUTED)
+    trained = Site(cfg, SiteIdentity(0, 5), noise_shares=3)
+    sigma = trained.train(0, payload=None, iterations=1, seed=0, run_id=1, server_round=1)[
+        "dp-noise-multiplier"
+    ]
+    out = load_config({**DISTRIBUTED, "dp.min-records": 10**6})
+    idle = Site(out, SiteIdentity(1, 5), noise_shares=3)
+    got = idle.train(0, payload=None, iterations=1, seed=0, run_id=1, server_round=1)
+    assert got["num-examples"] == 0 and idle.release is not None
+    share = _noise(idle.release, len(idle.stream.tasks[0].classes))
+    assert abs(share.var() / ((sigma * GRAM_SENSITIVITY) ** 2 / 3) - 1) < 0.1
