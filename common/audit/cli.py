@@ -163,6 +163,12 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--epsilon", type=float, default=1.0, help="claimed epsilon of one release")
     r.add_argument("--delta", type=float, default=None, help="default: the config's, else 1e-5")
     r.add_argument("--gram", action="store_true", help="the ridge form (sums and Gram)")
+    r.add_argument(
+        "--base",
+        choices=("pixels", "scatter"),
+        default="pixels",
+        help="features on the pixels or on their ScatterNet coefficients (embedding.base)",
+    )
     r.add_argument("--trials", type=int, default=100_000)
     r.add_argument("--out", type=Path, default=None, help="write the result as JSON here")
     return p
@@ -198,7 +204,9 @@ def audit_release_cli(args: argparse.Namespace) -> int:
         args.epsilon,
         delta,
     )
-    result = audit_release(noise_multiplier=sigma, delta=delta, gram=args.gram, trials=args.trials)
+    result = audit_release(
+        noise_multiplier=sigma, delta=delta, gram=args.gram, trials=args.trials, base=args.base
+    )
     _report(
         result.to_dict(),
         args.out,

@@ -40,6 +40,7 @@ from common.audit.whitebox import (
     perfect_test_bound,
 )
 from common.models.embedding import RandomFeatures
+from common.models.scatter import Scattering
 from common.privacy.accountant import compute_epsilon
 from common.privacy.embedding import EVENT_SAMPLE_RATE, GRAM_SENSITIVITY, release
 from common.privacy.randomness import secret_numpy_generator
@@ -146,15 +147,27 @@ def audit_release(
     records: int = 16,
     confidence: float = 0.95,
     release_fn: ReleaseFn = release,
+    base: str = "pixels",
 ) -> ReleaseAudit:
     """Audit ``trials`` releases at noise ``noise_multiplier`` (module docstring): D is
     ``records`` random 28x28 images of two classes, the canary another of the first class,
     the features ``pairs`` random Fourier pairs (the mechanism is the same at any size;
-    few features keep a trial cheap). ``release_fn`` lets a test substitute a broken one."""
+    few features keep a trial cheap), on the pixels or on their ScatterNet coefficients
+    (``base = "scatter"``, as ``embedding.base``). ``release_fn`` lets a test substitute a
+    broken one."""
     gen = torch.Generator().manual_seed(0)  # D and c are the auditor's, public
     x = torch.rand(records + 1, 1, 28, 28, generator=gen)
     y = torch.arange(records + 1) % 2
-    features = RandomFeatures(28 * 28, pairs, bandwidth=math.sqrt(28 * 28 / 6), seed=1)
+    if base == "scatter":  # the coefficients' auto width (common.config: embedding.bandwidth)
+        # computed once: a fixed, public map of each image alone, so the release is the same
+        # function of the coefficients as of the images, and a trial costs no transform
+        front = Scattering((1, 28, 28))
+        x = front(x)
+        features = RandomFeatures(front.size, pairs, bandwidth=0.5, seed=1)
+    elif base == "pixels":
+        features = RandomFeatures(28 * 28, pairs, bandwidth=math.sqrt(28 * 28 / 6), seed=1)
+    else:
+        raise ValueError(f"base={base!r}: the release is audited on 'pixels' or 'scatter'")
     include = secret_numpy_generator().integers(0, 2, trials).astype(bool)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny tensors: threads only contend (30x slower beside a run)

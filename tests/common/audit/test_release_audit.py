@@ -69,3 +69,39 @@ def test_half_the_noise_is_a_violation() -> None:
     )
     assert result.verdict.startswith("VIOLATION")
     assert result.epsilon_lower_bound_gaussian > result.claimed_epsilon
+
+
+def test_on_scatternet_features_an_honest_release_passes_and_half_the_noise_is_caught() -> None:
+    """The release on the ScatterNet coefficients' features (embedding.base = "scatter"):
+    the same mechanism (norm-1 rows), so the same audit certifies it and flags it broken."""
+    honest = audit_release(noise_multiplier=SIGMA, delta=DELTA, trials=5_000, base="scatter")
+    assert honest.verdict.startswith("consistent"), honest.verdict
+    assert honest.mu_canary == pytest.approx(honest.mu_claimed)
+    broken = audit_release(
+        noise_multiplier=SIGMA,
+        delta=DELTA,
+        trials=5_000,
+        base="scatter",
+        release_fn=broken_release(scale=0.5),
+    )
+    assert broken.verdict.startswith("VIOLATION"), broken.verdict
+
+
+def test_distributed_noise_the_sum_of_shares_passes_a_single_share_is_caught() -> None:
+    """Under distributed noise (fed.aggregation = "secure") each of m sites adds 1/m of the
+    variance: the sum of m shares is the claimed mechanism; one share alone is not."""
+    m = 3
+
+    def summed(features: RandomFeatures, x: Tensor, y: Tensor, classes: list[int], *,
+               sigma: float, gram: bool) -> Tensor:  # fmt: skip
+        out = release(features, x, y, classes, sigma=sigma / m**0.5, gram=gram)
+        noise = [release(features, x[:0], y[:0], classes, sigma=sigma / m**0.5, gram=gram)
+                 for _ in range(m - 1)]  # fmt: skip
+        return out + sum(noise)
+
+    total = audit_release(noise_multiplier=SIGMA, delta=DELTA, trials=5_000, release_fn=summed)
+    assert total.verdict.startswith("consistent"), total.verdict
+    share = audit_release(
+        noise_multiplier=SIGMA, delta=DELTA, trials=20_000, release_fn=broken_release(scale=m**-0.5)
+    )
+    assert share.verdict.startswith("VIOLATION"), share.verdict
