@@ -139,3 +139,27 @@ def test_two_dp_simulations_with_default_site_ids_both_complete(tmp_path: Path) 
         states.append(state)
     assert states[0] != states[1]
     assert not (home / ".cache" / "fedreplay").exists(), "a simulation wrote the user's cache"
+
+
+@pytest.mark.slow
+def test_a_secure_sum_runs_in_flower_s_simulation_engine(tmp_path: Path) -> None:
+    """fed.aggregation = "secure" through the real engine (Ray, node state kept by Flower,
+    messages serialized): every task's round is a SecAgg+ sum of the 3 sites' releases,
+    under DP with distributed noise, and the run completes with both epsilons."""
+    runs = tmp_path / "runs"
+    secure = (
+        "solver.arch='ridge' generator.kind='embedding' embedding.base='scatter' "
+        "embedding.features=100 replay.mode='per-task' replay.solver-data='synthetic' "
+        "fed.rounds-per-task=1 fed.aggregation='secure' tasks.num-tasks=2 dp.enabled=true "
+        "dp.min-records=0 dp.delta=1e-5 dp.target-epsilon=8 generator.quality=false"
+    )
+    result = run_script(
+        ["--set", secure, "--sites", "3", "--output-dir", str(runs), "--timeout", "200"],
+        env=clean_env(),
+        timeout=240,
+    )
+    assert result.returncode == 0, result.describe()
+    summary = check_completed_run(Path(result.last_line), tasks=2, sites=3)
+    assert summary["final_average_accuracy"] > 0.7, summary["accuracy_matrix"]
+    assert summary["dp_epsilon"] <= 8.0 < summary["dp_epsilon_own_noise"]
+    assert "secure sum of 3 sites' releases unmasked" in result.stderr + result.stdout
