@@ -162,8 +162,8 @@ def train(msg: Message, context: Context) -> Message:
     if site.release is not None:  # generator.kind = "embedding": its release, not its generator
         scholar = ArrayRecord({**scholar, **wire.embedding_arrays(site.release)})
     up = wire.record_bytes(scholar)
-    if secure_aggregation.requested(msg.content):  # the release alone, masked as int64
-        up = 2 * (site.release.numel() * 4 if site.release is not None else 0)
+    if secure_aggregation.requested(msg.content):  # the release alone, masked: 8 bytes a value
+        up = 8 * (site.release.numel() if site.release is not None else 0)
     metrics.update({"bytes-down": float(bytes_down), "bytes-up": float(up)})
     metrics["partition-id"] = float(site.identity.partition_id)
     # before it is sent: a site killed after sending answers a repeated instruction the same

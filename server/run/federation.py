@@ -150,7 +150,10 @@ class FederatedRun:
         grid = ProgressGrid(grid)  # a line as sites answer, within a long round
         if cfg.secure_aggregation:  # train rounds under SecAgg+: the server gets only the sum
             grid = SecureAggregationGrid(
-                grid, on_sum=self.fedreplay.receive_sum, timeout=cfg.fed.round_timeout or None
+                grid,
+                on_sum=self.fedreplay.receive_sum,
+                shape=lambda: self.fedreplay.embedding_shape,  # (the task's release)
+                timeout=cfg.fed.round_timeout or None,
             )
         if cfg.fed.resume:
             self.folder, ckpt = self._resume()

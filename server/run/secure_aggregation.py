@@ -9,10 +9,13 @@ they exchange Shamir shares of a mask seed and of a key, encrypted site to site;
 trains as instructed and sends its release masked, as integers mod 2^40; the sites still
 there send the shares that remove the masks). The server unmasks the sum alone and hands it
 to ``on_sum``; the strategy then gets the sites' replies without any release (their metrics
-and site ids only). Up to ``n - threshold`` sites may drop out after sharing their keys
-(threshold: a majority of the sampled sites): their pairwise masks are rebuilt from the
-others' shares and the sum is of the sites that sent. Fewer sites than the threshold: the
-exchange halts, the round's replies become failures naming why, and nothing is summed.
+and site ids only). Every reply of every stage is checked before the workflow reads it
+(its keys and types; a masked release of the release's shape, in the ring); a site that
+fails or is refused drops out: before the collect stage it is left out of the round, from
+it on its pairwise masks are rebuilt from the others' shares (threshold: a majority of the
+sampled sites) and the sum is of the sites that sent. Fewer sites than the threshold, or
+shares that do not combine: the exchange halts, the round's replies become failures naming
+why, nothing is summed, and the server goes on.
 
 What bounds a hostile site here: nothing. The server cannot see a site's release, so no
 per-site bound (norm cap, direction consensus, trimmed mean) can apply; an honest site
@@ -33,7 +36,15 @@ from typing import Any, cast
 import numpy as np
 from flwr.app import ConfigRecord, Message, RecordDict
 from flwr.app.error import Error
-from flwr.common import Code, FitIns, FitRes, Parameters, Status, parameters_to_ndarrays
+from flwr.common import (
+    Code,
+    FitIns,
+    FitRes,
+    Parameters,
+    Status,
+    bytes_to_ndarray,
+    parameters_to_ndarrays,
+)
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key, Stage
 from flwr.compat.common import recorddict_compat as compat
 from flwr.server.compat.legacy_context import LegacyContext
@@ -114,8 +125,12 @@ class _Workflow(SecAggPlusWorkflow):
         state = WorkflowState()
         if not self.setup_stage(grid, context, state):
             return False
+        _forget_gone(state)
         state.nid_to_fitins = {m.metadata.dst_node_id: m.content for m in instructions}
-        for stage in (self.share_keys_stage, self.collect_masked_vectors_stage, self.unmask_stage):
+        if not self.share_keys_stage(grid, context, state):
+            return False
+        _forget_gone(state)
+        for stage in (self.collect_masked_vectors_stage, self.unmask_stage):
             if not stage(grid, context, state):
                 return False
         grid.total = cast(_Strategy, context.strategy).result
@@ -123,14 +138,26 @@ class _Workflow(SecAggPlusWorkflow):
         return True
 
 
+def _forget_gone(state: WorkflowState) -> None:
+    """Sites that failed before the collect stage made no masks with the others and hold
+    no shares of theirs: out of the round, as if never sampled (Flower's workflow would
+    wait for their shares at the end and halt). Dropouts from the collect stage on stay
+    the workflow's: their masks are rebuilt from the others' shares."""
+    live = set(state.active_node_ids)
+    state.sampled_node_ids = live
+    state.nid_to_neighbours = {
+        n: hood & live for n, hood in state.nid_to_neighbours.items() if n in live
+    }
+
+
 class _StageGrid(GridWrapper):
     """The grid as the workflow sees it: each stage's errors kept for the round's record,
     the collect stage's replies kept (our metrics and site id) and completed with the
     legacy records the workflow reads (every site weighs 1: no count leaves a site)."""
 
-    def __init__(self, grid: Grid, timeout: float | None) -> None:
+    def __init__(self, grid: Grid, timeout: float | None, shape: tuple[int, ...]) -> None:
         super().__init__(grid)
-        self.timeout = timeout
+        self.timeout, self.shape = timeout, shape  # (shape: a site's release)
         self.errors: dict[int, Message] = {}
         self.collected: list[Message] = []
         self.total: list[np.ndarray] = []
@@ -141,8 +168,17 @@ class _StageGrid(GridWrapper):
     ) -> Iterable[Message]:
         messages = list(messages)
         stage = _stage_of(messages)  # (before sending: an in-process site's mod pops it)
-        replies = list(self.grid.send_and_receive(messages, timeout=self.timeout))
-        for reply in replies:
+        by_node = {m.metadata.dst_node_id: m for m in messages}
+        replies = []
+        for reply in self.grid.send_and_receive(messages, timeout=self.timeout):
+            node = reply.metadata.src_node_id
+            wrong = None if reply.has_error() else _malformed(stage, reply, self.shape)
+            if wrong is not None and node in by_node:  # untrusted: as if it dropped out
+                log.warning("SecAgg+ %s: node %d's reply refused: %s", stage, node, wrong)
+                reply = _failed(by_node[node], f"rejected: {wrong}")
+            elif wrong is not None:
+                continue  # (a reply from a node not asked: nothing of it is read)
+            replies.append(reply)
             if reply.has_error():
                 self.errors[reply.metadata.src_node_id] = reply
             elif stage == Stage.COLLECT_MASKED_VECTORS:
@@ -155,6 +191,53 @@ class _StageGrid(GridWrapper):
         return replies
 
 
+_EXPECTED: dict[str, dict[str, Any]] = {  # each stage's reply: key -> bytes | [bytes] | [int]
+    Stage.SETUP: {Key.PUBLIC_KEY_1: bytes, Key.PUBLIC_KEY_2: bytes},
+    Stage.SHARE_KEYS: {Key.DESTINATION_LIST: [int], Key.CIPHERTEXT_LIST: [bytes]},
+    Stage.COLLECT_MASKED_VECTORS: {Key.MASKED_PARAMETERS: [bytes]},
+    Stage.UNMASK: {Key.NODE_ID_LIST: [int], Key.SHARE_LIST: [bytes]},
+}
+
+
+def _malformed(stage: str, reply: Message, shape: tuple[int, ...]) -> str | None:
+    """What is wrong with a site's reply to a SecAgg+ stage (None: the workflow may read
+    it): the keys and types the stage expects, equal list lengths, and a masked release of
+    the release's shape, integers in the ring."""
+    if SECAGG_RECORD not in reply.content.config_records:
+        return "no SecAgg+ record"
+    record = reply.content.config_records[SECAGG_RECORD]
+    for key, kind in _EXPECTED.get(stage, {}).items():
+        value = record.get(key)
+        if isinstance(kind, list):
+            if not isinstance(value, list) or not all(type(v) is kind[0] for v in value):
+                return f"{key} is not a list of {kind[0].__name__}"
+        elif type(value) is not kind:
+            return f"{key} is not {kind.__name__}"
+    lengths = {
+        len(cast(list, record[k])) for k, t in _EXPECTED[stage].items() if isinstance(t, list)
+    }
+    if stage in (Stage.SHARE_KEYS, Stage.UNMASK) and len(lengths) > 1:
+        return "lists of different lengths"
+    if stage == Stage.COLLECT_MASKED_VECTORS:
+        return _masked_problem(cast(list[bytes], record[Key.MASKED_PARAMETERS]), shape)
+    return None
+
+
+def _masked_problem(parts: list[bytes], shape: tuple[int, ...]) -> str | None:
+    try:
+        arrays = [bytes_to_ndarray(b) for b in parts]
+    except Exception as exc:  # (untrusted bytes)
+        return f"masked release unreadable ({type(exc).__name__})"
+    want = [(1,), tuple(shape)]  # (the weight, then the release)
+    got = [tuple(a.shape) for a in arrays]
+    if got != want or any(a.dtype != np.int64 for a in arrays):
+        kinds = [str(a.dtype) for a in arrays]
+        return f"masked release of shapes {got} ({kinds}), expected {want} (int64)"
+    if any(int(a.min()) < 0 or int(a.max()) >= protocol.SECURE_MODULUS for a in arrays):
+        return "masked release outside the ring"
+    return None
+
+
 def _stage_of(messages: list[Message]) -> str:
     stages = {str(m.content.config_records[SECAGG_RECORD][Key.STAGE]) for m in messages}
     return stages.pop() if len(stages) == 1 else ""
@@ -164,9 +247,16 @@ class SecureAggregationGrid(GridWrapper):
     """``grid`` with every batch of train instructions sent under SecAgg+ (module doc);
     everything else passes through."""
 
-    def __init__(self, grid: Grid, *, on_sum: OnSum, timeout: float | None = None) -> None:
+    def __init__(
+        self,
+        grid: Grid,
+        *,
+        on_sum: OnSum,
+        shape: Callable[[], tuple[int, ...] | None],
+        timeout: float | None = None,
+    ) -> None:
         super().__init__(grid)
-        self.on_sum, self.timeout = on_sum, timeout
+        self.on_sum, self.shape, self.timeout = on_sum, shape, timeout
 
     def send_and_receive(
         self, messages: Iterable[Message], *, timeout: float | None = None
@@ -192,8 +282,18 @@ class SecureAggregationGrid(GridWrapper):
             modulus_range=protocol.SECURE_MODULUS,
             timeout=timeout if timeout is not None else self.timeout,
         )
-        stages = _StageGrid(self.grid, timeout if timeout is not None else self.timeout)
-        done = workflow.exchange(stages, messages, server_round)
+        shape = self.shape()
+        if shape is None:
+            raise RuntimeError("a secure round of a task whose release shape is not set")
+        stages = _StageGrid(self.grid, timeout if timeout is not None else self.timeout, shape)
+        try:
+            done = workflow.exchange(stages, messages, server_round)
+        except Exception as exc:  # a site's shares that do not combine, say: no sum, no crash
+            log.exception("round %d: the secure sum failed", server_round)
+            done, stages.total = False, []
+            failure = f"{type(exc).__name__}: {exc}"[:300]
+        else:
+            failure = ""
         answered = {r.metadata.src_node_id for r in stages.collected}
         for node, error in stages.errors.items():
             if node not in answered:
@@ -202,6 +302,7 @@ class SecureAggregationGrid(GridWrapper):
             reason = (
                 f"secure aggregation halted: {len(answered)} of {n} sites sent a masked "
                 f"release, at least {protocol.secure_threshold(n)} must send and unmask"
+                + (f" ({failure})" if failure else "")
             )
             log.error("round %d: %s", server_round, reason)
             by_node = {m.metadata.dst_node_id: m for m in messages}

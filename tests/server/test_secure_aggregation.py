@@ -11,7 +11,7 @@ import pytest
 import torch
 from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict
 from flwr.clientapp import ClientApp
-from flwr.common import bytes_to_ndarray
+from flwr.common import bytes_to_ndarray, ndarray_to_bytes
 from flwr.common.secure_aggregation.secaggplus_constants import Key, Stage
 
 from client.secure_aggregation import masked_reply, secure_aggregation_mod
@@ -61,6 +61,12 @@ def _app(releases: dict[int, np.ndarray], shares: int = 3) -> ClientApp:
     return app
 
 
+def _grid(inner: InProcessGrid, sums: list[tuple[np.ndarray, int]]) -> SecureAggregationGrid:
+    return SecureAggregationGrid(
+        inner, shape=lambda: SHAPE, on_sum=lambda t, k: sums.append((t, k))
+    )
+
+
 def _round(grid: SecureAggregationGrid, n: int) -> list[Message]:
     config = ConfigRecord({"server-round": 1, "task": 0})
     messages = [
@@ -92,7 +98,7 @@ def test_the_server_gets_the_exact_sum_and_no_release(tmp_path: Path) -> None:
         return reply
 
     inner = InProcessGrid(_app(releases), {}, num_nodes=5, reply_hook=hook)
-    grid = SecureAggregationGrid(inner, on_sum=lambda t, k: sums.append((t, k)))
+    grid = _grid(inner, sums)
     replies = _round(grid, 5)
     assert len(sums) == 1 and sums[0][1] == 5
     plain = sum(r.astype(np.float64) for r in releases.values())
@@ -125,7 +131,7 @@ def test_a_site_dropping_out_mid_round_is_survived(tmp_path: Path) -> None:
         return None if instruction.metadata.dst_node_id == 1003 and _collect(instruction) else reply
 
     inner = InProcessGrid(_app(releases), {}, num_nodes=5, reply_hook=drop)
-    grid = SecureAggregationGrid(inner, on_sum=lambda t, k: sums.append((t, k)))
+    grid = _grid(inner, sums)
     replies = _round(grid, 5)
     assert len(sums) == 1 and sums[0][1] == 4
     plain = sum(r.astype(np.float64) for nid, r in releases.items() if nid != 1003)
@@ -142,7 +148,7 @@ def test_too_few_sites_halt_the_sum_and_every_reply_says_why() -> None:
         return None if instruction.metadata.dst_node_id in gone and _collect(instruction) else reply
 
     inner = InProcessGrid(_app(releases), {}, num_nodes=5, reply_hook=drop)
-    grid = SecureAggregationGrid(inner, on_sum=lambda t, k: sums.append((t, k)))
+    grid = _grid(inner, sums)
     replies = _round(grid, 5)
     assert protocol.secure_threshold(5) == 3 and not sums
     assert replies
@@ -228,7 +234,7 @@ def test_a_site_refuses_a_sum_of_fewer_sites_than_its_noise_share_counts_on() ->
     (5 sampled: the threshold is 3), at the first stage, before any record is read."""
     inner = InProcessGrid(_app(_releases(5), shares=4), {}, num_nodes=5)
     sums: list[tuple[np.ndarray, int]] = []
-    replies = _round(SecureAggregationGrid(inner, on_sum=lambda t, k: sums.append((t, k))), 5)
+    replies = _round(_grid(inner, sums), 5)
     assert not sums and len(replies) == 5
     assert all(r.has_error() and "at least 4" in r.error.reason for r in replies)
 
@@ -347,3 +353,59 @@ def test_a_site_that_sits_the_task_out_still_adds_its_share_of_the_noise(
     assert got["num-examples"] == 0 and idle.release is not None
     share = _noise(idle.release, len(idle.stream.tasks[0].classes))
     assert abs(share.var() / ((sigma * GRAM_SENSITIVITY) ** 2 / 3) - 1) < 0.1
+
+
+def _stage(instruction: Message) -> str:
+    return str(instruction.content.config_records[protocol.SECAGG.name][Key.STAGE])
+
+
+def test_a_malformed_masked_release_is_refused_and_the_others_are_summed() -> None:
+    """A hostile site's masked release of another shape (numpy would broadcast a (1,) array
+    into every value) is refused before it touches the sum; the others' sum is exact."""
+    releases = _releases(5)
+    sums: list[tuple[np.ndarray, int]] = []
+
+    def forge(instruction: Message, reply: Message) -> Message:
+        if instruction.metadata.dst_node_id == 1002 and _collect(instruction):
+            record = reply.content.config_records[protocol.SECAGG.name]
+            parts = list(record[Key.MASKED_PARAMETERS])  # type: ignore[arg-type]
+            record[Key.MASKED_PARAMETERS] = [parts[0], ndarray_to_bytes(np.array([7]))]
+        return reply
+
+    replies = _round(
+        _grid(InProcessGrid(_app(releases), {}, num_nodes=5, reply_hook=forge), sums), 5
+    )
+    assert len(sums) == 1 and sums[0][1] == 4
+    plain = sum(r.astype(np.float64) for nid, r in releases.items() if nid != 1002)
+    assert np.linalg.norm(sums[0][0] - plain) / np.linalg.norm(plain) <= 1e-4
+    refused = [r for r in replies if r.has_error()]
+    assert len(refused) == 1 and "masked release of shapes" in refused[0].error.reason
+
+
+@pytest.mark.parametrize("stage", [Stage.SETUP, Stage.SHARE_KEYS, Stage.UNMASK])
+def test_garbage_at_any_stage_never_crashes_the_server(stage: str) -> None:
+    """A site that answers a stage with values of the wrong kind is refused there (as if
+    it dropped out); the round goes on with the others or fails naming why, never raises."""
+    releases = _releases(5)
+    sums: list[tuple[np.ndarray, int]] = []
+
+    def garble(instruction: Message, reply: Message) -> Message:
+        if instruction.metadata.dst_node_id == 1001 and _stage(instruction) == stage:
+            record = reply.content.config_records[protocol.SECAGG.name]
+            for key in list(record):
+                record[key] = 1.5 if not isinstance(record[key], list) else [1.5]
+        return reply
+
+    replies = _round(
+        _grid(InProcessGrid(_app(releases), {}, num_nodes=5, reply_hook=garble), sums), 5
+    )
+    if stage == Stage.UNMASK:  # its masked release is in; the others' shares unmask it
+        assert len(sums) == 1 and sums[0][1] == 5 and not any(r.has_error() for r in replies)
+        summed = list(releases)
+    else:  # refused before it sent a release: survived as a dropout
+        assert len(sums) == 1 and sums[0][1] == 4
+        assert [r.metadata.src_node_id for r in replies if r.has_error()] == [1001]
+        assert "rejected" in next(r.error.reason for r in replies if r.has_error())
+        summed = [nid for nid in releases if nid != 1001]
+    plain = sum(releases[nid].astype(np.float64) for nid in summed)
+    assert np.linalg.norm(sums[0][0] - plain) / np.linalg.norm(plain) <= 1e-4
