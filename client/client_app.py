@@ -113,7 +113,8 @@ def train(msg: Message, context: Context) -> Message:
     before (same run, round, config and global arrays) gets the same reply again, without
     training or spending privacy budget a second time."""
     site = _site(context)
-    if site.cfg.secure_aggregation and not secure_aggregation.requested(msg.content):
+    secure = secure_aggregation.requested(msg.content)  # a stage of SecAgg+
+    if site.cfg.secure_aggregation and not secure:
         raise PermissionError(
             "this run declares fed.aggregation = 'secure': the site sends its release only "
             "masked in a SecAgg+ sum, and this instruction is not one; nothing trained or sent"
@@ -162,7 +163,7 @@ def train(msg: Message, context: Context) -> Message:
     if site.release is not None:  # generator.kind = "embedding": its release, not its generator
         scholar = ArrayRecord({**scholar, **wire.embedding_arrays(site.release)})
     up = wire.record_bytes(scholar)
-    if secure_aggregation.requested(msg.content):  # the release alone, masked: 8 bytes a value
+    if secure:  # the release alone, masked: 8 bytes a value
         up = 8 * (site.release.numel() if site.release is not None else 0)
     metrics.update({"bytes-down": float(bytes_down), "bytes-up": float(up)})
     metrics["partition-id"] = float(site.identity.partition_id)

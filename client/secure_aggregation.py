@@ -21,14 +21,12 @@ import logging
 from collections.abc import Callable
 
 import numpy as np
-from flwr.app import ArrayRecord, Context, Message, RecordDict
+from flwr.app import Context, Message, RecordDict
 from flwr.app.error import Error
 from flwr.app.message_type import MessageType
 from flwr.client.mod import secaggplus_mod
 from flwr.clientapp.typing import ClientAppCallable
-from flwr.common import Code, FitRes, Status, ndarrays_to_parameters
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key, Stage
-from flwr.compat.common import recorddict_compat as compat
 
 from common import egress, protocol, wire
 from common.config import ExperimentConfig
@@ -93,16 +91,13 @@ def _secure(msg: Message, context: Context, call_next: ClientAppCallable) -> Mes
         reply = secaggplus_mod(msg, context, handler)
     except _HandlerFailed as failed:
         return failed.reply
-    for name in _LEGACY:  # (Flower's mod leaves them emptied; nothing of them is sent)
+    for name in wire.FITRES_RECORDS:  # (Flower's mod leaves them emptied; none is sent)
         if name in reply.content:
             del reply.content[name]
     spec = protocol.reply_spec(MessageType.TRAIN, set(reply.content))
     assert spec is not None
     wire.check_message(reply.content, spec)  # nothing undeclared leaves the site
     return egress.logged(reply, context)
-
-
-_LEGACY = ("fitres.parameters", "fitres.num_examples", "fitres.metrics", "fitres.status")
 
 
 def masked_reply(
@@ -126,9 +121,4 @@ def masked_reply(
     if np.abs(values).max(initial=0.0) > protocol.SECURE_CLIP:  # (over 2^16 records a task)
         log.warning("release values beyond the secure sum's range clipped to +-2^16")
     values = np.clip(values, -protocol.SECURE_CLIP, protocol.SECURE_CLIP)
-    legacy = compat.fitres_to_recorddict(
-        FitRes(Status(Code.OK, ""), ndarrays_to_parameters([values]), 1, {}), keep_input=True
-    )
-    content = RecordDict({**legacy, **records})
-    assert isinstance(content["fitres.parameters"], ArrayRecord)
-    return Message(content=content, reply_to=msg)
+    return Message(content=RecordDict({**wire.fitres_records([values]), **records}), reply_to=msg)

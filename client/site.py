@@ -27,6 +27,7 @@ from common.metrics import accuracy
 from common.models.dgm import DGMGenerator
 from common.models.embedding import features_for
 from common.privacy.embedding import release as embedding_release
+from common.privacy.embedding import release_shape
 from common.privacy.release import evaluation_allowed, released
 from common.privacy.session import PreparedRound, PrivacySession, privacy_root
 from common.replay import ReplayPayload
@@ -177,7 +178,7 @@ class Site:
             )
             if prepared is None:  # too few records to train on privately: sit out
                 if self.embedding_kind and self.noise_shares > 1:  # its share of the noise
-                    self.release = self.privacy().noise_share(run_key=str(run_id), task=task)
+                    self.release = self.privacy().noise_share(task)
                 return {"num-examples": 0.0, "empty": 1.0}
         if self.embedding_kind:  # the task's release (once); the solver learns from the
             self.release = self._embedding_release(task, prepared)  # server's generator
@@ -222,8 +223,8 @@ class Site:
         """The shape of task ``task``'s release: (classes [+ F for the ridge solver's Gram])
         x F features (common.privacy.embedding)."""
         size = features_for(self.cfg, self.stream.shape).size
-        rows = len(self.stream.tasks[task].classes)
-        return rows + (size if self.cfg.solver_traits.solved else 0), size
+        classes = len(self.stream.tasks[task].classes)
+        return release_shape(classes, size, gram=self.cfg.solver_traits.solved)
 
     def _embedding_release(self, task: int, prepared: PreparedRound | None) -> torch.Tensor:
         """The task's release: from the ledger under DP (noised, spent once per task),

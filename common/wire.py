@@ -18,6 +18,8 @@ from itertools import accumulate
 import numpy as np
 import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
+from flwr.common import Code, FitRes, Status, ndarrays_to_parameters
+from flwr.compat.common import recorddict_compat as compat
 from torch import nn
 
 from common import masked_transfer as masked
@@ -418,3 +420,14 @@ def record_bytes(record: RecordDict | ArrayRecord) -> int:
     if isinstance(record, ArrayRecord):
         return int(sum(a.numpy().nbytes for a in record.values()))
     return sum(record_bytes(r) for r in record.array_records.values())
+
+
+def fitres_records(arrays: Sequence[np.ndarray]) -> RecordDict:
+    """Flower's legacy FitRes records, which its SecAgg+ mod (at the site) and workflow (at
+    the server) read: ``arrays`` as the parameters, weight 1 (no count leaves a site), no
+    metrics (fed.aggregation = "secure"; none of them is sent as it is)."""
+    res = FitRes(Status(Code.OK, ""), ndarrays_to_parameters(list(arrays)), 1, {})
+    return compat.fitres_to_recorddict(res, keep_input=True)
+
+
+FITRES_RECORDS = tuple(fitres_records([]))  # their names

@@ -80,6 +80,12 @@ def noised_gram(gram: Tensor, *, sigma: float) -> Tensor:
     return (gram.double() + noise).float()
 
 
+def release_shape(classes: int, size: int, *, gram: bool) -> tuple[int, int]:
+    """A task's release: (classes [+ size, the Gram's rows]) x size features
+    (:func:`class_rows` undoes it)."""
+    return classes + (size if gram else 0), size
+
+
 def class_rows(shape: Sequence[int]) -> int:
     """How many rows of a release of ``shape`` are per-class sums: all of them, or all but
     the F rows of the Gram below them (a release with the Gram has more rows than columns)."""

@@ -42,7 +42,7 @@ import fcntl
 import json
 import os
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -120,10 +120,10 @@ class LifetimePartition:
         own = d.get("own_history")
         return LifetimePartition(
             fp.decode(d["records"]),
-            [(float(s), float(q), int(n)) for s, q, n in d["history"]],
+            _events(d["history"]),
             d.get("merged_into"),
             float(d.get("created", 0.0)),
-            None if own is None else [(float(s), float(q), int(n)) for s, q, n in own],
+            None if own is None else _events(own),
         )
 
 
@@ -509,9 +509,7 @@ class SiteLedger:
         run = self.state["runs"].get(run_key, {"partitions": {}})
         by_lifetime: dict[str, list[Event]] = {}
         for p in run["partitions"].values():
-            by_lifetime.setdefault(self._live(p["lifetime"]), []).extend(
-                (float(s), float(q), int(n)) for s, q, n in p["events"]
-            )
+            by_lifetime.setdefault(self._live(p["lifetime"]), []).extend(_events(p["events"]))
         return max((self._eps(h) for h in by_lifetime.values()), default=0.0)
 
     def metrics(self, run_key: str) -> dict[str, float]:
@@ -548,5 +546,6 @@ class SiteLedger:
         self.dirty = False
 
 
-def _events(events: list[Event]) -> list[Event]:
+def _events(events: Iterable[Sequence[Any]]) -> list[Event]:
+    """Events as the accountant takes them (from JSON lists or tuples)."""
     return [(float(s), float(q), int(n)) for s, q, n in events]

@@ -227,13 +227,13 @@ class PrivacySession:
             embedding = torch.tensor(stored, dtype=torch.float32).view(-1, width)
         return PreparedRound(plan, iterations + generator_steps, metrics, taken, embedding)
 
-    def noise_share(self, *, run_key: str, task: int) -> torch.Tensor:
+    def noise_share(self, task: int) -> torch.Tensor:
         """What a site that sits task ``task`` out sends into a secure sum under distributed
         noise: its share of the noise alone (no record is read, nothing is spent), at the
         noise a site of this run with a fresh ledger adds (its count release, then one
         release per task: what the others' shares are calibrated to; this site's own plan
-        may be empty), so the sum carries the noise the other sites' shares count on."""
-        del run_key  # (nothing of this site's ledger is read)
+        may be empty; nothing of its ledger is read), so the sum carries the noise the other
+        sites' shares count on."""
         cfg = self.cfg
         releases = 1 if self.composition == PER_TASK else len(self.tasks)
         sigma = noise_for_budget(

@@ -44,6 +44,7 @@ from common.models import build_generator
 from common.models.embedding import features_for
 from common.models.generator import Generator
 from common.models.ridge import RidgeSolver
+from common.privacy.embedding import release_shape
 from common.replay import ReplayPayload, cpu_state
 from common.training.embedding import fit_to_release
 from server.methods.base import ServerSide
@@ -135,8 +136,7 @@ class TaskGenerator:
     def release_shape(self, t: int) -> tuple[int, int]:
         """What a site's release of task ``t`` must look like: (classes [+ features]) x
         features."""
-        rows = len(self.stream.tasks[t].classes) + (self.features.size if self.ridge else 0)
-        return rows, self.features.size
+        return release_shape(len(self.classes(t)), self.features.size, gram=self.ridge)
 
     def classes(self, t: int) -> tuple[int, ...]:
         return tuple(self.stream.tasks[t].classes)

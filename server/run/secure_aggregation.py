@@ -30,18 +30,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, cast
 
 import numpy as np
 from flwr.app import ConfigRecord, Message, RecordDict
 from flwr.app.error import Error
 from flwr.common import (
-    Code,
     FitIns,
     FitRes,
     Parameters,
-    Status,
     bytes_to_ndarray,
     parameters_to_ndarrays,
 )
@@ -83,8 +81,8 @@ class _Strategy:
     """The workflow's view of a strategy: the sites to instruct, and where the sum goes."""
 
     nodes: list[int]
-    result: list[np.ndarray] = field(default_factory=list)
-    summed: int = 0
+    total: np.ndarray | None = None  # the sum over the sites that sent
+    summed: int = 0  # how many sent
 
     def configure_fit(self, *_: Any) -> list[tuple[_Proxy, Any]]:
         empty = FitIns(Parameters([], "numpy.ndarray"), {})  # (the instructions are ours)
@@ -94,18 +92,19 @@ class _Strategy:
         self, _round: int, results: list[tuple[_Proxy, FitRes]], _failures: list[Any]
     ) -> tuple[None, dict[str, Any]]:
         # the workflow hands the weighted mean (every site weighs 1) on each result
-        self.summed = len(results)
         if results:
-            self.result = parameters_to_ndarrays(results[0][1].parameters)
+            (mean,) = parameters_to_ndarrays(results[0][1].parameters)
+            self.summed = len(results)
+            self.total = np.asarray(mean, dtype=np.float64) * self.summed
         return None, {}
 
 
 class _Context:
     """The parts of a LegacyContext the workflow's stages read."""
 
-    def __init__(self, nodes: list[int], server_round: int) -> None:
-        self.strategy = _Strategy(nodes)
-        self.client_manager = _Manager(len(nodes))
+    def __init__(self, strategy: _Strategy, server_round: int) -> None:
+        self.strategy = strategy
+        self.client_manager = _Manager(len(strategy.nodes))
         self.state = RecordDict(
             {
                 MAIN_CONFIGS_RECORD: ConfigRecord({WorkflowKey.CURRENT_ROUND: server_round}),
@@ -119,23 +118,25 @@ class _Context:
 class _Workflow(SecAggPlusWorkflow):
     """SecAgg+ with the round's own instructions in its collect stage."""
 
-    def exchange(self, grid: _StageGrid, instructions: list[Message], server_round: int) -> bool:
+    def exchange(
+        self, grid: _StageGrid, instructions: list[Message], server_round: int
+    ) -> tuple[np.ndarray, int] | None:
+        """The sum of the sites' releases and how many sent (None: the exchange halted)."""
         nodes = [m.metadata.dst_node_id for m in instructions]
-        context = cast(LegacyContext, _Context(nodes, server_round))
+        strategy = _Strategy(nodes)
+        context = cast(LegacyContext, _Context(strategy, server_round))
         state = WorkflowState()
         if not self.setup_stage(grid, context, state):
-            return False
+            return None
         _forget_gone(state)
         state.nid_to_fitins = {m.metadata.dst_node_id: m.content for m in instructions}
         if not self.share_keys_stage(grid, context, state):
-            return False
+            return None
         _forget_gone(state)
         for stage in (self.collect_masked_vectors_stage, self.unmask_stage):
             if not stage(grid, context, state):
-                return False
-        grid.total = cast(_Strategy, context.strategy).result
-        grid.summed = cast(_Strategy, context.strategy).summed
-        return True
+                return None
+        return None if strategy.total is None else (strategy.total, strategy.summed)
 
 
 def _forget_gone(state: WorkflowState) -> None:
@@ -160,8 +161,6 @@ class _StageGrid(GridWrapper):
         self.timeout, self.shape = timeout, shape  # (shape: a site's release)
         self.errors: dict[int, Message] = {}
         self.collected: list[Message] = []
-        self.total: list[np.ndarray] = []
-        self.summed = 0
 
     def send_and_receive(
         self, messages: Iterable[Message], *, timeout: float | None = None
@@ -183,10 +182,7 @@ class _StageGrid(GridWrapper):
                 self.errors[reply.metadata.src_node_id] = reply
             elif stage == Stage.COLLECT_MASKED_VECTORS:
                 self.collected.append(reply)
-                legacy = compat.fitres_to_recorddict(
-                    FitRes(Status(Code.OK, ""), Parameters([], "numpy.ndarray"), 1, {}), True
-                )
-                for name, record in legacy.items():
+                for name, record in wire.fitres_records([]).items():
                     reply.content[name] = record
         return replies
 
@@ -286,19 +282,17 @@ class SecureAggregationGrid(GridWrapper):
         if shape is None:
             raise RuntimeError("a secure round of a task whose release shape is not set")
         stages = _StageGrid(self.grid, timeout if timeout is not None else self.timeout, shape)
+        failure = ""
         try:
-            done = workflow.exchange(stages, messages, server_round)
+            result = workflow.exchange(stages, messages, server_round)
         except Exception as exc:  # a site's shares that do not combine, say: no sum, no crash
             log.exception("round %d: the secure sum failed", server_round)
-            done, stages.total = False, []
-            failure = f"{type(exc).__name__}: {exc}"[:300]
-        else:
-            failure = ""
+            result, failure = None, f"{type(exc).__name__}: {exc}"[:300]
         answered = {r.metadata.src_node_id for r in stages.collected}
         for node, error in stages.errors.items():
             if node not in answered:
                 yield error  # (a site that dropped out: its own error says why)
-        if not done or not stages.total:
+        if result is None:
             reason = (
                 f"secure aggregation halted: {len(answered)} of {n} sites sent a masked "
                 f"release, at least {protocol.secure_threshold(n)} must send and unmask"
@@ -309,10 +303,9 @@ class SecureAggregationGrid(GridWrapper):
             for reply in stages.collected:
                 yield _failed(by_node[reply.metadata.src_node_id], reason)
             return
-        # the workflow's mean over the sites that sent (each weighs 1) -> their sum
-        total = np.asarray(stages.total[0], dtype=np.float64) * stages.summed
-        log.info("round %d: secure sum of %d sites' releases unmasked", server_round, stages.summed)
-        self.on_sum(total, stages.summed)
+        total, summed = result
+        log.info("round %d: secure sum of %d sites' releases unmasked", server_round, summed)
+        self.on_sum(total, summed)
         for reply in stages.collected:
             yield _plain(reply)
 
@@ -325,13 +318,10 @@ def _round_of(message: Message) -> int:
 def _plain(reply: Message) -> Message:
     """The reply as the strategy reads it: its metrics and site id (the masked vector and
     the workflow's legacy records removed)."""
-    for name in (SECAGG_RECORD, *compat.fitres_to_recorddict(_EMPTY, True)):
+    for name in (SECAGG_RECORD, *wire.FITRES_RECORDS):
         if name in reply.content:
             del reply.content[name]
     return reply
-
-
-_EMPTY = FitRes(Status(Code.OK, ""), Parameters([], "numpy.ndarray"), 1, {})
 
 
 def _failed(instruction: Message, reason: str) -> Message:
