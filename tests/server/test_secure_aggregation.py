@@ -409,3 +409,28 @@ def test_garbage_at_any_stage_never_crashes_the_server(stage: str) -> None:
         summed = [nid for nid in releases if nid != 1001]
     plain = sum(releases[nid].astype(np.float64) for nid in summed)
     assert np.linalg.norm(sums[0][0] - plain) / np.linalg.norm(plain) <= 1e-4
+
+
+def test_a_server_that_skips_the_secure_sum_gets_nothing(tmp_path: Path) -> None:
+    """A secure, private run's site asked to train by a plain instruction (a server that
+    would take its release, carrying a share of the noise, in the clear) refuses before any
+    record is read: an error reply, nothing spent, nothing in its egress log."""
+    from flwr.supercore.task_identity import TaskIdentity
+
+    from client.client_app import app as client_app
+
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 0
+    cfg = load_config(DISTRIBUTED)
+    context = Context(
+        run_id=1,
+        node_id=1000,
+        node_config={"partition-id": 0, "num-partitions": 5},
+        state=RecordDict(),
+        run_config=cfg.to_run_config(),
+    )
+    config = ConfigRecord({"task": 0, "seed": 0, "iterations": 1, "server-round": 1})
+    plain = Message(RecordDict({wire.CONFIG: config}), dst_node_id=1000, message_type="train")
+    reply = client_app(plain, context)
+    assert reply.has_error() and "fed.aggregation = 'secure'" in reply.error.reason
+    sites = tmp_path / "sites"
+    assert not (sites / "privacy").exists() and not (sites / "egress").exists()
