@@ -264,8 +264,9 @@ EMBEDDING = Part(
     privacy="per-class sums of norm-1 random features (L2 sensitivity 1) plus secret "
     "Gaussian noise, once per task, planned and recorded in the site's ledger before it "
     "exists (common.privacy.embedding); its count coordinate is a noised class count. "
-    "ridge: with the features' Gram matrix (F x F, upper triangle moved <= 1 by a record), "
-    "noise sigma x sqrt(2) on every value: the same one event",
+    "ridge: with the features' Gram matrix (F x F, moved <= 1 in Frobenius norm by a record), "
+    "noise sigma x sqrt(2) on every sum and diagonal value, sigma above the diagonal "
+    "(mirrored): the same one event",
 )
 PARTS = (SOLVER, GENERATOR, EMBEDDING)
 PART_NAMES = tuple(p.name for p in PARTS)

@@ -2,7 +2,7 @@
 
 The ridge solver (common/models/ridge.py) is fitted to the sum of the sites' noised
 releases: per-class sums of random features and their Gram matrix, one Gaussian release
-per site and task at noise multiplier sigma x sqrt(2) (common/privacy/embedding.py). Its
+per site and task at noise multiplier sigma (sensitivity sqrt(2); common/privacy/embedding.py). Its
 two settings, the number of random feature pairs (``embedding.features``) and lambda
 (``ridge.penalty``), must not be chosen on the records the sites hold (a choice that
 depends on private data is itself a release) nor on the test set (the figure would be

@@ -6,17 +6,20 @@ calls it: per-class sums of the run's random features (with ``gram``: and the Gr
 plus secret fresh Gaussian noise. The auditor fixes a small dataset D and a canary record
 c, flips a fair coin per trial, releases from D or from D + c, and knows everything but the
 noise (white box). Per trial the score is the release's projection on the canary's own
-contribution Delta = release(D + c) - release(D) without noise, over the values the
-release really says (the sums, and the Gram's upper triangle: its lower one is a mirror).
+contribution Delta = release(D + c) - release(D) without noise, in the coordinates the
+noise is drawn in (:func:`common.privacy.embedding.coordinates`: the sums, the Gram's
+diagonal and sqrt(2) x each value above it; the values below are a mirror).
 
 Each trial is an independent run of the mechanism, so the bounds of
 :mod:`common.audit.whitebox` apply as they are: the family-free (eps, delta) bound, and the
 mu-GDP bound, whose eps is the bound on the true eps: the release is one Gaussian
 mechanism, exactly 1/sigma-GDP for a record that moves it by the full sensitivity. A
 canary moves the sums by exactly 1 (every feature vector has norm 1); with the Gram
-(sensitivity sqrt(2), noise sigma sqrt(2)) it moves the Gram's upper triangle by
-sqrt((1 + sum psi_i^4) / 2) <= 1, so ``mu_canary`` (what this canary can show) sits a
-little below the claim's 1/sigma, and the gap is the analysis' slack for this canary.
+(sensitivity sqrt(2), noise sigma sqrt(2) on every coordinate) it moves the Gram's
+coordinates by ||psi psi^T||_F = 1 too, so ``mu_canary`` (what this canary can show) is
+the claim's 1/sigma: the audit can test the claim itself. (Before 2026-12-07 the Gram's
+upper triangle was noised value by value, a record moving it by sqrt((1 + sum psi^4) / 2)
+< 1: the audit said "not testable" there, the analysis' slack.)
 
 What it catches: noise too small for the claim, noise repeated across releases (the OUT
 world's score would not vary), a sensitivity the analysis got wrong.
@@ -42,7 +45,7 @@ from common.audit.whitebox import (
 from common.models.embedding import RandomFeatures
 from common.models.scatter import Scattering
 from common.privacy.accountant import compute_epsilon
-from common.privacy.embedding import EVENT_SAMPLE_RATE, GRAM_SENSITIVITY, release
+from common.privacy.embedding import EVENT_SAMPLE_RATE, GRAM_SENSITIVITY, coordinates, release
 from common.privacy.randomness import secret_numpy_generator
 
 ReleaseFn = Callable[..., Tensor]  # the signature of common.privacy.embedding.release
@@ -99,15 +102,6 @@ class ReleaseAudit:
         }
 
 
-def _said(r: Tensor, classes: int, gram: bool) -> Tensor:
-    """The values a release says, flattened: the sums, and the Gram's upper triangle."""
-    if not gram:
-        return r.double().flatten()
-    sums, second = r[:classes].double(), r[classes:].double()
-    rows, cols = torch.triu_indices(*second.shape)
-    return torch.cat([sums.flatten(), second[rows, cols]])
-
-
 def release_scores(
     include: np.ndarray,
     *,
@@ -123,9 +117,8 @@ def release_scores(
     noise), from D + c where ``include``, else from D; and this canary's mu."""
     x, y = data
     x_in, y_in = torch.cat([x, canary[0]]), torch.cat([y, canary[1]])
-    k = len(classes)
-    clean_out = _said(release(features, x, y, classes, sigma=None, gram=gram), k, gram)
-    clean_in = _said(release(features, x_in, y_in, classes, sigma=None, gram=gram), k, gram)
+    clean_out = coordinates(release(features, x, y, classes, sigma=None, gram=gram))
+    clean_in = coordinates(release(features, x_in, y_in, classes, sigma=None, gram=gram))
     shift = clean_in - clean_out
     direction = shift / shift.norm()
     noise_std = sigma * (GRAM_SENSITIVITY if gram else 1.0)
@@ -133,7 +126,7 @@ def release_scores(
     for j, inside in enumerate(include):
         xs, ys = (x_in, y_in) if inside else (x, y)
         r = release_fn(features, xs, ys, classes, sigma=sigma, gram=gram)
-        scores[j] = float((_said(r, k, gram) - clean_out) @ direction) / noise_std
+        scores[j] = float((coordinates(r) - clean_out) @ direction) / noise_std
     return scores, float(shift.norm()) / noise_std
 
 

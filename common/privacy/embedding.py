@@ -12,11 +12,15 @@ secure mode. The count coordinate of each row is then a noised count of the clas
 
 With ``solver.arch = "ridge"`` (:mod:`common.models.ridge`) the release also carries the
 task's second moment sum_i psi_i psi_i^T (F x F) below the sums. One record changes it by
-psi psi^T, of Frobenius norm ||psi||^2 = 1, and its upper triangle (all the matrix says) by
-at most 1; sums and upper triangle together move by at most sqrt(2). Every value then gets
-N(0, (sigma sqrt(2))^2) noise: the same Gaussian mechanism, noise multiplier sigma, one
-event in the ledger. The Gram's noise is drawn on the upper triangle and mirrored
-(post-processing: the matrix stays symmetric).
+psi psi^T, of Frobenius norm ||psi||^2 = 1; sums and Gram together move by at most sqrt(2)
+(:data:`GRAM_SENSITIVITY`). The Gram is symmetric, so its noise is drawn in the
+coordinates where the Frobenius norm is the plain L2 norm (:func:`coordinates`: the
+diagonal, and each off-diagonal value times sqrt(2), once): N(0, (sigma sqrt(2))^2) on
+every coordinate is the Gaussian mechanism with noise multiplier sigma, one event in the
+ledger. Back in the matrix: the sums and the diagonal get noise of std sigma sqrt(2), each
+off-diagonal value (mirrored: the matrix stays symmetric) std sigma. (Until 2026-12-07 the
+upper triangle's values each got std sigma sqrt(2), as if one could move by the whole
+sensitivity: twice the variance the Gram needs off its diagonal.)
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from torch import Tensor
 from common.models.embedding import RandomFeatures
 from common.privacy.randomness import secret_generator
 
-GRAM_SENSITIVITY = math.sqrt(2.0)  # sums and the Gram's upper triangle, each moved <= 1
+GRAM_SENSITIVITY = math.sqrt(2.0)  # sums (L2) and the Gram (Frobenius), each moved <= 1
 EVENT_SAMPLE_RATE = 1.0  # the accountant's view: every record, one step
 CHUNK = 1024  # records per feature computation (memory: CHUNK x features)
 
@@ -71,13 +75,31 @@ def noised(sums: Tensor, *, sigma: float) -> Tensor:
 
 
 def noised_gram(gram: Tensor, *, sigma: float) -> Tensor:
-    """A symmetric Gram matrix plus N(0, sigma^2) secret noise on its upper triangle,
-    mirrored below (float32)."""
+    """A symmetric Gram matrix plus secret noise, N(0, sigma^2) on its diagonal and
+    N(0, sigma^2 / 2) on each value above it, mirrored below: N(0, sigma^2) on every one of
+    its :func:`coordinates` (float32)."""
     if sigma <= 0:
         raise ValueError(f"sigma={sigma!r}: the embedding's noise must be positive")
-    upper = torch.triu(_secret_normal(tuple(gram.shape), sigma))
-    noise = upper + torch.triu(upper, diagonal=1).T
+    draw = _secret_normal(tuple(gram.shape), sigma)
+    above = torch.triu(draw, diagonal=1) / math.sqrt(2.0)
+    noise = torch.diag(torch.diagonal(draw)) + above + above.T
     return (gram.double() + noise).float()
+
+
+def coordinates(values: Tensor) -> Tensor:
+    """A release's values in the coordinates its noise is drawn in, flattened (float64): the
+    sums; with the Gram below them, its diagonal and sqrt(2) x each value above it, where
+    the Frobenius norm of a symmetric matrix is the L2 norm of these coordinates. One record
+    moves them by at most :data:`GRAM_SENSITIVITY`; each carries the same noise."""
+    v = values.double()
+    classes = class_rows(tuple(v.shape))
+    if classes == v.shape[0]:
+        return v.flatten()
+    gram = v[classes:]
+    rows, cols = torch.triu_indices(*gram.shape, offset=1)
+    return torch.cat(
+        [v[:classes].flatten(), torch.diagonal(gram), math.sqrt(2.0) * gram[rows, cols]]
+    )
 
 
 def release_shape(classes: int, size: int, *, gram: bool) -> tuple[int, int]:
@@ -114,7 +136,7 @@ def release(
 ) -> Tensor:
     """The task's release, noised when ``sigma`` is given (DP): per-class sums,
     (len(classes), F); with ``gram``, the Gram matrix below them, (len(classes) + F, F),
-    every value noised at sigma x :data:`GRAM_SENSITIVITY`."""
+    every one of its :func:`coordinates` noised at sigma x :data:`GRAM_SENSITIVITY`."""
     sums = class_sums(features, x, y, classes)
     if not gram:
         return noised(sums, sigma=sigma) if sigma is not None else sums.float()

@@ -252,10 +252,12 @@ DISTRIBUTED = {
 
 
 def _noise(values: torch.Tensor, classes: int) -> np.ndarray:
-    """A release's independent values: the class sums and the Gram's upper triangle."""
-    v = values.double().numpy()
-    gram = v[classes:]
-    return np.concatenate([v[:classes].ravel(), gram[np.triu_indices(gram.shape[0])]])
+    """A release's independent values, in the coordinates its noise is drawn in."""
+    from common.privacy.embedding import coordinates
+
+    got = coordinates(values).numpy()
+    assert len(got) == classes * values.shape[1] + values.shape[1] * (values.shape[1] + 1) // 2
+    return got
 
 
 def test_distributed_noise_the_sum_carries_the_calibrated_noise_and_no_share_does(

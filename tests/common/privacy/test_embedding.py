@@ -14,7 +14,7 @@ from client.site import Site, SiteIdentity
 from common.config import ConfigError, load_config
 from common.models.embedding import RandomFeatures, features_for
 from common.privacy.accountant import compute_epsilon
-from common.privacy.embedding import GRAM_SENSITIVITY, class_sums, noised, release
+from common.privacy.embedding import GRAM_SENSITIVITY, class_sums, coordinates, noised, release
 from common.privacy.ledger import BudgetExceeded, PrivacyStateError
 from common.privacy.session import COUNT_NOISE
 
@@ -68,23 +68,31 @@ def test_the_noise_is_fresh_secret_and_of_the_planned_scale() -> None:
 
 
 def test_with_the_gram_one_record_moves_the_release_by_at_most_sqrt2() -> None:
-    """solver.arch = "ridge": the sums move by <= 1 and the Gram's upper triangle by <= 1,
-    so the release as a whole by <= sqrt(2), the sensitivity its noise is scaled by."""
+    """solver.arch = "ridge": the sums move by <= 1 and the Gram by <= 1 in Frobenius norm,
+    which is the L2 norm of its noise coordinates, so the release as a whole by <= sqrt(2),
+    the sensitivity its noise is scaled by, for any records (huge, zero, or alike)."""
     features = RandomFeatures(64, 100, 2.0, seed=0)
-    x = torch.rand(120, 1, 8, 8) * 50
+    x = torch.cat(
+        [torch.rand(117, 1, 8, 8) * 50, torch.zeros(1, 1, 8, 8), torch.full((2, 1, 8, 8), 1e30)]
+    )
     y = torch.randint(0, 2, (120,))
     full = release(features, x, y, [0, 1], sigma=None, gram=True).double()
     assert full.shape == (2 + features.size, features.size)
-    for i in (0, 61, 119):
+    for i in (0, 61, 117, 118, 119):
         keep = torch.arange(120) != i
         less = release(features, x[keep], y[keep], [0, 1], sigma=None, gram=True).double()
         moved_sums = float((full[:2] - less[:2]).norm())
-        moved_upper = float(torch.triu(full[2:] - less[2:]).norm())
-        assert moved_sums <= 1.0 + 1e-5 and moved_upper <= 1.0 + 1e-5
-        assert (moved_sums**2 + moved_upper**2) ** 0.5 <= GRAM_SENSITIVITY + 1e-5
+        moved_gram = float((full[2:] - less[2:]).norm())  # Frobenius
+        moved = float((coordinates(full) - coordinates(less)).norm())
+        assert moved_sums <= 1.0 + 1e-5 and moved_gram <= 1.0 + 1e-5
+        assert moved == pytest.approx((moved_sums**2 + moved_gram**2) ** 0.5, rel=1e-5)
+        assert moved <= GRAM_SENSITIVITY + 1e-5
 
 
 def test_the_gram_release_s_noise_is_fresh_symmetric_and_scaled() -> None:
+    """Every noise coordinate (sums, the Gram's diagonal, sqrt(2) x a value above it) has
+    std sigma sqrt(2): in the matrix, the values off the diagonal have half the variance of
+    those on it (it fails with the noise drawn value by value on the upper triangle)."""
     features = RandomFeatures(16, 400, 1.0, seed=0)  # 2 x 801 sums, 321201 Gram values
     x, y = torch.rand(50, 1, 4, 4), torch.randint(0, 2, (50,))
     torch.manual_seed(0)
@@ -93,11 +101,13 @@ def test_the_gram_release_s_noise_is_fresh_symmetric_and_scaled() -> None:
     b = release(features, x, y, [0, 1], sigma=2.0, gram=True)
     assert not torch.equal(a, b)
     assert torch.equal(a[2:], a[2:].T), "the Gram stays symmetric"
-    diff = (a - b).double()
-    upper = diff[2:][torch.triu(torch.ones_like(diff[2:]), diagonal=0).bool()]
-    # each value's noise has std sigma * sqrt(2); a difference of two, sigma * 2
-    for part in (diff[:2].flatten(), upper):
-        assert float(part.std()) == pytest.approx(2.0 * GRAM_SENSITIVITY * 2**0.5, rel=0.06)
+    diff = (a - b).double()  # a difference of two draws: std sqrt(2) x each one's
+    expected = 2.0 * GRAM_SENSITIVITY * 2**0.5
+    above = diff[2:][torch.triu(torch.ones_like(diff[2:]), diagonal=1).bool()]
+    for part in (diff[:2].flatten(), torch.diagonal(diff[2:])):
+        assert float(part.std()) == pytest.approx(expected, rel=0.06)
+    assert float(above.std()) == pytest.approx(expected / 2**0.5, rel=0.02)
+    assert float(coordinates(diff).std()) == pytest.approx(expected, rel=0.02)
 
 
 def test_it_is_refused_outside_the_run_it_is_built_for() -> None:
