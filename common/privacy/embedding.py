@@ -96,7 +96,8 @@ def coordinates(values: Tensor) -> Tensor:
     if classes == v.shape[0]:
         return v.flatten()
     gram = v[classes:]
-    rows, cols = torch.triu_indices(*gram.shape, offset=1)
+    size = gram.shape[0]
+    rows, cols = torch.triu_indices(size, size, offset=1)
     return torch.cat(
         [v[:classes].flatten(), torch.diagonal(gram), math.sqrt(2.0) * gram[rows, cols]]
     )
