@@ -23,7 +23,8 @@ features may be drawn on the images' ScatterNet coefficients instead of their pi
     python simulations/choose_ridge.py --base scatter --bandwidth 0.25 0.5 1 --pairs 400 1200 \
         --ridge 1 3 10 30 100
 
-Prints one line per (epsilon, width, pairs): proxy accuracy per lambda, then the best
+Prints one line per (epsilon, width, pairs): proxy accuracy per lambda (the mean over
+``--draws`` fresh noise draws), then the best
 setting per epsilon (the largest accuracy; ties to the fewer pairs, then the larger lambda,
 then the width nearest the data-free rule's).
 """
@@ -102,6 +103,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--sites", type=int, default=5)
     ap.add_argument("--records", type=int, default=54000, help="the benchmark's records in all")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--draws",
+        type=int,
+        default=1,
+        help="fresh noise draws per setting, their accuracies averaged (one draw moves a "
+        "setting's figure by about a point)",
+    )
     ap.add_argument("--base", choices=("pixels", "scatter"), default="pixels")
     args = ap.parse_args(argv)
     data = digits_as_mnist(args.records, seed=args.seed)
@@ -125,7 +133,11 @@ def main(argv: list[str] | None = None) -> None:
                     if eps > 0
                     else None
                 )
-                accs = scores(features, data, sigma=sigma, sites=args.sites, lambdas=args.ridge)
+                draws = [
+                    scores(features, data, sigma=sigma, sites=args.sites, lambdas=args.ridge)
+                    for _ in range(args.draws if sigma is not None else 1)
+                ]
+                accs = [sum(col) / len(draws) for col in zip(*draws, strict=True)]
                 line = ", ".join(
                     f"lambda {lam:g}: {100 * a:.1f}%"
                     for lam, a in zip(args.ridge, accs, strict=True)
