@@ -24,9 +24,10 @@ features may be drawn on the images' ScatterNet coefficients instead of their pi
         --ridge 1 3 10 30 100
 
 Prints one line per (epsilon, width, pairs): proxy accuracy per lambda (the mean over
-``--draws`` fresh noise draws), then the best
-setting per epsilon (the largest accuracy; ties to the fewer pairs, then the larger lambda,
-then the width nearest the data-free rule's).
+``--draws`` fresh noise draws, with its standard error), then the setting chosen per
+epsilon: the simplest (fewer pairs, then the larger lambda, then the width nearest the
+data-free rule's) within one standard error of the best (Breiman's one-SE rule; with one
+draw: the best to 0.1 point).
 """
 
 from __future__ import annotations
@@ -81,10 +82,22 @@ def scores(
     return out
 
 
-def _rank(acc: float, pairs: int, lam: float, width: float, rule: float) -> tuple[float, ...]:
-    """The rule: the largest accuracy (to 0.1 point); ties to fewer pairs, then the larger
+def _simplicity(pairs: int, lam: float, width: float, rule: float) -> tuple[float, ...]:
+    """The simpler setting ranks higher: fewer pairs (bytes, time and noise), then the larger
     lambda, then the width nearest the data-free rule's (pixels: 7 = sqrt(784) / 4)."""
-    return (round(acc, 3), -pairs, lam, -abs(math.log(width / rule)))
+    return (-pairs, lam, -abs(math.log(width / rule)))
+
+
+def choose(
+    cells: list[tuple[float, float, int, float, float]], rule: float
+) -> tuple[float, float, int, float, float]:
+    """The rule, over (accuracy, standard error, pairs, lambda, width): the simplest setting
+    whose accuracy is within one standard error of the best's (Breiman's one-SE rule; with
+    one draw the error is 0: the largest accuracy to 0.1 point, ties to the simplest)."""
+    top = max(cells, key=lambda c: round(c[0], 3))
+    floor = round(top[0], 3) - top[1]
+    near = [c for c in cells if round(c[0], 3) >= floor - 1e-9]
+    return max(near, key=lambda c: _simplicity(c[2], c[3], c[4], rule))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -120,7 +133,7 @@ def main(argv: list[str] | None = None) -> None:
         data = (front(fit_x), fit_y, front(val_x), val_y)
         rule = 1.0
     size = data[0][0].numel()
-    best: dict[float, tuple[float, int, float, float]] = {}  # eps: (acc, pairs, lambda, width)
+    cells: dict[float, list[tuple[float, float, int, float, float]]] = {}  # eps: settings
     for width in args.bandwidth:
         for pairs in args.pairs:
             torch.manual_seed(args.seed)
@@ -137,22 +150,26 @@ def main(argv: list[str] | None = None) -> None:
                     scores(features, data, sigma=sigma, sites=args.sites, lambdas=args.ridge)
                     for _ in range(args.draws if sigma is not None else 1)
                 ]
-                accs = [sum(col) / len(draws) for col in zip(*draws, strict=True)]
+                per_lambda = torch.tensor(draws, dtype=torch.float64).T  # (lambdas, draws)
+                accs = per_lambda.mean(1).tolist()
+                errors = (
+                    (per_lambda.std(1) / math.sqrt(len(draws))).tolist()
+                    if len(draws) > 1
+                    else [0.0] * len(accs)
+                )
                 line = ", ".join(
-                    f"lambda {lam:g}: {100 * a:.1f}%"
-                    for lam, a in zip(args.ridge, accs, strict=True)
+                    f"lambda {lam:g}: {100 * a:.1f}%" + (f" +- {100 * e:.1f}" if e else "")
+                    for lam, a, e in zip(args.ridge, accs, errors, strict=True)
                 )
                 print(
                     f"epsilon {eps:g} (sigma {sigma or 0:.3f}), bandwidth {width:g}, "
                     f"{pairs} pairs: {line}",
                     flush=True,
                 )
-                for lam, a in zip(args.ridge, accs, strict=True):
-                    if eps not in best or _rank(a, pairs, lam, width, rule) > _rank(
-                        *best[eps], rule
-                    ):
-                        best[eps] = (a, pairs, lam, width)
-    for eps, (a, pairs, lam, width) in sorted(best.items()):
+                for lam, a, e in zip(args.ridge, accs, errors, strict=True):
+                    cells.setdefault(eps, []).append((a, e, pairs, lam, width))
+    for eps, options in sorted(cells.items()):
+        a, _, pairs, lam, width = choose(options, rule)
         print(
             f"chosen for epsilon {eps:g} ({args.base}): {pairs} pairs, lambda {lam:g}, "
             f"bandwidth {width:g} "
